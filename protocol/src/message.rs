@@ -1,0 +1,125 @@
+//! The messages carried inside datagrams, and the stream each one belongs to.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Sample, TagInfo, UnixNanos};
+
+/// Identifies one version of the catalogue: the first 8 bytes (big-endian) of the SHA-256 of
+/// the codec encoding of the tag list. Samples name the catalogue they index into.
+pub type CatalogueHash = u64;
+
+/// The logical streams multiplexed on the link. Each has its own message sequence so that loss
+/// is counted per stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Stream {
+    /// Catalogue and heartbeat.
+    Control = 0,
+    /// Report-by-exception live values; latest wins.
+    Live = 1,
+    /// Rolling snapshot of every current value.
+    Snapshot = 2,
+    /// Time-ordered samples meant to be complete.
+    History = 3,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 4] = [Stream::Control, Stream::Live, Stream::Snapshot, Stream::History];
+
+    pub fn from_u8(v: u8) -> Option<Stream> {
+        Stream::ALL.get(usize::from(v)).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Control => "control",
+            Stream::Live => "live",
+            Stream::Snapshot => "snapshot",
+            Stream::History => "history",
+        }
+    }
+}
+
+/// A part of the catalogue. The catalogue is sent in chunks so that losing one datagram loses
+/// only a part, and chunks of successive rounds of the same version can be combined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogueChunk {
+    pub hash: CatalogueHash,
+    /// Total number of tags in this catalogue version.
+    pub total_tags: u32,
+    /// Index of `tags[0]` in the catalogue.
+    pub first_index: u32,
+    pub tags: Vec<TagInfo>,
+}
+
+/// A batch of samples, all indexing into the catalogue named by `catalogue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleBatch {
+    pub catalogue: CatalogueHash,
+    pub samples: Vec<Sample>,
+}
+
+/// History samples (reserved for the historian issue). `first_seq` is the history stream's own
+/// per-sample sequence number of `samples[0]`, so the receiver knows exactly which history it
+/// is missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryBatch {
+    pub catalogue: CatalogueHash,
+    pub first_seq: u64,
+    pub samples: Vec<Sample>,
+}
+
+/// Health of one source (a Modbus device, an OPC UA endpoint) as the transmitter sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceHealth {
+    pub name: String,
+    pub connected: bool,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    /// The last error, empty when none.
+    pub last_error: String,
+}
+
+/// Transmitter counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TxCounters {
+    pub datagrams_sent: u64,
+    pub messages_sent: u64,
+    pub samples_sent: u64,
+    /// Messages the transmitter had to drop (e.g. live values superseded before they were sent).
+    pub samples_superseded: u64,
+}
+
+/// Sent every second (configurable) on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Transmitter wall clock when the heartbeat was made.
+    pub sent_at: UnixNanos,
+    pub uptime_ms: u64,
+    pub catalogue: CatalogueHash,
+    pub tag_count: u32,
+    /// Hash of the transmitter's config file, so operators can tell which config is running.
+    pub config_hash: u64,
+    pub counters: TxCounters,
+    pub sources: Vec<SourceHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Catalogue(CatalogueChunk),
+    Live(SampleBatch),
+    Snapshot(SampleBatch),
+    Heartbeat(Heartbeat),
+    History(HistoryBatch),
+}
+
+impl Message {
+    pub fn stream(&self) -> Stream {
+        match self {
+            Message::Catalogue(_) | Message::Heartbeat(_) => Stream::Control,
+            Message::Live(_) => Stream::Live,
+            Message::Snapshot(_) => Stream::Snapshot,
+            Message::History(_) => Stream::History,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared pieces of the end-to-end tests and the demo: the simulated PLC and the impairment relay.
