@@ -2,5 +2,7 @@
 //! clock reads: time is passed in by the caller. See `WIRE.md` beside this crate for the layout
 //! of every byte.
 
+pub mod catalogue;
+pub mod codec;
 pub mod message;
 pub mod model;

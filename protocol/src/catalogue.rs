@@ -1,0 +1,1 @@
+//! The catalogue: the ordered tag list, its hash, chunking for the link and reassembly.
