@@ -1,0 +1,359 @@
+//! The tag table: the catalogue built from the config, the current value of every tag, and the
+//! queue of changes waiting for the link.
+//!
+//! Queue policy (bounded by construction): the change queue holds each tag at most once and
+//! always sends the tag's latest value, so a slow link can never make it grow past the tag
+//! count; a value replaced before it was sent is counted as superseded, never silently lost
+//! (the snapshot and the next change carry the newer value).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use config::tx::{ModbusTag, TxConfig};
+use protocol::model::{
+    ModbusAddress, ModbusType, Quality, Sample, SourceAddress, TagIndex, TagInfo, UnixNanos, Value,
+    ValueType,
+};
+use tokio::sync::Notify;
+
+pub struct TagTable {
+    infos: Vec<TagInfo>,
+    deadbands: Vec<f64>,
+    inner: Mutex<Inner>,
+    changed: Notify,
+}
+
+struct Inner {
+    current: Vec<Option<Sample>>,
+    reported: Vec<Option<(Value, Quality)>>,
+    queued: Vec<bool>,
+    queue: VecDeque<TagIndex>,
+    superseded: u64,
+}
+
+/// One update as a source produces it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub tag: TagIndex,
+    /// `None` when the source could not produce a value (the quality says why); the table then
+    /// keeps the last value (or the type's zero) with the new quality.
+    pub value: Option<Value>,
+    pub quality: Quality,
+    pub time: UnixNanos,
+}
+
+impl TagTable {
+    /// Builds the table from the config: devices in file order, tags in file order. That order
+    /// is the catalogue order, so tag indexes are stable for an unchanged config.
+    pub fn from_config(config: &TxConfig) -> TagTable {
+        let mut infos = Vec::new();
+        let mut deadbands = Vec::new();
+        for device in &config.devices {
+            for tag in &device.tags {
+                infos.push(modbus_tag_info(&device.name, device.unit_id, tag));
+                deadbands.push(tag.deadband);
+            }
+        }
+        TagTable::new(infos, deadbands)
+    }
+
+    pub fn new(infos: Vec<TagInfo>, deadbands: Vec<f64>) -> TagTable {
+        let n = infos.len();
+        TagTable {
+            infos,
+            deadbands,
+            inner: Mutex::new(Inner {
+                current: vec![None; n],
+                reported: vec![None; n],
+                queued: vec![false; n],
+                queue: VecDeque::new(),
+                superseded: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn infos(&self) -> &[TagInfo] {
+        &self.infos
+    }
+
+    pub fn len(&self) -> usize {
+        self.infos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty()
+    }
+
+    /// Records updates from a source; changes beyond the deadband (or any change of quality)
+    /// are queued for the link.
+    pub fn apply(&self, updates: impl IntoIterator<Item = Update>) {
+        let mut any = false;
+        {
+            let mut inner = self.lock();
+            for u in updates {
+                let i = u.tag as usize;
+                let Some(info) = self.infos.get(i) else {
+                    continue;
+                };
+                let value = match u.value {
+                    Some(v) => v,
+                    None => match &inner.current[i] {
+                        Some(s) => s.value.clone(),
+                        None => zero_of(info.value_type),
+                    },
+                };
+                let report = match &inner.reported[i] {
+                    None => true,
+                    Some((old_v, old_q)) => {
+                        *old_q != u.quality || exceeds_deadband(old_v, &value, self.deadbands[i])
+                    }
+                };
+                let sample = Sample {
+                    tag: u.tag,
+                    value,
+                    quality: u.quality,
+                    time: u.time,
+                };
+                if report {
+                    inner.reported[i] = Some((sample.value.clone(), sample.quality));
+                    if inner.queued[i] {
+                        inner.superseded += 1;
+                    } else {
+                        inner.queued[i] = true;
+                        inner.queue.push_back(u.tag);
+                    }
+                    any = true;
+                }
+                inner.current[i] = Some(sample);
+            }
+        }
+        if any {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Takes up to `max` queued changes, each with its tag's latest value.
+    pub fn take_changes(&self, max: usize) -> Vec<Sample> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(max.min(inner.queue.len()));
+        while out.len() < max {
+            let Some(tag) = inner.queue.pop_front() else {
+                break;
+            };
+            let i = tag as usize;
+            inner.queued[i] = false;
+            if let Some(s) = &inner.current[i] {
+                // Send what was last reported, not a newer value still inside the deadband, so
+                // the receiver sees exactly the reported sequence.
+                let mut s = s.clone();
+                if let Some((v, q)) = &inner.reported[i] {
+                    s.value = v.clone();
+                    s.quality = *q;
+                }
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    pub fn pending_changes(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn superseded(&self) -> u64 {
+        self.lock().superseded
+    }
+
+    /// Current values of tags `start..start+count` that have one, for the rolling snapshot.
+    pub fn snapshot(&self, start: usize, count: usize) -> Vec<Sample> {
+        let inner = self.lock();
+        let end = start.saturating_add(count).min(inner.current.len());
+        inner
+            .current
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The current value of one tag.
+    pub fn current(&self, tag: TagIndex) -> Option<Sample> {
+        self.lock().current.get(tag as usize).cloned().flatten()
+    }
+
+    /// Waits until a change is queued.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic elsewhere already; the data is still consistent
+        // (every write above is a plain field store), so keep serving it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The wire type of a Modbus tag: the raw type when unscaled, Double once scaled, since
+/// raw × scale + offset is no longer an integer in general.
+pub fn modbus_value_type(kind: ModbusType, unscaled: bool) -> ValueType {
+    match kind {
+        ModbusType::Bool => ValueType::Boolean,
+        ModbusType::String => ValueType::String,
+        _ if !unscaled => ValueType::Double,
+        ModbusType::U16 => ValueType::UInt16,
+        ModbusType::I16 => ValueType::Int16,
+        ModbusType::U32 => ValueType::UInt32,
+        ModbusType::I32 => ValueType::Int32,
+        ModbusType::U64 => ValueType::UInt64,
+        ModbusType::I64 => ValueType::Int64,
+        ModbusType::F32 => ValueType::Float,
+        ModbusType::F64 => ValueType::Double,
+    }
+}
+
+fn modbus_tag_info(device: &str, unit_id: u8, tag: &ModbusTag) -> TagInfo {
+    let address = ModbusAddress {
+        device: device.to_string(),
+        unit_id,
+        table: tag.table,
+        address: tag.address,
+        kind: tag.kind,
+        count: tag.count,
+        byte_order: tag.byte_order,
+        word_order: tag.word_order,
+        scale: tag.scale,
+        offset: tag.offset,
+    };
+    TagInfo {
+        name: tag.name.clone(),
+        value_type: modbus_value_type(tag.kind, address.is_unscaled()),
+        unit: tag.unit.clone(),
+        description: tag.description.clone(),
+        source: SourceAddress::Modbus(address),
+    }
+}
+
+fn exceeds_deadband(old: &Value, new: &Value, deadband: f64) -> bool {
+    match (old.as_f64(), new.as_f64()) {
+        (Some(a), Some(b)) if deadband > 0.0 => {
+            // NaN on either side is a change of kind, always reported.
+            (a - b).abs() > deadband || a.is_nan() != b.is_nan()
+        }
+        (Some(a), Some(b)) if a.is_nan() && b.is_nan() => false,
+        _ => old != new,
+    }
+}
+
+/// The value a tag shows before it ever had one.
+pub fn zero_of(t: ValueType) -> Value {
+    match t {
+        ValueType::Boolean => Value::Boolean(false),
+        ValueType::Int16 => Value::Int16(0),
+        ValueType::Int32 => Value::Int32(0),
+        ValueType::Int64 => Value::Int64(0),
+        ValueType::UInt16 => Value::UInt16(0),
+        ValueType::UInt32 => Value::UInt32(0),
+        ValueType::UInt64 => Value::UInt64(0),
+        ValueType::Float => Value::Float(0.0),
+        ValueType::Double => Value::Double(0.0),
+        ValueType::String => Value::String(String::new()),
+        ValueType::DateTime => Value::DateTime(0),
+        ValueType::ByteString => Value::ByteString(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(deadband: f64) -> TagTable {
+        let info = TagInfo {
+            name: "a/b".into(),
+            value_type: ValueType::Double,
+            unit: String::new(),
+            description: String::new(),
+            source: SourceAddress::Other("test".into()),
+        };
+        TagTable::new(vec![info.clone(), info], vec![deadband, 0.0])
+    }
+
+    fn up(tag: TagIndex, v: f64, q: Quality, t: i64) -> Update {
+        Update {
+            tag,
+            value: Some(Value::Double(v)),
+            quality: q,
+            time: t,
+        }
+    }
+
+    #[test]
+    fn deadband_suppresses_small_changes_but_not_quality_changes() {
+        let t = table(1.0);
+        t.apply([up(0, 10.0, Quality::GOOD, 1)]);
+        assert_eq!(t.take_changes(10).len(), 1);
+        t.apply([up(0, 10.5, Quality::GOOD, 2)]);
+        assert!(
+            t.take_changes(10).is_empty(),
+            "0.5 is inside the deadband of 1"
+        );
+        assert_eq!(t.current(0).map(|s| s.value), Some(Value::Double(10.5)));
+        t.apply([up(0, 11.6, Quality::GOOD, 3)]);
+        let c = t.take_changes(10);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].value, Value::Double(11.6));
+        t.apply([Update {
+            tag: 0,
+            value: None,
+            quality: Quality::BAD_COMMUNICATION_ERROR,
+            time: 4,
+        }]);
+        let c = t.take_changes(10);
+        assert_eq!(c.len(), 1, "a quality change is always reported");
+        assert_eq!(c[0].quality, Quality::BAD_COMMUNICATION_ERROR);
+        assert_eq!(
+            c[0].value,
+            Value::Double(11.6),
+            "a Bad update keeps the last value"
+        );
+    }
+
+    #[test]
+    fn queue_holds_each_tag_once_with_latest_value() {
+        let t = table(0.0);
+        for i in 0..100 {
+            t.apply([up(1, f64::from(i), Quality::GOOD, i64::from(i))]);
+        }
+        assert_eq!(t.pending_changes(), 1);
+        assert_eq!(t.superseded(), 99);
+        let c = t.take_changes(10);
+        assert_eq!(
+            c,
+            vec![Sample {
+                tag: 1,
+                value: Value::Double(99.0),
+                quality: Quality::GOOD,
+                time: 99
+            }]
+        );
+    }
+
+    #[test]
+    fn unknown_tag_index_is_ignored() {
+        let t = table(0.0);
+        t.apply([up(7, 1.0, Quality::GOOD, 1)]);
+        assert_eq!(t.pending_changes(), 0);
+    }
+
+    #[test]
+    fn snapshot_returns_only_tags_with_values() {
+        let t = table(0.0);
+        t.apply([up(1, 2.0, Quality::GOOD, 1)]);
+        let s = t.snapshot(0, 10);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].tag, 1);
+        assert!(t.snapshot(5, 10).is_empty());
+    }
+}
