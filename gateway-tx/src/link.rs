@@ -1,0 +1,329 @@
+//! The link sender: owns the protocol encoder and the send-only UDP socket, and decides what
+//! goes on the link when: the catalogue (on start, then periodically), a heartbeat every
+//! interval, live changes as they happen, and the rolling snapshot spread evenly over its
+//! period.
+//!
+//! The socket is never read: it is connected to the receiver only so that `send` needs no
+//! address, its receive side is shut down, and its receive buffer is the kernel's minimum.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use config::tx::TxLink;
+use protocol::catalogue::Catalogue;
+use protocol::encoder::{Encoder, EncoderConfig};
+use protocol::message::{Heartbeat, Message, SampleBatch, SourceHealth, TxCounters};
+use protocol::model::{Sample, Value};
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
+
+use crate::pacer::Pacer;
+use crate::tags::TagTable;
+
+/// How often a slice of the rolling snapshot goes out. Small enough that the snapshot is
+/// smooth, large enough that each slice fills datagrams.
+const SNAPSHOT_TICK: Duration = Duration::from_millis(100);
+
+/// Room left in a datagram for protocol headers, shard prefix, frame header, authentication
+/// tag and CRC; a message body at most `max_datagram - PROTOCOL_OVERHEAD` long fits in one
+/// datagram, so a lost datagram loses one batch rather than a fragment of several.
+const PROTOCOL_OVERHEAD: usize = 128;
+
+pub type HealthFn = Arc<dyn Fn() -> Vec<SourceHealth> + Send + Sync>;
+
+pub struct LinkSender {
+    socket: UdpSocket,
+    encoder: Encoder,
+    pacer: Pacer,
+    table: Arc<TagTable>,
+    health: HealthFn,
+    link: TxLink,
+    config_hash: u64,
+    catalogue: Catalogue,
+    session: u64,
+    started: Instant,
+    body_budget: usize,
+    buf: Vec<u8>,
+    counters: TxCounters,
+    send_errors: u64,
+    next_heartbeat: Instant,
+    next_catalogue: Instant,
+    next_snapshot: Instant,
+    snapshot_cursor: usize,
+}
+
+impl LinkSender {
+    pub async fn new(
+        link: TxLink,
+        config_hash: u64,
+        table: Arc<TagTable>,
+        health: HealthFn,
+        session: u64,
+    ) -> anyhow::Result<LinkSender> {
+        let socket = send_only_socket(&link).await?;
+        let max_datagram = usize::from(link.mtu).saturating_sub(crate::pacer::IP_UDP_OVERHEAD);
+        let encoder = Encoder::new(
+            EncoderConfig {
+                max_datagram,
+                data_shards: link.fec.data_shards,
+                repair_shards: link.fec.repair_shards,
+                interleave: link.fec.interleave,
+                flush: link.fec.flush,
+                key: link.key,
+            },
+            session,
+        )
+        .context("link FEC shape")?;
+        let now = Instant::now();
+        let catalogue = Catalogue::new(table.infos().to_vec());
+        info!(
+            session = format_args!("{session:016x}"),
+            destination = %link.destination,
+            tags = catalogue.len(),
+            catalogue = format_args!("{:016x}", catalogue.hash()),
+            "link sender started"
+        );
+        Ok(LinkSender {
+            socket,
+            encoder,
+            pacer: Pacer::new(link.rate_bps, 16 * usize::from(link.mtu), now),
+            table,
+            health,
+            config_hash,
+            catalogue,
+            session,
+            started: now,
+            body_budget: max_datagram.saturating_sub(PROTOCOL_OVERHEAD).max(64),
+            buf: vec![0; 65536],
+            counters: TxCounters::default(),
+            send_errors: 0,
+            next_heartbeat: now,
+            next_catalogue: now,
+            next_snapshot: now + SNAPSHOT_TICK,
+            snapshot_cursor: 0,
+            link,
+        })
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Runs until the task is aborted; returns only on a socket error that cannot be retried.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= self.next_catalogue {
+                self.send_catalogue(now)?;
+                self.next_catalogue = now + self.link.catalogue_interval;
+            }
+            if now >= self.next_heartbeat {
+                self.send_heartbeat(now)?;
+                self.next_heartbeat = later(self.next_heartbeat, self.link.heartbeat_interval, now);
+            }
+            if now >= self.next_snapshot {
+                self.send_snapshot_slice(now)?;
+                self.next_snapshot = later(self.next_snapshot, SNAPSHOT_TICK, now);
+            }
+            self.send_changes(now)?;
+            if self.encoder.poll_timeout().is_some_and(|t| t <= now) {
+                self.encoder.handle_timeout(now);
+            }
+            self.transmit().await?;
+
+            let mut wake = self.next_heartbeat.min(self.next_snapshot).min(self.next_catalogue);
+            if let Some(t) = self.encoder.poll_timeout() {
+                wake = wake.min(t);
+            }
+            tokio::select! {
+                () = self.table.changed() => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn send_catalogue(&mut self, now: Instant) -> anyhow::Result<()> {
+        for chunk in self.catalogue.chunks(self.body_budget) {
+            self.push(&Message::Catalogue(chunk), now)?;
+        }
+        debug!(chunks_for_tags = self.catalogue.len(), "catalogue sent");
+        Ok(())
+    }
+
+    fn send_heartbeat(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.counters.samples_superseded = self.table.superseded();
+        let heartbeat = Heartbeat {
+            sent_at: crate::unix_now(),
+            uptime_ms: u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX),
+            catalogue: self.catalogue.hash(),
+            tag_count: u32::try_from(self.catalogue.len()).unwrap_or(u32::MAX),
+            config_hash: self.config_hash,
+            counters: self.counters.clone(),
+            sources: (self.health)(),
+        };
+        self.push(&Message::Heartbeat(heartbeat), now)?;
+        // A heartbeat must not wait for a group to fill: it is what tells the receiver the
+        // link is alive.
+        self.encoder.flush(now);
+        Ok(())
+    }
+
+    /// Sends the next slice of the rolling snapshot: every tag once per snapshot period, in
+    /// slices sized so the period is covered evenly.
+    fn send_snapshot_slice(&mut self, now: Instant) -> anyhow::Result<()> {
+        let n = self.table.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let ticks = (self.link.snapshot_period.as_secs_f64() / SNAPSHOT_TICK.as_secs_f64()).max(1.0);
+        let per_tick = ((n as f64 / ticks).ceil() as usize).max(1);
+        let mut samples = Vec::with_capacity(per_tick);
+        let mut remaining = per_tick;
+        while remaining > 0 {
+            let take = remaining.min(n - self.snapshot_cursor);
+            samples.extend(self.table.snapshot(self.snapshot_cursor, take));
+            remaining -= take;
+            self.snapshot_cursor = (self.snapshot_cursor + take) % n;
+        }
+        for batch in batches(samples, self.body_budget) {
+            let message = Message::Snapshot(SampleBatch { catalogue: self.catalogue.hash(), samples: batch });
+            self.push(&message, now)?;
+        }
+        Ok(())
+    }
+
+    fn send_changes(&mut self, now: Instant) -> anyhow::Result<()> {
+        // Everything queued now; the table bounds the queue at one entry per tag.
+        let changes = self.table.take_changes(self.table.len());
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.counters.samples_sent += changes.len() as u64;
+        for batch in batches(changes, self.body_budget) {
+            let message = Message::Live(SampleBatch { catalogue: self.catalogue.hash(), samples: batch });
+            self.push(&message, now)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, message: &Message, now: Instant) -> anyhow::Result<()> {
+        self.encoder.push(message, now).context("encoding a message for the link")?;
+        self.counters.messages_sent += 1;
+        Ok(())
+    }
+
+    /// Sends every datagram the encoder has ready, paced to the link rate.
+    async fn transmit(&mut self) -> anyhow::Result<()> {
+        while let Some(len) = self.encoder.poll_transmit(&mut self.buf) {
+            loop {
+                match self.pacer.try_send(len, Instant::now()) {
+                    Ok(()) => break,
+                    Err(wait) => tokio::time::sleep(wait).await,
+                }
+            }
+            match self.socket.send(&self.buf[..len]).await {
+                Ok(_) => self.counters.datagrams_sent += 1,
+                // On loopback or a NIC with a link partner the kernel may report an ICMP error
+                // from an earlier datagram on this send; it is not a reply we act on, and on a
+                // real diode it cannot happen. Count it and carry on.
+                Err(e) if is_transient(&e) => {
+                    self.send_errors += 1;
+                    if self.send_errors.is_power_of_two() {
+                        warn!(error = %e, count = self.send_errors, "link send failed, continuing");
+                    }
+                }
+                Err(e) => return Err(e).context("sending on the link socket"),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | WouldBlock | Interrupted | HostUnreachable | NetworkUnreachable)
+        || e.raw_os_error() == Some(105) // ENOBUFS: the NIC queue is full for a moment
+}
+
+/// The next deadline of a periodic job: on schedule when keeping up, from now when behind,
+/// so a stall does not cause a burst of catch-up sends.
+fn later(previous: Instant, period: Duration, now: Instant) -> Instant {
+    let next = previous + period;
+    if next <= now { now + period } else { next }
+}
+
+/// Splits samples into batches whose encoding stays within `budget` bytes, using an upper
+/// bound of each sample's postcard size so that nothing has to be encoded twice.
+pub fn batches(samples: Vec<Sample>, budget: usize) -> Vec<Vec<Sample>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 8; // catalogue hash and length prefix of the batch
+    for s in samples {
+        let bound = sample_size_bound(&s);
+        if !current.is_empty() && size + bound > budget {
+            out.push(std::mem::take(&mut current));
+            size = 8;
+        }
+        size += bound;
+        current.push(s);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// An upper bound of a sample's postcard encoding: varint tag (≤ 5), value tag (1) and value
+/// (≤ 10, or length prefix + bytes), quality varint (≤ 5), time varint (≤ 10).
+fn sample_size_bound(s: &Sample) -> usize {
+    let value = match &s.value {
+        Value::String(v) => 5 + v.len(),
+        Value::ByteString(v) => 5 + v.len(),
+        _ => 10,
+    };
+    5 + 1 + value + 5 + 10
+}
+
+async fn send_only_socket(link: &TxLink) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if link.destination.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("creating the link socket")?;
+    socket.set_nonblocking(true)?;
+    // Large send buffer so pacing, not the kernel, decides when datagrams wait.
+    let _ = socket.set_send_buffer_size(4 << 20);
+    // Nothing is ever read from this socket: keep the kernel from holding anything for it.
+    let _ = socket.set_recv_buffer_size(1);
+    socket.bind(&link.bind.into()).with_context(|| format!("binding the link socket to {}", link.bind))?;
+    socket
+        .connect(&link.destination.into())
+        .with_context(|| format!("connecting the link socket to {}", link.destination))?;
+    let _ = socket.shutdown(std::net::Shutdown::Read);
+    Ok(UdpSocket::from_std(socket.into())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::codec;
+    use protocol::model::Quality;
+
+    #[test]
+    fn batches_fit_the_budget_when_encoded() {
+        let samples: Vec<Sample> = (0..1000)
+            .map(|i| Sample {
+                tag: u32::MAX - i,
+                value: if i % 7 == 0 { Value::String("x".repeat(40)) } else { Value::Double(f64::from(i) * 1.5) },
+                quality: Quality::BAD_COMMUNICATION_ERROR,
+                time: i64::MAX - i64::from(i),
+            })
+            .collect();
+        let out = batches(samples.clone(), 1300);
+        assert!(out.len() > 1);
+        for b in &out {
+            let body = codec::encode(&Message::Live(SampleBatch { catalogue: u64::MAX, samples: b.clone() })).unwrap();
+            assert!(body.len() <= 1300, "batch of {} encodes to {}", b.len(), body.len());
+        }
+        assert_eq!(out.concat(), samples, "nothing lost or reordered by batching");
+    }
+}
