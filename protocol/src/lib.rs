@@ -6,3 +6,4 @@ pub mod catalogue;
 pub mod codec;
 pub mod message;
 pub mod model;
+pub mod registers;
