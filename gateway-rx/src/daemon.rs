@@ -1,0 +1,93 @@
+//! Starts and stops the receiver's tasks: the link receiver, the Modbus mirror and the status
+//! log.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use config::rx::RxConfig;
+use protocol::decoder::DecoderStats;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::link::{LinkReceiver, SharedStats};
+use crate::state::State;
+
+/// A running receiver. Dropping it stops every task.
+pub struct Receiver {
+    pub state: Arc<State>,
+    stats: SharedStats,
+    pub link_addr: SocketAddr,
+    pub modbus_addr: Option<SocketAddr>,
+    link: JoinHandle<anyhow::Result<()>>,
+    others: Vec<JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub async fn start(config: RxConfig) -> anyhow::Result<Receiver> {
+        let state = Arc::new(State::new());
+        let stats: SharedStats = Arc::new(Mutex::new(DecoderStats::default()));
+        let receiver = LinkReceiver::bind(config.link.clone(), state.clone(), stats.clone()).await?;
+        let link_addr = receiver.local_addr()?;
+        let mut others = Vec::new();
+        let mut modbus_addr = None;
+        if let Some(server) = config.modbus_server.clone() {
+            let listener = tokio::net::TcpListener::bind(server.bind)
+                .await
+                .with_context(|| format!("binding the Modbus mirror to {}", server.bind))?;
+            modbus_addr = Some(listener.local_addr()?);
+            let state = state.clone();
+            others.push(tokio::spawn(async move {
+                if let Err(e) = crate::modbus_server::serve(listener, state, server).await {
+                    tracing::error!(error = format!("{e:#}"), "Modbus mirror stopped");
+                }
+            }));
+        }
+        others.push(tokio::spawn(status_log(state.clone(), stats.clone(), config.status.log_interval)));
+        let link = tokio::spawn(receiver.run());
+        info!(link = %link_addr, modbus = ?modbus_addr, "gateway-rx running");
+        Ok(Receiver { state, stats, link_addr, modbus_addr, link, others })
+    }
+
+    /// The decoder's counters as last published by the link task.
+    pub fn stats(&self) -> DecoderStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the link receiver fails (it does not end otherwise).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        match (&mut self.link).await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("link receiver task ended: {e}")),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.link.abort();
+        for t in &self.others {
+            t.abort();
+        }
+    }
+}
+
+async fn status_log(state: Arc<State>, stats: SharedStats, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let s = stats.lock().map(|s| s.clone()).unwrap_or_default();
+        info!(
+            link = if state.link_is_down() { "down" } else { "up" },
+            tags = state.tag_count(),
+            accepted = s.datagrams_accepted,
+            repaired = s.datagrams_repaired,
+            lost = s.data_datagrams_lost,
+            crc_failures = s.crc_failures,
+            auth_failures = s.auth_failures,
+            duplicates = s.duplicates,
+            "status"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The link receiver: reads datagrams from the diode, runs them through the protocol decoder,
+//! and applies what comes out to the state. It never sends: the socket is bound, not connected,
+//! and no code path writes to it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use config::rx::RxLink;
+use protocol::catalogue::CatalogueAssembler;
+use protocol::decoder::{Decoder, DecoderConfig, DecoderStats, Event};
+use protocol::message::Message;
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+
+use crate::state::State;
+
+/// Rejections of bad input are logged at most this often per kind, so a flood of garbage
+/// cannot fill the disk; the counters still count every one.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Decoder counters as last published by the link task, for status and tests.
+pub type SharedStats = Arc<Mutex<DecoderStats>>;
+
+pub struct LinkReceiver {
+    socket: UdpSocket,
+    decoder: Decoder,
+    assembler: CatalogueAssembler,
+    state: Arc<State>,
+    stats: SharedStats,
+    link: RxLink,
+    last_heartbeat: Option<Instant>,
+    last_reject_log: Option<Instant>,
+    logged_rejects: u64,
+}
+
+impl LinkReceiver {
+    pub async fn bind(link: RxLink, state: Arc<State>, stats: SharedStats) -> anyhow::Result<LinkReceiver> {
+        let socket = receive_only_socket(&link)?;
+        let decoder = Decoder::new(DecoderConfig { key: link.key, reorder_window: link.reorder_window, ..DecoderConfig::default() });
+        Ok(LinkReceiver {
+            socket,
+            decoder,
+            assembler: CatalogueAssembler::new(),
+            state,
+            stats,
+            link,
+            last_heartbeat: None,
+            last_reject_log: None,
+            logged_rejects: 0,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let now = Instant::now();
+            let mut wake = now + Duration::from_millis(100);
+            if let Some(t) = self.decoder.poll_timeout() {
+                wake = wake.min(t);
+            }
+            tokio::select! {
+                r = self.socket.recv(&mut buf) => {
+                    let n = r.context("receiving from the link socket")?;
+                    self.decoder.handle_datagram(&buf[..n], Instant::now());
+                    // Drain what else is queued before handling events, so a burst is decoded
+                    // in one pass.
+                    for _ in 0..256 {
+                        match self.socket.try_recv(&mut buf) {
+                            Ok(n) => self.decoder.handle_datagram(&buf[..n], Instant::now()),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+            let now = Instant::now();
+            if self.decoder.poll_timeout().is_some_and(|t| t <= now) {
+                self.decoder.handle_timeout(now);
+            }
+            while let Some(event) = self.decoder.poll_event() {
+                self.handle(event, now);
+            }
+            self.check_heartbeat(now);
+            self.publish_stats(now);
+        }
+    }
+
+    fn handle(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Message { message, .. } => self.handle_message(message, now),
+            Event::NewSession { previous, session } => {
+                info!(
+                    previous = previous.map(|p| format!("{p:016x}")),
+                    session = format_args!("{session:016x}"),
+                    "new transmitter session; catalogue and values will be refreshed"
+                );
+                self.assembler.reset();
+                self.state.new_session(session);
+            }
+            Event::UnknownVersion { version } => {
+                if self.should_log_reject(now) {
+                    warn!(version, "datagram of an unknown protocol version rejected");
+                }
+            }
+            Event::MessagesLost { stream, count } => {
+                warn!(stream = stream.name(), count, "messages lost beyond repair");
+            }
+            Event::DatagramsLost { count } => {
+                tracing::debug!(count, "data datagrams lost beyond repair");
+            }
+        }
+    }
+
+    fn handle_message(&mut self, message: Message, now: Instant) {
+        let received_at = crate::unix_now();
+        let stream = message.stream();
+        match message {
+            Message::Catalogue(chunk) => match self.assembler.add(chunk) {
+                Ok(Some(catalogue)) => {
+                    info!(tags = catalogue.len(), catalogue = format_args!("{:016x}", catalogue.hash()), "catalogue received");
+                    self.state.apply_catalogue(catalogue);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if self.should_log_reject(now) {
+                        warn!(error = %e, "catalogue chunk rejected");
+                    }
+                }
+            },
+            Message::Live(batch) | Message::Snapshot(batch) => {
+                self.state.apply_samples(batch.catalogue, &batch.samples, received_at, stream);
+            }
+            Message::Heartbeat(heartbeat) => {
+                if self.last_heartbeat.is_none() || self.state.link_is_down() {
+                    info!(uptime_ms = heartbeat.uptime_ms, tags = heartbeat.tag_count, "link up");
+                }
+                self.last_heartbeat = Some(now);
+                self.state.apply_heartbeat(heartbeat, received_at);
+            }
+            // History is reserved for the historian stream; this build keeps only live values.
+            Message::History(_) => {}
+        }
+    }
+
+    fn check_heartbeat(&mut self, now: Instant) {
+        if let Some(last) = self.last_heartbeat {
+            if now.duration_since(last) > self.link.heartbeat_timeout && !self.state.link_is_down() {
+                warn!(
+                    silent_ms = u64::try_from(now.duration_since(last).as_millis()).unwrap_or(u64::MAX),
+                    "link down: no heartbeat; values are served as Uncertain"
+                );
+                self.state.mark_link_down();
+            }
+        }
+    }
+
+    fn should_log_reject(&mut self, now: Instant) -> bool {
+        self.logged_rejects += 1;
+        match self.last_reject_log {
+            Some(t) if now.duration_since(t) < REJECT_LOG_INTERVAL => false,
+            _ => {
+                self.last_reject_log = Some(now);
+                true
+            }
+        }
+    }
+
+    fn publish_stats(&mut self, now: Instant) {
+        let stats = self.decoder.stats().clone();
+        let rejected = stats.bad_magic + stats.bad_version + stats.malformed + stats.crc_failures + stats.auth_failures;
+        if let Ok(mut shared) = self.stats.lock() {
+            let before = shared.bad_magic + shared.bad_version + shared.malformed + shared.crc_failures + shared.auth_failures;
+            if rejected > before && self.should_log_reject(now) {
+                warn!(
+                    bad_magic = stats.bad_magic,
+                    bad_version = stats.bad_version,
+                    malformed = stats.malformed,
+                    crc_failures = stats.crc_failures,
+                    auth_failures = stats.auth_failures,
+                    "datagrams rejected"
+                );
+            }
+            *shared = stats;
+        }
+    }
+}
+
+fn receive_only_socket(link: &RxLink) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if link.bind.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("creating the link socket")?;
+    socket.set_nonblocking(true)?;
+    if let Err(e) = socket.set_recv_buffer_size(link.recv_buffer_bytes) {
+        warn!(error = %e, bytes = link.recv_buffer_bytes, "could not set the link receive buffer");
+    }
+    socket.bind(&link.bind.into()).with_context(|| format!("binding the link socket to {}", link.bind))?;
+    // Nothing is ever sent from this socket.
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    Ok(UdpSocket::from_std(socket.into())?)
+}
