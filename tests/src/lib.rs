@@ -1,1 +1,2 @@
 //! Shared pieces of the end-to-end tests and the demo: the simulated PLC and the impairment relay.
+pub mod relay;
