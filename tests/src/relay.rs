@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -52,15 +52,30 @@ pub struct Relay {
 
 impl Relay {
     /// Listens on 127.0.0.1 (a free port) and forwards to `target`.
-    pub async fn start(target: SocketAddr, impairments: Impairments, seed: u64) -> std::io::Result<Relay> {
+    pub async fn start(
+        target: SocketAddr,
+        impairments: Impairments,
+        seed: u64,
+    ) -> std::io::Result<Relay> {
         let inbound = UdpSocket::bind("127.0.0.1:0").await?;
         let outbound = UdpSocket::bind("127.0.0.1:0").await?;
         outbound.connect(target).await?;
         let listen = inbound.local_addr()?;
         let counters = Arc::new(RelayCounters::default());
         let impairments = Arc::new(Mutex::new(impairments));
-        let task = tokio::spawn(run(inbound, outbound, impairments.clone(), counters.clone(), seed));
-        Ok(Relay { listen, counters, impairments, task })
+        let task = tokio::spawn(run(
+            inbound,
+            outbound,
+            impairments.clone(),
+            counters.clone(),
+            seed,
+        ));
+        Ok(Relay {
+            listen,
+            counters,
+            impairments,
+            task,
+        })
     }
 
     pub fn set(&self, impairments: Impairments) {
@@ -88,7 +103,9 @@ async fn run(
     let mut held: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut burst_left = 0u32;
     loop {
-        let Ok(n) = inbound.recv(&mut buf).await else { continue };
+        let Ok(n) = inbound.recv(&mut buf).await else {
+            continue;
+        };
         counters.received.fetch_add(1, Ordering::Relaxed);
         let imp = impairments.lock().map(|i| i.clone()).unwrap_or_default();
         let mut out: Vec<Vec<u8>> = Vec::new();
@@ -154,6 +171,6 @@ impl XorShift {
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next() >> 11) as f64 / (1u64 << 53) as f64 < p
+        p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }
