@@ -51,3 +51,208 @@ pub struct Status {
     /// A summary line (link state, counters) is logged this often.
     pub log_interval: Duration,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Loading and validation.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::ConfigError;
+use crate::walk::{Ctx, Req, Tbl};
+use crate::{common, keyfile};
+
+/// Defaults and limits of the RX schema.
+pub mod limits {
+    pub const HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 3000;
+    pub const RECV_BUFFER_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
+    pub const RECV_BUFFER_BYTES_MIN: usize = 64 * 1024;
+    pub const RECV_BUFFER_BYTES_MAX: usize = 1024 * 1024 * 1024;
+    pub const REORDER_WINDOW_DEFAULT: u32 = 4096;
+    pub const REORDER_WINDOW_MIN: u32 = 64;
+    pub const REORDER_WINDOW_MAX: u32 = 1_048_576;
+    pub const LOG_INTERVAL_S_DEFAULT: u64 = 10;
+}
+use limits::*;
+
+const LINK_KEYS: &[&str] = &[
+    "bind",
+    "key_file",
+    "heartbeat_timeout_ms",
+    "recv_buffer_bytes",
+    "reorder_window",
+];
+const MODBUS_SERVER_KEYS: &[&str] = &["bind", "on_bad_quality", "unit_map"];
+const STATUS_KEYS: &[&str] = &["log_interval_s"];
+const ON_BAD_QUALITY: &[(&str, OnBadQuality)] = &[
+    ("exception", OnBadQuality::Exception),
+    ("last_value", OnBadQuality::LastValue),
+    ("zero", OnBadQuality::Zero),
+];
+
+impl RxConfig {
+    /// Reads and validates a `gateway-rx` config file.
+    pub fn load(path: &Path) -> Result<RxConfig, ConfigError> {
+        let text = common::read_config(path)?;
+        RxConfig::parse(&text, path)
+    }
+
+    /// Validates config text. `path` names the file in messages, and a relative `key_file`
+    /// is resolved against its directory.
+    pub fn parse(text: &str, path: &Path) -> Result<RxConfig, ConfigError> {
+        let mut ctx = Ctx::new(text, path);
+        let config = ctx.parse_document(text).and_then(|doc| {
+            let root = Tbl::root(&doc);
+            root.check_keys(&mut ctx, &["link", "modbus_server", "status"]);
+            let link = root
+                .table(
+                    &mut ctx,
+                    "link",
+                    Req::Required("add a [link] section with at least bind = \"0.0.0.0:5600\""),
+                )
+                .and_then(|l| parse_link(&mut ctx, &l));
+            let modbus_server = match root.table(&mut ctx, "modbus_server", Req::Optional) {
+                Some(t) => parse_modbus_server(&mut ctx, &t).map(Some),
+                None if root.has("modbus_server") => None,
+                None => Some(None),
+            };
+            let status = root
+                .table(&mut ctx, "status", Req::Optional)
+                .unwrap_or_else(|| Tbl::empty("status".into(), "[status]".into(), 0..0));
+            let status = parse_status(&mut ctx, &status);
+            Some(RxConfig {
+                link: link?,
+                modbus_server: modbus_server?,
+                status: status?,
+            })
+        });
+        ctx.finish(config)
+    }
+}
+
+fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<RxLink> {
+    t.check_keys(ctx, LINK_KEYS);
+    let bind = t
+        .string(
+            ctx,
+            "bind",
+            Req::Required(
+                "give the address to receive the diode's datagrams on, like bind = \"0.0.0.0:5600\"",
+            ),
+        )
+        .and_then(|a| common::socket_addr(ctx, &a))
+        .and_then(|a| {
+            if a.val.port() == 0 {
+                ctx.error(
+                    a.span.start,
+                    &a.key,
+                    "port 0 would pick a random port the transmitter cannot know; give the \
+                     port the transmitter's destination uses, like \"0.0.0.0:5600\"",
+                );
+                return None;
+            }
+            Some(a.val)
+        });
+    let key = match t.string(ctx, "key_file", Req::Optional) {
+        None if t.has("key_file") => None,
+        None => Some((None, None)),
+        Some(kf) => keyfile::load_key(ctx, &kf).map(|(p, k)| (Some(p), Some(k))),
+    };
+    let heartbeat_timeout = common::duration_ms(
+        ctx,
+        t,
+        "heartbeat_timeout_ms",
+        100..=3_600_000,
+        HEARTBEAT_TIMEOUT_MS_DEFAULT,
+    );
+    let recv_buffer = common::int_or(
+        ctx,
+        t,
+        "recv_buffer_bytes",
+        RECV_BUFFER_BYTES_MIN as i64..=RECV_BUFFER_BYTES_MAX as i64,
+        "bytes",
+        RECV_BUFFER_BYTES_DEFAULT as i64,
+    );
+    let reorder_window = common::int_or(
+        ctx,
+        t,
+        "reorder_window",
+        i64::from(REORDER_WINDOW_MIN)..=i64::from(REORDER_WINDOW_MAX),
+        "datagrams",
+        i64::from(REORDER_WINDOW_DEFAULT),
+    );
+    let (key_file, key) = key?;
+    Some(RxLink {
+        bind: bind?,
+        key,
+        key_file,
+        heartbeat_timeout: heartbeat_timeout?,
+        recv_buffer_bytes: recv_buffer? as usize,
+        reorder_window: reorder_window? as u32,
+    })
+}
+
+fn parse_modbus_server(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<ModbusServer> {
+    t.check_keys(ctx, MODBUS_SERVER_KEYS);
+    let bind = t
+        .string(
+            ctx,
+            "bind",
+            Req::Required(
+                "give the address the Modbus mirror listens on, like bind = \"0.0.0.0:5020\" \
+                 (or remove [modbus_server] to run without it)",
+            ),
+        )
+        .and_then(|a| common::socket_addr(ctx, &a))
+        .map(|a| a.val);
+    let on_bad = match t.choice(ctx, "on_bad_quality", Req::Optional, ON_BAD_QUALITY) {
+        Some(c) => Some(c.val),
+        None if t.has("on_bad_quality") => None,
+        None => Some(OnBadQuality::Exception),
+    };
+    let unit_map = match t.int_map(ctx, "unit_map", 0..=255) {
+        None if t.has("unit_map") => None,
+        None => Some(Vec::new()),
+        Some(entries) => {
+            let mut ok = true;
+            let mut by_unit: HashMap<i64, (String, usize)> = HashMap::new();
+            let mut out = Vec::new();
+            for (name, unit) in entries {
+                let line = ctx.line(name.span.start);
+                match common::check_name(ctx, name) {
+                    Some(name) => {
+                        if let Some((first, first_line)) = by_unit.get(&unit.val) {
+                            ctx.error(
+                                unit.span.start,
+                                &unit.key,
+                                format!(
+                                    "unit id {} is already given to device \"{first}\" at line \
+                                     {first_line}; each device needs its own unit id",
+                                    unit.val
+                                ),
+                            );
+                            ok = false;
+                        } else {
+                            by_unit.insert(unit.val, (name.val.clone(), line));
+                        }
+                        out.push((name.val, unit.val as u8));
+                    }
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+    };
+    Some(ModbusServer {
+        bind: bind?,
+        on_bad_quality: on_bad?,
+        unit_map: unit_map?,
+    })
+}
+
+fn parse_status(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Status> {
+    t.check_keys(ctx, STATUS_KEYS);
+    let log_interval =
+        common::duration_s(ctx, t, "log_interval_s", 1..=86_400, LOG_INTERVAL_S_DEFAULT)?;
+    Some(Status { log_interval })
+}
