@@ -111,12 +111,30 @@ impl<'s> Ctx<'s> {
             let hint = if msg.contains("duplicate key") {
                 "each key may be set only once per table; for several devices or tags use \
                  [[modbus]] / [[modbus.tag]] (double brackets)"
+                    .to_owned()
+            } else if let Some(text) = self.unquoted_text_at(offset) {
+                format!(
+                    "if `{text}` is meant as text (an address, a name), put it in double \
+                     quotes: \"{text}\""
+                )
             } else {
-                "see https://toml.io/en/v1.0.0 for the syntax"
+                "see https://toml.io/en/v1.0.0 for the syntax".to_owned()
             };
             self.error(offset, key, format!("invalid TOML: {msg}; {hint}"));
         }
         None
+    }
+
+    /// The value on the line of `offset` when it looks like text the user forgot to quote,
+    /// the commonest syntax error in a config (`destination = 192.0.2.1:5600`).
+    fn unquoted_text_at(&self, offset: usize) -> Option<String> {
+        let line = self.line(offset);
+        let text = self.src[self.line_starts[line - 1]..].lines().next()?;
+        let (_, value) = text.split_once('=')?;
+        let value = value.split(" #").next()?.trim();
+        let structured = value.starts_with(['"', '\'', '[', '{']);
+        let literal = value.parse::<f64>().is_ok() || value == "true" || value == "false";
+        (!value.is_empty() && !structured && !literal).then(|| value.to_owned())
     }
 
     /// Best guess at the dotted key a syntax error at `offset` belongs to.
