@@ -11,8 +11,7 @@ use std::sync::Mutex;
 
 use config::tx::{ModbusTag, TxConfig};
 use protocol::model::{
-    ModbusAddress, ModbusType, Quality, Sample, SourceAddress, TagIndex, TagInfo, UnixNanos, Value,
-    ValueType,
+    ModbusAddress, Quality, Sample, SourceAddress, TagIndex, TagInfo, UnixNanos, Value, ValueType,
 };
 use tokio::sync::Notify;
 
@@ -196,24 +195,6 @@ impl TagTable {
     }
 }
 
-/// The wire type of a Modbus tag: the raw type when unscaled, Double once scaled, since
-/// raw × scale + offset is no longer an integer in general.
-pub fn modbus_value_type(kind: ModbusType, unscaled: bool) -> ValueType {
-    match kind {
-        ModbusType::Bool => ValueType::Boolean,
-        ModbusType::String => ValueType::String,
-        _ if !unscaled => ValueType::Double,
-        ModbusType::U16 => ValueType::UInt16,
-        ModbusType::I16 => ValueType::Int16,
-        ModbusType::U32 => ValueType::UInt32,
-        ModbusType::I32 => ValueType::Int32,
-        ModbusType::U64 => ValueType::UInt64,
-        ModbusType::I64 => ValueType::Int64,
-        ModbusType::F32 => ValueType::Float,
-        ModbusType::F64 => ValueType::Double,
-    }
-}
-
 fn modbus_tag_info(device: &str, unit_id: u8, tag: &ModbusTag) -> TagInfo {
     let address = ModbusAddress {
         device: device.to_string(),
@@ -229,7 +210,7 @@ fn modbus_tag_info(device: &str, unit_id: u8, tag: &ModbusTag) -> TagInfo {
     };
     TagInfo {
         name: tag.name.clone(),
-        value_type: modbus_value_type(tag.kind, address.is_unscaled()),
+        value_type: protocol::registers::value_type(&address),
         unit: tag.unit.clone(),
         description: tag.description.clone(),
         source: SourceAddress::Modbus(address),

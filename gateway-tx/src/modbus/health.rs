@@ -1,0 +1,112 @@
+//! Per-device health, written by the device's poller and read by the heartbeat and status.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use protocol::message::SourceHealth;
+
+/// Counters and state of one Modbus device. Lock-free except for the error text, which is
+/// written only on a failure transition and read once per heartbeat.
+#[derive(Debug, Default)]
+pub struct DeviceHealth {
+    connected: AtomicBool,
+    polls_ok: AtomicU64,
+    polls_failed: AtomicU64,
+    /// Microseconds of the last complete poll (all of the device's requests).
+    last_latency_us: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+impl DeviceHealth {
+    pub fn new() -> DeviceHealth {
+        DeviceHealth::default()
+    }
+
+    pub fn snapshot(&self, name: &str) -> SourceHealth {
+        SourceHealth {
+            name: name.to_string(),
+            connected: self.connected(),
+            polls_ok: self.polls_ok(),
+            polls_failed: self.polls_failed(),
+            last_error: self.last_error(),
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn polls_ok(&self) -> u64 {
+        self.polls_ok.load(Ordering::Relaxed)
+    }
+
+    pub fn polls_failed(&self) -> u64 {
+        self.polls_failed.load(Ordering::Relaxed)
+    }
+
+    pub fn last_latency(&self) -> Duration {
+        Duration::from_micros(self.last_latency_us.load(Ordering::Relaxed))
+    }
+
+    /// The current error; empty once a poll succeeds completely.
+    pub fn last_error(&self) -> String {
+        self.error_lock().clone()
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// A poll in which every request was answered with data.
+    pub(crate) fn poll_ok(&self, latency: Duration) {
+        self.polls_ok.fetch_add(1, Ordering::Relaxed);
+        self.set_latency(latency);
+        let mut e = self.error_lock();
+        if !e.is_empty() {
+            e.clear();
+        }
+    }
+
+    /// A poll (or connection attempt) that failed in whole or in part.
+    pub(crate) fn poll_failed(&self, error: &str) {
+        self.polls_failed.fetch_add(1, Ordering::Relaxed);
+        let mut e = self.error_lock();
+        if *e != error {
+            error.clone_into(&mut e);
+        }
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.last_latency_us.store(us, Ordering::Relaxed);
+    }
+
+    fn error_lock(&self) -> std::sync::MutexGuard<'_, String> {
+        // A poisoned lock still holds a valid string.
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reflects_counters_and_clears_error_on_success() {
+        let h = DeviceHealth::new();
+        h.set_connected(true);
+        h.poll_failed("exception 02");
+        h.poll_failed("exception 02");
+        let s = h.snapshot("plc1");
+        assert_eq!(
+            (s.name.as_str(), s.connected, s.polls_ok, s.polls_failed),
+            ("plc1", true, 0, 2)
+        );
+        assert_eq!(s.last_error, "exception 02");
+        h.poll_ok(Duration::from_millis(3));
+        let s = h.snapshot("plc1");
+        assert_eq!((s.polls_ok, s.last_error.as_str()), (1, ""));
+        assert_eq!(h.last_latency(), Duration::from_millis(3));
+    }
+}
