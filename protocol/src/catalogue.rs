@@ -260,7 +260,7 @@ impl CatalogueAssembler {
 
     /// Feeds one chunk. Returns the catalogue when this chunk completes a version whose hash
     /// verifies.
-    pub fn feed(&mut self, chunk: CatalogueChunk) -> Result<Option<Catalogue>, AssembleError> {
+    pub fn add(&mut self, chunk: CatalogueChunk) -> Result<Option<Catalogue>, AssembleError> {
         let CatalogueChunk {
             hash,
             total_tags,
@@ -483,7 +483,7 @@ mod tests {
         let chunks = cat.chunks(1000);
         assert_eq!(chunks.len(), 1);
         let mut asm = CatalogueAssembler::new();
-        let got = asm.feed(chunks[0].clone()).unwrap().unwrap();
+        let got = asm.add(chunks[0].clone()).unwrap().unwrap();
         assert_eq!(got, cat);
     }
 
@@ -495,12 +495,12 @@ mod tests {
         let mut asm = CatalogueAssembler::new();
         for (i, c) in chunks.iter().enumerate() {
             if i != 2 {
-                assert_eq!(asm.feed(c.clone()).unwrap(), None);
+                assert_eq!(asm.add(c.clone()).unwrap(), None);
             }
         }
         let mut yielded = 0;
         for c in &chunks {
-            if let Some(got) = asm.feed(c.clone()).unwrap() {
+            if let Some(got) = asm.add(c.clone()).unwrap() {
                 assert_eq!(got, cat);
                 yielded += 1;
             }
@@ -508,13 +508,13 @@ mod tests {
         assert_eq!(yielded, 1);
         // Further rounds of the same version do not yield again.
         for c in &chunks {
-            assert_eq!(asm.feed(c.clone()).unwrap(), None);
+            assert_eq!(asm.add(c.clone()).unwrap(), None);
         }
         // After a reset they do.
         asm.reset();
         let mut again = None;
         for c in &chunks {
-            again = again.or(asm.feed(c.clone()).unwrap());
+            again = again.or(asm.add(c.clone()).unwrap());
         }
         assert_eq!(again, Some(cat));
     }
@@ -529,7 +529,7 @@ mod tests {
         let mut got = Vec::new();
         for i in 0..ca.len().max(cb.len()) {
             for c in [ca.get(i), cb.get(i)].into_iter().flatten() {
-                if let Some(cat) = asm.feed(c.clone()).unwrap() {
+                if let Some(cat) = asm.add(c.clone()).unwrap() {
                     got.push(cat.hash());
                 }
             }
@@ -545,21 +545,21 @@ mod tests {
         let cat = catalogue(10);
         let mut asm = CatalogueAssembler::new();
         let mut c = cat.chunks(300)[0].clone();
-        asm.feed(c.clone()).unwrap();
+        asm.add(c.clone()).unwrap();
         c.total_tags = 11;
         assert!(matches!(
-            asm.feed(c.clone()),
+            asm.add(c.clone()),
             Err(AssembleError::TotalMismatch { .. })
         ));
         c.total_tags = 10;
         c.first_index = 9;
         assert!(matches!(
-            asm.feed(c.clone()),
+            asm.add(c.clone()),
             Err(AssembleError::OutOfRange { .. })
         ));
         c.first_index = u32::MAX;
         assert!(matches!(
-            asm.feed(c.clone()),
+            asm.add(c.clone()),
             Err(AssembleError::OutOfRange { .. })
         ));
         let huge = CatalogueChunk {
@@ -568,10 +568,7 @@ mod tests {
             first_index: 0,
             tags: vec![],
         };
-        assert!(matches!(
-            asm.feed(huge),
-            Err(AssembleError::TooLarge { .. })
-        ));
+        assert!(matches!(asm.add(huge), Err(AssembleError::TooLarge { .. })));
     }
 
     #[test]
@@ -581,11 +578,11 @@ mod tests {
         chunks[0].tags[1].unit = "forged".into();
         let mut asm = CatalogueAssembler::new();
         assert!(matches!(
-            asm.feed(chunks[0].clone()),
+            asm.add(chunks[0].clone()),
             Err(AssembleError::HashMismatch { .. })
         ));
         assert!(asm.progress().is_empty());
-        assert_eq!(asm.feed(cat.chunks(1 << 20)[0].clone()).unwrap(), Some(cat));
+        assert_eq!(asm.add(cat.chunks(1 << 20)[0].clone()).unwrap(), Some(cat));
     }
 
     #[test]
@@ -598,13 +595,13 @@ mod tests {
                 first_index: 0,
                 tags: vec![tag(0)],
             };
-            asm.feed(c).unwrap();
+            asm.add(c).unwrap();
             assert!(asm.progress().len() <= 2);
             let announced: u32 = asm.progress().iter().map(|p| p.total).sum();
             assert!(announced <= 100);
         }
         // A version that alone fills the cap evicts the others.
-        asm.feed(CatalogueChunk {
+        asm.add(CatalogueChunk {
             hash: 99,
             total_tags: 100,
             first_index: 0,
@@ -647,13 +644,13 @@ mod tests {
                 if lost.get(i).copied().unwrap_or(false) {
                     continue;
                 }
-                if let Some(c) = asm.feed(chunks[i].clone()).unwrap() {
+                if let Some(c) = asm.add(chunks[i].clone()).unwrap() {
                     yielded.push(c);
                 }
             }
             // Round 2: everything, in reverse order.
             for c in chunks.iter().rev() {
-                if let Some(c) = asm.feed(c.clone()).unwrap() {
+                if let Some(c) = asm.add(c.clone()).unwrap() {
                     yielded.push(c);
                 }
             }
@@ -665,7 +662,7 @@ mod tests {
         fn malicious_chunks_never_panic(chunks in proptest::collection::vec(arb_chunk(), 0..50)) {
             let mut asm = CatalogueAssembler::with_limits(2, 1000);
             for c in chunks {
-                let _ = asm.feed(c);
+                let _ = asm.add(c);
                 prop_assert!(asm.progress().len() <= 2);
                 prop_assert!(asm.progress().iter().map(|p| p.received).sum::<usize>() <= 1000);
             }
@@ -679,11 +676,11 @@ mod tests {
             let chunks = cat.chunks(400);
             let mut asm = CatalogueAssembler::new();
             for c in junk {
-                let _ = asm.feed(c);
+                let _ = asm.add(c);
             }
             let mut got = None;
             for c in &chunks {
-                if let Ok(Some(c)) = asm.feed(c.clone()) {
+                if let Ok(Some(c)) = asm.add(c.clone()) {
                     got = Some(c);
                 }
             }

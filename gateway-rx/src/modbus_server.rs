@@ -1,0 +1,490 @@
+//! The read-only Modbus TCP mirror: serves the source devices' registers, rebuilt from the
+//! current values, to Modbus clients on the IT side. It refuses every write.
+//!
+//! # Addressing
+//!
+//! A tag read from a Modbus device on the OT side is served at the same unit id, table and
+//! address it has on its source, its registers rebuilt from the engineering value with the
+//! tag's own type, byte order, word order and scaling (`protocol::registers::encode`). The
+//! `unit_map` config serves every tag of a device under another unit id instead. Two devices
+//! served under the same unit id share one address space; where their registers overlap the
+//! device whose name sorts first wins, so give them distinct unit ids with `unit_map`.
+//!
+//! # Answers
+//!
+//! | Request | Answer |
+//! |---|---|
+//! | Any write or other function (05, 06, 0F, 10, 16, 17, 2B, 11, anything else) | exception 01 Illegal Function, for every unit id; logged and counted |
+//! | Read quantity 0 or above 125 registers / 2000 bits | exception 03 Illegal Data Value |
+//! | Unit id with no mirrored tags (after `unit_map`) | exception 0A Gateway Path Unavailable |
+//! | Read touching a register (or bit) that no tag covers, or past address 65535 | exception 02 Illegal Data Address |
+//! | Read touching a tag whose served quality is Bad | `on_bad_quality`: exception 04 Server Device Failure / the last value / zeros |
+//! | Read touching a tag that never received a value | handled as Bad with no last value: exception 04, or zeros with `Zero` |
+//! | Read touching a tag whose value cannot be encoded in its registers (out of range) | as for a tag without a value |
+//! | Good or Uncertain quality (incl. link down, see `state`) | the value |
+//!
+//! Checks go in the order of the table (function, quantity, unit, address, value), the order
+//! the Modbus application protocol specification gives for exception codes. Part of a
+//! multi-register tag may be read on its own; the whole read is served from one consistent view
+//! of the state, so the words of one value never mix two samples.
+//!
+//! # Connections
+//!
+//! At most [`MAX_CONNECTIONS`] clients are served at once; a connection beyond that is closed
+//! at once (and counted), so a flood of clients cannot exhaust memory or file descriptors. A
+//! connection that sends no request for [`IDLE_TIMEOUT`] (or does not read its answers for as
+//! long) is closed, so idle or stalled clients cannot hold the slots forever. A malformed
+//! frame closes only its own connection. Should accepting fail (e.g. out of file descriptors),
+//! the listener is served again after a short pause; the connections open at that moment are
+//! closed too, which clients see as a reconnect.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::future::{Future, Ready, ready};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use config::rx::{ModbusServer, OnBadQuality};
+use protocol::model::{ModbusAddress, ModbusTable, SourceAddress, TagIndex};
+use protocol::registers;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tokio_modbus::server::Service;
+use tokio_modbus::server::tcp::Server;
+use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
+use tracing::{debug, info, warn};
+
+use crate::state::{ModbusKey, State, StateView};
+
+/// Clients served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection with no request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Modbus application protocol spec, 6.1 to 6.4.
+pub const MAX_READ_REGISTERS: u16 = 125;
+pub const MAX_READ_BITS: u16 = 2000;
+/// Refusals and bad frames are logged at most this often per kind; counters count all.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+const ACCEPT_RETRY: Duration = Duration::from_millis(200);
+
+/// Counters of the Modbus mirror since it started.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    /// Connections closed on a malformed frame, an IO error or the idle timeout.
+    pub connections_failed: AtomicU64,
+    pub reads_served: AtomicU64,
+    pub writes_refused: AtomicU64,
+    pub illegal_function: AtomicU64,
+    pub illegal_address: AtomicU64,
+    pub illegal_value: AtomicU64,
+    pub device_failure: AtomicU64,
+    pub unknown_unit: AtomicU64,
+    pub accept_errors: AtomicU64,
+}
+
+/// Logs at most once per [`LOG_INTERVAL`], saying how many were not logged in between.
+#[derive(Debug, Default)]
+struct LogLimit {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogLimit {
+    /// Returns `Some(suppressed since the last log)` when this event may be logged.
+    fn check(&self) -> Option<u64> {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        match guard.0 {
+            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
+                guard.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = guard.1;
+                *guard = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Logs {
+    writes: LogLimit,
+    refused: LogLimit,
+    failed: LogLimit,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+struct Shared {
+    state: Arc<State>,
+    on_bad_quality: OnBadQuality,
+    unit_map: HashMap<String, u8>,
+    counters: Arc<ServerCounters>,
+    logs: Logs,
+}
+
+/// Serves the mirror on `listener` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    config: ModbusServer,
+) -> anyhow::Result<()> {
+    serve_with_counters(listener, state, config, Arc::default()).await
+}
+
+/// [`serve`], counting into `counters` (for the status page and metrics).
+pub async fn serve_with_counters(
+    listener: TcpListener,
+    state: Arc<State>,
+    config: ModbusServer,
+    counters: Arc<ServerCounters>,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr().ok();
+    // Later entries for the same device win, as in any TOML table read top to bottom.
+    let unit_map: HashMap<String, u8> = config.unit_map.iter().cloned().collect();
+    let shared = Arc::new(Shared {
+        state,
+        on_bad_quality: config.on_bad_quality,
+        unit_map,
+        counters,
+        logs: Logs::default(),
+    });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let server = Server::new(listener);
+    info!(bind = ?local, max_connections = MAX_CONNECTIONS, "Modbus mirror listening (read-only)");
+
+    let on_connected = |stream: TcpStream, peer: SocketAddr| {
+        let shared = Arc::clone(&shared);
+        let permit = Arc::clone(&slots).try_acquire_owned().ok();
+        async move {
+            let Some(permit) = permit else {
+                shared
+                    .counters
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = shared.logs.refused.check() {
+                    warn!(%peer, max = MAX_CONNECTIONS, suppressed, "Modbus client refused: too many connections");
+                }
+                return Ok::<_, io::Error>(None);
+            };
+            shared
+                .counters
+                .connections_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "Modbus client connected");
+            let service = Mirror {
+                shared,
+                peer,
+                _permit: permit,
+            };
+            Ok(Some((service, IdleTimeout::new(stream, IDLE_TIMEOUT))))
+        }
+    };
+    let on_process_error = {
+        let shared = Arc::clone(&shared);
+        move |err: io::Error| {
+            shared
+                .counters
+                .connections_failed
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = shared.logs.failed.check() {
+                warn!(error = %err, suppressed, "Modbus connection closed on a bad frame or IO error");
+            }
+        }
+    };
+
+    loop {
+        if let Err(err) = server.serve(&on_connected, on_process_error.clone()).await {
+            shared
+                .counters
+                .accept_errors
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(error = %err, "Modbus mirror could not accept a connection; retrying");
+            tokio::time::sleep(ACCEPT_RETRY).await;
+        }
+    }
+}
+
+/// One client's service. Holds a connection slot until the connection ends.
+struct Mirror {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Service for Mirror {
+    type Request = SlaveRequest<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = Ready<Result<Response, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let result = self.handle(req);
+        if let Err(code) = result {
+            let c = &self.shared.counters;
+            let counter = match code {
+                ExceptionCode::IllegalFunction => &c.illegal_function,
+                ExceptionCode::IllegalDataAddress => &c.illegal_address,
+                ExceptionCode::IllegalDataValue => &c.illegal_value,
+                ExceptionCode::GatewayPathUnavailable => &c.unknown_unit,
+                _ => &c.device_failure,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        ready(result)
+    }
+}
+
+impl Mirror {
+    fn handle(&self, req: SlaveRequest<'static>) -> Result<Response, ExceptionCode> {
+        let unit = req.slave;
+        let read = |table, address, quantity| {
+            let words = self.read(unit, table, address, quantity)?;
+            self.shared
+                .counters
+                .reads_served
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(words)
+        };
+        let bits = |words: Vec<u16>| words.into_iter().map(|w| w != 0).collect();
+        match req.request {
+            Request::ReadCoils(a, q) => {
+                read(ModbusTable::Coil, a, q).map(|w| Response::ReadCoils(bits(w)))
+            }
+            Request::ReadDiscreteInputs(a, q) => read(ModbusTable::DiscreteInput, a, q)
+                .map(|w| Response::ReadDiscreteInputs(bits(w))),
+            Request::ReadHoldingRegisters(a, q) => {
+                read(ModbusTable::HoldingRegister, a, q).map(Response::ReadHoldingRegisters)
+            }
+            Request::ReadInputRegisters(a, q) => {
+                read(ModbusTable::InputRegister, a, q).map(Response::ReadInputRegisters)
+            }
+            other => {
+                let function = other.function_code().value();
+                if is_write(&other) {
+                    self.shared
+                        .counters
+                        .writes_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = self.shared.logs.writes.check() {
+                        warn!(peer = %self.peer, unit, function, suppressed, "Modbus write refused: the mirror is read-only");
+                    }
+                } else {
+                    debug!(peer = %self.peer, unit, function, "unsupported Modbus function");
+                }
+                Err(ExceptionCode::IllegalFunction)
+            }
+        }
+    }
+
+    /// The words (registers, or 0/1 per bit) for a read, or the exception to answer.
+    fn read(
+        &self,
+        unit: u8,
+        table: ModbusTable,
+        start: u16,
+        quantity: u16,
+    ) -> Result<Vec<u16>, ExceptionCode> {
+        let limit = if table.is_bits() {
+            MAX_READ_BITS
+        } else {
+            MAX_READ_REGISTERS
+        };
+        if quantity == 0 || quantity > limit {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+
+        let view = self.shared.state.view();
+        let mut unit_known = false;
+        let mut keys: Vec<&ModbusKey> = Vec::new();
+        for key in view.modbus_keys() {
+            if self.served_unit(key) == unit {
+                unit_known = true;
+                if key.table == table {
+                    keys.push(key);
+                }
+            }
+        }
+        if !unit_known {
+            return Err(ExceptionCode::GatewayPathUnavailable);
+        }
+        if u32::from(start) + u32::from(quantity) > 1 << 16 {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+
+        // First pass: every address must be covered, before any value is looked at.
+        let mut covering = Vec::with_capacity(usize::from(quantity));
+        for address in (start..=u16::MAX).take(usize::from(quantity)) {
+            let found = keys
+                .iter()
+                .find_map(|key| view.modbus_tags_at(key, address).first().copied());
+            match found {
+                Some(r) => covering.push(r),
+                None => return Err(ExceptionCode::IllegalDataAddress),
+            }
+        }
+
+        let mut tags: HashMap<TagIndex, Vec<u16>> = HashMap::new();
+        let mut words = Vec::with_capacity(covering.len());
+        for r in covering {
+            let encoded = match tags.entry(r.tag) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.tag_words(&view, r.tag)?),
+            };
+            let word = encoded
+                .get(usize::from(r.offset))
+                .copied()
+                .ok_or(ExceptionCode::ServerDeviceFailure)?;
+            words.push(word);
+        }
+        Ok(words)
+    }
+
+    fn served_unit(&self, key: &ModbusKey) -> u8 {
+        self.shared
+            .unit_map
+            .get(&key.device)
+            .map_or(key.unit_id, |&u| u)
+    }
+
+    /// All the words of one tag as they should be served, or exception 04.
+    fn tag_words(&self, view: &StateView<'_>, tag: TagIndex) -> Result<Vec<u16>, ExceptionCode> {
+        let Some(SourceAddress::Modbus(addr)) = view.tag(tag).map(|t| &t.source) else {
+            return Err(ExceptionCode::ServerDeviceFailure);
+        };
+        let policy = self.shared.on_bad_quality;
+        let zeros = || vec![0u16; usize::from(registers::register_count(addr))];
+        let Some(served) = view.value(tag) else {
+            return match policy {
+                OnBadQuality::Zero => Ok(zeros()),
+                OnBadQuality::Exception | OnBadQuality::LastValue => {
+                    Err(ExceptionCode::ServerDeviceFailure)
+                }
+            };
+        };
+        if served.quality.is_bad() {
+            match policy {
+                OnBadQuality::Exception => return Err(ExceptionCode::ServerDeviceFailure),
+                OnBadQuality::Zero => return Ok(zeros()),
+                OnBadQuality::LastValue => {}
+            }
+        }
+        match encode(addr, served.value) {
+            Some(words) => Ok(words),
+            None if policy == OnBadQuality::Zero => Ok(zeros()),
+            None => Err(ExceptionCode::ServerDeviceFailure),
+        }
+    }
+}
+
+/// The tag's words (one 0/1 word per bit in a bit table), or `None` when the value does not
+/// fit its registers.
+fn encode(addr: &ModbusAddress, value: &protocol::model::Value) -> Option<Vec<u16>> {
+    if addr.table.is_bits() {
+        return registers::encode_bit(value)
+            .ok()
+            .map(|b| vec![u16::from(b)]);
+    }
+    let mut words = Vec::with_capacity(usize::from(registers::register_count(addr)));
+    registers::encode(addr, value, &mut words).ok()?;
+    (words.len() == usize::from(registers::register_count(addr))).then_some(words)
+}
+
+fn is_write(req: &Request<'_>) -> bool {
+    matches!(
+        req,
+        Request::WriteSingleCoil(..)
+            | Request::WriteMultipleCoils(..)
+            | Request::WriteSingleRegister(..)
+            | Request::WriteMultipleRegisters(..)
+            | Request::MaskWriteRegister(..)
+            | Request::ReadWriteMultipleRegisters(..)
+    )
+}
+
+/// A stream that fails once no data has been read for `timeout`, including while a write is
+/// stuck because the peer does not read.
+struct IdleTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<T> IdleTimeout<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "Modbus connection idle for too long",
+    )
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + self.timeout;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

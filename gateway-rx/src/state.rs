@@ -1,0 +1,951 @@
+//! The receiver's current-value table, shared (behind an `Arc`) by the link task, which
+//! writes it, and the sinks (Modbus mirror, and later OPC UA and MQTT), which read it.
+//!
+//! # Rules for current values
+//!
+//! - **Catalogue.** Samples name the catalogue version they index into. Samples naming a
+//!   catalogue other than the current one are ignored and counted
+//!   (`samples_unknown_catalogue`): the transmitter sends its catalogue on start and
+//!   periodically, and its rolling snapshot re-sends every value, so after a catalogue change
+//!   every tag is refreshed within one snapshot period without the receiver having to hold
+//!   samples it cannot interpret yet.
+//! - **Catalogue change.** When a new catalogue arrives, a tag keeps its value if its name,
+//!   value type and source address are all unchanged (it is re-indexed by name); every other
+//!   tag starts without a value, and removed tags are dropped.
+//! - **Rejected samples.** A sample whose tag index is outside the catalogue, or whose value
+//!   type differs from the catalogue's type for that tag, is rejected and counted.
+//! - **Ordering.** The live stream is delivered in order, so a live sample always replaces the
+//!   stored one (even if the source clock stepped backwards). A sample from any other stream
+//!   (the snapshot) replaces it only if its source time is not older than the stored one's, so
+//!   a snapshot interleaved with live values never rolls a newer live value back; at the same
+//!   source time it applies, so a quality change at the same time is kept. A stored value from
+//!   before the current session or outage is always replaced.
+//! - **Link down.** When no heartbeat arrived for the heartbeat timeout, every value keeps its
+//!   last value, but its quality *as served* becomes Uncertain (no communication, last usable
+//!   value). The stored quality is not rewritten. A value whose stored quality is Bad is still
+//!   served as Bad: a value the source itself marked unusable does not become usable because
+//!   the link is down.
+//! - **New session** (the transmitter restarted). Values stay until the new session refreshes
+//!   them (its snapshot re-sends every value), but each is served as Uncertain, exactly as
+//!   during an outage, until a sample from the new session arrives for it. The same holds
+//!   after an outage of the same session: a value last received before the link went down is
+//!   served as Uncertain until it is received again, since changes during the outage may have
+//!   been lost.
+//! - **Never received.** A tag with no value yet has none to serve; each sink says so in its
+//!   own protocol (the Modbus mirror answers exception 04).
+//!
+//! Memory: one entry per catalogue tag (the catalogue itself is capped by the assembler), and a
+//! Modbus register index capped at [`MAX_MODBUS_INDEX_ENTRIES`] entries with at most
+//! [`MAX_TAGS_PER_REGISTER`] tags per register; tags beyond either cap are not mirrored over
+//! Modbus and are counted (`modbus_tags_not_indexed`).
+//!
+//! Locking: one `RwLock`. Writers hold it for a batch of samples or to swap in a catalogue
+//! (the Modbus index for a new catalogue is built before the lock is taken); readers hold it
+//! for one request. Nothing awaits while holding it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use protocol::catalogue::Catalogue;
+use protocol::message::{CatalogueHash, Heartbeat, Stream};
+use protocol::model::{
+    ModbusTable, Quality, Sample, SourceAddress, TagIndex, TagInfo, UnixNanos, Value,
+};
+
+/// A transmitter session id, chosen at random when the transmitter starts.
+pub type SessionId = u64;
+
+/// Upper bound on (register → tag) entries in the Modbus index, whatever the catalogue says.
+pub const MAX_MODBUS_INDEX_ENTRIES: usize = 16 * 1024 * 1024;
+/// Overlapping tags (e.g. a 32-bit value and its low word as a second tag) are allowed; a
+/// register keeps at most this many of them, the lowest tag indexes first.
+pub const MAX_TAGS_PER_REGISTER: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No heartbeat yet, or none for the heartbeat timeout.
+    Down,
+    Up {
+        session: SessionId,
+    },
+}
+
+/// A tag's current value as a sink should serve it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedValue<'a> {
+    pub value: &'a Value,
+    /// The quality to serve: the stored quality, or Uncertain when the link is down or the value
+    /// predates the current session or outage (see the module doc).
+    pub quality: Quality,
+    /// The quality the source reported.
+    pub stored_quality: Quality,
+    pub source_time: UnixNanos,
+    pub received_at: UnixNanos,
+    pub stream: Stream,
+}
+
+/// The Modbus key a tag is mirrored under: the source device and unit id, and the table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModbusKey {
+    pub device: String,
+    pub unit_id: u8,
+    pub table: ModbusTable,
+}
+
+/// A tag covering a register: its catalogue index and the register's offset within the tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterRef {
+    pub tag: TagIndex,
+    pub offset: u16,
+}
+
+/// What one call to [`State::apply_samples`] did, for the caller's logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub applied: u64,
+    /// Older than the stored value (snapshot after a newer live value).
+    pub stale: u64,
+    pub unknown_catalogue: u64,
+    pub bad_index: u64,
+    pub type_mismatch: u64,
+}
+
+/// Monotonic counters since start.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub samples_applied: AtomicU64,
+    pub samples_stale: AtomicU64,
+    pub samples_unknown_catalogue: AtomicU64,
+    pub samples_bad_index: AtomicU64,
+    pub samples_type_mismatch: AtomicU64,
+    pub catalogues_applied: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub sessions: AtomicU64,
+    pub link_downs: AtomicU64,
+    pub modbus_tags_not_indexed: AtomicU64,
+}
+
+/// A plain copy of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    pub samples_applied: u64,
+    pub samples_stale: u64,
+    pub samples_unknown_catalogue: u64,
+    pub samples_bad_index: u64,
+    pub samples_type_mismatch: u64,
+    pub catalogues_applied: u64,
+    pub heartbeats: u64,
+    pub sessions: u64,
+    pub link_downs: u64,
+    pub modbus_tags_not_indexed: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            samples_applied: get(&self.samples_applied),
+            samples_stale: get(&self.samples_stale),
+            samples_unknown_catalogue: get(&self.samples_unknown_catalogue),
+            samples_bad_index: get(&self.samples_bad_index),
+            samples_type_mismatch: get(&self.samples_type_mismatch),
+            catalogues_applied: get(&self.catalogues_applied),
+            heartbeats: get(&self.heartbeats),
+            sessions: get(&self.sessions),
+            link_downs: get(&self.link_downs),
+            modbus_tags_not_indexed: get(&self.modbus_tags_not_indexed),
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Value,
+    quality: Quality,
+    time: UnixNanos,
+    received_at: UnixNanos,
+    stream: Stream,
+    /// The state's epoch when this value was received; see `Inner::epoch`.
+    epoch: u64,
+}
+
+/// (register address → tags covering it) for one [`ModbusKey`].
+type RegisterMap = HashMap<u16, Vec<RegisterRef>>;
+
+#[derive(Debug, Default)]
+struct ModbusIndex {
+    keys: HashMap<ModbusKey, RegisterMap>,
+    not_indexed: u64,
+}
+
+impl ModbusIndex {
+    fn build(catalogue: &Catalogue) -> ModbusIndex {
+        let mut index = ModbusIndex::default();
+        let mut entries = 0usize;
+        for (i, tag) in catalogue.tags().iter().enumerate() {
+            let (Ok(tag_index), SourceAddress::Modbus(addr)) = (TagIndex::try_from(i), &tag.source)
+            else {
+                continue;
+            };
+            let span = protocol::registers::register_count(addr);
+            if entries.saturating_add(usize::from(span)) > MAX_MODBUS_INDEX_ENTRIES {
+                index.not_indexed += 1;
+                continue;
+            }
+            let map = index
+                .keys
+                .entry(ModbusKey {
+                    device: addr.device.clone(),
+                    unit_id: addr.unit_id,
+                    table: addr.table,
+                })
+                .or_default();
+            let mut crowded = false;
+            for offset in 0..span {
+                // A tag running past the end of the address space covers only what exists.
+                let Some(register) = addr.address.checked_add(offset) else {
+                    break;
+                };
+                let refs = map.entry(register).or_default();
+                if refs.len() >= MAX_TAGS_PER_REGISTER {
+                    crowded = true;
+                    continue;
+                }
+                refs.push(RegisterRef {
+                    tag: tag_index,
+                    offset,
+                });
+                entries += 1;
+            }
+            if crowded {
+                index.not_indexed += 1;
+            }
+        }
+        index
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    catalogue: Option<Arc<Catalogue>>,
+    /// Indexed like the catalogue's tags.
+    values: Vec<Option<Entry>>,
+    modbus: ModbusIndex,
+    link: LinkState,
+    /// The last session seen, kept while the link is down so that a heartbeat of the same
+    /// session is not mistaken for a restart.
+    session: Option<SessionId>,
+    /// Bumped when the link goes down and when a new session starts: a value received in an
+    /// earlier epoch is served as Uncertain.
+    epoch: u64,
+    last_heartbeat: Option<Heartbeat>,
+    last_heartbeat_at: Option<UnixNanos>,
+    link_down_since: Option<UnixNanos>,
+}
+
+impl Inner {
+    fn served_quality(&self, entry: &Entry) -> Quality {
+        let stale = matches!(self.link, LinkState::Down) || entry.epoch != self.epoch;
+        if stale && !entry.quality.is_bad() {
+            Quality::UNCERTAIN_NO_COMMUNICATION_LAST_USABLE_VALUE
+        } else {
+            entry.quality
+        }
+    }
+
+    fn start_session(&mut self, session: SessionId, counters: &Counters) {
+        if self.session != Some(session) {
+            self.session = Some(session);
+            self.epoch += 1;
+            add(&counters.sessions, 1);
+        }
+        self.link = LinkState::Up { session };
+        self.link_down_since = None;
+    }
+}
+
+/// The shared current-value table. See the module documentation for its rules.
+#[derive(Debug)]
+pub struct State {
+    inner: RwLock<Inner>,
+    counters: Counters,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A consistent read-only view of the state, held for the duration of one request.
+pub struct StateView<'a> {
+    inner: RwLockReadGuard<'a, Inner>,
+}
+
+impl StateView<'_> {
+    pub fn catalogue(&self) -> Option<&Catalogue> {
+        self.inner.catalogue.as_deref()
+    }
+
+    pub fn tag(&self, index: TagIndex) -> Option<&TagInfo> {
+        self.catalogue()?.get(index)
+    }
+
+    /// The tag's value as it should be served; `None` if it never received one.
+    pub fn value(&self, index: TagIndex) -> Option<ServedValue<'_>> {
+        let entry = self
+            .inner
+            .values
+            .get(usize::try_from(index).ok()?)?
+            .as_ref()?;
+        Some(ServedValue {
+            value: &entry.value,
+            quality: self.inner.served_quality(entry),
+            stored_quality: entry.quality,
+            source_time: entry.time,
+            received_at: entry.received_at,
+            stream: entry.stream,
+        })
+    }
+
+    /// The tags covering a register, lowest tag index first.
+    pub fn modbus_tags_at(&self, key: &ModbusKey, address: u16) -> &[RegisterRef] {
+        self.inner
+            .modbus
+            .keys
+            .get(key)
+            .and_then(|m| m.get(&address))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every (device, unit id, table) that has Modbus tags, sorted.
+    pub fn modbus_keys(&self) -> Vec<&ModbusKey> {
+        let mut keys: Vec<&ModbusKey> = self.inner.modbus.keys.keys().collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn link(&self) -> LinkState {
+        self.inner.link
+    }
+}
+
+impl State {
+    pub fn new() -> State {
+        State {
+            inner: RwLock::new(Inner {
+                catalogue: None,
+                values: Vec::new(),
+                modbus: ModbusIndex::default(),
+                link: LinkState::Down,
+                session: None,
+                epoch: 0,
+                last_heartbeat: None,
+                last_heartbeat_at: None,
+                link_down_since: None,
+            }),
+            counters: Counters::default(),
+        }
+    }
+
+    // A panic while the lock is held (there is no code path for one) would poison it; the data
+    // is still consistent at every statement boundary, so carry on rather than fail every sink.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        match self.inner.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        match self.inner.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// A consistent view for reading several values at once. Do not hold it across an await.
+    pub fn view(&self) -> StateView<'_> {
+        StateView { inner: self.read() }
+    }
+
+    pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+
+    pub fn catalogue(&self) -> Option<Arc<Catalogue>> {
+        self.read().catalogue.clone()
+    }
+
+    pub fn catalogue_hash(&self) -> Option<CatalogueHash> {
+        self.read().catalogue.as_ref().map(|c| c.hash())
+    }
+
+    pub fn tag_count(&self) -> usize {
+        self.read().catalogue.as_ref().map_or(0, |c| c.len())
+    }
+
+    pub fn link_state(&self) -> LinkState {
+        self.read().link
+    }
+
+    pub fn link_is_down(&self) -> bool {
+        matches!(self.read().link, LinkState::Down)
+    }
+
+    pub fn last_heartbeat(&self) -> Option<(UnixNanos, Heartbeat)> {
+        let inner = self.read();
+        Some((inner.last_heartbeat_at?, inner.last_heartbeat.clone()?))
+    }
+
+    pub fn link_down_since(&self) -> Option<UnixNanos> {
+        self.read().link_down_since
+    }
+
+    /// Installs a new catalogue (see the module doc for which values survive). Returns false
+    /// when it is the catalogue already installed, which changes nothing.
+    pub fn apply_catalogue(&self, catalogue: Catalogue) -> bool {
+        if self.catalogue_hash() == Some(catalogue.hash()) {
+            return false;
+        }
+        let modbus = ModbusIndex::build(&catalogue);
+        let not_indexed = modbus.not_indexed;
+        let catalogue = Arc::new(catalogue);
+        let mut values: Vec<Option<Entry>> = vec![None; catalogue.len()];
+
+        let mut inner = self.write();
+        if let Some(old) = inner.catalogue.take() {
+            let mut old_values = std::mem::take(&mut inner.values);
+            for (slot, tag) in values.iter_mut().zip(catalogue.tags()) {
+                let Some(old_index) = old.index_of(&tag.name) else {
+                    continue;
+                };
+                let same = old.get(old_index).is_some_and(|old_tag| {
+                    old_tag.value_type == tag.value_type && old_tag.source == tag.source
+                });
+                if same {
+                    *slot = usize::try_from(old_index)
+                        .ok()
+                        .and_then(|i| old_values.get_mut(i))
+                        .and_then(Option::take);
+                }
+            }
+        }
+        inner.catalogue = Some(catalogue);
+        inner.values = values;
+        inner.modbus = modbus;
+        drop(inner);
+
+        add(&self.counters.catalogues_applied, 1);
+        add(&self.counters.modbus_tags_not_indexed, not_indexed);
+        true
+    }
+
+    /// Applies a batch of samples received on `stream` (see the module doc for the rules).
+    pub fn apply_samples(
+        &self,
+        catalogue: CatalogueHash,
+        samples: &[Sample],
+        received_at: UnixNanos,
+        stream: Stream,
+    ) -> ApplyOutcome {
+        let mut out = ApplyOutcome::default();
+        {
+            let mut guard = self.write();
+            let inner = &mut *guard;
+            let current = inner.catalogue.as_ref().filter(|c| c.hash() == catalogue);
+            match current {
+                None => out.unknown_catalogue = samples.len() as u64,
+                Some(cat) => {
+                    for sample in samples {
+                        let Some(tag) = cat.get(sample.tag) else {
+                            out.bad_index += 1;
+                            continue;
+                        };
+                        if tag.value_type != sample.value.value_type() {
+                            out.type_mismatch += 1;
+                            continue;
+                        }
+                        let Some(slot) = usize::try_from(sample.tag)
+                            .ok()
+                            .and_then(|i| inner.values.get_mut(i))
+                        else {
+                            out.bad_index += 1;
+                            continue;
+                        };
+                        if let Some(old) = slot.as_ref() {
+                            let older = sample.time < old.time;
+                            if stream != Stream::Live && older && old.epoch == inner.epoch {
+                                out.stale += 1;
+                                continue;
+                            }
+                        }
+                        *slot = Some(Entry {
+                            value: sample.value.clone(),
+                            quality: sample.quality,
+                            time: sample.time,
+                            received_at,
+                            stream,
+                            epoch: inner.epoch,
+                        });
+                        out.applied += 1;
+                    }
+                }
+            }
+        }
+        let c = &self.counters;
+        add(&c.samples_applied, out.applied);
+        add(&c.samples_stale, out.stale);
+        add(&c.samples_unknown_catalogue, out.unknown_catalogue);
+        add(&c.samples_bad_index, out.bad_index);
+        add(&c.samples_type_mismatch, out.type_mismatch);
+        out
+    }
+
+    /// A new transmitter session started: the link is up, and every value is served as
+    /// Uncertain until the new session sends it again. A call with the current session only
+    /// marks the link up.
+    pub fn new_session(&self, session: SessionId) {
+        self.write().start_session(session, &self.counters);
+    }
+
+    /// Records a heartbeat of `session`. Brings the link up (as a new session if the session
+    /// differs from the last one seen).
+    pub fn apply_heartbeat_of(&self, session: SessionId, heartbeat: Heartbeat, now: UnixNanos) {
+        let mut inner = self.write();
+        inner.start_session(session, &self.counters);
+        inner.last_heartbeat = Some(heartbeat);
+        inner.last_heartbeat_at = Some(now);
+        drop(inner);
+        add(&self.counters.heartbeats, 1);
+    }
+
+    /// Records a heartbeat of the session last announced by [`new_session`](Self::new_session)
+    /// and brings the link up. Before any session is known the link stays down.
+    pub fn apply_heartbeat(&self, heartbeat: Heartbeat, now: UnixNanos) {
+        let mut inner = self.write();
+        if let Some(session) = inner.session {
+            inner.start_session(session, &self.counters);
+        }
+        inner.last_heartbeat = Some(heartbeat);
+        inner.last_heartbeat_at = Some(now);
+        drop(inner);
+        add(&self.counters.heartbeats, 1);
+    }
+
+    /// The link is down (no heartbeat for the heartbeat timeout): every value is served as
+    /// Uncertain until it is received again.
+    pub fn mark_link_down(&self, now: UnixNanos) {
+        let mut inner = self.write();
+        if matches!(inner.link, LinkState::Down) {
+            return;
+        }
+        inner.link = LinkState::Down;
+        inner.epoch += 1;
+        inner.link_down_since = Some(now);
+        drop(inner);
+        add(&self.counters.link_downs, 1);
+    }
+
+    /// Marks the link down if the last heartbeat is older than `timeout_nanos` at `now`.
+    /// Returns true when this call took the link down.
+    pub fn check_heartbeat(&self, now: UnixNanos, timeout_nanos: i64) -> bool {
+        let expired = {
+            let inner = self.read();
+            matches!(inner.link, LinkState::Up { .. })
+                && inner
+                    .last_heartbeat_at
+                    .is_none_or(|t| now.saturating_sub(t) > timeout_nanos)
+        };
+        if expired {
+            self.mark_link_down(now);
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::model::{ByteOrder, ModbusAddress, ModbusType, ValueType, WordOrder};
+
+    fn modbus(device: &str, table: ModbusTable, address: u16, kind: ModbusType) -> SourceAddress {
+        SourceAddress::Modbus(ModbusAddress {
+            device: device.into(),
+            unit_id: 1,
+            table,
+            address,
+            kind,
+            count: 3,
+            byte_order: ByteOrder::Big,
+            word_order: WordOrder::Big,
+            scale: 1.0,
+            offset: 0.0,
+        })
+    }
+
+    fn tag(name: &str, value_type: ValueType, source: SourceAddress) -> TagInfo {
+        TagInfo {
+            name: name.into(),
+            value_type,
+            unit: String::new(),
+            description: String::new(),
+            source,
+        }
+    }
+
+    fn catalogue() -> Catalogue {
+        Catalogue::new(vec![
+            tag(
+                "a",
+                ValueType::UInt16,
+                modbus("plc", ModbusTable::HoldingRegister, 10, ModbusType::U16),
+            ),
+            tag(
+                "b",
+                ValueType::Float,
+                modbus("plc", ModbusTable::HoldingRegister, 11, ModbusType::F32),
+            ),
+            tag("c", ValueType::Boolean, SourceAddress::Other("x".into())),
+        ])
+    }
+
+    fn sample(tag: TagIndex, value: Value, time: UnixNanos) -> Sample {
+        Sample {
+            tag,
+            value,
+            quality: Quality::GOOD,
+            time,
+        }
+    }
+
+    fn up_state() -> (State, CatalogueHash) {
+        let state = State::new();
+        let cat = catalogue();
+        let hash = cat.hash();
+        assert!(state.apply_catalogue(cat));
+        state.new_session(7);
+        (state, hash)
+    }
+
+    fn served(state: &State, tag: TagIndex) -> Option<(Value, Quality, UnixNanos)> {
+        let view = state.view();
+        view.value(tag)
+            .map(|v| (v.value.clone(), v.quality, v.source_time))
+    }
+
+    #[test]
+    fn applies_and_rejects() {
+        let (state, hash) = up_state();
+        let out = state.apply_samples(
+            hash,
+            &[
+                sample(0, Value::UInt16(5), 10),
+                sample(1, Value::UInt16(5), 10),
+                sample(9, Value::UInt16(5), 10),
+                sample(2, Value::Boolean(true), 10),
+            ],
+            100,
+            Stream::Live,
+        );
+        assert_eq!(
+            out,
+            ApplyOutcome {
+                applied: 2,
+                type_mismatch: 1,
+                bad_index: 1,
+                ..Default::default()
+            }
+        );
+        let out = state.apply_samples(
+            hash ^ 1,
+            &[sample(0, Value::UInt16(6), 11)],
+            100,
+            Stream::Live,
+        );
+        assert_eq!(out.unknown_catalogue, 1);
+        assert_eq!(
+            served(&state, 0),
+            Some((Value::UInt16(5), Quality::GOOD, 10))
+        );
+        assert_eq!(served(&state, 1), None);
+        let c = state.counters();
+        assert_eq!(c.samples_applied, 2);
+        assert_eq!(c.samples_unknown_catalogue, 1);
+        assert_eq!(c.samples_bad_index, 1);
+        assert_eq!(c.samples_type_mismatch, 1);
+        let view = state.view();
+        let v = view.value(0).unwrap();
+        assert_eq!(v.received_at, 100);
+        assert_eq!(v.stream, Stream::Live);
+    }
+
+    #[test]
+    fn samples_before_any_catalogue_are_counted() {
+        let state = State::new();
+        let out = state.apply_samples(1, &[sample(0, Value::UInt16(1), 1)], 1, Stream::Snapshot);
+        assert_eq!(out.unknown_catalogue, 1);
+    }
+
+    #[test]
+    fn old_snapshot_does_not_overwrite_newer_live() {
+        let (state, hash) = up_state();
+        state.apply_samples(hash, &[sample(0, Value::UInt16(2), 20)], 1, Stream::Live);
+        let out = state.apply_samples(
+            hash,
+            &[sample(0, Value::UInt16(1), 10)],
+            2,
+            Stream::Snapshot,
+        );
+        assert_eq!(out.stale, 1);
+        assert_eq!(served(&state, 0).unwrap().0, Value::UInt16(2));
+        // Same time, quality change: applies.
+        let mut bad = sample(0, Value::UInt16(2), 20);
+        bad.quality = Quality::BAD_COMMUNICATION_ERROR;
+        state.apply_samples(hash, &[bad], 3, Stream::Snapshot);
+        assert_eq!(
+            served(&state, 0).unwrap().1,
+            Quality::BAD_COMMUNICATION_ERROR
+        );
+        // Newer snapshot applies.
+        state.apply_samples(
+            hash,
+            &[sample(0, Value::UInt16(3), 30)],
+            4,
+            Stream::Snapshot,
+        );
+        assert_eq!(served(&state, 0).unwrap().0, Value::UInt16(3));
+        // Live always applies, even with a clock that stepped back.
+        state.apply_samples(hash, &[sample(0, Value::UInt16(4), 5)], 5, Stream::Live);
+        assert_eq!(
+            served(&state, 0).unwrap(),
+            (Value::UInt16(4), Quality::GOOD, 5)
+        );
+    }
+
+    #[test]
+    fn link_down_serves_uncertain_without_rewriting() {
+        let (state, hash) = up_state();
+        let mut bad = sample(1, Value::Float(1.5), 10);
+        bad.quality = Quality::BAD_DEVICE_FAILURE;
+        state.apply_samples(
+            hash,
+            &[sample(0, Value::UInt16(2), 10), bad],
+            1,
+            Stream::Live,
+        );
+        state.mark_link_down(50);
+        assert!(state.link_is_down());
+        assert_eq!(state.link_down_since(), Some(50));
+        let un = Quality::UNCERTAIN_NO_COMMUNICATION_LAST_USABLE_VALUE;
+        assert_eq!(served(&state, 0), Some((Value::UInt16(2), un, 10)));
+        assert_eq!(served(&state, 1).unwrap().1, Quality::BAD_DEVICE_FAILURE);
+        assert_eq!(state.view().value(0).unwrap().stored_quality, Quality::GOOD);
+
+        // Link back with the same session: still Uncertain until received again.
+        state.apply_heartbeat(heartbeat(hash), 60);
+        assert_eq!(state.link_state(), LinkState::Up { session: 7 });
+        assert_eq!(served(&state, 0).unwrap().1, un);
+        // An older snapshot value still replaces a value from before the outage.
+        state.apply_samples(
+            hash,
+            &[sample(0, Value::UInt16(1), 5)],
+            61,
+            Stream::Snapshot,
+        );
+        assert_eq!(
+            served(&state, 0),
+            Some((Value::UInt16(1), Quality::GOOD, 5))
+        );
+        assert_eq!(state.counters().link_downs, 1);
+    }
+
+    fn heartbeat(hash: CatalogueHash) -> Heartbeat {
+        Heartbeat {
+            sent_at: 1,
+            uptime_ms: 2,
+            catalogue: hash,
+            tag_count: 3,
+            config_hash: 4,
+            counters: Default::default(),
+            sources: vec![],
+        }
+    }
+
+    #[test]
+    fn new_session_serves_uncertain_until_refreshed() {
+        let (state, hash) = up_state();
+        state.apply_samples(
+            hash,
+            &[
+                sample(0, Value::UInt16(2), 10),
+                sample(1, Value::Float(2.0), 10),
+            ],
+            1,
+            Stream::Live,
+        );
+        state.new_session(8);
+        assert_eq!(state.link_state(), LinkState::Up { session: 8 });
+        let un = Quality::UNCERTAIN_NO_COMMUNICATION_LAST_USABLE_VALUE;
+        assert_eq!(served(&state, 0).unwrap().1, un);
+        state.apply_samples(hash, &[sample(0, Value::UInt16(3), 1)], 2, Stream::Snapshot);
+        assert_eq!(
+            served(&state, 0).unwrap(),
+            (Value::UInt16(3), Quality::GOOD, 1)
+        );
+        assert_eq!(served(&state, 1).unwrap(), (Value::Float(2.0), un, 10));
+        // The same session again changes nothing.
+        state.new_session(8);
+        assert_eq!(served(&state, 0).unwrap().1, Quality::GOOD);
+        assert_eq!(state.counters().sessions, 2);
+    }
+
+    #[test]
+    fn heartbeats_drive_the_link() {
+        let state = State::new();
+        assert!(state.link_is_down());
+        state.apply_heartbeat(heartbeat(1), 10);
+        assert!(state.link_is_down(), "no session known yet");
+        state.apply_heartbeat_of(5, heartbeat(1), 10);
+        assert_eq!(state.link_state(), LinkState::Up { session: 5 });
+        assert_eq!(
+            state.last_heartbeat().map(|(t, h)| (t, h.catalogue)),
+            Some((10, 1))
+        );
+        assert!(!state.check_heartbeat(15, 10));
+        assert!(state.check_heartbeat(21, 10));
+        assert!(state.link_is_down());
+        assert!(!state.check_heartbeat(100, 10));
+        state.apply_heartbeat_of(6, heartbeat(1), 110);
+        assert_eq!(state.link_state(), LinkState::Up { session: 6 });
+        assert_eq!(state.counters().heartbeats, 3);
+    }
+
+    #[test]
+    fn catalogue_change_keeps_unchanged_tags_by_name() {
+        let (state, hash) = up_state();
+        state.apply_samples(
+            hash,
+            &[
+                sample(0, Value::UInt16(2), 10),
+                sample(1, Value::Float(2.0), 10),
+            ],
+            1,
+            Stream::Live,
+        );
+        state.apply_samples(
+            hash,
+            &[sample(2, Value::Boolean(true), 10)],
+            1,
+            Stream::Live,
+        );
+        // New order; "a" unchanged, "b" moved to another register, "c" removed, "d" new.
+        let new = Catalogue::new(vec![
+            tag("d", ValueType::Int16, SourceAddress::Other("y".into())),
+            tag(
+                "b",
+                ValueType::Float,
+                modbus("plc", ModbusTable::HoldingRegister, 20, ModbusType::F32),
+            ),
+            tag(
+                "a",
+                ValueType::UInt16,
+                modbus("plc", ModbusTable::HoldingRegister, 10, ModbusType::U16),
+            ),
+        ]);
+        let new_hash = new.hash();
+        assert!(state.apply_catalogue(new.clone()));
+        assert!(!state.apply_catalogue(new));
+        assert_eq!(state.catalogue_hash(), Some(new_hash));
+        assert_eq!(state.tag_count(), 3);
+        assert_eq!(served(&state, 0), None);
+        assert_eq!(served(&state, 1), None);
+        assert_eq!(
+            served(&state, 2),
+            Some((Value::UInt16(2), Quality::GOOD, 10))
+        );
+        // Samples of the old catalogue are now unknown.
+        let out = state.apply_samples(hash, &[sample(0, Value::UInt16(9), 11)], 2, Stream::Live);
+        assert_eq!(out.unknown_catalogue, 1);
+        assert_eq!(state.counters().catalogues_applied, 2);
+    }
+
+    #[test]
+    fn modbus_index_maps_registers_to_tags() {
+        let (state, _) = up_state();
+        let view = state.view();
+        let key = ModbusKey {
+            device: "plc".into(),
+            unit_id: 1,
+            table: ModbusTable::HoldingRegister,
+        };
+        assert_eq!(view.modbus_tags_at(&key, 9), &[]);
+        assert_eq!(
+            view.modbus_tags_at(&key, 10),
+            &[RegisterRef { tag: 0, offset: 0 }]
+        );
+        assert_eq!(
+            view.modbus_tags_at(&key, 11),
+            &[RegisterRef { tag: 1, offset: 0 }]
+        );
+        // F32 spans two registers whatever `count` says.
+        assert_eq!(
+            view.modbus_tags_at(&key, 12),
+            &[RegisterRef { tag: 1, offset: 1 }]
+        );
+        assert_eq!(view.modbus_tags_at(&key, 13), &[]);
+        let other = ModbusKey {
+            table: ModbusTable::InputRegister,
+            ..key.clone()
+        };
+        assert_eq!(view.modbus_tags_at(&other, 10), &[]);
+        assert_eq!(view.modbus_keys(), vec![&key]);
+    }
+
+    #[test]
+    fn modbus_index_is_bounded_and_clamped() {
+        let mut tags: Vec<TagInfo> = (0..10)
+            .map(|i| {
+                tag(
+                    &format!("t{i}"),
+                    ValueType::UInt64,
+                    modbus("plc", ModbusTable::InputRegister, 100, ModbusType::U64),
+                )
+            })
+            .collect();
+        tags.push(tag(
+            "edge",
+            ValueType::UInt64,
+            modbus(
+                "plc",
+                ModbusTable::InputRegister,
+                u16::MAX - 1,
+                ModbusType::U64,
+            ),
+        ));
+        let state = State::new();
+        state.apply_catalogue(Catalogue::new(tags));
+        let key = ModbusKey {
+            device: "plc".into(),
+            unit_id: 1,
+            table: ModbusTable::InputRegister,
+        };
+        let view = state.view();
+        let refs = view.modbus_tags_at(&key, 101);
+        assert_eq!(refs.len(), MAX_TAGS_PER_REGISTER);
+        assert_eq!(refs[0], RegisterRef { tag: 0, offset: 1 });
+        assert_eq!(
+            view.modbus_tags_at(&key, u16::MAX),
+            &[RegisterRef { tag: 10, offset: 1 }]
+        );
+        drop(view);
+        assert_eq!(state.counters().modbus_tags_not_indexed, 6);
+    }
+}
