@@ -719,13 +719,11 @@ fn missing_tag_fields_point_at_the_header() {
 
 #[test]
 fn all_problems_are_reported_in_file_order() {
-    let src = format!(
-        "[link]\ndestination = \"127.0.0.1:5600\"\nmtu = 1\n\n\
+    let src = "[link]\ndestination = \"127.0.0.1:5600\"\nmtu = 1\n\n\
          [[modbus]]\nname = \"plc1\"\nhost = \"127.0.0.1\"\n\
          [[modbus.tag]]\nname = \"a\"\ntable = \"coil\"\naddress = 1\ntype = \"u16\"\n\
-         [[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 70000\ntype = \"u16\"\n"
-    );
-    let d = diags(&src);
+         [[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 70000\ntype = \"u16\"\n";
+    let d = diags(src);
     let places: Vec<(usize, &str)> = d.iter().map(|d| (d.line, d.key.as_str())).collect();
     assert_eq!(
         places,
