@@ -348,7 +348,7 @@ fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<TxLink> {
     let fec_table = t
         .table(ctx, "fec", Req::Optional)
         .unwrap_or_else(|| Tbl::empty(t.key("fec"), format!("[{}]", t.key("fec")), t.span.clone()));
-    let fec = parse_fec(ctx, &fec_table, mtu);
+    let fec = parse_fec(ctx, &fec_table, t, mtu);
 
     let (key_file, key) = key?;
     Some(TxLink {
@@ -372,7 +372,12 @@ fn unspecified_like(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn parse_fec(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, mtu: Option<u16>) -> Option<FecShape> {
+fn parse_fec(
+    ctx: &mut Ctx<'_>,
+    t: &Tbl<'_, '_>,
+    link: &Tbl<'_, '_>,
+    mtu: Option<u16>,
+) -> Option<FecShape> {
     t.check_keys(ctx, FEC_KEYS);
     let max = i64::from(GROUP_SHARDS_MAX);
     let data = common::int_or(
@@ -421,15 +426,18 @@ fn parse_fec(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, mtu: Option<u16>) -> Option<Fec
     if let Some(mtu) = mtu {
         let span = u64::from(data + repair) * u64::from(interleave) * u64::from(mtu);
         if span > SPAN_BYTES_MAX {
-            let at = if t.has("interleave") {
-                "interleave"
-            } else {
-                "data_shards"
-            };
+            // Blame a value the user wrote: with an all-default [link.fec], that is the mtu.
+            let (offset, key) = ["interleave", "data_shards", "repair_shards"]
+                .into_iter()
+                .find(|k| t.has(k))
+                .map_or_else(
+                    || (link.offset_of("mtu"), link.key("mtu")),
+                    |k| (t.offset_of(k), t.key(k)),
+                );
             let max_interleave = SPAN_BYTES_MAX / (u64::from(data + repair) * u64::from(mtu));
             ctx.error(
-                t.offset_of(at),
-                t.key(at),
+                offset,
+                key,
                 format!(
                     "(data_shards + repair_shards) × interleave × mtu = ({data} + {repair}) × \
                      {interleave} × {mtu} = {span} bytes must be buffered by each side, more \

@@ -334,6 +334,22 @@ fn fec_span_too_large_states_the_valid_interleave() {
 }
 
 #[test]
+fn fec_span_limit_counts_repair_shards() {
+    one(
+        &format!(
+            "{LINK}mtu = 65535\n[link.fec]\ndata_shards = 128\nrepair_shards = 64\ninterleave = 6\n"
+        ),
+        7,
+        14,
+        "link.fec.interleave",
+        &[
+            "(128 + 64) × 6 × 65535 = 75496320 bytes",
+            "interleave can be at most 5",
+        ],
+    );
+}
+
+#[test]
 fn fec_ranges() {
     one(
         &format!("{LINK}[link.fec]\ninterleave = 0\n"),
