@@ -177,6 +177,45 @@ const TYPES: &[(&str, ModbusType)] = &[
     ("f64", ModbusType::F64),
     ("string", ModbusType::String),
 ];
+/// Names other tools use, for suggestions.
+const TABLE_ALIASES: &[(&str, &str)] = &[
+    ("coils", "coil"),
+    ("discrete_input", "discrete"),
+    ("discrete_inputs", "discrete"),
+    ("di", "discrete"),
+    ("holding_register", "holding"),
+    ("holding_registers", "holding"),
+    ("hr", "holding"),
+    ("input_register", "input"),
+    ("input_registers", "input"),
+    ("ir", "input"),
+];
+const TYPE_ALIASES: &[(&str, &str)] = &[
+    ("boolean", "bool"),
+    ("bit", "bool"),
+    ("word", "u16"),
+    ("uint", "u16"),
+    ("uint16", "u16"),
+    ("int", "i16"),
+    ("int16", "i16"),
+    ("dword", "u32"),
+    ("udint", "u32"),
+    ("uint32", "u32"),
+    ("dint", "i32"),
+    ("int32", "i32"),
+    ("uint64", "u64"),
+    ("ulint", "u64"),
+    ("lint", "i64"),
+    ("int64", "i64"),
+    ("float", "f32"),
+    ("real", "f32"),
+    ("float32", "f32"),
+    ("double", "f64"),
+    ("lreal", "f64"),
+    ("float64", "f64"),
+    ("str", "string"),
+    ("text", "string"),
+];
 const BYTE_ORDERS: &[(&str, ByteOrder)] = &[("big", ByteOrder::Big), ("little", ByteOrder::Little)];
 const WORD_ORDERS: &[(&str, WordOrder)] = &[("big", WordOrder::Big), ("little", WordOrder::Little)];
 
@@ -667,17 +706,19 @@ fn parse_tag(
             );
         }
     }
-    let table = t.choice(
+    let table = t.choice_with_aliases(
         ctx,
         "table",
         Req::Required("say which Modbus table the tag is read from: table = \"holding\", \"input\", \"coil\" or \"discrete\""),
         TABLES,
+        TABLE_ALIASES,
     );
-    let kind = t.choice(
+    let kind = t.choice_with_aliases(
         ctx,
         "type",
         Req::Required("say how to decode the tag, e.g. type = \"u16\"; valid types are bool, u16, i16, u32, i32, u64, i64, f32, f64, string"),
         TYPES,
+        TYPE_ALIASES,
     );
     let address = t.int(
         ctx,
@@ -862,7 +903,7 @@ fn parse_tag(
     let loc = TagLoc {
         path: t.path.clone(),
         address_at: address.span.start,
-        line: ctx.line(t.span.start),
+        line: ctx.line(address.span.start),
     };
     if !ok {
         return None;

@@ -544,6 +544,19 @@ impl<'a, 'i> Tbl<'a, 'i> {
         req: Req,
         choices: &[(&str, T)],
     ) -> Option<At<T>> {
+        self.choice_with_aliases(ctx, k, req, choices, &[])
+    }
+
+    /// One of a fixed set of strings; `aliases` maps names used elsewhere (PLC tools, other
+    /// gateways) to ours, for the suggestion only: one spelling is accepted.
+    pub fn choice_with_aliases<T: Copy>(
+        &self,
+        ctx: &mut Ctx<'_>,
+        k: &str,
+        req: Req,
+        choices: &[(&str, T)],
+        aliases: &[(&str, &str)],
+    ) -> Option<At<T>> {
         let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
         let valid = names
             .iter()
@@ -567,7 +580,12 @@ impl<'a, 'i> Tbl<'a, 'i> {
                 key,
             });
         }
-        let suggestion = did_you_mean(&s.to_ascii_lowercase(), &names)
+        let lower = s.to_ascii_lowercase();
+        let suggestion = aliases
+            .iter()
+            .find(|(alias, _)| *alias == lower)
+            .map(|(_, ours)| *ours)
+            .or_else(|| did_you_mean(&lower, &names))
             .map(|n| format!(" (did you mean \"{n}\"?)"))
             .unwrap_or_default();
         ctx.error(

@@ -490,7 +490,7 @@ fn overlapping_registers_name_both_tags() {
         "modbus[0].tag[2].address",
         &[
             "tag \"c\" (holding address 101) overlaps tag \"a\" (holding addresses 100-101, \
-             modbus[0].tag[0] at line 7)",
+             modbus[0].tag[0] at line 10)",
             "must not share registers",
         ],
     );
@@ -509,7 +509,7 @@ fn overlap_reported_at_the_later_tag_even_if_its_address_is_lower() {
         11,
         "modbus[0].tag[2].address",
         &[
-            "tag \"c\" (holding addresses 4-7) overlaps tag \"b\" (holding address 7, modbus[0].tag[1] at line 12)",
+            "tag \"c\" (holding addresses 4-7) overlaps tag \"b\" (holding address 7, modbus[0].tag[1] at line 15)",
         ],
     );
 }
@@ -552,7 +552,7 @@ fn enum_values_list_the_choices() {
         9,
         "modbus[0].tag[0].table",
         &[
-            "unknown value \"holding_register\"",
+            "unknown value \"holding_register\" (did you mean \"holding\"?)",
             "valid values are \"coil\", \"discrete\", \"holding\", \"input\"",
         ],
     );
@@ -566,7 +566,7 @@ fn enum_values_list_the_choices() {
         8,
         "modbus[0].tag[0].type",
         &[
-            "did you mean \"f32\"?",
+            "unknown value \"F32\" (did you mean \"f32\"?)",
             "\"bool\", \"u16\", \"i16\", \"u32\", \"i32\", \"u64\", \"i64\", \"f32\", \"f64\", \"string\"",
         ],
     );
@@ -577,6 +577,28 @@ fn enum_values_list_the_choices() {
         "modbus[0].tag[0].byte_order",
         &["valid values are \"big\", \"little\""],
     );
+}
+
+#[test]
+fn type_names_from_other_tools_get_a_suggestion() {
+    for (theirs, ours) in [
+        ("REAL", "f32"),
+        ("double", "f64"),
+        ("word", "u16"),
+        ("DINT", "i32"),
+    ] {
+        one(
+            &with_tags(&format!(
+                "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 1\ntype = \"{theirs}\"\n"
+            )),
+            11,
+            8,
+            "modbus[0].tag[0].type",
+            &[&format!(
+                "unknown value \"{theirs}\" (did you mean \"{ours}\"?)"
+            )],
+        );
+    }
 }
 
 #[test]
