@@ -34,7 +34,8 @@
 //! at once (and counted), so a flood of clients cannot exhaust memory or file descriptors. A
 //! connection that sends no request for [`IDLE_TIMEOUT`] (or does not read its answers for as
 //! long) is closed, so idle or stalled clients cannot hold the slots forever. A malformed
-//! frame closes only its own connection. Should accepting fail (e.g. out of file descriptors),
+//! frame closes only its own connection, and the few write frames that would make
+//! tokio-modbus's decoder panic are refused before it sees them (see `FrameGuard`). Should accepting fail (e.g. out of file descriptors),
 //! the listener is served again after a short pause; the connections open at that moment are
 //! closed too, which clients see as a reconnect.
 
@@ -190,7 +191,7 @@ pub async fn serve_with_counters(
                 peer,
                 _permit: permit,
             };
-            Ok(Some((service, IdleTimeout::new(stream, IDLE_TIMEOUT))))
+            Ok(Some((service, ClientStream::new(stream, IDLE_TIMEOUT))))
         }
     };
     let on_process_error = {
@@ -415,20 +416,23 @@ fn is_write(req: &Request<'_>) -> bool {
     )
 }
 
-/// A stream that fails once no data has been read for `timeout`, including while a write is
-/// stuck because the peer does not read.
-struct IdleTimeout<T> {
+/// The client's TCP stream as tokio-modbus sees it: fails once no data has been read for
+/// `timeout` (including while a write is stuck because the peer does not read), and fails on a
+/// frame that tokio-modbus 0.17's request decoder would panic on (see [`FrameGuard`]).
+struct ClientStream<T> {
     inner: T,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    guard: FrameGuard,
 }
 
-impl<T> IdleTimeout<T> {
+impl<T> ClientStream<T> {
     fn new(inner: T, timeout: Duration) -> Self {
-        IdleTimeout {
+        ClientStream {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            guard: FrameGuard::default(),
         }
     }
 
@@ -444,7 +448,7 @@ fn idle_error() -> io::Error {
     )
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ClientStream<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -452,20 +456,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    // An error here reaches tokio-modbus before it decodes these bytes.
+                    self.guard.feed(new)?;
                     let next = tokio::time::Instant::now() + self.timeout;
                     self.deadline.as_mut().reset(next);
                 }
-                Poll::Ready(result)
+                Poll::Ready(Ok(()))
             }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientStream<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -486,5 +494,163 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Bytes of an ADU the guard looks at: the MBAP header (7) and the PDU up to the write
+/// quantity of function 0x17 (9).
+const GUARD_HEAD: usize = 16;
+
+/// Follows the MBAP framing of the request stream and refuses the write requests that
+/// tokio-modbus 0.17's decoder panics on instead of returning an error: 0x0F with fewer data
+/// bytes than its quantity needs (an out-of-bounds index, in release builds too), and 0x10 or
+/// 0x17 with a quantity whose double overflows a u16 (in builds with overflow checks). Such
+/// frames break the Modbus spec's own limits, which is what is checked here; the connection is
+/// closed like on any other malformed frame. tokio catches a panic in a connection task, but a
+/// build with `panic = "abort"` would not, and a panic is not a rejection we can count.
+#[derive(Debug, Default)]
+struct FrameGuard {
+    head: [u8; GUARD_HEAD],
+    have: usize,
+    /// Length of the current ADU, once its header is in.
+    total: Option<usize>,
+    /// Bytes of the current ADU still to pass after its head was checked.
+    skip: usize,
+}
+
+impl FrameGuard {
+    fn feed(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let want = self.total.map_or(6, |t| t.min(GUARD_HEAD));
+            let n = (want - self.have).min(bytes.len());
+            self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have < want {
+                continue;
+            }
+            match self.total {
+                None => {
+                    let len = usize::from(u16::from_be_bytes([self.head[4], self.head[5]]));
+                    if len == 0 {
+                        return Err(guard_error("MBAP length 0"));
+                    }
+                    self.total = Some(6 + len);
+                }
+                Some(total) => {
+                    check_head(&self.head[..self.have])?;
+                    self.skip = total - self.have;
+                    self.have = 0;
+                    self.total = None;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn guard_error(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("refused Modbus frame: {what}"),
+    )
+}
+
+/// Checks the start of one ADU (header and as much of the PDU as [`GUARD_HEAD`] holds).
+fn check_head(adu: &[u8]) -> io::Result<()> {
+    let Some(pdu) = adu.get(7..) else {
+        return Ok(());
+    };
+    let u16_at = |i: usize| Some(u16::from_be_bytes([*pdu.get(i)?, *pdu.get(i + 1)?]));
+    let refused = match pdu.first() {
+        Some(0x0F) => match (u16_at(3), pdu.get(5)) {
+            (Some(quantity), Some(&bytes)) => {
+                quantity > 0x07B0 || usize::from(bytes) * 8 < usize::from(quantity)
+            }
+            _ => false,
+        },
+        Some(0x10) => u16_at(3).is_some_and(|q| q > 0x7B),
+        Some(0x17) => u16_at(7).is_some_and(|q| q > 0x79),
+        _ => false,
+    };
+    if refused {
+        return Err(guard_error(
+            "a write quantity beyond the Modbus limits or beyond its data",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adu(pdu: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(pdu.len() + 1).unwrap().to_be_bytes();
+        let mut v = vec![0, 1, 0, 0, len[0], len[1], 1];
+        v.extend_from_slice(pdu);
+        v
+    }
+
+    #[test]
+    fn guard_passes_good_frames_in_any_split() {
+        let mut stream = Vec::new();
+        stream.extend(adu(&[0x03, 0, 0, 0, 10]));
+        stream.extend(adu(&[0x0F, 0, 0, 0, 10, 2, 0xFF, 0x03]));
+        stream.extend(adu(&[0x10, 0, 0, 0, 2, 4, 0, 1, 0, 2]));
+        stream.extend(adu(&[0x17, 0, 0, 0, 1, 0, 0, 0, 1, 2, 0, 5]));
+        stream.extend(adu(&[0x10, 0, 0]));
+        stream.extend(adu(&[0x41]));
+        for split in 1..stream.len() {
+            let mut g = FrameGuard::default();
+            for part in stream.chunks(split) {
+                g.feed(part).unwrap();
+            }
+            assert_eq!((g.have, g.skip, g.total), (0, 0, None));
+        }
+    }
+
+    #[test]
+    fn guard_refuses_frames_that_panic_the_decoder() {
+        for pdu in [
+            &[0x0F, 0, 0, 0xFF, 0xFF, 1, 0][..],
+            &[0x0F, 0, 0, 0, 9, 1, 0],
+            &[0x10, 0, 0, 0x80, 0, 0],
+            &[0x10, 0, 0, 0, 124, 248],
+            &[0x17, 0, 0, 0, 1, 0, 0, 0x80, 0, 0],
+        ] {
+            for split in 1..8 {
+                let mut g = FrameGuard::default();
+                let frame = adu(pdu);
+                let failed = frame.chunks(split).any(|part| g.feed(part).is_err());
+                assert!(failed, "{pdu:?}");
+            }
+        }
+        assert!(FrameGuard::default().feed(&[0, 1, 0, 0, 0, 0, 1]).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_time_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut stream = ClientStream::new(server, Duration::from_secs(10));
+        let mut buf = [0u8; 8];
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        client.write_all(&[0, 1, 0, 0]).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 4);
+        // Reading reset the deadline: 9 s later still fine.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        client.write_all(&[0, 2]).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 2);
+        let started = tokio::time::Instant::now();
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 }
