@@ -158,7 +158,7 @@ pub async fn run_device_with(
         device,
         table,
         health,
-        down: None,
+        state: State::Starting,
     };
     poller.run().await
 }
@@ -169,6 +169,15 @@ struct Planned {
     failing: Option<Quality>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the first poll or connection failure.
+    Starting,
+    Up,
+    /// Down, with the quality every tag was given.
+    Down(Quality),
+}
+
 struct Poller {
     device: ModbusDevice,
     table: Arc<TagTable>,
@@ -176,9 +185,7 @@ struct Poller {
     requests: Vec<Planned>,
     /// Every tag some request reads.
     tags: Vec<TagIndex>,
-    /// The quality applied to all tags when the device last went down; `None` while up (and
-    /// before the first connection attempt).
-    down: Option<Quality>,
+    state: State,
 }
 
 impl Poller {
@@ -248,23 +255,24 @@ impl Poller {
         let message = error.to_string();
         self.health.poll_failed(&message);
         let quality = error.quality();
-        if self.down == Some(quality) {
-            debug!(device = %self.device.name, error = %message, "still down");
-            return;
-        }
-        if self.down.is_none() {
-            warn!(
+        match self.state {
+            State::Down(q) if q == quality => {
+                debug!(device = %self.device.name, error = %message, "still down");
+                return;
+            }
+            State::Down(_) => {
+                debug!(device = %self.device.name, error = %message, "still down, new reason");
+            }
+            State::Starting | State::Up => warn!(
                 device = %self.device.name,
                 host = %self.device.host,
                 port = self.device.port,
                 error = %message,
                 quality = quality.name(),
                 "device down"
-            );
-        } else {
-            debug!(device = %self.device.name, error = %message, "still down, new reason");
+            ),
         }
-        self.down = Some(quality);
+        self.state = State::Down(quality);
         // Request-level failure states are moot now; every tag gets the device's quality and
         // the next good poll sets them afresh.
         for p in &mut self.requests {
@@ -293,7 +301,7 @@ impl Poller {
             let outcome = match reply {
                 Err(_) => return Err(LinkError::Timeout(self.device.timeout)),
                 Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                    return Err(LinkError::Transport(e));
+                    return Err(LinkError::Transport(closed_or(e)));
                 }
                 Ok(Err(tokio_modbus::Error::Protocol(e))) => return Err(LinkError::Protocol(e)),
                 Ok(Ok(Err(code))) => {
@@ -334,8 +342,9 @@ impl Poller {
             i += 1;
         }
         self.table.apply(updates);
-        if self.down.take().is_some() {
-            info!(device = %self.device.name, "device up");
+        if self.state != State::Up {
+            info!(device = %self.device.name, host = %self.device.host, port = self.device.port, "device up");
+            self.state = State::Up;
         }
         match first_error {
             None => self.health.poll_ok(started.elapsed()),
@@ -383,6 +392,17 @@ impl Poller {
                 });
             }
         }
+    }
+}
+
+/// tokio-modbus reports the end of the stream as `io::Error::last_os_error()`, which is
+/// whatever errno was left behind (typically EAGAIN, "Resource temporarily unavailable"); say
+/// what actually happened instead.
+fn closed_or(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the device")
+    } else {
+        e
     }
 }
 
