@@ -94,9 +94,13 @@ pub mod limits {
     /// IPv6 links have a minimum MTU of 1280 (RFC 8200).
     pub const MTU_MIN_IPV6: u16 = 1280;
     pub const MTU_DEFAULT: u16 = 1500;
-    /// Budget for the protocol's datagram header and trailer (CRC32, MAC) within `mtu` minus
-    /// the IP and UDP headers. With the minimum MTU this still leaves several hundred bytes.
-    pub const DATAGRAM_OVERHEAD_MAX: usize = 64;
+    /// IPv4 and UDP headers: a datagram's payload is at most `mtu` minus this. (gateway-tx
+    /// sizes datagrams the same way.)
+    pub const IP_UDP_OVERHEAD: usize = 28;
+    /// The protocol's header and CRC32 on every datagram (protocol's `wire::overhead` without
+    /// a key; a key adds a MAC, which only makes shards smaller, so checks made with this are
+    /// on the safe side).
+    pub const DATAGRAM_OVERHEAD: usize = 42;
     pub const RATE_MBIT_DEFAULT: f64 = 100.0;
     pub const RATE_MBIT_MAX: f64 = 100_000.0;
     pub const HEARTBEAT_MS_DEFAULT: u64 = 1000;
@@ -104,14 +108,18 @@ pub mod limits {
     pub const SNAPSHOT_PERIOD_S_DEFAULT: u64 = 10;
     pub const DATA_SHARDS_DEFAULT: u16 = 64;
     pub const REPAIR_SHARDS_DEFAULT: u16 = 16;
-    /// Data plus repair shards of one FEC group: shard indices must fit one byte on the wire.
-    pub const GROUP_SHARDS_MAX: u16 = 255;
+    /// Data plus repair shards of one FEC group (the protocol's `fec::MAX_GROUP_SHARDS`; shard
+    /// indices are 16-bit on the wire and the Reed-Solomon code supports every shape below it).
+    pub const GROUP_SHARDS_MAX: u16 = 4096;
     pub const INTERLEAVE_DEFAULT: u16 = 4;
     pub const INTERLEAVE_MAX: u16 = 64;
     pub const FLUSH_MS_DEFAULT: u64 = 5;
-    /// Bytes of one interleaved span, (data + repair) × interleave × mtu: what each side
-    /// buffers to encode or repair it.
-    pub const SPAN_BYTES_MAX: u64 = 64 * 1024 * 1024;
+    /// Bytes of one FEC group, (data + repair) × shard bytes (the protocol's
+    /// `fec::MAX_GROUP_BYTES`): what a receiver must buffer and decode at once.
+    pub const GROUP_BYTES_MAX: u64 = 32 << 20;
+    /// Bytes of one interleaved block, group bytes × interleave (the protocol's
+    /// `encoder::MAX_BLOCK_BYTES`): what each side buffers to encode or repair it.
+    pub const BLOCK_BYTES_MAX: u64 = 256 << 20;
     pub const PORT_DEFAULT: u16 = 502;
     pub const UNIT_ID_DEFAULT: u8 = 1;
     pub const POLL_INTERVAL_MS_DEFAULT: u64 = 1000;
@@ -463,25 +471,41 @@ fn parse_fec(
         return None;
     }
     if let Some(mtu) = mtu {
-        let span = u64::from(data + repair) * u64::from(interleave) * u64::from(mtu);
-        if span > SPAN_BYTES_MAX {
-            // Blame a value the user wrote: with an all-default [link.fec], that is the mtu.
-            let (offset, key) = ["interleave", "data_shards", "repair_shards"]
-                .into_iter()
-                .find(|k| t.has(k))
-                .map_or_else(
-                    || (link.offset_of("mtu"), link.key("mtu")),
-                    |k| (t.offset_of(k), t.key(k)),
-                );
-            let max_interleave = SPAN_BYTES_MAX / (u64::from(data + repair) * u64::from(mtu));
+        // Blame a value the user wrote; with an all-default [link.fec] that is the mtu.
+        let blame = |keys: &[&str]| {
+            keys.iter().find(|k| t.has(k)).map_or_else(
+                || (link.offset_of("mtu"), link.key("mtu")),
+                |k| (t.offset_of(k), t.key(k)),
+            )
+        };
+        let shard = (usize::from(mtu) - IP_UDP_OVERHEAD - DATAGRAM_OVERHEAD) as u64 & !1;
+        let shards = u64::from(data + repair);
+        let group = shards * shard;
+        if group > GROUP_BYTES_MAX {
+            let (offset, key) = blame(&["data_shards", "repair_shards"]);
             ctx.error(
                 offset,
                 key,
                 format!(
-                    "(data_shards + repair_shards) × interleave × mtu = ({data} + {repair}) × \
-                     {interleave} × {mtu} = {span} bytes must be buffered by each side, more \
-                     than the limit of {SPAN_BYTES_MAX}; with these shards and mtu, interleave \
-                     can be at most {max_interleave}"
+                    "one FEC group of {data} + {repair} shards of {shard} bytes (mtu {mtu}) \
+                     is {group} bytes, more than the {GROUP_BYTES_MAX} a receiver buffers per \
+                     group; with this mtu, data_shards + repair_shards can be at most {}",
+                    GROUP_BYTES_MAX / shard
+                ),
+            );
+            return None;
+        }
+        let block = group * u64::from(interleave);
+        if block > BLOCK_BYTES_MAX {
+            let (offset, key) = blame(&["interleave", "data_shards", "repair_shards"]);
+            ctx.error(
+                offset,
+                key,
+                format!(
+                    "an interleaved block of {interleave} groups × ({data} + {repair}) shards × \
+                     {shard} bytes is {block} bytes, more than the {BLOCK_BYTES_MAX} each side \
+                     buffers; with these shards and mtu, interleave can be at most {}",
+                    BLOCK_BYTES_MAX / group
                 ),
             );
             return None;

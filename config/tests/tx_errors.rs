@@ -307,45 +307,52 @@ fn durations_out_of_range() {
 }
 
 #[test]
-fn fec_group_too_large() {
+fn fec_group_too_many_shards() {
     one(
-        &format!("{LINK}[link.fec]\ndata_shards = 200\nrepair_shards = 100\n"),
+        &format!("{LINK}[link.fec]\ndata_shards = 4000\nrepair_shards = 100\n"),
         5,
         17,
         "link.fec.repair_shards",
-        &["200 + 100 = 300", "at most 255"],
+        &["4000 + 100 = 4100", "at most 4096"],
     );
 }
 
 #[test]
-fn fec_span_too_large_states_the_valid_interleave() {
+fn fec_group_too_many_bytes_states_the_valid_shard_count() {
     one(
-        &format!(
-            "{LINK}mtu = 9000\n[link.fec]\ndata_shards = 200\nrepair_shards = 50\ninterleave = 64\n"
-        ),
-        7,
-        14,
-        "link.fec.interleave",
+        &format!("{LINK}mtu = 65535\n[link.fec]\ndata_shards = 600\nrepair_shards = 0\n"),
+        5,
+        15,
+        "link.fec.data_shards",
         &[
-            "(200 + 50) × 64 × 9000 = 144000000 bytes",
-            "interleave can be at most 29",
+            "one FEC group of 600 + 0 shards of 65464 bytes (mtu 65535) is 39278400 bytes",
+            "data_shards + repair_shards can be at most 512",
         ],
     );
 }
 
 #[test]
-fn fec_span_limit_counts_repair_shards() {
+fn fec_block_too_large_states_the_valid_interleave() {
     one(
         &format!(
-            "{LINK}mtu = 65535\n[link.fec]\ndata_shards = 128\nrepair_shards = 64\ninterleave = 6\n"
+            "{LINK}mtu = 9000\n[link.fec]\ndata_shards = 1000\nrepair_shards = 200\ninterleave = 64\n"
         ),
         7,
         14,
         "link.fec.interleave",
         &[
-            "(128 + 64) × 6 × 65535 = 75496320 bytes",
-            "interleave can be at most 5",
+            "an interleaved block of 64 groups × (1000 + 200) shards × 8930 bytes is 685824000 bytes",
+            "interleave can be at most 25",
         ],
+    );
+    one(
+        &format!(
+            "{LINK}mtu = 65535\n[link.fec]\ndata_shards = 128\nrepair_shards = 64\ninterleave = 22\n"
+        ),
+        7,
+        14,
+        "link.fec.interleave",
+        &["interleave can be at most 21"],
     );
 }
 
@@ -370,7 +377,7 @@ fn fec_ranges() {
         4,
         15,
         "link.fec.data_shards",
-        &["from 1 to 255"],
+        &["from 1 to 4096"],
     );
     one(
         &format!("{LINK}[link.fec]\nfoo = 0\n"),
