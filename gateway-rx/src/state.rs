@@ -554,9 +554,10 @@ impl State {
         add(&self.counters.link_downs, 1);
     }
 
-    /// Marks the link down if the last heartbeat is older than `timeout_nanos` at `now`.
-    /// Returns true when this call took the link down.
-    pub fn check_heartbeat(&self, now: UnixNanos, timeout_nanos: i64) -> bool {
+    /// Marks the link down if the last heartbeat is older than `timeout` at `now`. Returns
+    /// true when this call took the link down.
+    pub fn check_heartbeat(&self, now: UnixNanos, timeout: std::time::Duration) -> bool {
+        let timeout_nanos = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
         let expired = {
             let inner = self.read();
             matches!(inner.link, LinkState::Up { .. })
@@ -819,10 +820,11 @@ mod tests {
             state.last_heartbeat().map(|(t, h)| (t, h.catalogue)),
             Some((10, 1))
         );
-        assert!(!state.check_heartbeat(15, 10));
-        assert!(state.check_heartbeat(21, 10));
+        let timeout = std::time::Duration::from_nanos(10);
+        assert!(!state.check_heartbeat(15, timeout));
+        assert!(state.check_heartbeat(21, timeout));
         assert!(state.link_is_down());
-        assert!(!state.check_heartbeat(100, 10));
+        assert!(!state.check_heartbeat(100, timeout));
         state.apply_heartbeat_of(6, heartbeat(1), 110);
         assert_eq!(state.link_state(), LinkState::Up { session: 6 });
         assert_eq!(state.counters().heartbeats, 3);

@@ -200,7 +200,9 @@ struct Pending {
 ///
 /// Bounds: at most `max_versions` versions in progress (the least recently fed is dropped to
 /// make room for a new one) and at most `max_tags` tags announced across them (a version
-/// announcing more than that on its own is refused). Each version completes at most once in a
+/// announcing more than that on its own is refused). A chunk whose total differs from the one
+/// its version's earlier chunks gave is refused and the version in progress discarded, so
+/// the next round rebuilds it. Each version completes at most once in a
 /// row: chunks of the version last yielded are ignored until another version completes or
 /// [`reset`](Self::reset) is called.
 ///
@@ -293,6 +295,9 @@ impl CatalogueAssembler {
             Some(pos) => {
                 let expected = self.pending[pos].total;
                 if expected != total_tags {
+                    // Which of the two is wrong cannot be told; keeping the first would let
+                    // one bad chunk block the version for good, so start it afresh.
+                    self.pending.swap_remove(pos);
                     return Err(AssembleError::TotalMismatch {
                         hash,
                         expected,
@@ -551,6 +556,10 @@ mod tests {
             asm.add(c.clone()),
             Err(AssembleError::TotalMismatch { .. })
         ));
+        assert!(
+            asm.progress().is_empty(),
+            "the suspect version is discarded"
+        );
         c.total_tags = 10;
         c.first_index = 9;
         assert!(matches!(
@@ -569,6 +578,27 @@ mod tests {
             tags: vec![],
         };
         assert!(matches!(asm.add(huge), Err(AssembleError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_chunk_with_a_wrong_total_does_not_block_the_version() {
+        let cat = catalogue(30);
+        let chunks = cat.chunks(500);
+        let mut forged = chunks[1].clone();
+        forged.total_tags += 5;
+        let mut asm = CatalogueAssembler::new();
+        asm.add(forged).unwrap();
+        let mut got = None;
+        for round in 0..2 {
+            for c in &chunks {
+                match asm.add(c.clone()) {
+                    Ok(Some(done)) => got = Some(done),
+                    Ok(None) => {}
+                    Err(e) => assert!(round == 0, "{e}"),
+                }
+            }
+        }
+        assert_eq!(got, Some(cat));
     }
 
     #[test]
