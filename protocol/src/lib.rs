@@ -2,8 +2,22 @@
 //! clock reads: time is passed in by the caller. See `WIRE.md` beside this crate for the layout
 //! of every byte.
 
+pub mod auth;
 pub mod catalogue;
 pub mod codec;
+pub mod decoder;
+pub mod encoder;
+pub mod error;
+pub mod fec;
+pub mod frame;
 pub mod message;
 pub mod model;
 pub mod registers;
+mod session;
+pub mod stats;
+pub mod window;
+pub mod wire;
+
+pub use decoder::{Decoder, DecoderConfig, DecoderStats, Event};
+pub use encoder::{Encoder, EncoderConfig};
+pub use error::{ConfigError, EncodeError, Reject};

@@ -1,0 +1,291 @@
+//! The receiving side: datagrams in, messages and loss reports out.
+//!
+//! Each datagram is checked in order of cost: envelope and CRC, version, header fields,
+//! duplicate and age, authentication; then it joins its FEC group and, if it is a data
+//! datagram, the reorder buffer. Data datagrams are delivered in `data_seq` order (received or
+//! repaired); a gap is given up when the reorder window is full or the oldest datagram held
+//! behind it has waited `group_timeout`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::auth::{Psk, SessionKey};
+use crate::error::{ConfigError, Reject};
+use crate::session::{Out, Session};
+use crate::wire::{self, HEADER_LEN, Header, TAG_LEN};
+
+pub use crate::session::{Event, MAX_BUFFERED_BYTES};
+pub use crate::stats::DecoderStats;
+
+pub const DEFAULT_REORDER_WINDOW: u32 = 4096;
+pub const DEFAULT_GROUP_TIMEOUT: Duration = Duration::from_millis(200);
+pub const MIN_REORDER_WINDOW: u32 = 64;
+pub const MAX_REORDER_WINDOW: u32 = 1 << 20;
+/// How long the current session must have been silent before datagrams of a session this
+/// decoder already left are accepted again (and switched to).
+pub const SESSION_HOLD: Duration = Duration::from_secs(2);
+/// Sessions remembered as left behind.
+const RETIRED_SESSIONS: usize = 8;
+const UNKNOWN_VERSION_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct DecoderConfig {
+    /// Pre-shared key; with `Some`, only authenticated datagrams are accepted, and with
+    /// `None` only unauthenticated ones.
+    pub key: Option<Psk>,
+    /// In datagrams: how far behind the newest one a datagram may arrive, how many data
+    /// datagrams may be held waiting for a gap, and how many FEC groups may be open. Must
+    /// exceed `interleave × (data_shards + repair_shards)` of the sender for FEC to work
+    /// across a whole block, plus the reordering of the link.
+    pub reorder_window: u32,
+    /// How long an incomplete group, or a gap in the data datagrams, is waited for.
+    pub group_timeout: Duration,
+}
+
+impl std::fmt::Debug for DecoderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecoderConfig")
+            .field("key", &self.key.map(|_| "<redacted>"))
+            .field("reorder_window", &self.reorder_window)
+            .field("group_timeout", &self.group_timeout)
+            .finish()
+    }
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            key: None,
+            reorder_window: DEFAULT_REORDER_WINDOW,
+            group_timeout: DEFAULT_GROUP_TIMEOUT,
+        }
+    }
+}
+
+impl DecoderConfig {
+    /// Checks the values; [`Decoder::new`] clamps them instead.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_REORDER_WINDOW..=MAX_REORDER_WINDOW).contains(&self.reorder_window) {
+            return Err(ConfigError::ReorderWindow {
+                value: self.reorder_window,
+                min: MIN_REORDER_WINDOW,
+                max: MAX_REORDER_WINDOW,
+            });
+        }
+        if self.group_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::GroupTimeout);
+        }
+        Ok(())
+    }
+}
+
+pub struct Decoder {
+    psk: Option<Psk>,
+    window: u32,
+    timeout: Duration,
+    session: Option<Session>,
+    /// Sessions left behind, newest last.
+    retired: VecDeque<u64>,
+    /// Key of the last foreign session seen, so a burst from a new or stale session is not
+    /// one key derivation per datagram.
+    candidate: Option<(u64, SessionKey)>,
+    out: Out,
+    scratch: Vec<u8>,
+    last_unknown_version: Option<(u8, Instant)>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("session", &self.session.as_ref().map(|s| s.id))
+            .field("stats", &self.out.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    /// A decoder; `reorder_window` is clamped to
+    /// [`MIN_REORDER_WINDOW`]..=[`MAX_REORDER_WINDOW`] and `group_timeout` to at least 1 ms
+    /// (use [`DecoderConfig::validate`] to report such values instead).
+    pub fn new(config: DecoderConfig) -> Decoder {
+        Decoder {
+            psk: config.key,
+            window: config
+                .reorder_window
+                .clamp(MIN_REORDER_WINDOW, MAX_REORDER_WINDOW),
+            timeout: config.group_timeout.max(Duration::from_millis(1)),
+            session: None,
+            retired: VecDeque::new(),
+            candidate: None,
+            out: Out::default(),
+            scratch: Vec::new(),
+            last_unknown_version: None,
+        }
+    }
+
+    pub fn stats(&self) -> &DecoderStats {
+        &self.out.stats
+    }
+
+    /// The transmitter session being decoded.
+    pub fn session_id(&self) -> Option<u64> {
+        self.session.as_ref().map(|s| s.id)
+    }
+
+    /// Takes one datagram. Never panics; a rejected datagram is counted by reason in
+    /// [`DecoderStats`] and the reason returned (for rate-limited logging). Events it causes
+    /// are queued for [`Decoder::poll_event`]; drain them after each call.
+    pub fn handle_datagram(&mut self, bytes: &[u8], now: Instant) -> Option<Reject> {
+        self.out.stats.datagrams_received += 1;
+        self.out.stats.bytes_received += bytes.len() as u64;
+        let result = self.receive(bytes, now);
+        if let Some(s) = &mut self.session {
+            s.service(now, &mut self.out);
+        }
+        match result {
+            Ok(()) => {
+                self.out.stats.datagrams_accepted += 1;
+                None
+            }
+            Err(reject) => {
+                self.count(reject, now);
+                Some(reject)
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// When [`Decoder::handle_timeout`] must be called next, if anything is waiting.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.as_ref().and_then(Session::poll_timeout)
+    }
+
+    /// Gives up incomplete groups and gaps that have waited `group_timeout`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(s) = &mut self.session {
+            s.service(now, &mut self.out);
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8], now: Instant) -> Result<(), Reject> {
+        let h = wire::check(bytes)?;
+        if h.is_authenticated() != self.psk.is_some() {
+            return Err(Reject::Auth);
+        }
+        let current = self.session.as_ref().is_some_and(|s| s.id == h.session);
+        if current {
+            if let Some(s) = &self.session {
+                s.check_seq(h.seq)?;
+                open(s.key.as_ref(), &h, bytes, &mut self.scratch)?;
+            }
+        } else {
+            let key = self.foreign_key(h.session)?;
+            open(key.as_ref(), &h, bytes, &mut self.scratch)?;
+            let current_alive = self.session.as_ref().is_some_and(|s| {
+                s.last_heard
+                    .checked_add(SESSION_HOLD)
+                    .is_none_or(|until| now < until)
+            });
+            if current_alive && self.retired.contains(&h.session) {
+                return Err(Reject::StaleSession);
+            }
+            self.switch_session(h.session, key, now);
+        }
+        let Some(s) = &mut self.session else {
+            return Err(Reject::Malformed);
+        };
+        s.last_heard = now;
+        self.out.stats.datagrams_missing += s.seen.set(h.seq);
+        let plain = std::mem::take(&mut self.scratch);
+        let result = s.on_shard(&h, &plain, now, &mut self.out);
+        self.scratch = plain;
+        result
+    }
+
+    fn foreign_key(&mut self, session: u64) -> Result<Option<SessionKey>, Reject> {
+        let Some(psk) = &self.psk else {
+            return Ok(None);
+        };
+        if let Some((id, key)) = &self.candidate
+            && *id == session
+        {
+            return Ok(Some(key.clone()));
+        }
+        let key = SessionKey::derive(psk, session).map_err(|_| Reject::Auth)?;
+        self.candidate = Some((session, key.clone()));
+        Ok(Some(key))
+    }
+
+    /// Leaves the current session (delivering what it still can and counting the rest) and
+    /// starts `id`.
+    fn switch_session(&mut self, id: u64, key: Option<SessionKey>, now: Instant) {
+        let previous = self.session.take().map(|mut old| {
+            old.finish(&mut self.out);
+            self.retired.push_back(old.id);
+            if self.retired.len() > RETIRED_SESSIONS {
+                self.retired.pop_front();
+            }
+            self.out.stats.session_changes += 1;
+            old.id
+        });
+        self.retired.retain(|&r| r != id);
+        self.session = Some(Session::new(id, key, now, self.window, self.timeout));
+        self.out.events.push_back(Event::NewSession {
+            previous,
+            session: id,
+        });
+    }
+
+    fn count(&mut self, reject: Reject, now: Instant) {
+        let s = &mut self.out.stats;
+        match reject {
+            Reject::BadLength => s.bad_length += 1,
+            Reject::BadMagic => s.bad_magic += 1,
+            Reject::Crc => s.crc_failures += 1,
+            Reject::BadVersion(version) => {
+                s.bad_version += 1;
+                let report = self.last_unknown_version.is_none_or(|(v, at)| {
+                    v != version
+                        || at
+                            .checked_add(UNKNOWN_VERSION_EVENT_INTERVAL)
+                            .is_some_and(|t| t <= now)
+                });
+                if report {
+                    self.last_unknown_version = Some((version, now));
+                    self.out.events.push_back(Event::UnknownVersion { version });
+                }
+            }
+            Reject::Malformed => s.malformed += 1,
+            Reject::Auth => s.auth_failures += 1,
+            Reject::Duplicate => s.duplicates += 1,
+            Reject::OutOfWindow => s.out_of_window += 1,
+            Reject::StaleSession => s.stale_session_dropped += 1,
+        }
+    }
+}
+
+/// Copies the payload into `scratch` and, with a key, authenticates and decrypts it there.
+fn open(
+    key: Option<&SessionKey>,
+    h: &Header,
+    bytes: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), Reject> {
+    let len = usize::from(h.payload_len);
+    let payload = bytes
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .ok_or(Reject::BadLength)?;
+    scratch.clear();
+    scratch.extend_from_slice(payload);
+    if let Some(key) = key {
+        let tag = bytes
+            .get(HEADER_LEN + len..HEADER_LEN + len + TAG_LEN)
+            .ok_or(Reject::BadLength)?;
+        key.open(h.seq, &bytes[..HEADER_LEN], scratch, tag)
+            .map_err(|_| Reject::Auth)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,572 @@
+//! The sending side: messages in, datagrams out.
+//!
+//! Messages are packed as frames into data payloads; each closed payload becomes a data
+//! datagram and a data shard of one of `interleave` FEC groups, assigned round-robin. When the
+//! block of `interleave × data_shards` data datagrams is full, or the flush timer fires, every
+//! group of the block is closed and the repair shards are sent, round-robin across the groups
+//! too. A burst of `interleave × repair_shards` consecutive losses therefore costs each group at
+//! most `repair_shards` shards.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::auth::{Psk, SessionKey};
+use crate::codec;
+use crate::error::{ConfigError, EncodeError};
+use crate::fec::{self, GroupEncoder};
+use crate::frame::{self, Fragment, FrameHeader};
+use crate::message::{Message, Stream};
+use crate::stats::EncoderStats;
+use crate::wire::{self, DATA_PREFIX_LEN, HEADER_LEN, Header};
+
+pub const DEFAULT_DATA_SHARDS: u16 = 64;
+pub const DEFAULT_REPAIR_SHARDS: u16 = 16;
+pub const DEFAULT_INTERLEAVE: u16 = 4;
+pub const DEFAULT_FLUSH: Duration = Duration::from_millis(5);
+/// Ethernet MTU 1500 minus 20 (IPv4) and 8 (UDP).
+pub const DEFAULT_MAX_DATAGRAM: usize = 1472;
+/// Largest encoded message body the encoder accepts (and the decoder reassembles).
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+pub const MAX_INTERLEAVE: u16 = 1024;
+/// Most bytes one block may need buffered on either side, `interleave × (k + m) × shard`.
+pub const MAX_BLOCK_BYTES: usize = 256 << 20;
+/// Fewest bytes of frames a data datagram must be able to carry.
+pub const MIN_FRAME_SPACE: usize = 64;
+
+/// A fragmented message starts in the current payload only if at least this much of its body
+/// fits there; otherwise the payload is closed first, so no datagram carries a uselessly small
+/// fragment.
+const MIN_FIRST_FRAGMENT: usize = 32;
+/// A payload with less room than this is closed at once instead of waiting for the next
+/// message or the timer: no frame with a body would fit.
+const MIN_ROOM: usize = 8;
+/// Spare datagram buffers kept for reuse.
+const POOL_MAX: usize = 1024;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncoderConfig {
+    /// Largest datagram to produce: the link MTU minus 28 for IPv4 and UDP.
+    pub max_datagram: usize,
+    /// Data shards per FEC group (k).
+    pub data_shards: u16,
+    /// Repair shards per full FEC group (m); 0 turns FEC off.
+    pub repair_shards: u16,
+    /// FEC groups filled round-robin at once (D).
+    pub interleave: u16,
+    /// Longest time a pushed message waits for its datagram and its group to fill.
+    pub flush: Duration,
+    /// Pre-shared key; `Some` authenticates and encrypts every datagram.
+    pub key: Option<Psk>,
+}
+
+impl std::fmt::Debug for EncoderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncoderConfig")
+            .field("max_datagram", &self.max_datagram)
+            .field("data_shards", &self.data_shards)
+            .field("repair_shards", &self.repair_shards)
+            .field("interleave", &self.interleave)
+            .field("flush", &self.flush)
+            .field("key", &self.key.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            data_shards: DEFAULT_DATA_SHARDS,
+            repair_shards: DEFAULT_REPAIR_SHARDS,
+            interleave: DEFAULT_INTERLEAVE,
+            flush: DEFAULT_FLUSH,
+            key: None,
+        }
+    }
+}
+
+/// Sizes that follow from a valid config.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Largest data shard content (`data_seq`, `len`, frames), even so that a repair shard of
+    /// the same size fits in a datagram.
+    shard_cap: usize,
+    /// Bytes of frames per data datagram.
+    frame_cap: usize,
+}
+
+impl EncoderConfig {
+    /// Checks the shape; the error says what is valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.layout().map(|_| ())
+    }
+
+    fn layout(&self) -> Result<Layout, ConfigError> {
+        let overhead = wire::overhead(self.key.is_some());
+        let min = overhead + DATA_PREFIX_LEN + MIN_FRAME_SPACE;
+        if !(min..=wire::MAX_UDP_PAYLOAD).contains(&self.max_datagram) {
+            return Err(ConfigError::MaxDatagram {
+                value: self.max_datagram,
+                min,
+                max: wire::MAX_UDP_PAYLOAD,
+                overhead,
+                min_payload: MIN_FRAME_SPACE,
+            });
+        }
+        let (k, m) = (self.data_shards, self.repair_shards);
+        if k == 0 {
+            return Err(ConfigError::NoDataShards);
+        }
+        if self.interleave == 0 || self.interleave > MAX_INTERLEAVE {
+            return Err(ConfigError::Interleave {
+                value: self.interleave,
+                max: MAX_INTERLEAVE,
+            });
+        }
+        if !fec::shape_supported(usize::from(k), usize::from(m)) {
+            return Err(ConfigError::FecShape {
+                k,
+                m,
+                max_total: fec::MAX_GROUP_SHARDS,
+            });
+        }
+        let shard_cap = (self.max_datagram - overhead) & !1;
+        let group_bytes = (usize::from(k) + usize::from(m)) * shard_cap;
+        if group_bytes > fec::MAX_GROUP_BYTES {
+            return Err(ConfigError::GroupTooLarge {
+                k,
+                m,
+                shard_bytes: shard_cap,
+                bytes: group_bytes,
+                max: fec::MAX_GROUP_BYTES,
+            });
+        }
+        let block_bytes = group_bytes * usize::from(self.interleave);
+        if block_bytes > MAX_BLOCK_BYTES {
+            return Err(ConfigError::BlockTooLarge {
+                interleave: self.interleave,
+                k,
+                m,
+                shard_bytes: shard_cap,
+                bytes: block_bytes,
+                max: MAX_BLOCK_BYTES,
+            });
+        }
+        Ok(Layout {
+            shard_cap,
+            frame_cap: shard_cap - DATA_PREFIX_LEN,
+        })
+    }
+}
+
+/// One FEC group of the open block.
+#[derive(Default)]
+struct Slot {
+    group: u64,
+    /// Content length of each data shard so far.
+    lens: Vec<usize>,
+    /// Data shard `i` at `i * shard_cap`, kept for computing the repair shards.
+    storage: Vec<u8>,
+    /// Repair shards, `m` of `shard_bytes` each, once the group is closed.
+    repair: Vec<u8>,
+    m: u16,
+    shard_bytes: usize,
+}
+
+pub struct Encoder {
+    session: u64,
+    k: u16,
+    m: u16,
+    interleave: usize,
+    flush: Duration,
+    max_datagram: usize,
+    key: Option<SessionKey>,
+    layout: Layout,
+    next_seq: u64,
+    next_data_seq: u64,
+    next_group: u64,
+    msg_seq: [u64; 4],
+    /// The data datagram being filled: header space, shard prefix, then frames.
+    payload: Vec<u8>,
+    /// When the oldest frame not yet protected by a closed block was pushed.
+    anchor: Option<Instant>,
+    slots: Vec<Slot>,
+    /// Data datagrams in the open block.
+    block_len: usize,
+    queue: VecDeque<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    body: Vec<u8>,
+    rs: GroupEncoder,
+    stats: EncoderStats,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("session", &format_args!("{:016x}", self.session))
+            .field("next_seq", &self.next_seq)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// `session_id` must be chosen at random each time the transmitter starts: it keeps
+    /// receivers from mixing sessions and, with a key, keeps nonces unique.
+    pub fn new(config: EncoderConfig, session_id: u64) -> Result<Encoder, ConfigError> {
+        let layout = config.layout()?;
+        let key = match &config.key {
+            Some(psk) => Some(SessionKey::derive(psk, session_id).map_err(|_| ConfigError::Key)?),
+            None => None,
+        };
+        let interleave = usize::from(config.interleave);
+        let mut enc = Encoder {
+            session: session_id,
+            k: config.data_shards,
+            m: config.repair_shards,
+            interleave,
+            flush: config.flush,
+            max_datagram: config.max_datagram,
+            key,
+            layout,
+            next_seq: 0,
+            next_data_seq: 0,
+            next_group: 0,
+            msg_seq: [0; 4],
+            payload: Vec::new(),
+            anchor: None,
+            slots: (0..interleave).map(|_| Slot::default()).collect(),
+            block_len: 0,
+            queue: VecDeque::new(),
+            pool: Vec::new(),
+            body: Vec::new(),
+            rs: GroupEncoder::default(),
+            stats: EncoderStats::default(),
+        };
+        enc.payload = enc.fresh_payload();
+        Ok(enc)
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.session
+    }
+
+    pub fn stats(&self) -> &EncoderStats {
+        &self.stats
+    }
+
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
+    /// Largest encoded message body that is never fragmented: a message up to this size
+    /// travels in one datagram, so its fate depends on one datagram only.
+    pub fn max_unfragmented_body(&self) -> usize {
+        self.layout.frame_cap - frame::MAX_HEADER_LEN
+    }
+
+    /// Datagrams ready for [`Encoder::poll_transmit`].
+    pub fn pending_datagrams(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The next sequence number each stream will use.
+    pub fn next_message_seq(&self, stream: Stream) -> u64 {
+        self.msg_seq[stream as usize]
+    }
+
+    /// Encodes `msg` and packs it into the current data payload. Datagrams that become ready
+    /// are queued for [`Encoder::poll_transmit`]. `now` starts the flush timer if nothing was
+    /// waiting.
+    pub fn push(&mut self, msg: &Message, now: Instant) -> Result<(), EncodeError> {
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        if let Err(e) = codec::encode_into(msg, &mut body) {
+            self.body = body;
+            return Err(e.into());
+        }
+        if body.len() > MAX_MESSAGE_SIZE {
+            let size = body.len();
+            self.body = body;
+            return Err(EncodeError::MessageTooLarge {
+                size,
+                max: MAX_MESSAGE_SIZE,
+            });
+        }
+        let stream = msg.stream();
+        let s = stream as usize;
+        let seq = self.msg_seq[s];
+        self.msg_seq[s] += 1;
+        self.stats.messages[s] += 1;
+        self.stats.message_bytes[s] += body.len() as u64;
+        self.pack(stream, seq, &body, now);
+        self.body = body;
+        Ok(())
+    }
+
+    /// Copies the next datagram, in send order, into `out` and returns its length.
+    ///
+    /// # Panics
+    /// If `out` is shorter than the datagram; a buffer of `max_datagram` bytes always fits.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<usize> {
+        let buf = self.queue.pop_front()?;
+        let n = buf.len();
+        assert!(
+            out.len() >= n,
+            "poll_transmit: buffer of {} bytes is shorter than the {n}-byte datagram",
+            out.len()
+        );
+        out[..n].copy_from_slice(&buf);
+        self.recycle(buf);
+        Some(n)
+    }
+
+    /// The next datagram without removing it, for senders that may have to retry it (a full
+    /// socket buffer); [`Encoder::advance_transmit`] removes it once sent.
+    pub fn peek_transmit(&self) -> Option<&[u8]> {
+        self.queue.front().map(Vec::as_slice)
+    }
+
+    pub fn advance_transmit(&mut self) {
+        if let Some(buf) = self.queue.pop_front() {
+            self.recycle(buf);
+        }
+    }
+
+    /// Closes the partial payload and all partial groups now: every pushed message is in the
+    /// queue afterwards, protected by its repair shards.
+    pub fn flush(&mut self, _now: Instant) {
+        self.close_payload();
+        self.close_block();
+    }
+
+    /// When [`Encoder::handle_timeout`] must be called next, if anything is waiting.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.anchor.and_then(|a| a.checked_add(self.flush))
+    }
+
+    /// Sends what has waited `flush` or longer: the partial payload and the open block.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            self.stats.timer_flushes += 1;
+            self.close_payload();
+            self.close_block();
+        }
+    }
+
+    fn frames_len(&self) -> usize {
+        self.payload.len() - HEADER_LEN - DATA_PREFIX_LEN
+    }
+
+    fn room(&self) -> usize {
+        self.layout.frame_cap - self.frames_len()
+    }
+
+    fn pack(&mut self, stream: Stream, seq: u64, body: &[u8], now: Instant) {
+        let hl = frame::header_len(seq);
+        let whole = hl + body.len();
+        if whole > self.room()
+            && (whole <= self.layout.frame_cap || self.room() < hl + MIN_FIRST_FRAGMENT)
+        {
+            self.close_payload();
+        }
+        if whole <= self.room() {
+            self.append(stream, Fragment::Whole, seq, body, now);
+        } else {
+            self.stats.fragmented_messages += 1;
+            let mut rest = body;
+            let mut kind = Fragment::First;
+            loop {
+                // room() >= hl here: a fresh payload holds MIN_FRAME_SPACE > MAX_HEADER_LEN,
+                // and the first fragment was checked above.
+                let room = self.room() - hl;
+                if kind != Fragment::First && rest.len() <= room {
+                    self.append(stream, Fragment::Last, seq, rest, now);
+                    break;
+                }
+                let (chunk, tail) = rest.split_at(room.min(rest.len()));
+                self.append(stream, kind, seq, chunk, now);
+                self.close_payload();
+                rest = tail;
+                kind = Fragment::Middle;
+            }
+        }
+        if self.room() < MIN_ROOM {
+            self.close_payload();
+        }
+    }
+
+    fn append(&mut self, stream: Stream, fragment: Fragment, seq: u64, body: &[u8], now: Instant) {
+        let h = FrameHeader {
+            stream,
+            fragment,
+            seq,
+            // Bodies here are at most frame_cap <= 65507 bytes.
+            body_len: u16::try_from(body.len()).unwrap_or(u16::MAX),
+        };
+        frame::write_header(&h, &mut self.payload);
+        self.payload.extend_from_slice(body);
+        self.anchor.get_or_insert(now);
+    }
+
+    fn fresh_payload(&mut self) -> Vec<u8> {
+        let mut buf = self
+            .pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.max_datagram));
+        buf.clear();
+        buf.resize(HEADER_LEN + DATA_PREFIX_LEN, 0);
+        buf
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < POOL_MAX {
+            self.pool.push(buf);
+        }
+    }
+
+    /// Turns the current payload into a data datagram and files it in its group.
+    fn close_payload(&mut self) {
+        let frames = self.frames_len();
+        if frames == 0 {
+            return;
+        }
+        let content_len = DATA_PREFIX_LEN + frames;
+        let data_seq = self.next_data_seq;
+        self.next_data_seq += 1;
+        let p = HEADER_LEN;
+        self.payload[p..p + 8].copy_from_slice(&data_seq.to_be_bytes());
+        // frames <= frame_cap < 65536.
+        let frames16 = u16::try_from(frames).unwrap_or(u16::MAX);
+        self.payload[p + 8..p + 10].copy_from_slice(&frames16.to_be_bytes());
+
+        let j = self.block_len % self.interleave;
+        let index = self.block_len / self.interleave;
+        let cap = self.layout.shard_cap;
+        let slot = &mut self.slots[j];
+        if slot.lens.is_empty() {
+            slot.group = self.next_group;
+            self.next_group += 1;
+        }
+        if self.m > 0 {
+            let at = index * cap;
+            if slot.storage.len() < at + cap {
+                slot.storage.resize(at + cap, 0);
+            }
+            slot.storage[at..at + content_len].copy_from_slice(&self.payload[p..p + content_len]);
+        }
+        slot.lens.push(content_len);
+        let header = Header {
+            flags: 0,
+            session: self.session,
+            seq: 0,
+            group: slot.group,
+            index: u16::try_from(index).unwrap_or(u16::MAX),
+            k: self.k,
+            m: self.m,
+            payload_len: u16::try_from(content_len).unwrap_or(u16::MAX),
+        };
+        let fresh = self.fresh_payload();
+        let buf = std::mem::replace(&mut self.payload, fresh);
+        self.finish(header, buf);
+        self.stats.data_datagrams += 1;
+        self.block_len += 1;
+        if self.block_len == self.interleave * usize::from(self.k) {
+            self.close_block();
+        }
+    }
+
+    /// Computes and queues the repair shards of every group of the block, round-robin.
+    fn close_block(&mut self) {
+        let used = self.block_len.min(self.interleave);
+        let cap = self.layout.shard_cap;
+        let mut max_m = 0;
+        if self.m > 0 {
+            for slot in &mut self.slots[..used] {
+                let k_actual = u16::try_from(slot.lens.len()).unwrap_or(u16::MAX);
+                slot.m = fec::repair_count(k_actual, self.k, self.m);
+                let size = fec::shard_size(slot.lens.iter().copied().max().unwrap_or(0));
+                slot.shard_bytes = size;
+                for (i, &len) in slot.lens.iter().enumerate() {
+                    slot.storage[i * cap + len..i * cap + size].fill(0);
+                }
+                let storage = &slot.storage;
+                let shards = (0..slot.lens.len()).map(|i| &storage[i * cap..i * cap + size]);
+                let r = self.rs.encode(
+                    slot.lens.len(),
+                    usize::from(slot.m),
+                    size,
+                    shards,
+                    &mut slot.repair,
+                );
+                if r.is_err() {
+                    // Unreachable for a validated shape; the data shards are out already, so
+                    // the group just goes without protection.
+                    self.stats.fec_errors += 1;
+                    slot.m = 0;
+                }
+                max_m = max_m.max(slot.m);
+            }
+        }
+        for r in 0..max_m {
+            for j in 0..used {
+                let slot = &self.slots[j];
+                if r >= slot.m {
+                    continue;
+                }
+                let size = slot.shard_bytes;
+                let k_actual = u16::try_from(slot.lens.len()).unwrap_or(u16::MAX);
+                let header = Header {
+                    flags: wire::FLAG_REPAIR,
+                    session: self.session,
+                    seq: 0,
+                    group: slot.group,
+                    index: k_actual + r,
+                    k: k_actual,
+                    m: slot.m,
+                    payload_len: u16::try_from(size).unwrap_or(u16::MAX),
+                };
+                let mut buf = self.pool.pop().unwrap_or_default();
+                buf.clear();
+                buf.resize(HEADER_LEN, 0);
+                let at = usize::from(r) * size;
+                buf.extend_from_slice(&slot.repair[at..at + size]);
+                self.finish(header, buf);
+                self.stats.repair_datagrams += 1;
+            }
+        }
+        for slot in &mut self.slots[..used] {
+            slot.lens.clear();
+            slot.m = 0;
+        }
+        self.stats.groups += used as u64;
+        self.block_len = 0;
+        self.anchor = None;
+    }
+
+    /// Numbers, seals and checksums a datagram whose payload follows the header space in
+    /// `buf`, and queues it.
+    fn finish(&mut self, mut header: Header, mut buf: Vec<u8>) {
+        header.seq = self.next_seq;
+        self.next_seq += 1;
+        if self.key.is_some() {
+            header.flags |= wire::FLAG_AUTHENTICATED;
+        }
+        let hb = header.to_bytes();
+        buf[..HEADER_LEN].copy_from_slice(&hb);
+        if let Some(key) = &self.key {
+            let (head, payload) = buf.split_at_mut(HEADER_LEN);
+            // Sealing fails only for payloads beyond GCM's 64 GiB limit.
+            let tag = key
+                .seal(header.seq, head, payload)
+                .unwrap_or([0; wire::TAG_LEN]);
+            buf.extend_from_slice(&tag);
+        }
+        let crc = wire::crc32(&buf);
+        buf.extend_from_slice(&crc.to_be_bytes());
+        debug_assert!(buf.len() <= self.max_datagram);
+        self.stats.datagrams += 1;
+        self.stats.bytes += buf.len() as u64;
+        self.queue.push_back(buf);
+    }
+}

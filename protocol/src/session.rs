@@ -1,0 +1,660 @@
+//! Receive state of one transmitter session: FEC groups in flight, the reorder buffer over
+//! data datagrams, and per-stream message sequencing and reassembly.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::auth::SessionKey;
+use crate::codec;
+use crate::encoder::MAX_MESSAGE_SIZE;
+use crate::error::Reject;
+use crate::fec::{self, GroupDecoder};
+use crate::frame::{Fragment, FrameHeader, Frames};
+use crate::message::{Message, Stream};
+use crate::stats::DecoderStats;
+use crate::window::{Position, SlidingBits};
+use crate::wire::{DATA_PREFIX_LEN, Header, be_u16, be_u64};
+
+/// Total bytes of shards and held data datagrams one session keeps at most.
+pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// Spare buffers kept for reuse.
+const POOL_MAX: usize = 4096;
+/// Buffers larger than this are not kept for reuse.
+const POOL_BUF_MAX: usize = 1 << 16;
+
+/// What the decoder reports to its caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A message, delivered once, in sequence order within its stream.
+    Message {
+        stream: Stream,
+        seq: u64,
+        message: Message,
+    },
+    /// The transmitter (re)started: state of the previous session, if any, has been flushed
+    /// and dropped; sequence numbers start again.
+    NewSession { previous: Option<u64>, session: u64 },
+    /// Datagrams of a protocol version this decoder does not speak arrive (reported at most
+    /// once a second per version).
+    UnknownVersion { version: u8 },
+    /// `count` messages of `stream` will never be delivered.
+    MessagesLost { stream: Stream, count: u64 },
+    /// `count` data datagrams were neither received nor repaired.
+    DatagramsLost { count: u64 },
+}
+
+/// Decoder-wide state the session writes to.
+#[derive(Default)]
+pub(crate) struct Out {
+    pub events: VecDeque<Event>,
+    pub stats: DecoderStats,
+    pub pool: Pool,
+    pub rs: GroupDecoder,
+}
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: Vec<Vec<u8>>,
+}
+
+impl Pool {
+    pub fn get(&mut self) -> Vec<u8> {
+        let mut b = self.free.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    pub fn put(&mut self, b: Vec<u8>) {
+        if self.free.len() < POOL_MAX && b.capacity() <= POOL_BUF_MAX {
+            self.free.push(b);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    k: u16,
+    m: u16,
+    shard_bytes: usize,
+}
+
+struct Group {
+    /// `(k, m)` from data shard headers: the configured shape, an upper bound.
+    nominal: Option<(u16, u16)>,
+    /// The group's real shape, from its repair shards.
+    shape: Option<Shape>,
+    data: Vec<(u16, Vec<u8>)>,
+    /// `(index - k, shard)`.
+    repair: Vec<(u16, Vec<u8>)>,
+}
+
+struct Held {
+    arrived: Instant,
+    /// The data shard content: prefix and frames.
+    content: Vec<u8>,
+}
+
+struct Partial {
+    stream: Stream,
+    seq: u64,
+    body: Vec<u8>,
+}
+
+pub(crate) struct Session {
+    pub id: u64,
+    pub key: Option<SessionKey>,
+    pub last_heard: Instant,
+    window: u64,
+    timeout: Duration,
+    /// Datagram sequence numbers seen.
+    pub seen: SlidingBits,
+    /// Open groups.
+    groups: BTreeMap<u64, Group>,
+    /// Groups in order of creation, for timeouts; entries of finished groups are skipped.
+    group_order: VecDeque<(Instant, u64)>,
+    /// Groups finished (complete, repaired or abandoned); older ids are finished too.
+    done: SlidingBits,
+    /// Data datagrams received ahead of `next_data`, by `data_seq`.
+    reorder: BTreeMap<u64, Held>,
+    next_data: Option<u64>,
+    expected: [Option<u64>; 4],
+    partial: Option<Partial>,
+    /// A message whose remaining fragments are skipped because it is already counted lost.
+    discarding: Option<(Stream, u64)>,
+    buffered: usize,
+}
+
+impl Session {
+    pub fn new(
+        id: u64,
+        key: Option<SessionKey>,
+        now: Instant,
+        window: u32,
+        timeout: Duration,
+    ) -> Session {
+        let w = window as usize;
+        Session {
+            id,
+            key,
+            last_heard: now,
+            window: u64::from(window),
+            timeout,
+            seen: SlidingBits::new(w),
+            groups: BTreeMap::new(),
+            group_order: VecDeque::new(),
+            done: SlidingBits::new(w),
+            reorder: BTreeMap::new(),
+            next_data: None,
+            expected: [None; 4],
+            partial: None,
+            discarding: None,
+            buffered: 0,
+        }
+    }
+
+    /// Checks the datagram sequence number before the (costlier) authentication.
+    pub fn check_seq(&self, seq: u64) -> Result<(), Reject> {
+        match self.seen.get(seq) {
+            Position::Set => Err(Reject::Duplicate),
+            Position::Below => Err(Reject::OutOfWindow),
+            Position::Ahead | Position::Unset => Ok(()),
+        }
+    }
+
+    /// Handles an authenticated shard; `plain` is its decrypted payload.
+    pub fn on_shard(
+        &mut self,
+        h: &Header,
+        plain: &[u8],
+        now: Instant,
+        out: &mut Out,
+    ) -> Result<(), Reject> {
+        // Each datagram is at most one data datagram and one group, so these can never run
+        // ahead of the datagram sequence; refusing them bounds what a bad header can do to
+        // the loss counters.
+        if h.group > h.seq {
+            return Err(Reject::Malformed);
+        }
+        if h.is_repair() {
+            return self.on_repair(h, plain, now, out);
+        }
+        let (data_seq, len) = prefix(plain).ok_or(Reject::Malformed)?;
+        if data_seq > h.seq || usize::from(len) + DATA_PREFIX_LEN != plain.len() {
+            return Err(Reject::Malformed);
+        }
+        self.accept_data(data_seq, plain, now, out);
+        if h.m > 0 {
+            self.store_data(h, plain, now, out);
+        }
+        self.enforce_budget(out);
+        Ok(())
+    }
+
+    fn on_repair(
+        &mut self,
+        h: &Header,
+        plain: &[u8],
+        now: Instant,
+        out: &mut Out,
+    ) -> Result<(), Reject> {
+        let shard_bytes = plain.len();
+        let total = usize::from(h.k) + usize::from(h.m);
+        if shard_bytes < DATA_PREFIX_LEN
+            || !shard_bytes.is_multiple_of(2)
+            || total * shard_bytes > fec::MAX_GROUP_BYTES
+        {
+            return Err(Reject::Malformed);
+        }
+        let shape = Shape {
+            k: h.k,
+            m: h.m,
+            shard_bytes,
+        };
+        if !self.open_group(h.group, now, out) {
+            return Ok(());
+        }
+        let Some(g) = self.groups.get_mut(&h.group) else {
+            return Ok(());
+        };
+        match g.shape {
+            Some(s) if s != shape => return Err(Reject::Malformed),
+            Some(_) => {}
+            None => {
+                let fits = g
+                    .data
+                    .iter()
+                    .all(|(i, b)| *i < h.k && b.len() <= shard_bytes)
+                    && g.nominal.is_none_or(|(k, m)| h.k <= k && h.m <= m);
+                if !fits {
+                    out.stats.fec_failures += 1;
+                    self.finish_group(h.group, out);
+                    return Ok(());
+                }
+                g.shape = Some(shape);
+            }
+        }
+        let mut buf = out.pool.get();
+        buf.extend_from_slice(plain);
+        self.buffered += buf.len();
+        g.repair.push((h.index - h.k, buf));
+        self.progress(h.group, now, out);
+        self.enforce_budget(out);
+        Ok(())
+    }
+
+    fn store_data(&mut self, h: &Header, content: &[u8], now: Instant, out: &mut Out) {
+        if !self.open_group(h.group, now, out) {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&h.group) else {
+            return;
+        };
+        let consistent = g.nominal.is_none_or(|n| n == (h.k, h.m))
+            && g.shape
+                .is_none_or(|s| h.index < s.k && content.len() <= s.shard_bytes);
+        if !consistent {
+            out.stats.fec_failures += 1;
+            self.finish_group(h.group, out);
+            return;
+        }
+        g.nominal = Some((h.k, h.m));
+        let mut buf = out.pool.get();
+        buf.extend_from_slice(content);
+        self.buffered += buf.len();
+        g.data.push((h.index, buf));
+        self.progress(h.group, now, out);
+    }
+
+    /// Makes sure group `id` exists unless it is finished; false if it is.
+    fn open_group(&mut self, id: u64, now: Instant, out: &mut Out) -> bool {
+        match self.done.get(id) {
+            Position::Set | Position::Below => return false,
+            Position::Ahead | Position::Unset => {}
+        }
+        if self.groups.contains_key(&id) {
+            return true;
+        }
+        self.done.advance(id);
+        // Open groups the window has left behind can no longer be finished properly.
+        while let Some((&old, _)) = self.groups.first_key_value() {
+            if self.done.get(old) != Position::Below && self.groups.len() < self.window as usize {
+                break;
+            }
+            self.abandon_group(old, out);
+        }
+        self.groups.insert(
+            id,
+            Group {
+                nominal: None,
+                shape: None,
+                data: Vec::new(),
+                repair: Vec::new(),
+            },
+        );
+        self.group_order.push_back((now, id));
+        true
+    }
+
+    /// Finishes group `id` if it is complete, or repairs it if it has enough shards.
+    fn progress(&mut self, id: u64, now: Instant, out: &mut Out) {
+        let Some(g) = self.groups.get(&id) else {
+            return;
+        };
+        let k = match (g.shape, g.nominal) {
+            (Some(s), _) => s.k,
+            (None, Some((k, _))) => k,
+            (None, None) => return,
+        };
+        if g.data.len() >= usize::from(k) {
+            self.finish_group(id, out);
+        } else if g.shape.is_some() && g.data.len() + g.repair.len() >= usize::from(k) {
+            self.repair_group(id, now, out);
+        }
+    }
+
+    fn repair_group(&mut self, id: u64, now: Instant, out: &mut Out) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let Some(shape) = g.shape else {
+            return;
+        };
+        let size = shape.shard_bytes;
+        for (_, b) in &mut g.data {
+            // Checked on arrival: no stored data shard is longer than the shard size.
+            self.buffered += size.saturating_sub(b.len());
+            b.resize(size, 0);
+        }
+        let mut restored: Vec<Vec<u8>> = Vec::new();
+        let Out { rs, pool, .. } = &mut *out;
+        let result = rs.decode(
+            usize::from(shape.k),
+            usize::from(shape.m),
+            size,
+            g.data.iter().map(|(i, b)| (usize::from(*i), b.as_slice())),
+            g.repair
+                .iter()
+                .map(|(i, b)| (usize::from(*i), b.as_slice())),
+            |_, shard| {
+                let mut b = pool.get();
+                b.extend_from_slice(shard);
+                restored.push(b);
+            },
+        );
+        self.finish_group(id, out);
+        if result.is_err() {
+            out.stats.fec_failures += 1;
+            out.stats.groups_lost += 1;
+        }
+        if !restored.is_empty() {
+            out.stats.groups_repaired += 1;
+        }
+        for b in restored {
+            match prefix(&b) {
+                Some((data_seq, len)) if usize::from(len) + DATA_PREFIX_LEN <= b.len() => {
+                    out.stats.datagrams_repaired += 1;
+                    self.accept_data(data_seq, &b[..usize::from(len) + DATA_PREFIX_LEN], now, out);
+                }
+                _ => out.stats.fec_failures += 1,
+            }
+            out.pool.put(b);
+        }
+    }
+
+    /// Marks group `id` finished and frees its buffers.
+    fn finish_group(&mut self, id: u64, out: &mut Out) {
+        self.done.set(id);
+        if let Some(g) = self.groups.remove(&id) {
+            for (_, b) in g.data.into_iter().chain(g.repair) {
+                self.buffered -= b.len();
+                out.pool.put(b);
+            }
+        }
+    }
+
+    /// Gives up on an open group; counts it lost if data shards are known to be missing.
+    fn abandon_group(&mut self, id: u64, out: &mut Out) {
+        if let Some(g) = self.groups.get(&id)
+            && g.shape.is_some_and(|s| g.data.len() < usize::from(s.k))
+        {
+            out.stats.groups_lost += 1;
+        }
+        self.finish_group(id, out);
+    }
+
+    /// Takes data datagram `data_seq` (received or repaired): delivers it if it is the next
+    /// one, holds it if it is ahead, drops it if its place has been given up.
+    fn accept_data(&mut self, data_seq: u64, content: &[u8], now: Instant, out: &mut Out) {
+        let next = match self.next_data {
+            Some(n) => n,
+            None => {
+                // Near the start of the session: count from 0, so early losses are counted.
+                // Far into it (the receiver started late): start here, and learn each stream's
+                // sequence from its first message.
+                let start = if data_seq < self.window { 0 } else { data_seq };
+                if start == 0 {
+                    self.expected = [Some(0); 4];
+                }
+                self.next_data = Some(start);
+                start
+            }
+        };
+        if data_seq < next {
+            out.stats.late += 1;
+            return;
+        }
+        if data_seq == next {
+            self.next_data = Some(next + 1);
+            self.deliver(content, out);
+            self.drain(out);
+            return;
+        }
+        if self.reorder.contains_key(&data_seq) {
+            return;
+        }
+        let mut buf = out.pool.get();
+        buf.extend_from_slice(content);
+        self.buffered += buf.len();
+        self.reorder.insert(
+            data_seq,
+            Held {
+                arrived: now,
+                content: buf,
+            },
+        );
+        while let (Some((&last, _)), Some(next)) = (self.reorder.last_key_value(), self.next_data) {
+            if last - next < self.window {
+                break;
+            }
+            self.skip_gap(out);
+        }
+    }
+
+    /// Delivers held data datagrams that are next in line.
+    fn drain(&mut self, out: &mut Out) {
+        while let Some(next) = self.next_data {
+            let Some(entry) = self.reorder.first_entry() else {
+                break;
+            };
+            if *entry.key() != next {
+                break;
+            }
+            let held = entry.remove();
+            self.buffered -= held.content.len();
+            self.next_data = Some(next + 1);
+            self.deliver(&held.content, out);
+            out.pool.put(held.content);
+        }
+    }
+
+    /// Gives up the data datagrams missing before the first held one.
+    fn skip_gap(&mut self, out: &mut Out) {
+        let Some((&first, _)) = self.reorder.first_key_value() else {
+            return;
+        };
+        let next = self.next_data.unwrap_or(first);
+        if first > next {
+            let lost = first - next;
+            out.stats.data_datagrams_lost += lost;
+            out.events.push_back(Event::DatagramsLost { count: lost });
+            self.drop_partial(out);
+        }
+        self.next_data = Some(first);
+        self.drain(out);
+    }
+
+    /// Time-based give-ups: groups open longer than the group timeout, and gaps in front of
+    /// data datagrams held that long.
+    pub fn service(&mut self, now: Instant, out: &mut Out) {
+        while let Some(&(t, id)) = self.group_order.front() {
+            if !self.groups.contains_key(&id) {
+                self.group_order.pop_front();
+                continue;
+            }
+            if t.checked_add(self.timeout).is_none_or(|d| d > now) {
+                break;
+            }
+            self.group_order.pop_front();
+            self.abandon_group(id, out);
+        }
+        while let Some((_, held)) = self.reorder.first_key_value() {
+            if held
+                .arrived
+                .checked_add(self.timeout)
+                .is_none_or(|d| d > now)
+            {
+                break;
+            }
+            self.skip_gap(out);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let group = self
+            .group_order
+            .iter()
+            .find(|(_, id)| self.groups.contains_key(id))
+            .and_then(|(t, _)| t.checked_add(self.timeout));
+        let gap = self
+            .reorder
+            .first_key_value()
+            .and_then(|(_, h)| h.arrived.checked_add(self.timeout));
+        match (group, gap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Keeps buffered bytes within [`MAX_BUFFERED_BYTES`], giving up the oldest first.
+    fn enforce_budget(&mut self, out: &mut Out) {
+        while self.buffered > MAX_BUFFERED_BYTES {
+            if let Some((&id, _)) = self.groups.first_key_value() {
+                self.abandon_group(id, out);
+            } else if !self.reorder.is_empty() {
+                self.skip_gap(out);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Ends the session: everything that can still be delivered is, the rest is counted.
+    pub fn finish(&mut self, out: &mut Out) {
+        while let Some((&id, _)) = self.groups.first_key_value() {
+            self.abandon_group(id, out);
+        }
+        while !self.reorder.is_empty() {
+            self.skip_gap(out);
+        }
+        self.drop_partial(out);
+    }
+
+    fn deliver(&mut self, content: &[u8], out: &mut Out) {
+        let frames = content.get(DATA_PREFIX_LEN..).unwrap_or_default();
+        for (i, frame) in Frames::new(frames).enumerate() {
+            match frame {
+                Ok((h, body)) => self.on_frame(&h, body, i == 0, out),
+                Err(_) => {
+                    out.stats.frame_errors += 1;
+                    self.drop_partial(out);
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, h: &FrameHeader, body: &[u8], first_in_payload: bool, out: &mut Out) {
+        if let Some(p) = &self.partial {
+            // Fragments travel in consecutive data datagrams, so a message in progress can
+            // only continue with the first frame of the next payload.
+            let continues = first_in_payload
+                && matches!(h.fragment, Fragment::Middle | Fragment::Last)
+                && p.stream == h.stream
+                && p.seq == h.seq;
+            if !continues {
+                self.drop_partial(out);
+            }
+        }
+        match h.fragment {
+            Fragment::Whole => {
+                self.discarding = None;
+                if self.sequence(h.stream, h.seq, out) {
+                    self.decode(h.stream, h.seq, body, out);
+                }
+            }
+            Fragment::First => {
+                self.discarding = None;
+                if self.sequence(h.stream, h.seq, out) {
+                    self.partial = Some(Partial {
+                        stream: h.stream,
+                        seq: h.seq,
+                        body: body.to_vec(),
+                    });
+                }
+            }
+            Fragment::Middle | Fragment::Last => {
+                if let Some(p) = &mut self.partial {
+                    if p.body.len() + body.len() > MAX_MESSAGE_SIZE {
+                        self.drop_partial(out);
+                        return;
+                    }
+                    p.body.extend_from_slice(body);
+                    if h.fragment == Fragment::Last
+                        && let Some(p) = self.partial.take()
+                    {
+                        self.decode(p.stream, p.seq, &p.body, out);
+                    }
+                    return;
+                }
+                if self.discarding == Some((h.stream, h.seq)) {
+                    if h.fragment == Fragment::Last {
+                        self.discarding = None;
+                    }
+                    return;
+                }
+                // The start of this message was lost (or came before this receiver joined).
+                let joining = self.expected[h.stream as usize].is_none();
+                if self.sequence(h.stream, h.seq, out) && !joining {
+                    self.lose(h.stream, 1, out);
+                }
+                self.discarding = (h.fragment == Fragment::Middle).then_some((h.stream, h.seq));
+            }
+        }
+    }
+
+    /// Advances the stream's expected sequence past `seq`, counting the messages skipped.
+    /// False if `seq` is behind, which a correct sender never produces.
+    fn sequence(&mut self, stream: Stream, seq: u64, out: &mut Out) -> bool {
+        let e = &mut self.expected[stream as usize];
+        match *e {
+            Some(x) if seq < x => {
+                out.stats.frame_errors += 1;
+                false
+            }
+            Some(x) => {
+                *e = Some(seq.saturating_add(1));
+                if seq > x {
+                    self.lose(stream, seq - x, out);
+                }
+                true
+            }
+            None => {
+                *e = Some(seq.saturating_add(1));
+                true
+            }
+        }
+    }
+
+    fn lose(&mut self, stream: Stream, count: u64, out: &mut Out) {
+        out.stats.messages_lost[stream as usize] += count;
+        out.events.push_back(Event::MessagesLost { stream, count });
+    }
+
+    fn drop_partial(&mut self, out: &mut Out) {
+        if let Some(p) = self.partial.take() {
+            self.lose(p.stream, 1, out);
+            self.discarding = Some((p.stream, p.seq));
+        }
+    }
+
+    fn decode(&mut self, stream: Stream, seq: u64, body: &[u8], out: &mut Out) {
+        match codec::decode::<Message>(body) {
+            Ok(message) if message.stream() == stream => {
+                out.stats.messages_delivered[stream as usize] += 1;
+                out.events.push_back(Event::Message {
+                    stream,
+                    seq,
+                    message,
+                });
+            }
+            _ => {
+                out.stats.decode_errors += 1;
+                self.lose(stream, 1, out);
+            }
+        }
+    }
+}
+
+/// `(data_seq, len)` of a data shard.
+fn prefix(content: &[u8]) -> Option<(u64, u16)> {
+    Some((be_u64(content, 0)?, be_u16(content, 8)?))
+}
