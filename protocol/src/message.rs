@@ -24,7 +24,12 @@ pub enum Stream {
 }
 
 impl Stream {
-    pub const ALL: [Stream; 4] = [Stream::Control, Stream::Live, Stream::Snapshot, Stream::History];
+    pub const ALL: [Stream; 4] = [
+        Stream::Control,
+        Stream::Live,
+        Stream::Snapshot,
+        Stream::History,
+    ];
 
     pub fn from_u8(v: u8) -> Option<Stream> {
         Stream::ALL.get(usize::from(v)).copied()

@@ -221,7 +221,10 @@ impl ModbusAddress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SourceAddress {
     Modbus(ModbusAddress),
-    OpcUa { endpoint: String, node_id: String },
+    OpcUa {
+        endpoint: String,
+        node_id: String,
+    },
     /// A source type this build does not know in detail; kept as text.
     Other(String),
 }
