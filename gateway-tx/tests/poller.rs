@@ -468,3 +468,129 @@ async fn unreachable_device_is_bad_from_the_start() {
     assert!(!run.health.connected());
     assert_eq!(table.current(0).unwrap().value, Value::UInt16(0));
 }
+
+/// A PLC answering garbage: every other request gets a malformed or mismatched reply. The
+/// poller must never panic, must mark the tag Bad, and must come back to Good each time.
+#[tokio::test]
+async fn garbage_replies_never_crash_the_poller() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    init_logs();
+
+    fn valid(tid: [u8; 2], unit: u8) -> Vec<u8> {
+        vec![tid[0], tid[1], 0, 0, 0, 5, unit, 0x03, 0x02, 0x00, 0x2A]
+    }
+    let mut noise = Vec::new();
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..40 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        noise.push((x >> 16) as u8);
+    }
+    // Each case builds a reply from the request's transaction id and unit id.
+    type Case = Box<dyn Fn([u8; 2], u8) -> Vec<u8> + Send + Sync>;
+    let cases: Vec<Case> = vec![
+        // Wrong transaction id.
+        Box::new(|t, u| valid([t[0], t[1].wrapping_add(1)], u)),
+        // Wrong unit id.
+        Box::new(|t, u| valid(t, u.wrapping_add(1))),
+        // Reply of another function.
+        Box::new(|t, u| vec![t[0], t[1], 0, 0, 0, 5, u, 0x04, 0x02, 0x00, 0x2A]),
+        // Wrong protocol id.
+        Box::new(|t, u| vec![t[0], t[1], 0, 1, 0, 5, u, 0x03, 0x02, 0x00, 0x2A]),
+        // Length field 0.
+        Box::new(|t, u| vec![t[0], t[1], 0, 0, 0, 0, u]),
+        // Odd byte count.
+        Box::new(|t, u| vec![t[0], t[1], 0, 0, 0, 4, u, 0x03, 0x01, 0x00]),
+        // Device identification reply announcing objects it does not contain.
+        Box::new(|t, u| vec![t[0], t[1], 0, 0, 0, 8, u, 0x2B, 0x0E, 1, 1, 0, 0, 5]),
+        // Three registers for a one-register read: a decoding error, connection kept.
+        Box::new(|t, u| vec![t[0], t[1], 0, 0, 0, 9, u, 0x03, 0x06, 0, 1, 0, 2, 0, 3]),
+        // An exception code nobody defined: Bad, connection kept.
+        Box::new(|t, u| vec![t[0], t[1], 0, 0, 0, 3, u, 0x83, 0x99]),
+        // Noise.
+        Box::new(move |_, _| noise.clone()),
+        // A length of 65535 and then silence: a timeout.
+        Box::new(|t, u| vec![t[0], t[1], 0, 0, 0xFF, 0xFF, u, 0x03]),
+    ];
+    let n_cases = cases.len();
+    let cases = Arc::new(cases);
+    let served = Arc::new(AtomicUsize::new(0));
+    let not_reads = Arc::new(AtomicUsize::new(0));
+
+    let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = {
+        let served = Arc::clone(&served);
+        let not_reads = Arc::clone(&not_reads);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let cases = Arc::clone(&cases);
+                let served = Arc::clone(&served);
+                let not_reads = Arc::clone(&not_reads);
+                tokio::spawn(async move {
+                    let mut req = [0u8; 12];
+                    while s.read_exact(&mut req).await.is_ok() {
+                        if req[7] != 0x03 {
+                            not_reads.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let k = served.fetch_add(1, Ordering::SeqCst);
+                        let (tid, unit) = ([req[0], req[1]], req[6]);
+                        let reply = match cases.get(k / 2) {
+                            Some(case) if k % 2 == 1 => case(tid, unit),
+                            _ => valid(tid, unit),
+                        };
+                        if s.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    };
+
+    let dev = device(
+        "garbage",
+        addr,
+        vec![tag(
+            "g/x",
+            ModbusTable::HoldingRegister,
+            0,
+            ModbusType::U16,
+            1,
+            BB,
+            1.0,
+            0.0,
+        )],
+    );
+    let table = table_for(&[&dev]);
+    let run = spawn(&dev, 0, &table);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = std::collections::HashSet::new();
+    while served.load(Ordering::SeqCst) <= 2 * n_cases {
+        assert!(!run.task.is_finished(), "the poller task ended");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "garbage cases took too long"
+        );
+        if let Some(q) = quality_of(&table, 0) {
+            seen.insert(q);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    wait_until(&table, "Good after the garbage", |t| {
+        check_sample(t.current(0), &Value::UInt16(42), "g/x")
+    })
+    .await;
+    assert!(!run.task.is_finished());
+    assert!(seen.contains(&Quality::BAD_COMMUNICATION_ERROR), "{seen:?}");
+    assert!(run.health.polls_failed() >= 5);
+    assert_eq!(
+        not_reads.load(Ordering::SeqCst),
+        0,
+        "only reads are ever sent"
+    );
+    server.abort();
+}
