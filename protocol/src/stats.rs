@@ -68,7 +68,8 @@ pub struct DecoderStats {
     /// Groups that could not be decoded because their shards disagree (sizes, shapes); a bug
     /// or a hostile sender, as CRC and authentication passed.
     pub fec_failures: u64,
-    /// Data shards that arrived or were repaired after their gap had been given up.
+    /// Data datagrams (received or restored) whose place in the sequence had already passed:
+    /// restored by FEC before a reordered original arrived, or given up as lost.
     pub late: u64,
     /// Frames whose structure is broken (a bug or a hostile sender, as CRC and
     /// authentication passed).
