@@ -39,7 +39,7 @@ impl Rng {
 
 fn value(kind: u32, size: usize, seed: u32) -> Value {
     match kind % 12 {
-        0 => Value::Boolean(seed % 2 == 0),
+        0 => Value::Boolean(seed.is_multiple_of(2)),
         1 => Value::Int16(seed as i16),
         2 => Value::Int32(seed as i32),
         3 => Value::Int64(-(i64::from(seed) << 20)),
