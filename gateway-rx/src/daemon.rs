@@ -27,7 +27,8 @@ impl Receiver {
     pub async fn start(config: RxConfig) -> anyhow::Result<Receiver> {
         let state = Arc::new(State::new());
         let stats: SharedStats = Arc::new(Mutex::new(DecoderStats::default()));
-        let receiver = LinkReceiver::bind(config.link.clone(), state.clone(), stats.clone()).await?;
+        let receiver =
+            LinkReceiver::bind(config.link.clone(), state.clone(), stats.clone()).await?;
         let link_addr = receiver.local_addr()?;
         let mut others = Vec::new();
         let mut modbus_addr = None;
@@ -43,10 +44,21 @@ impl Receiver {
                 }
             }));
         }
-        others.push(tokio::spawn(status_log(state.clone(), stats.clone(), config.status.log_interval)));
+        others.push(tokio::spawn(status_log(
+            state.clone(),
+            stats.clone(),
+            config.status.log_interval,
+        )));
         let link = tokio::spawn(receiver.run());
         info!(link = %link_addr, modbus = ?modbus_addr, "gateway-rx running");
-        Ok(Receiver { state, stats, link_addr, modbus_addr, link, others })
+        Ok(Receiver {
+            state,
+            stats,
+            link_addr,
+            modbus_addr,
+            link,
+            others,
+        })
     }
 
     /// The decoder's counters as last published by the link task.

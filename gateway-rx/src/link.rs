@@ -35,9 +35,17 @@ pub struct LinkReceiver {
 }
 
 impl LinkReceiver {
-    pub async fn bind(link: RxLink, state: Arc<State>, stats: SharedStats) -> anyhow::Result<LinkReceiver> {
+    pub async fn bind(
+        link: RxLink,
+        state: Arc<State>,
+        stats: SharedStats,
+    ) -> anyhow::Result<LinkReceiver> {
         let socket = receive_only_socket(&link)?;
-        let decoder = Decoder::new(DecoderConfig { key: link.key, reorder_window: link.reorder_window, ..DecoderConfig::default() });
+        let decoder = Decoder::new(DecoderConfig {
+            key: link.key,
+            reorder_window: link.reorder_window,
+            ..DecoderConfig::default()
+        });
         Ok(LinkReceiver {
             socket,
             decoder,
@@ -71,7 +79,9 @@ impl LinkReceiver {
                     // in one pass.
                     for _ in 0..256 {
                         match self.socket.try_recv(&mut buf) {
-                            Ok(n) => self.decoder.handle_datagram(&buf[..n], Instant::now()),
+                            Ok(n) => {
+                                self.decoder.handle_datagram(&buf[..n], Instant::now());
+                            }
                             Err(_) => break,
                         }
                     }
@@ -122,7 +132,11 @@ impl LinkReceiver {
         match message {
             Message::Catalogue(chunk) => match self.assembler.add(chunk) {
                 Ok(Some(catalogue)) => {
-                    info!(tags = catalogue.len(), catalogue = format_args!("{:016x}", catalogue.hash()), "catalogue received");
+                    info!(
+                        tags = catalogue.len(),
+                        catalogue = format_args!("{:016x}", catalogue.hash()),
+                        "catalogue received"
+                    );
                     self.state.apply_catalogue(catalogue);
                 }
                 Ok(None) => {}
@@ -133,11 +147,16 @@ impl LinkReceiver {
                 }
             },
             Message::Live(batch) | Message::Snapshot(batch) => {
-                self.state.apply_samples(batch.catalogue, &batch.samples, received_at, stream);
+                self.state
+                    .apply_samples(batch.catalogue, &batch.samples, received_at, stream);
             }
             Message::Heartbeat(heartbeat) => {
                 if self.last_heartbeat.is_none() || self.state.link_is_down() {
-                    info!(uptime_ms = heartbeat.uptime_ms, tags = heartbeat.tag_count, "link up");
+                    info!(
+                        uptime_ms = heartbeat.uptime_ms,
+                        tags = heartbeat.tag_count,
+                        "link up"
+                    );
                 }
                 self.last_heartbeat = Some(now);
                 self.state.apply_heartbeat(heartbeat, received_at);
@@ -148,14 +167,16 @@ impl LinkReceiver {
     }
 
     fn check_heartbeat(&mut self, now: Instant) {
-        if let Some(last) = self.last_heartbeat {
-            if now.duration_since(last) > self.link.heartbeat_timeout && !self.state.link_is_down() {
-                warn!(
-                    silent_ms = u64::try_from(now.duration_since(last).as_millis()).unwrap_or(u64::MAX),
-                    "link down: no heartbeat; values are served as Uncertain"
-                );
-                self.state.mark_link_down();
-            }
+        let Some(last) = self.last_heartbeat else {
+            return;
+        };
+        let silent = now.duration_since(last);
+        if silent > self.link.heartbeat_timeout && !self.state.link_is_down() {
+            warn!(
+                silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),
+                "link down: no heartbeat; values are served as Uncertain"
+            );
+            self.state.mark_link_down(crate::unix_now());
         }
     }
 
@@ -172,33 +193,52 @@ impl LinkReceiver {
 
     fn publish_stats(&mut self, now: Instant) {
         let stats = self.decoder.stats().clone();
-        let rejected = stats.bad_magic + stats.bad_version + stats.malformed + stats.crc_failures + stats.auth_failures;
-        if let Ok(mut shared) = self.stats.lock() {
-            let before = shared.bad_magic + shared.bad_version + shared.malformed + shared.crc_failures + shared.auth_failures;
-            if rejected > before && self.should_log_reject(now) {
-                warn!(
-                    bad_magic = stats.bad_magic,
-                    bad_version = stats.bad_version,
-                    malformed = stats.malformed,
-                    crc_failures = stats.crc_failures,
-                    auth_failures = stats.auth_failures,
-                    "datagrams rejected"
-                );
+        let rejected = stats.bad_magic
+            + stats.bad_version
+            + stats.malformed
+            + stats.crc_failures
+            + stats.auth_failures;
+        let before = match self.stats.lock() {
+            Ok(mut shared) => {
+                let before = shared.bad_magic
+                    + shared.bad_version
+                    + shared.malformed
+                    + shared.crc_failures
+                    + shared.auth_failures;
+                *shared = stats.clone();
+                before
             }
-            *shared = stats;
+            Err(_) => return,
+        };
+        if rejected > before && self.should_log_reject(now) {
+            warn!(
+                bad_magic = stats.bad_magic,
+                bad_version = stats.bad_version,
+                malformed = stats.malformed,
+                crc_failures = stats.crc_failures,
+                auth_failures = stats.auth_failures,
+                "datagrams rejected"
+            );
         }
     }
 }
 
 fn receive_only_socket(link: &RxLink) -> anyhow::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if link.bind.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("creating the link socket")?;
+    let domain = if link.bind.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .context("creating the link socket")?;
     socket.set_nonblocking(true)?;
     if let Err(e) = socket.set_recv_buffer_size(link.recv_buffer_bytes) {
         warn!(error = %e, bytes = link.recv_buffer_bytes, "could not set the link receive buffer");
     }
-    socket.bind(&link.bind.into()).with_context(|| format!("binding the link socket to {}", link.bind))?;
+    socket
+        .bind(&link.bind.into())
+        .with_context(|| format!("binding the link socket to {}", link.bind))?;
     // Nothing is ever sent from this socket.
     let _ = socket.shutdown(std::net::Shutdown::Write);
     Ok(UdpSocket::from_std(socket.into())?)

@@ -28,16 +28,32 @@ impl Transmitter {
             let health = Arc::new(DeviceHealth::default());
             healths.push((device.name.clone(), health.clone()));
             let n = TagIndex::try_from(device.tags.len())?;
-            pollers.push(tokio::spawn(run_device(device.clone(), first, table.clone(), health)));
+            pollers.push(tokio::spawn(run_device(
+                device.clone(),
+                first,
+                table.clone(),
+                health,
+            )));
             first += n;
         }
         let health: HealthFn =
             Arc::new(move || healths.iter().map(|(name, h)| h.snapshot(name)).collect());
         let session = new_session_id()?;
-        let sender =
-            LinkSender::new(config.link.clone(), config.config_hash, table.clone(), health, session).await?;
+        let sender = LinkSender::new(
+            config.link.clone(),
+            config.config_hash,
+            table.clone(),
+            health,
+            session,
+        )
+        .await?;
         let link = tokio::spawn(sender.run());
-        Ok(Transmitter { table, session, link, pollers })
+        Ok(Transmitter {
+            table,
+            session,
+            link,
+            pollers,
+        })
     }
 
     /// Waits until the link sender fails (it does not end otherwise).

@@ -1,9 +1,13 @@
 //! The OT-side daemon: sources poll the plant, the tag table keeps current values, and the link
 //! sender pushes them one way across the diode.
 
+pub mod daemon;
+pub mod link;
 pub mod modbus;
 pub mod pacer;
 pub mod tags;
+
+pub use daemon::Transmitter;
 
 /// Wall-clock time as the data model stores it. Daemons read clocks; the protocol never does.
 pub fn unix_now() -> protocol::model::UnixNanos {

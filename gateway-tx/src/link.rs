@@ -25,11 +25,6 @@ use crate::tags::TagTable;
 /// smooth, large enough that each slice fills datagrams.
 const SNAPSHOT_TICK: Duration = Duration::from_millis(100);
 
-/// Room left in a datagram for protocol headers, shard prefix, frame header, authentication
-/// tag and CRC; a message body at most `max_datagram - PROTOCOL_OVERHEAD` long fits in one
-/// datagram, so a lost datagram loses one batch rather than a fragment of several.
-const PROTOCOL_OVERHEAD: usize = 128;
-
 pub type HealthFn = Arc<dyn Fn() -> Vec<SourceHealth> + Send + Sync>;
 
 pub struct LinkSender {
@@ -75,6 +70,8 @@ impl LinkSender {
             session,
         )
         .context("link FEC shape")?;
+        // Batches sized to one datagram: a lost datagram loses one batch, not fragments of two.
+        let body_budget = encoder.max_unfragmented_body();
         let now = Instant::now();
         let catalogue = Catalogue::new(table.infos().to_vec());
         info!(
@@ -94,7 +91,7 @@ impl LinkSender {
             catalogue,
             session,
             started: now,
-            body_budget: max_datagram.saturating_sub(PROTOCOL_OVERHEAD).max(64),
+            body_budget,
             buf: vec![0; 65536],
             counters: TxCounters::default(),
             send_errors: 0,
@@ -132,7 +129,10 @@ impl LinkSender {
             }
             self.transmit().await?;
 
-            let mut wake = self.next_heartbeat.min(self.next_snapshot).min(self.next_catalogue);
+            let mut wake = self
+                .next_heartbeat
+                .min(self.next_snapshot)
+                .min(self.next_catalogue);
             if let Some(t) = self.encoder.poll_timeout() {
                 wake = wake.min(t);
             }
@@ -155,7 +155,8 @@ impl LinkSender {
         self.counters.samples_superseded = self.table.superseded();
         let heartbeat = Heartbeat {
             sent_at: crate::unix_now(),
-            uptime_ms: u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX),
+            uptime_ms: u64::try_from(now.duration_since(self.started).as_millis())
+                .unwrap_or(u64::MAX),
             catalogue: self.catalogue.hash(),
             tag_count: u32::try_from(self.catalogue.len()).unwrap_or(u32::MAX),
             config_hash: self.config_hash,
@@ -176,7 +177,8 @@ impl LinkSender {
         if n == 0 {
             return Ok(());
         }
-        let ticks = (self.link.snapshot_period.as_secs_f64() / SNAPSHOT_TICK.as_secs_f64()).max(1.0);
+        let ticks =
+            (self.link.snapshot_period.as_secs_f64() / SNAPSHOT_TICK.as_secs_f64()).max(1.0);
         let per_tick = ((n as f64 / ticks).ceil() as usize).max(1);
         let mut samples = Vec::with_capacity(per_tick);
         let mut remaining = per_tick;
@@ -187,7 +189,10 @@ impl LinkSender {
             self.snapshot_cursor = (self.snapshot_cursor + take) % n;
         }
         for batch in batches(samples, self.body_budget) {
-            let message = Message::Snapshot(SampleBatch { catalogue: self.catalogue.hash(), samples: batch });
+            let message = Message::Snapshot(SampleBatch {
+                catalogue: self.catalogue.hash(),
+                samples: batch,
+            });
             self.push(&message, now)?;
         }
         Ok(())
@@ -201,14 +206,19 @@ impl LinkSender {
         }
         self.counters.samples_sent += changes.len() as u64;
         for batch in batches(changes, self.body_budget) {
-            let message = Message::Live(SampleBatch { catalogue: self.catalogue.hash(), samples: batch });
+            let message = Message::Live(SampleBatch {
+                catalogue: self.catalogue.hash(),
+                samples: batch,
+            });
             self.push(&message, now)?;
         }
         Ok(())
     }
 
     fn push(&mut self, message: &Message, now: Instant) -> anyhow::Result<()> {
-        self.encoder.push(message, now).context("encoding a message for the link")?;
+        self.encoder
+            .push(message, now)
+            .context("encoding a message for the link")?;
         self.counters.messages_sent += 1;
         Ok(())
     }
@@ -242,8 +252,10 @@ impl LinkSender {
 
 fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionRefused | WouldBlock | Interrupted | HostUnreachable | NetworkUnreachable)
-        || e.raw_os_error() == Some(105) // ENOBUFS: the NIC queue is full for a moment
+    matches!(
+        e.kind(),
+        ConnectionRefused | WouldBlock | Interrupted | HostUnreachable | NetworkUnreachable
+    ) || e.raw_os_error() == Some(105) // ENOBUFS: the NIC queue is full for a moment
 }
 
 /// The next deadline of a periodic job: on schedule when keeping up, from now when behind,
@@ -287,14 +299,21 @@ fn sample_size_bound(s: &Sample) -> usize {
 
 async fn send_only_socket(link: &TxLink) -> anyhow::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if link.destination.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("creating the link socket")?;
+    let domain = if link.destination.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .context("creating the link socket")?;
     socket.set_nonblocking(true)?;
     // Large send buffer so pacing, not the kernel, decides when datagrams wait.
     let _ = socket.set_send_buffer_size(4 << 20);
     // Nothing is ever read from this socket: keep the kernel from holding anything for it.
     let _ = socket.set_recv_buffer_size(1);
-    socket.bind(&link.bind.into()).with_context(|| format!("binding the link socket to {}", link.bind))?;
+    socket
+        .bind(&link.bind.into())
+        .with_context(|| format!("binding the link socket to {}", link.bind))?;
     socket
         .connect(&link.destination.into())
         .with_context(|| format!("connecting the link socket to {}", link.destination))?;
@@ -313,7 +332,11 @@ mod tests {
         let samples: Vec<Sample> = (0..1000)
             .map(|i| Sample {
                 tag: u32::MAX - i,
-                value: if i % 7 == 0 { Value::String("x".repeat(40)) } else { Value::Double(f64::from(i) * 1.5) },
+                value: if i % 7 == 0 {
+                    Value::String("x".repeat(40))
+                } else {
+                    Value::Double(f64::from(i) * 1.5)
+                },
                 quality: Quality::BAD_COMMUNICATION_ERROR,
                 time: i64::MAX - i64::from(i),
             })
@@ -321,9 +344,22 @@ mod tests {
         let out = batches(samples.clone(), 1300);
         assert!(out.len() > 1);
         for b in &out {
-            let body = codec::encode(&Message::Live(SampleBatch { catalogue: u64::MAX, samples: b.clone() })).unwrap();
-            assert!(body.len() <= 1300, "batch of {} encodes to {}", b.len(), body.len());
+            let body = codec::encode(&Message::Live(SampleBatch {
+                catalogue: u64::MAX,
+                samples: b.clone(),
+            }))
+            .unwrap();
+            assert!(
+                body.len() <= 1300,
+                "batch of {} encodes to {}",
+                b.len(),
+                body.len()
+            );
         }
-        assert_eq!(out.concat(), samples, "nothing lost or reordered by batching");
+        assert_eq!(
+            out.concat(),
+            samples,
+            "nothing lost or reordered by batching"
+        );
     }
 }

@@ -1,1 +1,110 @@
-fn main() {}
+//! `gateway-tx`: the OT-side daemon. Polls the plant and sends one way across the diode.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use config::tx::TxConfig;
+use gateway_tx::Transmitter;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "gateway-tx",
+    version,
+    about = "OT-side daemon of the unidirectional gateway"
+)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the transmitter.
+    Run {
+        /// The transmitter's TOML config.
+        #[arg(short, long, default_value = "/etc/gateway/gateway-tx.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and report every problem with file, line, column and key.
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::CheckConfig { file } => match TxConfig::load(&file) {
+            Ok(c) => {
+                let tags: usize = c.devices.iter().map(|d| d.tags.len()).sum();
+                println!(
+                    "{}: ok ({} devices, {} tags)",
+                    file.display(),
+                    c.devices.len(),
+                    tags
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!(error = format!("{e:#}"), "gateway-tx stopped");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = TxConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut tx = Transmitter::start(config).await?;
+        info!(config = %path.display(), session = format_args!("{:016x}", tx.session), "gateway-tx running");
+        tokio::select! {
+            r = tx.wait() => r,
+            r = shutdown_signal() => { info!("shutting down"); r }
+        }
+    })
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
