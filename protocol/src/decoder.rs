@@ -289,3 +289,248 @@ fn open(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::{Encoder, EncoderConfig};
+    use crate::message::{Message, SampleBatch, Stream};
+    use crate::model::{Quality, Sample, Value};
+
+    fn msg(i: u32, bytes: usize) -> Message {
+        Message::Live(SampleBatch {
+            catalogue: 0,
+            samples: vec![Sample {
+                tag: i,
+                value: Value::ByteString(vec![i as u8; bytes]),
+                quality: Quality::GOOD,
+                time: 0,
+            }],
+        })
+    }
+
+    /// One message per data datagram: `n` messages, FEC shape `k`+`m`, no interleaving.
+    fn stream(n: u32, k: u16, m: u16, now: Instant) -> Vec<Vec<u8>> {
+        let cfg = EncoderConfig {
+            data_shards: k,
+            repair_shards: m,
+            interleave: 1,
+            ..EncoderConfig::default()
+        };
+        let mut enc = Encoder::new(cfg, 77).unwrap();
+        let body = enc.max_unfragmented_body() - 40;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1500];
+        for i in 0..n {
+            enc.push(&msg(i, body), now).unwrap();
+            while let Some(len) = enc.poll_transmit(&mut buf) {
+                out.push(buf[..len].to_vec());
+            }
+        }
+        enc.flush(now);
+        while let Some(len) = enc.poll_transmit(&mut buf) {
+            out.push(buf[..len].to_vec());
+        }
+        out
+    }
+
+    fn fix_crc(d: &mut [u8]) {
+        let n = d.len() - wire::CRC_LEN;
+        let crc = wire::crc32(&d[..n]);
+        d[n..].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    fn events(dec: &mut Decoder) -> Vec<Event> {
+        std::iter::from_fn(|| dec.poll_event()).collect()
+    }
+
+    #[test]
+    fn unknown_version_is_counted_and_reported_once_a_second() {
+        let t0 = Instant::now();
+        let mut d = stream(1, 4, 0, t0).remove(0);
+        d[4] = 2;
+        fix_crc(&mut d);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        assert_eq!(dec.handle_datagram(&d, t0), Some(Reject::BadVersion(2)));
+        assert_eq!(dec.handle_datagram(&d, t0), Some(Reject::BadVersion(2)));
+        assert_eq!(events(&mut dec), vec![Event::UnknownVersion { version: 2 }]);
+        dec.handle_datagram(&d, t0 + Duration::from_secs(1));
+        assert_eq!(events(&mut dec), vec![Event::UnknownVersion { version: 2 }]);
+        assert_eq!(dec.stats().bad_version, 3);
+        assert_eq!(dec.session_id(), None);
+    }
+
+    #[test]
+    fn joining_mid_session_counts_nothing_before() {
+        let t0 = Instant::now();
+        let all = stream(300, 8, 0, t0);
+        let mut dec = Decoder::new(DecoderConfig {
+            reorder_window: 64,
+            ..DecoderConfig::default()
+        });
+        for d in &all[100..] {
+            assert_eq!(dec.handle_datagram(d, t0), None);
+        }
+        let ev = events(&mut dec);
+        assert!(matches!(
+            ev[0],
+            Event::NewSession {
+                previous: None,
+                session: 77
+            }
+        ));
+        let seqs: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, (100..300).collect::<Vec<u64>>());
+        let s = dec.stats();
+        assert_eq!(s.messages_lost, [0; 4]);
+        assert_eq!(s.data_datagrams_lost, 0);
+        assert_eq!(s.datagrams_missing, 0);
+    }
+
+    #[test]
+    fn starting_near_the_beginning_counts_early_loss() {
+        let t0 = Instant::now();
+        let all = stream(20, 8, 0, t0);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        for d in &all[3..] {
+            dec.handle_datagram(d, t0);
+        }
+        dec.handle_timeout(t0 + DEFAULT_GROUP_TIMEOUT);
+        let s = dec.stats();
+        assert_eq!(s.data_datagrams_lost, 3);
+        assert_eq!(s.lost(Stream::Live), 3);
+        assert_eq!(s.delivered(Stream::Live), 17);
+    }
+
+    #[test]
+    fn unrepairable_group_is_given_up_after_the_timeout() {
+        let t0 = Instant::now();
+        // 4 data + 1 repair; 2 data lost.
+        let all = stream(5, 4, 1, t0);
+        let kept: Vec<&Vec<u8>> = all
+            .iter()
+            .filter(|d| {
+                !matches!(
+                    Header::parse(d).map(|h| (h.is_repair(), h.index)),
+                    Some((false, 1 | 2))
+                )
+            })
+            .collect();
+        let mut dec = Decoder::new(DecoderConfig::default());
+        for d in &kept {
+            assert_eq!(dec.handle_datagram(d, t0), None);
+        }
+        let first = events(&mut dec);
+        assert_eq!(
+            first
+                .iter()
+                .filter(|e| matches!(e, Event::Message { .. }))
+                .count(),
+            1,
+            "only the message before the gap"
+        );
+        assert_eq!(dec.poll_timeout(), Some(t0 + DEFAULT_GROUP_TIMEOUT));
+        dec.handle_timeout(t0 + DEFAULT_GROUP_TIMEOUT - Duration::from_millis(1));
+        assert!(events(&mut dec).is_empty());
+        dec.handle_timeout(t0 + DEFAULT_GROUP_TIMEOUT);
+        let ev = events(&mut dec);
+        assert_eq!(ev[0], Event::DatagramsLost { count: 2 });
+        assert_eq!(
+            ev[1],
+            Event::MessagesLost {
+                stream: Stream::Live,
+                count: 2
+            }
+        );
+        let s = dec.stats();
+        assert_eq!(s.groups_lost, 1);
+        assert_eq!(s.groups_repaired, 0);
+        assert_eq!(s.delivered(Stream::Live), 3);
+        assert_eq!(dec.poll_timeout(), None);
+    }
+
+    #[test]
+    fn old_and_duplicate_datagrams_are_rejected_and_gaps_counted() {
+        let t0 = Instant::now();
+        let all = stream(300, 8, 0, t0);
+        let mut dec = Decoder::new(DecoderConfig {
+            reorder_window: 64,
+            ..DecoderConfig::default()
+        });
+        assert_eq!(dec.handle_datagram(&all[0], t0), None);
+        assert_eq!(dec.handle_datagram(&all[200], t0), None);
+        assert_eq!(dec.handle_datagram(&all[200], t0), Some(Reject::Duplicate));
+        assert_eq!(
+            dec.handle_datagram(&all[100], t0),
+            Some(Reject::OutOfWindow)
+        );
+        let s = dec.stats();
+        // 1..=136 left the 64-wide window unseen; the held datagram 200 spans > 64 data
+        // datagrams, so the gap before it is given up at once.
+        assert_eq!(s.datagrams_missing, 136);
+        assert_eq!(s.data_datagrams_lost, 199);
+        assert_eq!(s.duplicates, 1);
+        assert_eq!(s.out_of_window, 1);
+    }
+
+    #[test]
+    fn headers_that_run_ahead_of_the_sequence_are_malformed() {
+        let t0 = Instant::now();
+        let all = stream(2, 8, 0, t0);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        // group id beyond seq.
+        let mut d = all[0].clone();
+        d[22..30].copy_from_slice(&5u64.to_be_bytes());
+        fix_crc(&mut d);
+        assert_eq!(dec.handle_datagram(&d, t0), Some(Reject::Malformed));
+        // data_seq beyond seq.
+        let mut d = all[1].clone();
+        d[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&9u64.to_be_bytes());
+        fix_crc(&mut d);
+        assert_eq!(dec.handle_datagram(&d, t0), Some(Reject::Malformed));
+        // len inconsistent with payload_len.
+        let mut d = all[1].clone();
+        d[HEADER_LEN + 9] ^= 1;
+        fix_crc(&mut d);
+        assert_eq!(
+            dec.handle_datagram(&d, t0),
+            Some(Reject::Duplicate),
+            "seq 1 was seen"
+        );
+        assert_eq!(dec.stats().malformed, 2);
+    }
+
+    #[test]
+    fn config_validation_and_clamping() {
+        assert!(DecoderConfig::default().validate().is_ok());
+        let small = DecoderConfig {
+            reorder_window: 10,
+            ..DecoderConfig::default()
+        };
+        assert!(matches!(
+            small.validate(),
+            Err(ConfigError::ReorderWindow { .. })
+        ));
+        let zero = DecoderConfig {
+            group_timeout: Duration::ZERO,
+            ..DecoderConfig::default()
+        };
+        assert_eq!(zero.validate(), Err(ConfigError::GroupTimeout));
+        let dec = Decoder::new(small);
+        assert_eq!(dec.window, MIN_REORDER_WINDOW);
+        let s = format!(
+            "{:?}",
+            DecoderConfig {
+                key: Some([9; 32]),
+                ..DecoderConfig::default()
+            }
+        );
+        assert!(s.contains("redacted"));
+    }
+}

@@ -570,3 +570,222 @@ impl Encoder {
         self.queue.push_back(buf);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frames;
+    use crate::message::SampleBatch;
+    use crate::model::{Quality, Sample, Value};
+
+    fn msg(body_bytes: usize) -> Message {
+        Message::Live(SampleBatch {
+            catalogue: 0,
+            samples: vec![Sample {
+                tag: 0,
+                value: Value::ByteString(vec![0xEE; body_bytes]),
+                quality: Quality::GOOD,
+                time: 0,
+            }],
+        })
+    }
+
+    fn drain(enc: &mut Encoder) -> Vec<(Header, Vec<u8>)> {
+        let mut buf = vec![0u8; enc.max_datagram()];
+        let mut out = Vec::new();
+        while let Some(n) = enc.poll_transmit(&mut buf) {
+            let h = wire::check(&buf[..n]).expect("valid datagram");
+            let payload = buf[HEADER_LEN..HEADER_LEN + usize::from(h.payload_len)].to_vec();
+            out.push((h, payload));
+        }
+        out
+    }
+
+    fn frames(payload: &[u8]) -> Vec<(Fragment, u64, usize)> {
+        Frames::new(&payload[DATA_PREFIX_LEN..])
+            .map(|f| {
+                let (h, body) = f.expect("frame");
+                (h.fragment, h.seq, body.len())
+            })
+            .collect()
+    }
+
+    fn shape(k: u16, m: u16, d: u16) -> EncoderConfig {
+        EncoderConfig {
+            max_datagram: 300,
+            data_shards: k,
+            repair_shards: m,
+            interleave: d,
+            ..EncoderConfig::default()
+        }
+    }
+
+    #[test]
+    fn small_messages_share_a_datagram_and_whole_ones_are_not_split() {
+        let now = Instant::now();
+        let mut enc = Encoder::new(shape(4, 0, 1), 1).unwrap();
+        // frame_cap = (300 - 42) - 10 = 248 bytes of frames.
+        assert_eq!(enc.layout.frame_cap, 248);
+        enc.push(&msg(50), now).unwrap();
+        enc.push(&msg(50), now).unwrap();
+        // Fits in an empty payload but not in what is left: a new datagram, not a fragment.
+        enc.push(&msg(200), now).unwrap();
+        enc.flush(now);
+        let d = drain(&mut enc);
+        assert_eq!(d.len(), 2);
+        let f0 = frames(&d[0].1);
+        assert_eq!(f0.len(), 2);
+        assert!(f0.iter().all(|f| f.0 == Fragment::Whole));
+        assert_eq!(frames(&d[1].1)[0].0, Fragment::Whole);
+    }
+
+    #[test]
+    fn large_messages_fragment_across_consecutive_data_datagrams() {
+        let now = Instant::now();
+        let mut enc = Encoder::new(shape(8, 0, 1), 1).unwrap();
+        enc.push(&msg(100), now).unwrap();
+        enc.push(&msg(1_000), now).unwrap();
+        enc.push(&msg(10), now).unwrap();
+        enc.flush(now);
+        let d = drain(&mut enc);
+        let all: Vec<Vec<(Fragment, u64, usize)>> = d.iter().map(|(_, p)| frames(p)).collect();
+        // The first fragment starts after the small message; middles fill whole payloads;
+        // the last shares its payload with the next message.
+        assert_eq!(all[0][0], (Fragment::Whole, 0, all[0][0].2));
+        assert_eq!((all[0][1].0, all[0][1].1), (Fragment::First, 1));
+        for mid in &all[1..all.len() - 1] {
+            assert_eq!(mid.len(), 1);
+            assert_eq!((mid[0].0, mid[0].1), (Fragment::Middle, 1));
+        }
+        let last = all.last().unwrap();
+        assert_eq!((last[0].0, last[0].1), (Fragment::Last, 1));
+        assert_eq!((last[1].0, last[1].1), (Fragment::Whole, 2));
+        let body: usize = all.iter().flatten().filter(|f| f.1 == 1).map(|f| f.2).sum();
+        assert_eq!(body, codec::encode(&msg(1_000)).unwrap().len());
+        assert_eq!(enc.stats().fragmented_messages, 1);
+        // data_seq is contiguous.
+        for (i, (_, p)) in d.iter().enumerate() {
+            assert_eq!(wire::be_u64(p, 0), Some(i as u64));
+        }
+    }
+
+    #[test]
+    fn fragment_starts_a_new_payload_when_little_room_is_left() {
+        let now = Instant::now();
+        let mut enc = Encoder::new(shape(8, 0, 1), 1).unwrap();
+        // Leave less than header + MIN_FIRST_FRAGMENT bytes of room.
+        let filler = msg(200);
+        enc.push(&filler, now).unwrap();
+        let room = enc.room();
+        assert!(
+            room < frame::header_len(1) + MIN_FIRST_FRAGMENT,
+            "room {room}"
+        );
+        enc.push(&msg(1_000), now).unwrap();
+        enc.flush(now);
+        let d = drain(&mut enc);
+        assert_eq!(frames(&d[0].1).len(), 1);
+        assert_eq!(frames(&d[1].1)[0].0, Fragment::First);
+    }
+
+    #[test]
+    fn full_block_interleaves_data_and_repair_round_robin() {
+        let now = Instant::now();
+        let (k, m, d) = (2u16, 2u16, 3u16);
+        let mut enc = Encoder::new(shape(k, m, d), 9).unwrap();
+        // Each message fills most of a payload, so the seventh closes the sixth data datagram,
+        // which fills the block: the repairs follow without a flush.
+        for _ in 0..7 {
+            enc.push(&msg(200), now).unwrap();
+        }
+        let out = drain(&mut enc);
+        let got: Vec<(bool, u64, u16, u16, u16)> = out
+            .iter()
+            .map(|(h, _)| (h.is_repair(), h.group, h.index, h.k, h.m))
+            .collect();
+        let mut want = Vec::new();
+        for i in 0..2u16 {
+            for g in 0..3 {
+                want.push((false, g, i, k, m));
+            }
+        }
+        for r in 0..2u16 {
+            for g in 0..3 {
+                want.push((true, g, k + r, k, m));
+            }
+        }
+        assert_eq!(got, want);
+        for (i, (h, _)) in out.iter().enumerate() {
+            assert_eq!(h.seq, i as u64);
+            assert_eq!(h.session, 9);
+        }
+        assert_eq!(
+            enc.poll_timeout(),
+            Some(now + DEFAULT_FLUSH),
+            "the seventh waits"
+        );
+    }
+
+    #[test]
+    fn short_block_gets_proportional_repair() {
+        let now = Instant::now();
+        let mut enc = Encoder::new(shape(4, 4, 3), 9).unwrap();
+        for _ in 0..5 {
+            enc.push(&msg(200), now).unwrap();
+        }
+        enc.flush(now);
+        let out = drain(&mut enc);
+        let repairs: Vec<(u64, u16, u16, u16)> = out
+            .iter()
+            .filter(|(h, _)| h.is_repair())
+            .map(|(h, _)| (h.group, h.index, h.k, h.m))
+            .collect();
+        // Groups 0 and 1 hold 2 shards (m' = 2), group 2 holds 1 (m' = 1).
+        assert_eq!(
+            repairs,
+            vec![
+                (0, 2, 2, 2),
+                (1, 2, 2, 2),
+                (2, 1, 1, 1),
+                (0, 3, 2, 2),
+                (1, 3, 2, 2)
+            ]
+        );
+        // Repair payloads are the group's shard size: even, at least every data shard.
+        for (h, p) in out.iter().filter(|(h, _)| h.is_repair()) {
+            assert_eq!(p.len() % 2, 0);
+            let longest = out
+                .iter()
+                .filter(|(d, _)| !d.is_repair() && d.group == h.group)
+                .map(|(d, _)| usize::from(d.payload_len))
+                .max()
+                .unwrap();
+            assert_eq!(p.len(), fec::shard_size(longest));
+        }
+    }
+
+    #[test]
+    fn no_repair_without_fec_and_buffers_are_reused() {
+        let now = Instant::now();
+        let mut enc = Encoder::new(shape(4, 0, 2), 1).unwrap();
+        for _ in 0..100 {
+            enc.push(&msg(200), now).unwrap();
+            drain(&mut enc);
+        }
+        enc.flush(now);
+        let out = drain(&mut enc);
+        assert!(out.iter().all(|(h, _)| !h.is_repair()));
+        assert_eq!(enc.stats().repair_datagrams, 0);
+        assert!(enc.pool.len() <= 2, "datagram buffers are recycled");
+    }
+
+    #[test]
+    fn key_is_not_printed() {
+        let cfg = EncoderConfig {
+            key: Some([0xAB; 32]),
+            ..EncoderConfig::default()
+        };
+        let s = format!("{cfg:?}");
+        assert!(s.contains("redacted") && !s.contains("171"), "{s}");
+    }
+}
