@@ -17,10 +17,12 @@ use crate::wire::{DATA_PREFIX_LEN, Header, be_u16, be_u64};
 
 /// Total bytes of shards and held data datagrams one session keeps at most.
 pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
-/// Spare buffers kept for reuse.
-const POOL_MAX: usize = 4096;
-/// Buffers larger than this are not kept for reuse.
-const POOL_BUF_MAX: usize = 1 << 16;
+/// Spare buffers kept for reuse; with [`POOL_BUF_MAX`] this bounds the pool to 16 MiB.
+const POOL_MAX: usize = 1024;
+/// Buffers larger than this (jumbo datagrams) are not kept for reuse.
+const POOL_BUF_MAX: usize = 16 << 10;
+/// Spare group records (with their shard lists' allocations) kept for reuse.
+const SPARE_GROUPS: usize = 64;
 
 /// What the decoder reports to its caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +57,7 @@ pub(crate) struct Out {
 #[derive(Default)]
 pub(crate) struct Pool {
     free: Vec<Vec<u8>>,
+    groups: Vec<Group>,
 }
 
 impl Pool {
@@ -69,6 +72,21 @@ impl Pool {
             self.free.push(b);
         }
     }
+
+    fn group(&mut self) -> Group {
+        self.groups.pop().unwrap_or_default()
+    }
+
+    /// Takes back a group record whose shard buffers have been returned already.
+    fn put_group(&mut self, mut g: Group) {
+        if self.groups.len() < SPARE_GROUPS {
+            g.nominal = None;
+            g.shape = None;
+            g.data.clear();
+            g.repair.clear();
+            self.groups.push(g);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +96,7 @@ struct Shape {
     shard_bytes: usize,
 }
 
+#[derive(Default)]
 struct Group {
     /// `(k, m)` from data shard headers: the configured shape, an upper bound.
     nominal: Option<(u16, u16)>,
@@ -282,15 +301,7 @@ impl Session {
             }
             self.abandon_group(old, out);
         }
-        self.groups.insert(
-            id,
-            Group {
-                nominal: None,
-                shape: None,
-                data: Vec::new(),
-                repair: Vec::new(),
-            },
-        );
+        self.groups.insert(id, out.pool.group());
         self.group_order.push_back((now, id));
         true
     }
@@ -364,11 +375,12 @@ impl Session {
     /// Marks group `id` finished and frees its buffers.
     fn finish_group(&mut self, id: u64, out: &mut Out) {
         self.done.set(id);
-        if let Some(g) = self.groups.remove(&id) {
-            for (_, b) in g.data.into_iter().chain(g.repair) {
+        if let Some(mut g) = self.groups.remove(&id) {
+            for (_, b) in g.data.drain(..).chain(g.repair.drain(..)) {
                 self.buffered -= b.len();
                 out.pool.put(b);
             }
+            out.pool.put_group(g);
         }
     }
 
