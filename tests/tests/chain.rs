@@ -111,23 +111,7 @@ async fn impaired_link_converges_and_counts_every_rejection_exactly() {
         })
         .await;
     }
-    c.stop_tx();
-    let tap = c.wiretap.as_ref().unwrap();
-    let started = Instant::now();
-    let (taps, stats) = loop {
-        let before = (tap.counts(), c.rx().stats());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let after = (tap.counts(), c.rx().stats());
-        if before == after && after.0.delivered == after.1.datagrams_received {
-            break after;
-        }
-        assert!(
-            started.elapsed() < CONVERGE,
-            "traffic did not settle: wiretap {:?}, decoder received {}",
-            after.0,
-            after.1.datagrams_received
-        );
-    };
+    let (taps, stats) = c.settle().await;
     let r = &c.relay.counters;
     let (received, forwarded, dropped, duplicated, reordered, corrupted) = (
         get(&r.received),
@@ -213,6 +197,14 @@ async fn impaired_link_converges_and_counts_every_rejection_exactly() {
         "a corrupted datagram got past the CRC: {stats:?}"
     );
     assert!(stats.datagrams_repaired > 0, "FEC repaired nothing");
+    // Loss accounting, exact: every data datagram sent either arrived intact, or was repaired,
+    // or was counted lost; one that was repaired or given up and then arrived anyway is
+    // counted late.
+    assert_eq!(
+        taps.sent_data - taps.delivered_data,
+        stats.datagrams_repaired + stats.data_datagrams_lost - stats.late,
+        "data datagrams that never arrived intact, against repaired + lost - late: {stats:?}"
+    );
     assert_eq!(stats.session_changes, 0);
     assert_eq!(c.plc.writes(), 0, "the gateway wrote to the PLC");
 }
@@ -321,6 +313,60 @@ async fn receiver_restart_on_the_same_port_learns_everything_again() {
     c.wait_mirror_matches("values changed after the restart")
         .await;
     assert_eq!(c.plc.writes(), 0);
+}
+
+/// A receiver that starts (or restarts) once a session is further along than its reorder
+/// window starts from what it receives, without counting what was sent before as lost: another
+/// path of the decoder than a restart early in a session (which counts from the session's
+/// first datagram, see the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_restart_late_in_a_session_counts_no_loss() {
+    const WINDOW: u64 = 64;
+    let mut c = Chain::start(Setup {
+        // A small FEC block, so a window of 64 datagrams still covers it.
+        tx_link_extra: "\n[link.fec]\ndata_shards = 8\nrepair_shards = 2\ninterleave = 2\n",
+        ..Setup::default()
+    })
+    .await;
+    c.plc.run_process(PROCESS_PERIOD);
+    {
+        // Repair shards never outnumber data shards, so half of these are data datagrams:
+        // the session is past the new receiver's window when it starts.
+        let relay = &c.relay;
+        eventually(
+            "a session longer than the window",
+            CONVERGE,
+            async || match get(&relay.counters.received) {
+                n if n >= 4 * WINDOW => Ok(()),
+                n => Err(format!("{n} datagrams")),
+            },
+        )
+        .await;
+    }
+    let toml = common::rx_toml_with(c.rx_port, None, &format!("reorder_window = {WINDOW}\n"));
+    c.restart_rx(&toml).await;
+    {
+        let rx = c.rx();
+        eventually("live values after the restart", CONVERGE, async || match rx
+            .stats()
+            .delivered(Stream::Live)
+        {
+            n if n >= 20 => Ok(()),
+            n => Err(format!("{n} live messages")),
+        })
+        .await;
+    }
+    c.plc.stop_process();
+    c.wait_mirror_matches("values after a late restart").await;
+    c.wait_quality("every tag Good after a late restart", Quality::GOOD)
+        .await;
+    let s = c.rx().stats();
+    assert_eq!(
+        (s.data_datagrams_lost, s.messages_lost),
+        (0, [0; 4]),
+        "loss counted for what was sent before the receiver started: {s:?}"
+    );
+    assert_eq!(s.session_changes, 0);
 }
 
 /// Datagrams a second transmitter sends to a socket of ours: real ones, to damage.
@@ -757,6 +803,7 @@ async fn wrong_or_missing_key_lets_nothing_in() {
 async fn loss_beyond_fec_is_counted_and_healed_by_the_snapshot() {
     let mut c = Chain::start(Setup {
         seed: 9,
+        wiretap: true,
         ..Setup::default()
     })
     .await;
@@ -810,6 +857,12 @@ async fn loss_beyond_fec_is_counted_and_healed_by_the_snapshot() {
         s.datagrams_repaired,
         s.messages_lost
     );
-    assert_eq!((s.decode_errors, s.frame_errors), (0, 0));
+    assert_eq!((s.decode_errors, s.frame_errors, s.fec_failures), (0, 0, 0));
+    let (taps, s) = c.settle().await;
+    assert_eq!(
+        taps.sent_data - taps.delivered_data,
+        s.datagrams_repaired + s.data_datagrams_lost - s.late,
+        "data datagrams that never arrived, against repaired + lost - late: {taps:?} {s:?}"
+    );
     assert_eq!(c.plc.writes(), 0);
 }

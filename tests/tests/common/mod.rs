@@ -14,6 +14,7 @@ use config::rx::RxConfig;
 use config::tx::TxConfig;
 use gateway_rx::Receiver;
 use gateway_tx::Transmitter;
+use protocol::decoder::DecoderStats;
 use protocol::model::{ModbusTable, Quality, TagIndex};
 use tests::plc_sim::{DEMO_TAGS, DemoTag, PlcHandle, PlcSim, demo_device_toml};
 use tests::relay::{Impairments, Relay};
@@ -50,8 +51,14 @@ pub fn init_tracing() {
 }
 
 pub fn rx_toml(port: u16, key_file: Option<&Path>) -> String {
+    rx_toml_with(port, key_file, "")
+}
+
+/// `link_extra`: more lines for the `[link]` table.
+pub fn rx_toml_with(port: u16, key_file: Option<&Path>, link_extra: &str) -> String {
     let mut s = format!(
-        "[link]\nbind = \"127.0.0.1:{port}\"\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n"
+        "[link]\nbind = \"127.0.0.1:{port}\"\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\
+         {link_extra}"
     );
     if let Some(k) = key_file {
         s.push_str(&format!("key_file = {}\n", toml_string(k)));
@@ -66,6 +73,17 @@ pub fn tx_toml(
     key_file: Option<&Path>,
     poll_ms: u64,
 ) -> String {
+    tx_toml_with(destination, plc, key_file, poll_ms, "")
+}
+
+/// `link_extra`: more lines for the `[link]` table, or tables below it such as `[link.fec]`.
+pub fn tx_toml_with(
+    destination: SocketAddr,
+    plc: SocketAddr,
+    key_file: Option<&Path>,
+    poll_ms: u64,
+    link_extra: &str,
+) -> String {
     let mut s = format!(
         "[link]\ndestination = \"{destination}\"\nheartbeat_ms = {HEARTBEAT_MS}\n\
          catalogue_interval_s = 1\nsnapshot_period_s = 1\n"
@@ -73,6 +91,7 @@ pub fn tx_toml(
     if let Some(k) = key_file {
         s.push_str(&format!("key_file = {}\n", toml_string(k)));
     }
+    s.push_str(link_extra);
     s.push('\n');
     s.push_str(&demo_device_toml(DEVICE, plc, poll_ms, PLC_TIMEOUT_MS));
     s
@@ -132,6 +151,8 @@ pub struct Setup {
     pub wiretap: bool,
     /// The PLC's poll interval; [`POLL_MS`] when `None`.
     pub poll_ms: Option<u64>,
+    /// Appended to the TX config's `[link]` table (may open `[link.fec]`).
+    pub tx_link_extra: &'static str,
 }
 
 /// The whole chain on loopback. Fields drop in declaration order: the transmitter first, so
@@ -176,11 +197,12 @@ impl Chain {
             }
             None => relay.listen,
         };
-        let tx_toml = tx_toml(
+        let tx_toml = tx_toml_with(
             destination,
             plc.local_addr(),
             setup.tx_key.as_deref(),
             setup.poll_ms.unwrap_or(POLL_MS),
+            setup.tx_link_extra,
         );
         let tx = Transmitter::start(parse_tx(&tx_toml))
             .await
@@ -230,6 +252,29 @@ impl Chain {
                 "the transmitter still sends after it was dropped"
             );
             last = now;
+        }
+    }
+
+    /// Stops the transmitter and waits until the wiretap and the decoder's counters no longer
+    /// move and the decoder has seen every datagram the wiretap delivered. Returns both.
+    pub async fn settle(&mut self) -> (TapCounts, DecoderStats) {
+        self.stop_tx();
+        let tap = self.wiretap.as_ref().expect("a chain with a wiretap");
+        let started = Instant::now();
+        loop {
+            let before = (tap.counts(), self.rx().stats());
+            // Longer than the decoder's group timeout, so gaps still open are given up.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let after = (tap.counts(), self.rx().stats());
+            if before == after && after.0.delivered == after.1.datagrams_received {
+                return after;
+            }
+            assert!(
+                started.elapsed() < CONVERGE,
+                "traffic did not settle: wiretap {:?}, decoder received {}",
+                after.0,
+                after.1.datagrams_received
+            );
         }
     }
 
@@ -452,6 +497,8 @@ pub async fn mirror_diff(mirror: &mut Mirror, plc: &PlcHandle) -> Result<(), Str
 pub struct TapCounts {
     /// Datagrams the transmitter sent (into the relay).
     pub sent: u64,
+    /// Of those, data datagrams (not FEC repair shards).
+    pub sent_data: u64,
     /// Datagrams delivered to the receiver (out of the relay).
     pub delivered: u64,
     /// Altered datagrams whose first four bytes are no longer the magic.
@@ -460,6 +507,8 @@ pub struct TapCounts {
     pub altered_other: u64,
     /// Unaltered datagrams delivered again after a first delivery.
     pub repeats: u64,
+    /// Distinct data datagrams delivered unaltered at least once.
+    pub delivered_data: u64,
 }
 
 #[derive(Default)]
@@ -509,6 +558,9 @@ impl Wiretap {
                 {
                     let mut s = state.lock().unwrap();
                     s.counts.sent += 1;
+                    if !is_repair(&buf[..n]) {
+                        s.counts.sent_data += 1;
+                    }
                     s.originals.insert(digest(&buf[..n]));
                 }
                 let _ = a.send_to(&buf[..n], relay).await;
@@ -534,6 +586,8 @@ impl Wiretap {
                         }
                     } else if !s.delivered.insert(h) {
                         s.counts.repeats += 1;
+                    } else if !is_repair(d) {
+                        s.counts.delivered_data += 1;
                     }
                 }
                 let _ = b.send_to(d, rx).await;
@@ -552,6 +606,11 @@ impl Drop for Wiretap {
             t.abort();
         }
     }
+}
+
+/// Whether an intact datagram is an FEC repair shard (the header's flags; see WIRE.md).
+fn is_repair(datagram: &[u8]) -> bool {
+    protocol::wire::Header::parse(datagram).is_some_and(|h| h.is_repair())
 }
 
 fn digest(bytes: &[u8]) -> u64 {
