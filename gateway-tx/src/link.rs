@@ -6,7 +6,7 @@
 //! The socket is never read: it is connected to the receiver only so that `send` needs no
 //! address, its receive side is shut down, and its receive buffer is the kernel's minimum.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,6 +15,7 @@ use protocol::catalogue::Catalogue;
 use protocol::encoder::{Encoder, EncoderConfig};
 use protocol::message::{Heartbeat, Message, SampleBatch, SourceHealth, TxCounters};
 use protocol::model::{Sample, Value};
+use protocol::stats::EncoderStats;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
@@ -26,6 +27,10 @@ use crate::tags::TagTable;
 const SNAPSHOT_TICK: Duration = Duration::from_millis(100);
 
 pub type HealthFn = Arc<dyn Fn() -> Vec<SourceHealth> + Send + Sync>;
+
+/// Encoder counters as last published by [`LinkSender::run`] (after each pass), for status and
+/// benchmarks.
+pub type SharedEncoderStats = Arc<Mutex<EncoderStats>>;
 
 pub struct LinkSender {
     socket: UdpSocket,
@@ -46,6 +51,7 @@ pub struct LinkSender {
     next_catalogue: Instant,
     next_snapshot: Instant,
     snapshot_cursor: usize,
+    shared_stats: SharedEncoderStats,
 }
 
 impl LinkSender {
@@ -99,12 +105,18 @@ impl LinkSender {
             next_catalogue: now,
             next_snapshot: now + SNAPSHOT_TICK,
             snapshot_cursor: 0,
+            shared_stats: SharedEncoderStats::default(),
             link,
         })
     }
 
     pub fn session(&self) -> u64 {
         self.session
+    }
+
+    /// A handle on the encoder counters that stays valid while [`LinkSender::run`] runs.
+    pub fn encoder_stats(&self) -> SharedEncoderStats {
+        self.shared_stats.clone()
     }
 
     /// Runs until the task is aborted; returns only on a socket error that cannot be retried.
@@ -128,6 +140,9 @@ impl LinkSender {
                 self.encoder.handle_timeout(now);
             }
             self.transmit().await?;
+            if let Ok(mut shared) = self.shared_stats.lock() {
+                shared.clone_from(self.encoder.stats());
+            }
 
             let mut wake = self
                 .next_heartbeat

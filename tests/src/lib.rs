@@ -1,4 +1,6 @@
-//! Shared pieces of the end-to-end tests and the demo: the simulated PLC and the impairment relay.
+//! Shared pieces of the end-to-end tests and the demo: the simulated PLC, the impairment relay
+//! and the UDP blast that benchmarks measure against.
+pub mod blast;
 pub mod plc_sim;
 pub mod relay;
 

@@ -1,0 +1,143 @@
+//! A plain UDP blast over loopback: the baseline that benchmarks report their figures against
+//! (DESIGN.md: ratios measured in the same run against a plain UDP blast on the same machine).
+//!
+//! One sender thread does one `send` per datagram as fast as it can; one receiver thread does
+//! one `recv` per datagram. Nothing else: no framing, no checksums, no async runtime. What the
+//! receiver cannot keep up with the kernel drops, and that is reported as loss.
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the blast measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlastResult {
+    pub payload: usize,
+    pub sent: u64,
+    pub send_errors: u64,
+    pub received: u64,
+    /// Payload bytes received.
+    pub received_bytes: u64,
+    /// From the first datagram received to the last.
+    pub receive_time: Duration,
+    /// How long the sender sent.
+    pub send_time: Duration,
+}
+
+impl BlastResult {
+    pub fn sent_per_sec(&self) -> f64 {
+        self.sent as f64 / self.send_time.as_secs_f64().max(1e-9)
+    }
+
+    /// Datagrams received per second.
+    pub fn datagrams_per_sec(&self) -> f64 {
+        self.received as f64 / self.receive_time.as_secs_f64().max(1e-9)
+    }
+
+    /// Payload gigabits received per second.
+    pub fn gbit_per_sec(&self) -> f64 {
+        self.received_bytes as f64 * 8.0 / self.receive_time.as_secs_f64().max(1e-9) / 1e9
+    }
+
+    /// Share of sent datagrams that never arrived, 0.0..=1.0.
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            1.0 - self.received as f64 / self.sent as f64
+        }
+    }
+}
+
+/// Blasts `payload`-byte datagrams over 127.0.0.1 for `duration`. `recv_buffer` is the receive
+/// buffer asked of the kernel (gateway-rx asks for its `recv_buffer_bytes`, 8 MiB by default;
+/// the kernel caps it at `net.core.rmem_max`).
+pub fn blast(
+    payload: usize,
+    duration: Duration,
+    recv_buffer: usize,
+) -> std::io::Result<BlastResult> {
+    let rx = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = rx.set_recv_buffer_size(recv_buffer);
+    rx.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    let rx: UdpSocket = rx.into();
+    rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let target = rx.local_addr()?;
+
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    tx.connect(target)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("blast-rx".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut received = 0u64;
+                let mut bytes = 0u64;
+                let mut first: Option<Instant> = None;
+                let mut last = Instant::now();
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) => {
+                            let now = Instant::now();
+                            first.get_or_insert(now);
+                            last = now;
+                            received += 1;
+                            bytes += n as u64;
+                        }
+                        // Timed out: done once the sender has stopped and the queue is empty.
+                        Err(_) if stop.load(Ordering::Relaxed) => break,
+                        Err(_) => {}
+                    }
+                }
+                let span = first.map_or(Duration::ZERO, |f| last.duration_since(f));
+                (received, bytes, span)
+            })?
+    };
+
+    let sender = std::thread::Builder::new()
+        .name("blast-tx".into())
+        .spawn(move || {
+            let buf: Vec<u8> = (0..payload).map(|i| i as u8).collect();
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut errors = 0u64;
+            loop {
+                // Check the clock every 256 datagrams, not on each.
+                for _ in 0..256 {
+                    match tx.send(&buf) {
+                        Ok(_) => sent += 1,
+                        Err(_) => errors += 1,
+                    }
+                }
+                let elapsed = start.elapsed();
+                if elapsed >= duration {
+                    return (sent, errors, elapsed);
+                }
+            }
+        })?;
+
+    let (sent, send_errors, send_time) = sender
+        .join()
+        .map_err(|_| std::io::Error::other("blast sender panicked"))?;
+    stop.store(true, Ordering::Relaxed);
+    let (received, received_bytes, receive_time) = receiver
+        .join()
+        .map_err(|_| std::io::Error::other("blast receiver panicked"))?;
+    Ok(BlastResult {
+        payload,
+        sent,
+        send_errors,
+        received,
+        received_bytes,
+        receive_time,
+        send_time,
+    })
+}
