@@ -315,6 +315,33 @@ async fn receiver_restart_on_the_same_port_learns_everything_again() {
     assert_eq!(c.plc.writes(), 0);
 }
 
+/// On loopback (and on a NIC with a link partner, unlike a real diode) a datagram sent to a
+/// closed port brings an ICMP error back, which the kernel reports on the transmitter's next
+/// send: the transmitter must carry on through a receiver restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transmitter_sending_straight_at_a_restarting_receiver_carries_on() {
+    let mut c = Chain::start(Setup {
+        direct: true,
+        ..Setup::default()
+    })
+    .await;
+    c.wait_mirror_matches("first values").await;
+    let session = c.tx().session;
+    c.rx = None;
+    // Long enough for several sends to hit the closed port.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let toml = c.rx_toml.clone();
+    c.restart_rx(&toml).await;
+    change_values(&c, 21);
+    c.wait_mirror_matches("values after the receiver came back")
+        .await;
+    assert_eq!(
+        c.rx().state.link_state(),
+        gateway_rx::state::LinkState::Up { session }
+    );
+    assert_eq!(get(&c.relay.counters.received), 0, "the relay was used");
+}
+
 /// A receiver that starts (or restarts) once a session is further along than its reorder
 /// window starts from what it receives, without counting what was sent before as lost: another
 /// path of the decoder than a restart early in a session (which counts from the session's
@@ -325,10 +352,12 @@ async fn receiver_restart_late_in_a_session_counts_no_loss() {
     let mut c = Chain::start(Setup {
         // A small FEC block, so a window of 64 datagrams still covers it.
         tx_link_extra: "\n[link.fec]\ndata_shards = 8\nrepair_shards = 2\ninterleave = 2\n",
+        // More traffic, so the session outgrows the window sooner.
+        poll_ms: Some(20),
         ..Setup::default()
     })
     .await;
-    c.plc.run_process(PROCESS_PERIOD);
+    c.plc.run_process(Duration::from_millis(20));
     {
         // Repair shards never outnumber data shards, so half of these are data datagrams:
         // the session is past the new receiver's window when it starts.
@@ -417,7 +446,11 @@ async fn garbage_is_counted_by_kind_and_values_keep_flowing() {
 
     let mut random = Vec::new();
     while random.len() < N {
-        let n = rng.below(wire::MIN_ENVELOPE_LEN..1473);
+        // The first two as large as a UDP datagram can be.
+        let n = match random.len() {
+            0 | 1 => wire::MAX_UDP_PAYLOAD,
+            _ => rng.below(wire::MIN_ENVELOPE_LEN..1473),
+        };
         let d = rng.bytes(n);
         if d[..4] != MAGIC {
             random.push(d);
@@ -633,6 +666,31 @@ async fn mirror_refuses_every_write_and_nothing_changes() {
     assert_eq!(c.plc.writes(), 0, "a write reached the PLC");
 }
 
+/// Waits until the transmitter's heartbeat, as the receiver last got it, reports the PLC
+/// connected or not (with the reason when not).
+async fn wait_source_health(c: &Chain, connected: bool) {
+    let rx = c.rx();
+    eventually(
+        &format!("heartbeat reports {DEVICE} connected = {connected}"),
+        CONVERGE,
+        async || {
+            let Some((_, heartbeat)) = rx.state.last_heartbeat() else {
+                return Err("no heartbeat".into());
+            };
+            match heartbeat.sources.as_slice() {
+                [s] if s.name == DEVICE
+                    && s.connected == connected
+                    && s.last_error.is_empty() == connected =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("sources {other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugged_plc_reads_as_device_failure_and_recovers() {
     let mut c = Chain::start(Setup::default()).await;
@@ -669,6 +727,7 @@ async fn unplugged_plc_reads_as_device_failure_and_recovers() {
         .await
     };
     eprintln!("unplugged PLC: exception 04 after {took:?}");
+    wait_source_health(&c, false).await;
 
     // New values while unplugged, so what comes back is read afresh.
     change_values(&c, 12);
@@ -676,6 +735,7 @@ async fn unplugged_plc_reads_as_device_failure_and_recovers() {
     c.wait_mirror_matches("values after the PLC is back").await;
     c.wait_quality("every tag Good after the PLC is back", Quality::GOOD)
         .await;
+    wait_source_health(&c, true).await;
     assert_eq!(c.plc.writes(), 0);
 }
 

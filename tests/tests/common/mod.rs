@@ -153,6 +153,8 @@ pub struct Setup {
     pub poll_ms: Option<u64>,
     /// Appended to the TX config's `[link]` table (may open `[link.fec]`).
     pub tx_link_extra: &'static str,
+    /// The transmitter sends straight to the receiver; the relay is left idle.
+    pub direct: bool,
 }
 
 /// The whole chain on loopback. Fields drop in declaration order: the transmitter first, so
@@ -195,6 +197,7 @@ impl Chain {
                 w.run(relay.listen, rx.link_addr);
                 w.before
             }
+            None if setup.direct => rx.link_addr,
             None => relay.listen,
         };
         let tx_toml = tx_toml_with(
