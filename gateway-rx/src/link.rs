@@ -236,6 +236,18 @@ fn receive_only_socket(link: &RxLink) -> anyhow::Result<UdpSocket> {
     if let Err(e) = socket.set_recv_buffer_size(link.recv_buffer_bytes) {
         warn!(error = %e, bytes = link.recv_buffer_bytes, "could not set the link receive buffer");
     }
+    // The kernel silently caps the buffer at net.core.rmem_max (and reports twice what it
+    // grants, for its own bookkeeping). A short buffer overflows on bursts such as a large
+    // catalogue, losing runs of datagrams longer than FEC repairs: say so at start.
+    if let Ok(granted) = socket.recv_buffer_size()
+        && granted / 2 < link.recv_buffer_bytes
+    {
+        warn!(
+            requested = link.recv_buffer_bytes,
+            granted = granted / 2,
+            "link receive buffer smaller than configured; raise net.core.rmem_max (deploy/sysctl/90-gateway.conf)"
+        );
+    }
     socket
         .bind(&link.bind.into())
         .with_context(|| format!("binding the link socket to {}", link.bind))?;

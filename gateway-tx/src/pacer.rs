@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// IPv4 + UDP header bytes that every datagram costs on the wire besides its payload.
 pub const IP_UDP_OVERHEAD: usize = 28;
 
+/// The burst always covers at least this much time at the configured rate (see [`Pacer::new`]).
+pub const MIN_BURST_TIME: Duration = Duration::from_millis(2);
+
 #[derive(Debug)]
 pub struct Pacer {
     bytes_per_sec: f64,
@@ -19,9 +22,13 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// `burst_bytes` is the most that may leave back to back after an idle period.
+    /// `burst_bytes` is the most that may leave back to back after an idle period. It is
+    /// raised to what the rate earns in [`MIN_BURST_TIME`]: the runtime's timers wake a
+    /// sleeping sender about once a millisecond, so a smaller burst would cap the rate at
+    /// burst per wake-up (measured: 0.3 of a configured 1 Gb/s with a 16-datagram burst).
     pub fn new(rate_bps: u64, burst_bytes: usize, now: Instant) -> Pacer {
-        let burst = burst_bytes as f64;
+        let per_wakeup = rate_bps as f64 / 8.0 * MIN_BURST_TIME.as_secs_f64();
+        let burst = (burst_bytes as f64).max(per_wakeup);
         // Starts empty: a restart must not open with a burst either.
         Pacer {
             bytes_per_sec: rate_bps as f64 / 8.0,
@@ -79,6 +86,27 @@ mod tests {
                 "rate {rate}: achieved {achieved} ({ratio})"
             );
         }
+    }
+
+    /// A sender woken only every millisecond (as tokio's timer does) still reaches the rate.
+    #[test]
+    fn holds_high_rates_with_millisecond_wakeups() {
+        let start = Instant::now();
+        let mut now = start;
+        let rate = 10_000_000_000u64;
+        let mut pacer = Pacer::new(rate, 16 * 1500, start);
+        let mut bytes = 0u64;
+        while now < start + Duration::from_secs(1) {
+            match pacer.try_send(1472, now) {
+                Ok(()) => bytes += 1500,
+                Err(wait) => now += wait.max(Duration::from_millis(1)),
+            }
+        }
+        let ratio = bytes as f64 * 8.0 / rate as f64;
+        assert!(
+            (0.99..=1.01).contains(&ratio),
+            "achieved {ratio} of the rate"
+        );
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Enc
     Ok(())
 }
 
+/// The exact length of `value`'s encoding, computed without writing it.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, EncodeError> {
+    Ok(postcard::experimental::serialized_size(value)?)
+}
+
 /// Decodes a whole body; trailing bytes are an error, since a frame holds exactly one body.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, rest) = postcard::take_from_bytes(bytes)?;
