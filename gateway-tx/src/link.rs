@@ -50,6 +50,10 @@ pub struct LinkSender {
     send_errors: u64,
     next_heartbeat: Instant,
     next_catalogue: Instant,
+    /// Gap before the next catalogue: 1 s after start, doubling up to the configured interval,
+    /// so a receiver that missed the first one (or started just after) is not left without a
+    /// catalogue, and so without values, for a whole interval.
+    catalogue_gap: Duration,
     next_snapshot: Instant,
     snapshot_cursor: usize,
     shared_stats: SharedEncoderStats,
@@ -104,6 +108,7 @@ impl LinkSender {
             send_errors: 0,
             next_heartbeat: now,
             next_catalogue: now,
+            catalogue_gap: Duration::from_secs(1).min(link.catalogue_interval),
             next_snapshot: now + SNAPSHOT_TICK,
             snapshot_cursor: 0,
             shared_stats: SharedEncoderStats::default(),
@@ -126,7 +131,8 @@ impl LinkSender {
             let now = Instant::now();
             if now >= self.next_catalogue {
                 self.send_catalogue(now)?;
-                self.next_catalogue = now + self.link.catalogue_interval;
+                self.next_catalogue = now + self.catalogue_gap;
+                self.catalogue_gap = (self.catalogue_gap * 2).min(self.link.catalogue_interval);
             }
             if now >= self.next_heartbeat {
                 self.send_heartbeat(now)?;
