@@ -58,11 +58,32 @@ const BULK_BASE: u16 = 1000;
 const PLC_PERIOD_MS: u64 = 50;
 const POLL_MS: u64 = 50;
 
-/// The link's FEC shape in every scenario: the shipped defaults.
-const DATA_SHARDS: u16 = 64;
-const REPAIR_SHARDS: u16 = 16;
-const INTERLEAVE: u16 = 4;
-const FLUSH_MS: u64 = 5;
+/// A link's FEC shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fec {
+    data: u16,
+    repair: u16,
+    interleave: u16,
+    flush_ms: u64,
+}
+
+/// Every scenario but one runs the shipped defaults.
+const SHIPPED_FEC: Fec = Fec {
+    data: 64,
+    repair: 16,
+    interleave: 4,
+    flush_ms: 5,
+};
+
+/// Shaped for bursts of 64 at this test's rate: 8 groups of 8 + 8, so a burst of 64 costs
+/// each group 8 shards, and a block of 64 data datagrams fills in about 60 ms, well within the
+/// flush timer and the receiver's 200 ms group timeout.
+const BURST_FEC: Fec = Fec {
+    data: 8,
+    repair: 8,
+    interleave: 8,
+    flush_ms: 100,
+};
 const HEARTBEAT_MS: u64 = 1000;
 const HEARTBEAT_TIMEOUT_MS: u64 = 3000;
 const SNAPSHOT_PERIOD_S: u64 = 2;
@@ -105,7 +126,10 @@ fn diode_system_test() {
     let mut bed = Bed::up(bins).unwrap_or_else(|e| panic!("setting up the test bed: {e:#}"));
     let mut rows = Vec::new();
     for sc in scenarios(cut_secs) {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == sc.name)) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == sc.name))
+        {
             continue;
         }
         eprintln!("== scenario {} ({})", sc.name, sc.impairment);
@@ -127,7 +151,10 @@ fn diode_system_test() {
         );
         rows.push(row);
     }
-    let plc_stats = bed.plc.cmd("stats").unwrap_or_else(|e| format!("error {e}"));
+    let plc_stats = bed
+        .plc
+        .cmd("stats")
+        .unwrap_or_else(|e| format!("error {e}"));
     let writes = field(&plc_stats, "writes");
     let report = report(&rows, cut_secs, started.elapsed(), &plc_stats);
     drop(bed);
@@ -185,6 +212,7 @@ struct Scenario {
     impairment: String,
     expect: &'static str,
     kind: Kind,
+    fec: Fec,
 }
 
 fn scenarios(cut_secs: u64) -> Vec<Scenario> {
@@ -193,6 +221,7 @@ fn scenarios(cut_secs: u64) -> Vec<Scenario> {
         impairment: impairment.to_string(),
         expect,
         kind,
+        fec: SHIPPED_FEC,
     };
     vec![
         s(
@@ -222,9 +251,19 @@ fn scenarios(cut_secs: u64) -> Vec<Scenario> {
         s(
             "burst-64",
             "relay: bursts of 64 consecutive datagrams, about 1 per 1500",
-            "gateway-rx repairs exactly what an ideal erasure decoder can and counts the rest as lost",
+            "gateway-rx repairs exactly what an ideal erasure decoder can and counts the rest as lost \
+             (with the shipped FEC, blocks closed every 5 ms are too small to spread a burst of 64)",
             Kind::Burst,
         ),
+        Scenario {
+            name: "burst-64-fec8x8",
+            impairment: "as burst-64, FEC 8+8 x8 flush 100 ms".to_string(),
+            expect: "exact accounting as in burst-64, and FEC rebuilds at least half of the data \
+                     datagrams the bursts took (all but bursts that hit a block the heartbeat \
+                     closed early)",
+            kind: Kind::Burst,
+            fec: BURST_FEC,
+        },
         s(
             "reorder",
             "relay: 5 % of datagrams held back behind 20 later ones",
@@ -258,9 +297,12 @@ fn scenarios(cut_secs: u64) -> Vec<Scenario> {
         ),
         Scenario {
             name: "link-cut",
-            impairment: format!("link cut {cut_secs} s (nft drop on the IT ingress), then restored"),
+            impairment: format!(
+                "link cut {cut_secs} s (nft drop on the IT ingress), then restored"
+            ),
             expect: "link down while cut, mirror keeps serving last values; link up after; every value arrives again",
             kind: Kind::Cut(cut_secs),
+            fec: SHIPPED_FEC,
         },
         s(
             "plc-unplug",
@@ -339,6 +381,7 @@ fn run_scenario(bed: &mut Bed, sc: &Scenario) -> Row {
         rx_instances: 0,
         tx_instances: 0,
         key: matches!(sc.kind, Kind::Garbage { key: true }),
+        fec: sc.fec,
         monitor: Monitor::default(),
         garbage: None,
     };
@@ -678,8 +721,8 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
             );
             row.check(rx.repaired > 0, "nothing was repaired");
             // Data datagrams are about 4/5 of what is sent with 16 repair per 64 data.
-            let data = row.sent as f64 * f64::from(DATA_SHARDS)
-                / f64::from(DATA_SHARDS + REPAIR_SHARDS);
+            let data =
+                row.sent as f64 * f64::from(sc.fec.data) / f64::from(sc.fec.data + sc.fec.repair);
             let bound = match pct {
                 1 => 0.001,
                 5 => 0.01,
@@ -703,10 +746,8 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
             let f = |k: &str| field(&s, k).unwrap_or(0);
             row.dropped = f("dropped");
             let (repairable, unrecoverable) = (f("repairable"), f("unrecoverable"));
-            row.notes.push(format!(
-                "relay: {s}",
-                s = s.trim_start_matches("ok ")
-            ));
+            row.notes
+                .push(format!("relay: {s}", s = s.trim_start_matches("ok ")));
             row.check(
                 f("front_gaps") == 0 || !rcvbuf_clean,
                 format!(
@@ -721,13 +762,15 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                     rx.lost
                 ),
             );
-            row.check(
-                rx.repaired == repairable,
-                format!(
-                    "gateway-rx repaired {}; the observer computes {repairable} repairable",
-                    rx.repaired
-                ),
-            );
+            if sc.kind != Kind::Reorder {
+                row.check(
+                    rx.repaired == repairable,
+                    format!(
+                        "gateway-rx repaired {}; the observer computes {repairable} repairable",
+                        rx.repaired
+                    ),
+                );
+            }
             row.check(
                 rx.crc_failures == f("back_crc"),
                 format!(
@@ -743,10 +786,36 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                     row.notes.push(format!(
                         "{bursts} bursts of 64: {repairable} data datagrams repaired, {unrecoverable} unrecoverable"
                     ));
+                    if sc.fec == BURST_FEC {
+                        row.check(
+                            repairable >= unrecoverable,
+                            format!(
+                                "FEC rebuilt only {repairable} of {} data datagrams the bursts took",
+                                repairable + unrecoverable
+                            ),
+                        );
+                    }
                 }
                 Kind::Reorder => {
+                    // A held-back data datagram may be rebuilt by FEC before it arrives; the
+                    // original is then late and dropped. Nothing may be lost.
                     row.check(f("reordered") > 0, "nothing was reordered");
-                    row.check(rx.lost == 0, format!("{} lost to reordering", rx.lost));
+                    row.check(
+                        rx.lost == 0 && unrecoverable == 0,
+                        format!("{} lost to reordering", rx.lost),
+                    );
+                    row.check(
+                        rx.repaired <= f("reordered"),
+                        format!(
+                            "gateway-rx repaired {} with only {} datagrams held back",
+                            rx.repaired,
+                            f("reordered")
+                        ),
+                    );
+                    row.notes.push(format!(
+                        "{} held-back data datagrams were rebuilt by FEC before they arrived",
+                        rx.repaired
+                    ));
                 }
                 Kind::Duplicate => {
                     row.check(
@@ -764,8 +833,7 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                 }
                 Kind::Corrupt => {
                     row.check(
-                        f("corrupted") > 0
-                            && f("back_crc") + f("back_magic") == f("corrupted"),
+                        f("corrupted") > 0 && f("back_crc") + f("back_magic") == f("corrupted"),
                         format!(
                             "relay corrupted {} but {} bad CRC + {} bad magic reached gateway-rx",
                             f("corrupted"),
@@ -779,10 +847,8 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
         }
         Kind::Garbage { key } => {
             let g = run.garbage.clone().unwrap_or_default();
-            row.notes.push(format!(
-                "garbage sender: {}",
-                g.trim_start_matches("ok ")
-            ));
+            row.notes
+                .push(format!("garbage sender: {}", g.trim_start_matches("ok ")));
             let bad_crc = field(&g, "bad_crc").unwrap_or(0);
             let forged = field(&g, "forged").unwrap_or(0);
             row.check(bad_crc > 0, "no garbage was sent");
@@ -803,7 +869,10 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                     ),
                 );
             } else {
-                row.check(rx.auth_failures == 0, "authentication failures without a key");
+                row.check(
+                    rx.auth_failures == 0,
+                    "authentication failures without a key",
+                );
             }
             row.check(
                 rx.accepted == wire.link_accepted,
@@ -824,7 +893,7 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
             // The cut's datagrams are lost for good (nothing is re-sent); gateway-rx counts the
             // data among them exactly, less the few FEC rebuilt at the edges.
             row.check(
-                rx.lost > 0 && rx.lost <= row.dropped,
+                rx.lost > 0 && rx.lost <= row.dropped && 2 * rx.lost >= row.dropped,
                 format!(
                     "{} data datagrams counted lost for {} dropped by the cut",
                     rx.lost, row.dropped
@@ -847,6 +916,7 @@ struct Run<'a> {
     rx_instances: u32,
     tx_instances: u32,
     key: bool,
+    fec: Fec,
     monitor: Monitor,
     garbage: Option<String>,
 }
@@ -881,12 +951,20 @@ impl Run<'_> {
              [modbus_server]\nbind = \"{MIRROR}\"\n\n[status]\nlog_interval_s = 1\n",
             self.key_line()?
         );
-        let config = self.dir.join(format!("gateway-rx-{}.toml", self.rx_instances));
+        let config = self
+            .dir
+            .join(format!("gateway-rx-{}.toml", self.rx_instances));
         std::fs::write(&config, text)?;
         let log = self.rx_log();
         let c = config.to_string_lossy().to_string();
         let args = ["--log-format", "json", "run", "--config", c.as_str()];
-        self.rx = Some(Proc::spawn(NS_IT, &self.bed.bins.rx, &args, &log, "gateway-rx")?);
+        self.rx = Some(Proc::spawn(
+            NS_IT,
+            &self.bed.bins.rx,
+            &args,
+            &log,
+            "gateway-rx",
+        )?);
         Ok(())
     }
 
@@ -901,9 +979,13 @@ impl Run<'_> {
         let mut text = format!(
             "[link]\ndestination = \"{IT_ADDR}:{LINK_PORT}\"\nbind = \"{OT_ADDR}:0\"\n{}\
              heartbeat_ms = {HEARTBEAT_MS}\ncatalogue_interval_s = {CATALOGUE_INTERVAL_S}\n\
-             snapshot_period_s = {SNAPSHOT_PERIOD_S}\n\n[link.fec]\ndata_shards = {DATA_SHARDS}\n\
-             repair_shards = {REPAIR_SHARDS}\ninterleave = {INTERLEAVE}\nflush_ms = {FLUSH_MS}\n\n",
-            self.key_line()?
+             snapshot_period_s = {SNAPSHOT_PERIOD_S}\n\n[link.fec]\ndata_shards = {}\n\
+             repair_shards = {}\ninterleave = {}\nflush_ms = {}\n\n",
+            self.key_line()?,
+            self.fec.data,
+            self.fec.repair,
+            self.fec.interleave,
+            self.fec.flush_ms,
         );
         text.push_str(&tests::plc_sim::demo_device_toml("plc1", plc, POLL_MS, 500));
         for i in 0..BULK {
@@ -913,14 +995,22 @@ impl Run<'_> {
                 BULK_BASE + i
             );
         }
-        let config = self.dir.join(format!("gateway-tx-{}.toml", self.tx_instances));
+        let config = self
+            .dir
+            .join(format!("gateway-tx-{}.toml", self.tx_instances));
         std::fs::write(&config, text)?;
         let log = self
             .dir
             .join(format!("gateway-tx-{}.log", self.tx_instances));
         let c = config.to_string_lossy().to_string();
         let args = ["--log-format", "json", "run", "--config", c.as_str()];
-        self.tx = Some(Proc::spawn(NS_OT, &self.bed.bins.tx, &args, &log, "gateway-tx")?);
+        self.tx = Some(Proc::spawn(
+            NS_OT,
+            &self.bed.bins.tx,
+            &args,
+            &log,
+            "gateway-tx",
+        )?);
         Ok(())
     }
 
@@ -1159,10 +1249,9 @@ impl Bed {
 
     fn impairment_drops(&self) -> anyhow::Result<u64> {
         let t = ns_output(NS_IT, &["nft", "list", "chain", "inet", "impair", "pre"])?;
-        Ok(t
-            .lines()
+        Ok(t.lines()
             .filter(|l| l.contains(" drop"))
-            .filter_map(|l| packets(l))
+            .filter_map(packets)
             .sum())
     }
 
@@ -1190,7 +1279,11 @@ impl Bed {
             it_blocked: rule(&it_rules, &["oifname", "drop"]),
             link_accepted: rule(&it_rules, &["iifname", "accept"]),
             ot_blocked_in: rule(&ot_rules, &["iifname", "drop"]),
-            ot_udp_in: snmp(&ns_output(NS_OT, &["cat", "/proc/net/snmp"])?, "Udp", "InDatagrams"),
+            ot_udp_in: snmp(
+                &ns_output(NS_OT, &["cat", "/proc/net/snmp"])?,
+                "Udp",
+                "InDatagrams",
+            ),
             it_rcvbuf_errors: snmp(
                 &ns_output(NS_IT, &["cat", "/proc/net/snmp"])?,
                 "Udp",
@@ -1406,14 +1499,13 @@ impl Agent {
     }
 
     fn ready(&mut self) -> anyhow::Result<String> {
-        self.reply()
-            .and_then(|l| {
-                if l.starts_with("ready") {
-                    Ok(l)
-                } else {
-                    Err(anyhow::anyhow!("{}: {l}", self.name))
-                }
-            })
+        self.reply().and_then(|l| {
+            if l.starts_with("ready") {
+                Ok(l)
+            } else {
+                Err(anyhow::anyhow!("{}: {l}", self.name))
+            }
+        })
     }
 
     fn reply(&mut self) -> anyhow::Result<String> {
@@ -1557,10 +1649,30 @@ fn preflight(ci: bool) -> Result<Bins, String> {
             ));
         }
     }
-    let netns = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("systest")
-        .join("netns.sh");
+    // Testing binaries older than the sources would report on code that is not there any more.
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = [&tx, &rx]
+        .iter()
+        .filter_map(|b| std::fs::metadata(b).and_then(|m| m.modified()).ok())
+        .min();
+    let sources = [
+        "protocol/src",
+        "config/src",
+        "gateway-tx/src",
+        "gateway-rx/src",
+    ]
+    .iter()
+    .filter_map(|d| newest(&workspace.join(d)))
+    .max();
+    if let (Some(built), Some((sources, file))) = (built, sources)
+        && sources > built
+    {
+        return Err(format!(
+            "the release binaries are older than {}: run `cargo build --release -p gateway-tx -p gateway-rx` first",
+            file.display()
+        ));
+    }
+    let netns = workspace.join("systest").join("netns.sh");
     if !netns.is_file() {
         return Err(format!("{} is missing", netns.display()));
     }
@@ -1570,6 +1682,29 @@ fn preflight(ci: bool) -> Result<Bins, String> {
         agent: PathBuf::from(env!("CARGO_BIN_EXE_diode-agent")),
         netns,
     })
+}
+
+/// The newest modification time of a file under `dir`, and that file.
+fn newest(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        };
+        if let Some(c) = candidate
+            && best.as_ref().is_none_or(|b| c.0 > b.0)
+        {
+            best = Some(c);
+        }
+    }
+    best
 }
 
 /// The Cargo target directory: `$CARGO_TARGET_DIR`, else two levels above this test's
@@ -1650,10 +1785,14 @@ fn report(rows: &[Row], cut_secs: u64, elapsed: Duration, plc_stats: &str) -> St
         "Release gateway-tx and gateway-rx on two network namespaces joined by a veth pair \
          (return direction dropped by deploy/nftables rule sets, static neighbours, ARP and IPv6 off). \
          Plant: {} demo tags + {BULK} u16 registers changing every {PLC_PERIOD_MS} ms, polled every \
-         {POLL_MS} ms. Link: FEC {DATA_SHARDS}+{REPAIR_SHARDS} x{INTERLEAVE}, flush {FLUSH_MS} ms, \
+         {POLL_MS} ms. Link: FEC {}+{} x{}, flush {} ms (unless the scenario says otherwise), \
          heartbeat {HEARTBEAT_MS} ms, snapshot {SNAPSHOT_PERIOD_S} s. Link cut: {cut_secs} s. \
          Total run {:.0} s. PLC: {}.\n",
         DEMO_TAGS.len(),
+        SHIPPED_FEC.data,
+        SHIPPED_FEC.repair,
+        SHIPPED_FEC.interleave,
+        SHIPPED_FEC.flush_ms,
         elapsed.as_secs_f64(),
         plc_stats.trim_start_matches("ok ")
     );
@@ -1667,12 +1806,7 @@ fn report(rows: &[Row], cut_secs: u64, elapsed: Duration, plc_stats: &str) -> St
     );
     for r in rows {
         let values = match r.converge {
-            Some(t) => format!(
-                "{}/{} ({:.1} s)",
-                r.values,
-                r.values_total,
-                t.as_secs_f64()
-            ),
+            Some(t) => format!("{}/{} ({:.1} s)", r.values, r.values_total, t.as_secs_f64()),
             None => format!("{}/{}", r.values, r.values_total),
         };
         let _ = writeln!(

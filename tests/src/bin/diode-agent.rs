@@ -43,7 +43,10 @@ const BULK_MUL: u16 = 40_503;
 const SEARCH_LIMIT: u64 = 200_000;
 
 #[derive(Parser)]
-#[command(name = "diode-agent", about = "Helper processes of the diode system test")]
+#[command(
+    name = "diode-agent",
+    about = "Helper processes of the diode system test"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -163,7 +166,8 @@ fn bulk_value(i: u16, step: u64) -> u16 {
 
 /// The step (modulo 2^16) whose value register `i` holds when it reads `v`.
 fn bulk_step(i: u16, v: u16) -> u16 {
-    v.wrapping_sub(i.wrapping_mul(7919)).wrapping_mul(inverse(BULK_MUL))
+    v.wrapping_sub(i.wrapping_mul(7919))
+        .wrapping_mul(inverse(BULK_MUL))
 }
 
 /// Multiplicative inverse of an odd number modulo 2^16 (Newton's iteration).
@@ -631,7 +635,7 @@ fn bad_crc_datagram(rng: &mut Rng) -> Vec<u8> {
 /// A well-formed datagram of a made-up session with a valid CRC: only a key tells it from
 /// the transmitter's. Alternately claims to be authenticated (with a random tag) and not.
 fn forged_datagram(rng: &mut Rng, n: u64) -> Vec<u8> {
-    let authenticated = n % 2 == 0;
+    let authenticated = n.is_multiple_of(2);
     let payload_len = 64 + rng.below(1200) as usize;
     let header = Header {
         flags: if authenticated {
