@@ -134,3 +134,31 @@ pub(crate) fn duration_s(
     let n = int_or(ctx, t, key, range, "seconds", default as i64)?;
     Some(Duration::from_secs(n as u64))
 }
+
+/// A file or directory path for the daemon to create or open: not empty; a relative path is
+/// taken relative to the config file's directory (like `key_file`). `what` names it in messages.
+pub(crate) fn dir_path(
+    ctx: &mut Ctx<'_>,
+    p: &At<String>,
+    what: &str,
+) -> Option<std::path::PathBuf> {
+    if p.val.trim().is_empty() {
+        ctx.error(
+            p.span.start,
+            &p.key,
+            format!(
+                "the path is empty; give {what}, absolute or relative to this config file's \
+                 directory, or leave the key out for the default"
+            ),
+        );
+        return None;
+    }
+    let path = Path::new(&p.val);
+    if path.is_absolute() {
+        return Some(path.to_path_buf());
+    }
+    Some(match ctx.file().parent() {
+        Some(dir) => dir.join(path),
+        None => path.to_path_buf(),
+    })
+}

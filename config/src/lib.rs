@@ -12,6 +12,7 @@ mod keyfile;
 mod walk;
 
 pub mod rx;
+pub mod timefmt;
 pub mod tx;
 
 pub use error::{ConfigError, Diagnostic};

@@ -10,6 +10,24 @@ pub struct RxConfig {
     pub link: RxLink,
     pub modbus_server: Option<ModbusServer>,
     pub status: Status,
+    /// `[store]`: the embedded historian store (on by default).
+    pub store: Store,
+}
+
+/// The embedded historian store: every history sample received, kept once per (tag, source
+/// timestamp), in SQLite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    /// Off: history received is counted and discarded.
+    pub enabled: bool,
+    /// The SQLite database file (created, with its directory, when the first history arrives).
+    pub path: PathBuf,
+    /// Samples whose source time is older than this are deleted.
+    pub max_age: Duration,
+    /// The oldest samples are deleted while the database is larger than this.
+    pub max_bytes: u64,
+    /// The gap audit log (JSON lines): every history gap opened, healed or expired.
+    pub gap_log: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +90,14 @@ pub mod limits {
     pub const REORDER_WINDOW_MIN: u32 = 64;
     pub const REORDER_WINDOW_MAX: u32 = 1_048_576;
     pub const LOG_INTERVAL_S_DEFAULT: u64 = 10;
+    pub const STORE_PATH_DEFAULT: &str = "/var/lib/gateway/history.sqlite";
+    /// Default gap audit log: this file name in the store's directory.
+    pub const GAP_LOG_FILE_DEFAULT: &str = "history-gaps.jsonl";
+    pub const STORE_MAX_AGE_DAYS_DEFAULT: u64 = 365;
+    pub const STORE_MAX_AGE_DAYS_MAX: u64 = 36_500;
+    pub const STORE_MAX_BYTES_DEFAULT: u64 = 16 << 30;
+    pub const STORE_MAX_BYTES_MIN: u64 = 1 << 20;
+    pub const STORE_MAX_BYTES_MAX: u64 = 1 << 50;
 }
 use limits::*;
 
@@ -84,6 +110,7 @@ const LINK_KEYS: &[&str] = &[
 ];
 const MODBUS_SERVER_KEYS: &[&str] = &["bind", "on_bad_quality", "unit_map"];
 const STATUS_KEYS: &[&str] = &["log_interval_s"];
+const STORE_KEYS: &[&str] = &["enabled", "path", "max_age_days", "max_bytes", "gap_log"];
 const ON_BAD_QUALITY: &[(&str, OnBadQuality)] = &[
     ("exception", OnBadQuality::Exception),
     ("last_value", OnBadQuality::LastValue),
@@ -103,7 +130,7 @@ impl RxConfig {
         let mut ctx = Ctx::new(text, path);
         let config = ctx.parse_document(text).and_then(|doc| {
             let root = Tbl::root(&doc);
-            root.check_keys(&mut ctx, &["link", "modbus_server", "status"]);
+            root.check_keys(&mut ctx, &["link", "modbus_server", "status", "store"]);
             let link = root
                 .table(
                     &mut ctx,
@@ -120,10 +147,15 @@ impl RxConfig {
                 .table(&mut ctx, "status", Req::Optional)
                 .unwrap_or_else(|| Tbl::empty("status".into(), "[status]".into(), 0..0));
             let status = parse_status(&mut ctx, &status);
+            let store = root
+                .table(&mut ctx, "store", Req::Optional)
+                .unwrap_or_else(|| Tbl::empty("store".into(), "[store]".into(), 0..0));
+            let store = parse_store(&mut ctx, &store);
             Some(RxConfig {
                 link: link?,
                 modbus_server: modbus_server?,
                 status: status?,
+                store: store?,
             })
         });
         ctx.finish(config)
@@ -255,4 +287,49 @@ fn parse_status(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Status> {
     let log_interval =
         common::duration_s(ctx, t, "log_interval_s", 1..=86_400, LOG_INTERVAL_S_DEFAULT)?;
     Some(Status { log_interval })
+}
+
+fn parse_store(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Store> {
+    t.check_keys(ctx, STORE_KEYS);
+    let enabled = match t.boolean(ctx, "enabled", Req::Optional) {
+        Some(b) => Some(b.val),
+        None if t.has("enabled") => None,
+        None => Some(true),
+    };
+    let path = match t.string(ctx, "path", Req::Optional) {
+        None if t.has("path") => None,
+        None => Some(PathBuf::from(STORE_PATH_DEFAULT)),
+        Some(p) => common::dir_path(ctx, &p, "the SQLite database file"),
+    };
+    let max_age_days = common::int_or(
+        ctx,
+        t,
+        "max_age_days",
+        1..=STORE_MAX_AGE_DAYS_MAX as i64,
+        "days",
+        STORE_MAX_AGE_DAYS_DEFAULT as i64,
+    );
+    let max_bytes = common::int_or(
+        ctx,
+        t,
+        "max_bytes",
+        STORE_MAX_BYTES_MIN as i64..=STORE_MAX_BYTES_MAX as i64,
+        "bytes",
+        STORE_MAX_BYTES_DEFAULT as i64,
+    );
+    let gap_log = match t.string(ctx, "gap_log", Req::Optional) {
+        None if t.has("gap_log") => None,
+        None => path.as_ref().map(|p| match p.parent() {
+            Some(dir) => dir.join(GAP_LOG_FILE_DEFAULT),
+            None => PathBuf::from(GAP_LOG_FILE_DEFAULT),
+        }),
+        Some(p) => common::dir_path(ctx, &p, "the gap audit log file"),
+    };
+    Some(Store {
+        enabled: enabled?,
+        path: path?,
+        max_age: Duration::from_secs(max_age_days? as u64 * 86_400),
+        max_bytes: max_bytes? as u64,
+        gap_log: gap_log?,
+    })
 }

@@ -11,8 +11,28 @@ use protocol::model::{ByteOrder, ModbusTable, ModbusType, WordOrder};
 pub struct TxConfig {
     pub link: TxLink,
     pub devices: Vec<ModbusDevice>,
+    /// `[history]`: the history stream and its on-disk buffer; `None` when the table is absent
+    /// (the transmitter then sends live values only).
+    pub history: Option<History>,
     /// SHA-256 (first 8 bytes, big-endian) of the file's bytes; sent in heartbeats.
     pub config_hash: u64,
+}
+
+/// The history stream: every accepted sample is appended to a bounded on-disk buffer and sent
+/// with its own sequence number; recent windows are re-sent by the carousel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    /// Directory of the buffer's segment files (created if missing). A relative path is
+    /// relative to the config file's directory.
+    pub dir: PathBuf,
+    /// The buffer's size limit; the oldest segments are deleted beyond it.
+    pub max_bytes: u64,
+    /// Segments older than this are deleted.
+    pub max_age: Duration,
+    /// Share of the link rate the carousel (and operator backfills) may use, 0 < share <= 0.9.
+    pub carousel_share: f64,
+    /// The carousel re-sends the samples appended within this long, oldest first, over and over.
+    pub carousel_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +148,17 @@ pub mod limits {
     pub const TIMEOUT_MS_MAX: u64 = 60_000;
     /// Modbus reads at most 125 registers at once; a string must fit one read.
     pub const STRING_LENGTH_MAX: u16 = 125;
+    pub const HISTORY_DIR_DEFAULT: &str = "/var/lib/gateway/tx-history";
+    pub const HISTORY_MAX_BYTES_DEFAULT: u64 = 4 << 30;
+    pub const HISTORY_MAX_BYTES_MIN: u64 = 1 << 20;
+    pub const HISTORY_MAX_BYTES_MAX: u64 = 1 << 50;
+    pub const HISTORY_MAX_AGE_S_DEFAULT: u64 = 7 * 86_400;
+    pub const HISTORY_MAX_AGE_S_MIN: u64 = 60;
+    pub const HISTORY_MAX_AGE_S_MAX: u64 = 10 * 365 * 86_400;
+    pub const CAROUSEL_SHARE_DEFAULT: f64 = 0.1;
+    pub const CAROUSEL_SHARE_MAX: f64 = 0.9;
+    pub const CAROUSEL_WINDOW_S_DEFAULT: u64 = 300;
+    pub const CAROUSEL_WINDOW_S_MAX: u64 = 86_400;
 }
 use limits::*;
 
@@ -143,6 +174,13 @@ const LINK_KEYS: &[&str] = &[
     "fec",
 ];
 const FEC_KEYS: &[&str] = &["data_shards", "repair_shards", "interleave", "flush_ms"];
+const HISTORY_KEYS: &[&str] = &[
+    "dir",
+    "max_bytes",
+    "max_age_s",
+    "carousel_share",
+    "carousel_window_s",
+];
 const DEVICE_KEYS: &[&str] = &[
     "name",
     "host",
@@ -240,7 +278,7 @@ impl TxConfig {
         let mut ctx = Ctx::new(text, path);
         let config = ctx.parse_document(text).and_then(|doc| {
             let root = Tbl::root(&doc);
-            root.check_keys(&mut ctx, &["link", "modbus"]);
+            root.check_keys(&mut ctx, &["link", "modbus", "history"]);
             let link = root
                 .table(
                     &mut ctx,
@@ -251,9 +289,15 @@ impl TxConfig {
                 )
                 .and_then(|l| parse_link(&mut ctx, &l));
             let devices = parse_devices(&mut ctx, &root);
+            let history = match root.table(&mut ctx, "history", Req::Optional) {
+                Some(t) => parse_history(&mut ctx, &t).map(Some),
+                None if root.has("history") => None,
+                None => Some(None),
+            };
             Some(TxConfig {
                 link: link?,
                 devices: devices?,
+                history: history?,
                 config_hash: common::config_hash(text),
             })
         });
@@ -409,6 +453,76 @@ fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<TxLink> {
         heartbeat_interval: heartbeat?,
         catalogue_interval: catalogue?,
         snapshot_period: snapshot?,
+    })
+}
+
+fn parse_history(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<History> {
+    t.check_keys(ctx, HISTORY_KEYS);
+    let dir = match t.string(ctx, "dir", Req::Optional) {
+        None if t.has("dir") => None,
+        None => Some(PathBuf::from(HISTORY_DIR_DEFAULT)),
+        Some(d) => common::dir_path(ctx, &d, "the history buffer's directory"),
+    };
+    let max_bytes = common::int_or(
+        ctx,
+        t,
+        "max_bytes",
+        HISTORY_MAX_BYTES_MIN as i64..=HISTORY_MAX_BYTES_MAX as i64,
+        "bytes",
+        HISTORY_MAX_BYTES_DEFAULT as i64,
+    );
+    let max_age = common::duration_s(
+        ctx,
+        t,
+        "max_age_s",
+        HISTORY_MAX_AGE_S_MIN as i64..=HISTORY_MAX_AGE_S_MAX as i64,
+        HISTORY_MAX_AGE_S_DEFAULT,
+    );
+    let share = match t.float(ctx, "carousel_share", Req::Optional) {
+        None if t.has("carousel_share") => None,
+        None => Some(CAROUSEL_SHARE_DEFAULT),
+        Some(s) if s.val.is_finite() && s.val > 0.0 && s.val <= CAROUSEL_SHARE_MAX => Some(s.val),
+        Some(s) => {
+            ctx.error(
+                s.span.start,
+                &s.key,
+                format!(
+                    "{} is not a usable share of the link rate; expected a number greater than 0 \
+                     and at most {CAROUSEL_SHARE_MAX}, like 0.1 (the carousel is how the \
+                     receiver heals history lost on the link, so it cannot be turned off)",
+                    s.val
+                ),
+            );
+            None
+        }
+    };
+    let window = common::duration_s(
+        ctx,
+        t,
+        "carousel_window_s",
+        1..=CAROUSEL_WINDOW_S_MAX as i64,
+        CAROUSEL_WINDOW_S_DEFAULT,
+    );
+    let (max_age, window) = (max_age?, window?);
+    if window > max_age {
+        ctx.error(
+            t.offset_of("carousel_window_s"),
+            t.key("carousel_window_s"),
+            format!(
+                "the carousel window ({} s) is longer than the buffer keeps history \
+                 (max_age_s = {} s); use a window of at most max_age_s",
+                window.as_secs(),
+                max_age.as_secs()
+            ),
+        );
+        return None;
+    }
+    Some(History {
+        dir: dir?,
+        max_bytes: max_bytes? as u64,
+        max_age,
+        carousel_share: share?,
+        carousel_window: window,
     })
 }
 

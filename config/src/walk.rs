@@ -536,6 +536,33 @@ impl<'a, 'i> Tbl<'a, 'i> {
         })
     }
 
+    /// `true` or `false`.
+    pub fn boolean(&self, ctx: &mut Ctx<'_>, k: &str, req: Req) -> Option<At<bool>> {
+        let (key, v) = self.value(ctx, k, req)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(At {
+                val: *b,
+                span: v.span(),
+                key,
+            }),
+            other => {
+                let found = describe(other);
+                let hint = match other {
+                    DeValue::String(s) if matches!(s.trim(), "true" | "false") => {
+                        format!(" (write {} without quotes)", s.trim())
+                    }
+                    _ => String::new(),
+                };
+                ctx.error(
+                    v.span().start,
+                    key,
+                    format!("found {found} where true or false is needed{hint}"),
+                );
+                None
+            }
+        }
+    }
+
     /// One of a fixed set of strings.
     pub fn choice<T: Copy>(
         &self,

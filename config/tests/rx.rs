@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use config::Diagnostic;
-use config::rx::{ModbusServer, OnBadQuality, RxConfig, RxLink, Status};
+use config::rx::{ModbusServer, OnBadQuality, RxConfig, RxLink, Status, Store};
 
 fn parse(src: &str) -> RxConfig {
     match RxConfig::parse(src, Path::new("rx.toml")) {
@@ -53,6 +53,13 @@ fn minimal_config_gets_every_default() {
             modbus_server: None,
             status: Status {
                 log_interval: Duration::from_secs(10)
+            },
+            store: Store {
+                enabled: true,
+                path: "/var/lib/gateway/history.sqlite".into(),
+                max_age: Duration::from_secs(365 * 86_400),
+                max_bytes: 16 << 30,
+                gap_log: "/var/lib/gateway/history-gaps.jsonl".into(),
             },
         }
     );

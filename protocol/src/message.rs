@@ -64,13 +64,26 @@ pub struct SampleBatch {
     pub samples: Vec<Sample>,
 }
 
-/// History samples (reserved for the historian issue). `first_seq` is the history stream's own
-/// per-sample sequence number of `samples[0]`, so the receiver knows exactly which history it
-/// is missing.
+/// History samples: every sample the transmitter accepted, each with its own per-sample
+/// sequence number in the transmitter's history log, so the receiver knows exactly which history
+/// it is missing. The same sample may be sent again (the carousel, a backfill); its sequence
+/// number and content are then the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryBatch {
     pub catalogue: CatalogueHash,
+    /// The transmitter's history log: a random id chosen when its on-disk buffer was created.
+    /// Sequence numbers count within one log; a new log (a new or wiped buffer) starts again
+    /// from 0, and the receiver must not take its numbers for the old log's.
+    pub log: u64,
+    /// Sequence number of `samples[0]`; the samples carry consecutive numbers.
     pub first_seq: u64,
+    /// The log's next sequence number when the batch was made: every number below it belongs
+    /// to a sample, so the receiver knows what it misses even when the newest batches were lost.
+    /// A batch with no samples only reports `head_seq` and `oldest_seq`.
+    pub head_seq: u64,
+    /// The oldest sequence number the transmitter's buffer still holds: history below it can
+    /// no longer be re-sent.
+    pub oldest_seq: u64,
     pub samples: Vec<Sample>,
 }
 

@@ -113,7 +113,10 @@ fn build(kind: u8, size: usize, seed: u32) -> Message {
         }),
         _ => Message::History(HistoryBatch {
             catalogue: 5,
+            log: 1,
             first_seq: u64::from(seed),
+            head_seq: u64::from(seed) + 1,
+            oldest_seq: 0,
             samples: samples(n, size, seed),
         }),
     }

@@ -29,7 +29,10 @@ pub fn message_of_size(stream: Stream, size: usize, tag: u32) -> Message {
         }),
         Stream::History => Message::History(HistoryBatch {
             catalogue: 7,
+            log: 1,
             first_seq: u64::from(tag),
+            head_seq: u64::from(tag) + 1,
+            oldest_seq: 0,
             samples,
         }),
         Stream::Control => Message::Heartbeat(protocol::message::Heartbeat {
