@@ -8,6 +8,7 @@
 
 mod common;
 mod error;
+mod http;
 mod keyfile;
 mod walk;
 
@@ -16,3 +17,4 @@ pub mod timefmt;
 pub mod tx;
 
 pub use error::{ConfigError, Diagnostic};
+pub use http::HttpServer;

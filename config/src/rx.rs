@@ -4,12 +4,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::http::HttpServer;
+
 /// Validated `gateway-rx` configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RxConfig {
     pub link: RxLink,
     pub modbus_server: Option<ModbusServer>,
     pub status: Status,
+    /// `[http]`: the operators' HTTP server (metrics, health, status page); `None`: off.
+    pub http: Option<HttpServer>,
     /// `[store]`: the embedded historian store (on by default).
     pub store: Store,
 }
@@ -130,7 +134,7 @@ impl RxConfig {
         let mut ctx = Ctx::new(text, path);
         let config = ctx.parse_document(text).and_then(|doc| {
             let root = Tbl::root(&doc);
-            root.check_keys(&mut ctx, &["link", "modbus_server", "status", "store"]);
+            root.check_keys(&mut ctx, &["link", "modbus_server", "status", "http", "store"]);
             let link = root
                 .table(
                     &mut ctx,
@@ -147,6 +151,12 @@ impl RxConfig {
                 .table(&mut ctx, "status", Req::Optional)
                 .unwrap_or_else(|| Tbl::empty("status".into(), "[status]".into(), 0..0));
             let status = parse_status(&mut ctx, &status);
+            let http = crate::http::parse_optional(
+                &mut ctx,
+                &root,
+                link.as_ref().map(|l| l.bind.ip()),
+                "127.0.0.1:9101",
+            );
             let store = root
                 .table(&mut ctx, "store", Req::Optional)
                 .unwrap_or_else(|| Tbl::empty("store".into(), "[store]".into(), 0..0));
@@ -155,6 +165,7 @@ impl RxConfig {
                 link: link?,
                 modbus_server: modbus_server?,
                 status: status?,
+                http: http?,
                 store: store?,
             })
         });

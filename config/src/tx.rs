@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::http::HttpServer;
+
 use protocol::model::{ByteOrder, ModbusTable, ModbusType, WordOrder};
 
 /// Validated `gateway-tx` configuration.
@@ -11,6 +13,8 @@ use protocol::model::{ByteOrder, ModbusTable, ModbusType, WordOrder};
 pub struct TxConfig {
     pub link: TxLink,
     pub devices: Vec<ModbusDevice>,
+    /// `[http]`: the operators' HTTP server (metrics, health, status page); `None`: off.
+    pub http: Option<HttpServer>,
     /// `[history]`: the history stream and its on-disk buffer; `None` when the table is absent
     /// (the transmitter then sends live values only).
     pub history: Option<History>,
@@ -278,7 +282,7 @@ impl TxConfig {
         let mut ctx = Ctx::new(text, path);
         let config = ctx.parse_document(text).and_then(|doc| {
             let root = Tbl::root(&doc);
-            root.check_keys(&mut ctx, &["link", "modbus", "history"]);
+            root.check_keys(&mut ctx, &["link", "modbus", "http", "history"]);
             let link = root
                 .table(
                     &mut ctx,
@@ -289,6 +293,12 @@ impl TxConfig {
                 )
                 .and_then(|l| parse_link(&mut ctx, &l));
             let devices = parse_devices(&mut ctx, &root);
+            let http = crate::http::parse_optional(
+                &mut ctx,
+                &root,
+                link.as_ref().map(|l| l.bind.ip()),
+                "127.0.0.1:9100",
+            );
             let history = match root.table(&mut ctx, "history", Req::Optional) {
                 Some(t) => parse_history(&mut ctx, &t).map(Some),
                 None if root.has("history") => None,
@@ -297,6 +307,7 @@ impl TxConfig {
             Some(TxConfig {
                 link: link?,
                 devices: devices?,
+                http: http?,
                 history: history?,
                 config_hash: common::config_hash(text),
             })

@@ -54,6 +54,7 @@ fn minimal_config_gets_every_default() {
             status: Status {
                 log_interval: Duration::from_secs(10)
             },
+            http: None,
             store: Store {
                 enabled: true,
                 path: "/var/lib/gateway/history.sqlite".into(),
