@@ -134,7 +134,10 @@ impl RxConfig {
         let mut ctx = Ctx::new(text, path);
         let config = ctx.parse_document(text).and_then(|doc| {
             let root = Tbl::root(&doc);
-            root.check_keys(&mut ctx, &["link", "modbus_server", "status", "http", "store"]);
+            root.check_keys(
+                &mut ctx,
+                &["link", "modbus_server", "status", "http", "store"],
+            );
             let link = root
                 .table(
                     &mut ctx,
