@@ -1,11 +1,18 @@
 //! The sending side: messages in, datagrams out.
 //!
 //! Messages are packed as frames into data payloads; each closed payload becomes a data
-//! datagram and a data shard of one of `interleave` FEC groups, assigned round-robin. When the
-//! block of `interleave × data_shards` data datagrams is full, or the flush timer fires, every
-//! group of the block is closed and the repair shards are sent, round-robin across the groups
-//! too. A burst of `interleave × repair_shards` consecutive losses therefore costs each group at
-//! most `repair_shards` shards.
+//! datagram, sent at once, and a data shard of one of the block's FEC groups, assigned
+//! round-robin. When the block is full (`data_shards` per group), or the flush timer fires,
+//! every group of the block is closed and the repair shards are sent, round-robin across the
+//! groups too. A full block has `interleave` groups, so a burst of `interleave × repair_shards`
+//! consecutive losses costs each group at most `repair_shards` shards.
+//!
+//! On a link too slow to fill blocks within the flush time, interleaving would cut each block
+//! into groups of a shard or two, each needing several repair shards of its own to survive
+//! random loss. The encoder therefore adapts: a block closed early with `n` data datagrams makes
+//! the next block open `clamp(ceil(n / data_shards), 1, interleave)` groups, and a block that
+//! fills makes the next one open all `interleave` again. A group closed short gets the repair
+//! shards [`fec::repair_count`] gives it: enough for [`fec::DESIGN_LOSS`] random loss.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -178,6 +185,10 @@ pub struct Encoder {
     k: u16,
     m: u16,
     interleave: usize,
+    /// Groups the open block uses (D'): `interleave` after a full block, fewer after one the
+    /// timer closed with fewer than `interleave × k` data datagrams.
+    active: usize,
+    repair_sizes: fec::RepairSizes,
     flush: Duration,
     max_datagram: usize,
     key: Option<SessionKey>,
@@ -225,6 +236,8 @@ impl Encoder {
             k: config.data_shards,
             m: config.repair_shards,
             interleave,
+            active: interleave,
+            repair_sizes: fec::RepairSizes::new(config.data_shards, config.repair_shards),
             flush: config.flush,
             max_datagram: config.max_datagram,
             key,
@@ -268,6 +281,12 @@ impl Encoder {
     /// Datagrams ready for [`Encoder::poll_transmit`].
     pub fn pending_datagrams(&self) -> usize {
         self.queue.len()
+    }
+
+    /// FEC groups the open block spreads its data datagrams over: `interleave` while blocks
+    /// fill, fewer on a link the flush timer closes blocks on.
+    pub fn block_groups(&self) -> usize {
+        self.active
     }
 
     /// The next sequence number each stream will use.
@@ -440,8 +459,8 @@ impl Encoder {
         let frames16 = u16::try_from(frames).unwrap_or(u16::MAX);
         self.payload[p + 8..p + 10].copy_from_slice(&frames16.to_be_bytes());
 
-        let j = self.block_len % self.interleave;
-        let index = self.block_len / self.interleave;
+        let j = self.block_len % self.active;
+        let index = self.block_len / self.active;
         let cap = self.layout.shard_cap;
         let slot = &mut self.slots[j];
         if slot.lens.is_empty() {
@@ -471,20 +490,25 @@ impl Encoder {
         self.finish(header, buf);
         self.stats.data_datagrams += 1;
         self.block_len += 1;
-        if self.block_len == self.interleave * usize::from(self.k) {
+        if self.block_len == self.active * usize::from(self.k) {
             self.close_block();
         }
     }
 
-    /// Computes and queues the repair shards of every group of the block, round-robin.
+    /// Computes and queues the repair shards of every group of the block, round-robin, and
+    /// chooses how many groups the next block opens.
     fn close_block(&mut self) {
-        let used = self.block_len.min(self.interleave);
+        if self.block_len == 0 {
+            self.anchor = None;
+            return;
+        }
+        let used = self.block_len.min(self.active);
         let cap = self.layout.shard_cap;
         let mut max_m = 0;
         if self.m > 0 {
             for slot in &mut self.slots[..used] {
                 let k_actual = u16::try_from(slot.lens.len()).unwrap_or(u16::MAX);
-                slot.m = fec::repair_count(k_actual, self.k, self.m);
+                slot.m = self.repair_sizes.get(k_actual);
                 let size = fec::shard_size(slot.lens.iter().copied().max().unwrap_or(0));
                 slot.shard_bytes = size;
                 for (i, &len) in slot.lens.iter().enumerate() {
@@ -540,6 +564,12 @@ impl Encoder {
             slot.m = 0;
         }
         self.stats.groups += used as u64;
+        let k = usize::from(self.k);
+        self.active = if self.block_len >= self.active * k {
+            self.interleave
+        } else {
+            self.block_len.div_ceil(k).clamp(1, self.interleave)
+        };
         self.block_len = 0;
         self.anchor = None;
     }
@@ -727,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn short_block_gets_proportional_repair() {
+    fn short_block_gets_the_repair_its_groups_need() {
         let now = Instant::now();
         let mut enc = Encoder::new(shape(4, 4, 3), 9).unwrap();
         for _ in 0..5 {
@@ -740,17 +770,13 @@ mod tests {
             .filter(|(h, _)| h.is_repair())
             .map(|(h, _)| (h.group, h.index, h.k, h.m))
             .collect();
-        // Groups 0 and 1 hold 2 shards (m' = 2), group 2 holds 1 (m' = 1).
-        assert_eq!(
-            repairs,
-            vec![
-                (0, 2, 2, 2),
-                (1, 2, 2, 2),
-                (2, 1, 1, 1),
-                (0, 3, 2, 2),
-                (1, 3, 2, 2)
-            ]
-        );
+        // Groups 0 and 1 hold 2 shards, group 2 holds 1. The proportional share would be 2
+        // and 1; surviving 5 % loss within 1e-6 takes 5 and 4, capped at m = 4.
+        let mut want = Vec::new();
+        for r in 0..4u16 {
+            want.extend([(0, 2 + r, 2, 4), (1, 2 + r, 2, 4), (2, 1 + r, 1, 4)]);
+        }
+        assert_eq!(repairs, want);
         // Repair payloads are the group's shard size: even, at least every data shard.
         for (h, p) in out.iter().filter(|(h, _)| h.is_repair()) {
             assert_eq!(p.len() % 2, 0);
@@ -762,6 +788,101 @@ mod tests {
                 .unwrap();
             assert_eq!(p.len(), fec::shard_size(longest));
         }
+    }
+
+    #[test]
+    fn quiet_link_gets_design_repair_at_the_default_shape() {
+        let t0 = Instant::now();
+        let mut enc = Encoder::new(EncoderConfig::default(), 3).unwrap();
+        // One small message per flush period: each block is one data datagram, in one group
+        // (after the first block), with the 4 repair shards a lone shard needs.
+        let mut t = t0;
+        for i in 0..10u32 {
+            enc.push(&msg(20), t).unwrap();
+            t += DEFAULT_FLUSH;
+            enc.handle_timeout(t);
+            let out = drain(&mut enc);
+            assert_eq!(out.len(), 5, "block {i}");
+            assert!(!out[0].0.is_repair());
+            for (r, (h, _)) in out[1..].iter().enumerate() {
+                assert!(h.is_repair());
+                assert_eq!(
+                    (h.group, h.index, h.k, h.m),
+                    (u64::from(i), 1 + r as u16, 1, 4)
+                );
+            }
+            assert_eq!(enc.block_groups(), 1);
+        }
+        assert_eq!(enc.stats().repair_datagrams, 4 * enc.stats().data_datagrams);
+    }
+
+    #[test]
+    fn adaptive_interleave_follows_how_full_blocks_were() {
+        let t0 = Instant::now();
+        let (k, m, d) = (8u16, 2u16, 4u16);
+        let mut enc = Encoder::new(shape(k, m, d), 5).unwrap();
+        // One message per data datagram: each push closes the datagram before it, so the data
+        // datagrams go out as soon as they are full, before their block closes. The timer
+        // closes the last one and the block.
+        let block = |enc: &mut Encoder, pushes: usize, t: Instant| {
+            for _ in 0..pushes {
+                enc.push(&msg(200), t).unwrap();
+            }
+            let early = enc.pending_datagrams();
+            enc.handle_timeout(t + DEFAULT_FLUSH);
+            (early, drain(enc))
+        };
+        let data_of = |out: &[(Header, Vec<u8>)]| -> Vec<(u64, u16)> {
+            out.iter()
+                .filter(|(h, _)| !h.is_repair())
+                .map(|(h, _)| (h.group, h.index))
+                .collect()
+        };
+        let repair_of = |out: &[(Header, Vec<u8>)]| -> Vec<(u64, u16, u16, u16)> {
+            out.iter()
+                .filter(|(h, _)| h.is_repair())
+                .map(|(h, _)| (h.group, h.index, h.k, h.m))
+                .collect()
+        };
+        assert_eq!(enc.block_groups(), 4, "the first block interleaves fully");
+        // 3 data datagrams: groups 0, 1, 2 of one shard each; two went out before the timer.
+        let (early, out) = block(&mut enc, 3, t0);
+        assert_eq!(early, 2);
+        assert_eq!(data_of(&out), vec![(0, 0), (1, 0), (2, 0)]);
+        // ceil(3 / 8) = 1 group next: 5 data datagrams in group 3, with m = 2 repair shards
+        // (the design count, 6, capped at m).
+        assert_eq!(enc.block_groups(), 1);
+        let (early, out) = block(&mut enc, 5, t0 + Duration::from_millis(10));
+        assert_eq!(early, 4);
+        assert_eq!(data_of(&out), vec![(3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]);
+        assert_eq!(repair_of(&out), vec![(3, 5, 5, 2), (3, 6, 5, 2)]);
+        // A one-group block that fills (k = 8) closes itself; the next opens all 4 groups.
+        assert_eq!(enc.block_groups(), 1);
+        let t = t0 + Duration::from_millis(20);
+        for _ in 0..9 {
+            enc.push(&msg(200), t).unwrap();
+        }
+        let out = drain(&mut enc);
+        assert_eq!(data_of(&out), (0..8).map(|i| (4, i)).collect::<Vec<_>>());
+        assert_eq!(repair_of(&out), vec![(4, 8, 8, 2), (4, 9, 8, 2)]);
+        assert_eq!(enc.block_groups(), 4);
+        // 10 data datagrams (the one waiting and 9 more) over groups 5..=8.
+        let (_, out) = block(&mut enc, 9, t);
+        let g = data_of(&out);
+        assert_eq!(g.len(), 10);
+        assert_eq!(&g[..6], &[(5, 0), (6, 0), (7, 0), (8, 0), (5, 1), (6, 1)]);
+        // ceil(10 / 8) = 2 groups next.
+        assert_eq!(enc.block_groups(), 2);
+        // An explicit flush counts like the timer.
+        let t = t0 + Duration::from_millis(40);
+        for _ in 0..3 {
+            enc.push(&msg(200), t).unwrap();
+        }
+        enc.flush(t);
+        let out = drain(&mut enc);
+        assert_eq!(data_of(&out), vec![(9, 0), (10, 0), (9, 1)]);
+        assert_eq!(enc.block_groups(), 1);
+        assert_eq!(enc.poll_timeout(), None);
     }
 
     #[test]

@@ -29,9 +29,70 @@ pub fn shape_supported(k: usize, m: usize) -> bool {
         && (m == 0 || ReedSolomonEncoder::supports(k, m) && ReedSolomonDecoder::supports(k, m))
 }
 
-/// Repair shards for a group that the flush timer closed with `k_actual` of its nominal
-/// `k` data shards: the same ratio, rounded up, and at least one, so that a short group keeps
-/// the configured protection against random loss and costs the same share of the link.
+/// Random loss rate that a group closed early by the flush timer is sized for: the highest loss
+/// at which the defaults promise full delivery. The default full group (64 + 16) meets
+/// [`DESIGN_RESIDUAL`] at exactly this rate, so short groups get the protection full ones have.
+pub const DESIGN_LOSS: f64 = 0.05;
+/// Largest chance, at [`DESIGN_LOSS`], that a short group loses more shards than it has repair
+/// shards; a full 64 + 16 group is at 3.7e-7. The flush timer closes at most one block every
+/// `flush` (200 a second at 5 ms), so a link losing 5 % around the clock loses at most one short
+/// group in about 1.4 hours, which the rolling snapshot heals; at 1 % loss the same shapes are
+/// at 1e-10 or less.
+pub const DESIGN_RESIDUAL: f64 = 1e-6;
+
+/// Chance that a group of `k` data and `r` repair shards cannot be repaired when each shard is
+/// lost independently with probability `p`: more than `r` of its `k + r` shards lost, the
+/// binomial tail P(X ≥ r + 1), X ~ Bin(k + r, p). Summed term by term in log space, so it neither
+/// overflows nor loses the small tail to cancellation.
+pub fn residual_loss(k: u16, r: u16, p: f64) -> f64 {
+    let n = u32::from(k) + u32::from(r);
+    let first = u32::from(r) + 1;
+    if k == 0 || p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let (ln_p, ln_q) = (p.ln(), (-p).ln_1p());
+    // ln C(n, first)
+    let mut ln_c = 0.0;
+    for i in 1..=first {
+        ln_c += f64::from(n - first + i).ln() - f64::from(i).ln();
+    }
+    let mut sum = 0.0;
+    let mut j = first;
+    loop {
+        let term = (ln_c + f64::from(j) * ln_p + f64::from(n - j) * ln_q).exp();
+        sum += term;
+        // Past the mode the terms fall faster than geometrically: stop once they no longer
+        // change the sum.
+        if j == n || (f64::from(j) > f64::from(n) * p && term < sum * 1e-17) {
+            break;
+        }
+        ln_c += f64::from(n - j).ln() - f64::from(j + 1).ln();
+        j += 1;
+    }
+    sum.min(1.0)
+}
+
+/// Fewest repair shards (at most `cap`) that keep a group of `k_actual` data shards within
+/// [`DESIGN_RESIDUAL`] at [`DESIGN_LOSS`]; `cap` if even that many do not.
+pub fn design_repair(k_actual: u16, cap: u16) -> u16 {
+    (0..=cap)
+        .find(|&r| residual_loss(k_actual, r, DESIGN_LOSS) <= DESIGN_RESIDUAL)
+        .unwrap_or(cap)
+}
+
+/// Repair shards for a group closed with `k_actual` of its nominal `k` data shards:
+///
+/// - a full group (`k_actual ≥ k`) has the configured `m`;
+/// - a short one has `max(ceil(m × k_actual / k), design_repair(k_actual))`, capped at `m`: at
+///   least the configured share of the link, and at least what it takes to survive
+///   [`DESIGN_LOSS`] random loss within [`DESIGN_RESIDUAL`]. A group of a few shards needs
+///   proportionally far more repair than a full one for the same residual loss (one data shard
+///   needs 4 repair shards, ten need 7), which the proportional share alone does not give.
+///
+/// `m = 0` means no FEC: no repair shards. [`RepairSizes`] caches this per `k_actual`.
 pub fn repair_count(k_actual: u16, k: u16, m: u16) -> u16 {
     if m == 0 || k_actual == 0 {
         return 0;
@@ -39,9 +100,41 @@ pub fn repair_count(k_actual: u16, k: u16, m: u16) -> u16 {
     if k_actual >= k {
         return m;
     }
-    let scaled = (u32::from(m) * u32::from(k_actual)).div_ceil(u32::from(k));
-    // scaled <= m because k_actual < k, so the conversion cannot fail.
-    u16::try_from(scaled).unwrap_or(m).clamp(1, m)
+    let share = (u32::from(m) * u32::from(k_actual)).div_ceil(u32::from(k));
+    // share <= m because k_actual < k, so the conversion cannot fail.
+    let share = u16::try_from(share).unwrap_or(m);
+    share.max(design_repair(k_actual, m)).clamp(1, m)
+}
+
+/// [`repair_count`] for one configured shape, computed once per `k_actual` and then looked up:
+/// no work and no allocation per group after the first of each size.
+#[derive(Debug, Clone)]
+pub struct RepairSizes {
+    k: u16,
+    m: u16,
+    /// `repair_count(k_actual) + 1` at index `k_actual`; 0 until computed.
+    cache: Vec<u16>,
+}
+
+impl RepairSizes {
+    pub fn new(k: u16, m: u16) -> RepairSizes {
+        RepairSizes {
+            k,
+            m,
+            cache: vec![0; usize::from(k)],
+        }
+    }
+
+    pub fn get(&mut self, k_actual: u16) -> u16 {
+        let Some(slot) = self.cache.get_mut(usize::from(k_actual)) else {
+            return repair_count(k_actual, self.k, self.m);
+        };
+        if *slot == 0 {
+            // At most m <= 4095, so m + 1 fits.
+            *slot = repair_count(k_actual, self.k, self.m).saturating_add(1);
+        }
+        *slot - 1
+    }
 }
 
 /// Shard size for contents of at most `max_content` bytes: rounded up to even.
@@ -130,14 +223,84 @@ mod tests {
     use super::*;
 
     #[test]
+    fn residual_loss_is_the_binomial_tail() {
+        // One data and one repair shard: lost only if both are, p².
+        assert!((residual_loss(1, 1, 0.05) - 0.0025).abs() < 1e-15);
+        // No repair: lost if any of k is, 1 - q^k.
+        let want = 1.0 - 0.95f64.powi(10);
+        assert!((residual_loss(10, 0, 0.05) - want).abs() < 1e-12);
+        // k = 2, r = 1: P(X >= 2), X ~ Bin(3, p) = 3p²q + p³.
+        let p: f64 = 0.05;
+        let want = 3.0 * p * p * (1.0 - p) + p * p * p;
+        assert!((residual_loss(2, 1, p) - want).abs() < 1e-15);
+        // The default full group at the design loss meets the target, one shard fewer does not.
+        assert!(residual_loss(64, 16, DESIGN_LOSS) <= DESIGN_RESIDUAL);
+        assert!(residual_loss(64, 15, DESIGN_LOSS) > DESIGN_RESIDUAL);
+        // Large groups neither overflow nor underflow.
+        let big = residual_loss(4000, 96, DESIGN_LOSS);
+        assert!(big > 0.99 && big <= 1.0, "{big}");
+        let tiny = residual_loss(100, 60, 0.01);
+        assert!(tiny >= 0.0 && tiny < 1e-40, "{tiny}");
+        assert_eq!(residual_loss(5, 3, 0.0), 0.0);
+        assert_eq!(residual_loss(5, 3, 1.0), 1.0);
+    }
+
+    #[test]
+    fn design_repair_is_the_smallest_that_meets_the_target() {
+        // Computed independently (exact binomial sums): k' -> R(k').
+        for (k, r) in [
+            (1, 4),
+            (2, 5),
+            (3, 5),
+            (4, 6),
+            (7, 7),
+            (10, 7),
+            (11, 8),
+            (16, 9),
+            (32, 11),
+            (48, 14),
+            (63, 16),
+            (64, 16),
+        ] {
+            assert_eq!(design_repair(k, 100), r, "k' = {k}");
+            assert!(residual_loss(k, r, DESIGN_LOSS) <= DESIGN_RESIDUAL);
+            assert!(residual_loss(k, r - 1, DESIGN_LOSS) > DESIGN_RESIDUAL);
+        }
+        assert_eq!(design_repair(10, 3), 3, "capped");
+    }
+
+    #[test]
     fn repair_count_for_short_groups() {
+        // Full groups keep m.
         assert_eq!(repair_count(64, 64, 16), 16);
-        assert_eq!(repair_count(32, 64, 16), 8);
-        assert_eq!(repair_count(33, 64, 16), 9);
-        assert_eq!(repair_count(1, 64, 16), 1);
-        assert_eq!(repair_count(3, 4, 1), 1);
-        assert_eq!(repair_count(5, 10, 0), 0);
         assert_eq!(repair_count(1, 1, 4), 4);
+        // Short groups: the design count where it is more than the proportional share...
+        assert_eq!(repair_count(1, 64, 16), 4);
+        assert_eq!(repair_count(2, 64, 16), 5);
+        assert_eq!(repair_count(10, 64, 16), 7);
+        assert_eq!(repair_count(32, 64, 16), 11);
+        assert_eq!(repair_count(63, 64, 16), 16);
+        // ... the proportional share where that is more ...
+        assert_eq!(repair_count(50, 100, 50), 25);
+        // ... and never more than m.
+        assert_eq!(repair_count(3, 4, 1), 1);
+        assert_eq!(repair_count(2, 4, 4), 4);
+        assert_eq!(repair_count(10, 64, 5), 5);
+        // No FEC.
+        assert_eq!(repair_count(5, 10, 0), 0);
+        assert_eq!(repair_count(0, 10, 4), 0);
+    }
+
+    #[test]
+    fn repair_sizes_cache_matches_repair_count() {
+        let mut sizes = RepairSizes::new(64, 16);
+        for _ in 0..2 {
+            for k in 0..=70 {
+                assert_eq!(sizes.get(k), repair_count(k, 64, 16), "k' = {k}");
+            }
+        }
+        let mut none = RepairSizes::new(8, 0);
+        assert_eq!(none.get(3), 0);
     }
 
     #[test]

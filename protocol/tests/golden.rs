@@ -64,13 +64,14 @@ const DATA_PLAIN: &str = "
     01 88ef99abc5e88c9111 01 03 08 0000000000803540 00 8080d0e2c6bfce972f
     0200072c";
 
-/// The repair datagram of the same one-shard group: index 1, k = 1, m = 1; for k = 1 the
-/// Reed-Solomon repair shard is a copy of the data shard.
+/// The first repair datagram of the same one-shard group: index 1, k = 1, m = 4 (a lone data
+/// shard needs 4 repair shards to survive 5 % loss within 1e-6; see `fec::repair_count`). For
+/// k = 1 every Reed-Solomon repair shard is a copy of the data shard.
 const REPAIR_PLAIN: &str = "
-    44444757 01 02 0123456789abcdef 0000000000000001 0000000000000000 0001 0001 0001 002e
+    44444757 01 02 0123456789abcdef 0000000000000001 0000000000000000 0001 0001 0004 002e
     0000000000000000 0024 01 00 00 001f
     0188ef99abc5e88c91110103080000000000803540008080d0e2c6bfce972f
-    31903402";
+    ee3bad9e";
 
 /// The same message with key 00 01 02 .. 1f: flags 01, payload encrypted, 16-byte tag.
 const DATA_AUTH: &str = "
@@ -80,10 +81,22 @@ const DATA_AUTH: &str = "
     812bdc89";
 
 const REPAIR_AUTH: &str = "
-    44444757 01 03 0123456789abcdef 0000000000000001 0000000000000000 0001 0001 0001 002e
+    44444757 01 03 0123456789abcdef 0000000000000001 0000000000000000 0001 0001 0004 002e
     bdf01ab59eafdbdf067b916307bd4fbf8598f18e65e296f105c894c28a78d1ef57f00bf5a99630ac6e058994e9a8
-    c2bd958fd9e535787daf44050b2191ec
-    63b858ad";
+    316aebbaa295d631ccde0515f2a49789
+    c12d87b8";
+
+/// Repair datagrams 2..=4 of the group: the first one with the next seq and index.
+fn check_other_repairs(d: &[Vec<u8>]) {
+    assert_eq!(d.len(), 5);
+    for (i, r) in d[2..].iter().enumerate() {
+        let h = protocol::wire::Header::parse(r).unwrap();
+        let n = 2 + i as u64;
+        assert_eq!((h.seq, h.index, h.k, h.m), (n, n as u16, 1, 4));
+        assert_eq!(h.payload_len, 0x2e);
+        assert!(h.is_repair());
+    }
+}
 
 #[test]
 fn header_layout_is_pinned() {
@@ -110,17 +123,21 @@ fn header_layout_is_pinned() {
 #[test]
 fn datagrams_without_key_are_pinned() {
     let d = datagrams(None);
-    assert_eq!(d.len(), 2);
     assert_eq!(hex(&d[0]), hex(&unhex(DATA_PLAIN)));
     assert_eq!(hex(&d[1]), hex(&unhex(REPAIR_PLAIN)));
+    check_other_repairs(&d);
+    // Without a key every repair payload is the data shard itself (k = 1).
+    for r in &d[2..] {
+        assert_eq!(r[38..38 + 46], d[0][38..38 + 46]);
+    }
 }
 
 #[test]
 fn datagrams_with_key_are_pinned() {
     let d = datagrams(Some(key()));
-    assert_eq!(d.len(), 2);
     assert_eq!(hex(&d[0]), hex(&unhex(DATA_AUTH)));
     assert_eq!(hex(&d[1]), hex(&unhex(REPAIR_AUTH)));
+    check_other_repairs(&d);
 }
 
 #[test]

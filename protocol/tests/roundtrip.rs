@@ -260,8 +260,8 @@ fn flush_timer_sends_partial_payloads_and_groups() {
     enc.handle_timeout(t0 + Duration::from_millis(4));
     assert_eq!(enc.pending_datagrams(), 0);
     enc.handle_timeout(deadline);
-    // One data datagram and the repair shard of its one-shard group.
-    assert_eq!(enc.pending_datagrams(), 2);
+    // One data datagram and the 4 repair shards a one-shard group needs for 5 % loss.
+    assert_eq!(enc.pending_datagrams(), 5);
     assert_eq!(enc.poll_timeout(), None);
     let mut buf = [0u8; 1500];
     let n = enc.poll_transmit(&mut buf).unwrap();
@@ -271,7 +271,7 @@ fn flush_timer_sends_partial_payloads_and_groups() {
     let n = enc.poll_transmit(&mut buf).unwrap();
     let h = header(&buf[..n]);
     assert!(h.is_repair());
-    assert_eq!((h.index, h.k, h.m), (1, 1, 1), "short group: actual shape");
+    assert_eq!((h.index, h.k, h.m), (1, 1, 4), "short group: actual shape");
     assert_eq!(enc.stats().timer_flushes, 1);
 }
 
