@@ -407,7 +407,9 @@ fn closed_or(e: io::Error) -> io::Error {
 }
 
 /// The read for a planned request. The only place this module builds a Modbus request.
-fn request_for(req: &ReadRequest) -> Request<'static> {
+/// Public for the `modbus_reply` fuzz target (gateway-tx/fuzz), not an API.
+#[doc(hidden)]
+pub fn request_for(req: &ReadRequest) -> Request<'static> {
     match req.table {
         ModbusTable::Coil => Request::ReadCoils(req.start, req.count),
         ModbusTable::DiscreteInput => Request::ReadDiscreteInputs(req.start, req.count),
@@ -418,7 +420,9 @@ fn request_for(req: &ReadRequest) -> Request<'static> {
 
 /// Turns a reply into updates. A reply of the wrong shape makes the whole request's tags
 /// BadDecodingError; a tag whose registers do not decode is BadDecodingError alone.
-fn decode_reply(
+/// Public for the `modbus_reply` fuzz target (gateway-tx/fuzz), not an API.
+#[doc(hidden)]
+pub fn decode_reply(
     req: &ReadRequest,
     response: Response,
     time: UnixNanos,
