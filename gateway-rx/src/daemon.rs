@@ -1,7 +1,8 @@
-//! Starts and stops the receiver's tasks: the link receiver, the Modbus mirror and the status
-//! log.
+//! Starts and stops the receiver's tasks: the link receiver, the Modbus mirror, the status
+//! log and, with `[http]`, the status server and its history sampler.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use tracing::info;
 
 use crate::link::{LinkReceiver, SharedStats};
 use crate::state::State;
+use crate::status::{RxSite, RxStatus};
 
 /// A running receiver. Dropping it stops every task.
 pub struct Receiver {
@@ -19,6 +21,10 @@ pub struct Receiver {
     stats: SharedStats,
     pub link_addr: SocketAddr,
     pub modbus_addr: Option<SocketAddr>,
+    /// Where the status HTTP server listens, when `[http]` is configured.
+    pub http_addr: Option<SocketAddr>,
+    /// What metrics, health and the status page read.
+    pub status: Arc<RxStatus>,
     link: JoinHandle<anyhow::Result<()>>,
     others: Vec<JoinHandle<()>>,
 }
@@ -32,14 +38,19 @@ impl Receiver {
         let link_addr = receiver.local_addr()?;
         let mut others = Vec::new();
         let mut modbus_addr = None;
+        let mut modbus_counters = None;
         if let Some(server) = config.modbus_server.clone() {
             let listener = tokio::net::TcpListener::bind(server.bind)
                 .await
                 .with_context(|| format!("binding the Modbus mirror to {}", server.bind))?;
             modbus_addr = Some(listener.local_addr()?);
             let state = state.clone();
+            let counters = Arc::new(crate::modbus_server::ServerCounters::default());
+            modbus_counters = Some(counters.clone());
             others.push(tokio::spawn(async move {
-                if let Err(e) = crate::modbus_server::serve(listener, state, server).await {
+                let served =
+                    crate::modbus_server::serve_with_counters(listener, state, server, counters);
+                if let Err(e) = served.await {
                     tracing::error!(error = format!("{e:#}"), "Modbus mirror stopped");
                 }
             }));
@@ -49,16 +60,47 @@ impl Receiver {
             stats.clone(),
             config.status.log_interval,
         )));
-        let link = tokio::spawn(receiver.run());
-        info!(link = %link_addr, modbus = ?modbus_addr, "gateway-rx running");
+        let link_alive = Arc::new(AtomicBool::new(true));
+        let status = Arc::new(RxStatus::new(
+            state.clone(),
+            stats.clone(),
+            modbus_counters,
+            config.link.clone(),
+            link_alive.clone(),
+        ));
+        let mut http_addr = None;
+        if let Some(http) = &config.http {
+            let listener = tokio::net::TcpListener::bind(http.bind)
+                .await
+                .with_context(|| format!("binding the status HTTP server to {}", http.bind))?;
+            http_addr = Some(listener.local_addr()?);
+            others.push(tokio::spawn(status.clone().run_sampler()));
+            others.push(tokio::spawn(observe::http::serve(
+                listener,
+                Arc::new(RxSite(status.clone())),
+            )));
+        }
+        let link = tokio::spawn(async move {
+            let result = receiver.run().await;
+            link_alive.store(false, Ordering::Relaxed);
+            result
+        });
+        info!(link = %link_addr, modbus = ?modbus_addr, http = ?http_addr, "gateway-rx running");
         Ok(Receiver {
             state,
             stats,
             link_addr,
             modbus_addr,
+            http_addr,
+            status,
             link,
             others,
         })
+    }
+
+    /// Whether the link receiver still runs (it ends only on a socket error).
+    pub fn link_alive(&self) -> bool {
+        !self.link.is_finished()
     }
 
     /// The decoder's counters as last published by the link task.

@@ -80,11 +80,37 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut rx = Receiver::start(config).await?;
         info!(config = %path.display(), "gateway-rx started");
-        tokio::select! {
-            r = rx.wait() => r,
-            r = shutdown_signal() => { info!("shutting down"); r }
-        }
+        observe::notify::ready(&format!("receiving on {}", rx.link_addr));
+        // The watchdog is fed from this loop only while the link receiver lives, so systemd
+        // restarts a daemon whose runtime hangs or whose link task died.
+        let alive = rx.status.link_alive.clone();
+        let mut watchdog = observe::notify::watchdog_interval().map(tokio::time::interval);
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                r = rx.wait() => break r,
+                r = &mut shutdown => { info!("shutting down"); break r }
+                () = tick(&mut watchdog) => {
+                    if alive.load(std::sync::atomic::Ordering::Relaxed) {
+                        observe::notify::watchdog();
+                    }
+                }
+            }
+        };
+        observe::notify::stopping();
+        result
     })
+}
+
+/// The next watchdog tick, or never when systemd asked for no watchdog.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -1,6 +1,11 @@
-//! Starts and stops the transmitter's tasks: one poller per device and the link sender.
+//! Starts and stops the transmitter's tasks: one poller per device, the link sender, and,
+//! with `[http]`, the status server and its history sampler.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
 
 use config::tx::TxConfig;
 use protocol::model::TagIndex;
@@ -8,12 +13,17 @@ use tokio::task::JoinHandle;
 
 use crate::link::{HealthFn, LinkSender};
 use crate::modbus::{DeviceHealth, run_device};
+use crate::status::{DeviceStatus, TxSite, TxStatus};
 use crate::tags::TagTable;
 
 /// A running transmitter. Dropping it stops every task.
 pub struct Transmitter {
     pub table: Arc<TagTable>,
     pub session: u64,
+    /// What metrics, health and the status page read.
+    pub status: Arc<TxStatus>,
+    /// Where the status HTTP server listens, when `[http]` is configured.
+    pub http_addr: Option<SocketAddr>,
     link: JoinHandle<anyhow::Result<()>>,
     pollers: Vec<JoinHandle<()>>,
 }
@@ -23,10 +33,15 @@ impl Transmitter {
         let table = Arc::new(TagTable::from_config(&config));
         let mut pollers = Vec::new();
         let mut healths = Vec::new();
+        let mut devices = Vec::new();
         let mut first: TagIndex = 0;
         for device in &config.devices {
             let health = Arc::new(DeviceHealth::default());
             healths.push((device.name.clone(), health.clone()));
+            devices.push(DeviceStatus {
+                config: device.clone(),
+                health: health.clone(),
+            });
             let n = TagIndex::try_from(device.tags.len())?;
             pollers.push(tokio::spawn(run_device(
                 device.clone(),
@@ -47,13 +62,47 @@ impl Transmitter {
             session,
         )
         .await?;
-        let link = tokio::spawn(sender.run());
+        let link_alive = Arc::new(AtomicBool::new(true));
+        let status = Arc::new(TxStatus::new(
+            table.clone(),
+            devices,
+            config.link.clone(),
+            session,
+            config.config_hash,
+            sender.encoder_stats(),
+            sender.counters(),
+            link_alive.clone(),
+        ));
+        let link = tokio::spawn(async move {
+            let result = sender.run().await;
+            link_alive.store(false, Ordering::Relaxed);
+            result
+        });
+        let mut http_addr = None;
+        if let Some(http) = &config.http {
+            let listener = tokio::net::TcpListener::bind(http.bind)
+                .await
+                .with_context(|| format!("binding the status HTTP server to {}", http.bind))?;
+            http_addr = Some(listener.local_addr()?);
+            pollers.push(tokio::spawn(status.clone().run_sampler()));
+            pollers.push(tokio::spawn(observe::http::serve(
+                listener,
+                Arc::new(TxSite(status.clone())),
+            )));
+        }
         Ok(Transmitter {
             table,
             session,
+            status,
+            http_addr,
             link,
             pollers,
         })
+    }
+
+    /// Whether the link sender still runs (it ends only on a socket error it cannot retry).
+    pub fn link_alive(&self) -> bool {
+        !self.link.is_finished()
     }
 
     /// Waits until the link sender fails (it does not end otherwise).

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod link;
 pub mod modbus;
 pub mod pacer;
+pub mod status;
 pub mod tags;
 
 pub use daemon::Transmitter;

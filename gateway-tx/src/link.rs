@@ -6,6 +6,7 @@
 //! The socket is never read: it is connected to the receiver only so that `send` needs no
 //! address, its receive side is shut down, and its receive buffer is the kernel's minimum.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,22 @@ pub type HealthFn = Arc<dyn Fn() -> Vec<SourceHealth> + Send + Sync>;
 /// benchmarks.
 pub type SharedEncoderStats = Arc<Mutex<EncoderStats>>;
 
+/// What left the link socket, counted as it happens (a relaxed atomic add per datagram), for
+/// metrics and the status page: unlike the encoder's counters these are exact while a long
+/// paced backlog drains.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub datagrams_sent: AtomicU64,
+    /// UDP payload bytes sent (the IP and UDP headers not included).
+    pub bytes_sent: AtomicU64,
+    /// Sends that failed and were skipped (see `is_transient`).
+    pub send_errors: AtomicU64,
+    /// Datagrams encoded and waiting for the pacer (the encoder's queue), as of the last send.
+    pub pending_datagrams: AtomicU64,
+    /// Live samples handed to the encoder.
+    pub samples_sent: AtomicU64,
+}
+
 pub struct LinkSender {
     socket: UdpSocket,
     encoder: Encoder,
@@ -57,6 +74,7 @@ pub struct LinkSender {
     next_snapshot: Instant,
     snapshot_cursor: usize,
     shared_stats: SharedEncoderStats,
+    link_counters: Arc<LinkCounters>,
 }
 
 impl LinkSender {
@@ -112,6 +130,7 @@ impl LinkSender {
             next_snapshot: now + SNAPSHOT_TICK,
             snapshot_cursor: 0,
             shared_stats: SharedEncoderStats::default(),
+            link_counters: Arc::default(),
             link,
         })
     }
@@ -123,6 +142,11 @@ impl LinkSender {
     /// A handle on the encoder counters that stays valid while [`LinkSender::run`] runs.
     pub fn encoder_stats(&self) -> SharedEncoderStats {
         self.shared_stats.clone()
+    }
+
+    /// A handle on the send counters that stays valid while [`LinkSender::run`] runs.
+    pub fn counters(&self) -> Arc<LinkCounters> {
+        self.link_counters.clone()
     }
 
     /// Runs until the task is aborted; returns only on a socket error that cannot be retried.
@@ -227,6 +251,9 @@ impl LinkSender {
             return Ok(());
         }
         self.counters.samples_sent += changes.len() as u64;
+        self.link_counters
+            .samples_sent
+            .store(self.counters.samples_sent, Ordering::Relaxed);
         for batch in batches(changes, self.body_budget) {
             let message = Message::Live(SampleBatch {
                 catalogue: self.catalogue.hash(),
@@ -247,6 +274,9 @@ impl LinkSender {
 
     /// Sends every datagram the encoder has ready, paced to the link rate.
     async fn transmit(&mut self) -> anyhow::Result<()> {
+        self.link_counters
+            .pending_datagrams
+            .store(self.encoder.pending_datagrams() as u64, Ordering::Relaxed);
         while let Some(len) = self.encoder.poll_transmit(&mut self.buf) {
             loop {
                 match self.pacer.try_send(len, Instant::now()) {
@@ -254,13 +284,22 @@ impl LinkSender {
                     Err(wait) => tokio::time::sleep(wait).await,
                 }
             }
-            match self.socket.send(&self.buf[..len]).await {
-                Ok(_) => self.counters.datagrams_sent += 1,
+            let sent = self.socket.send(&self.buf[..len]).await;
+            let c = &self.link_counters;
+            c.pending_datagrams
+                .store(self.encoder.pending_datagrams() as u64, Ordering::Relaxed);
+            match sent {
+                Ok(_) => {
+                    self.counters.datagrams_sent += 1;
+                    c.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                    c.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+                }
                 // On loopback or a NIC with a link partner the kernel may report an ICMP error
                 // from an earlier datagram on this send; it is not a reply we act on, and on a
                 // real diode it cannot happen. Count it and carry on.
                 Err(e) if is_transient(&e) => {
                     self.send_errors += 1;
+                    c.send_errors.fetch_add(1, Ordering::Relaxed);
                     if self.send_errors.is_power_of_two() {
                         warn!(error = %e, count = self.send_errors, "link send failed, continuing");
                     }

@@ -79,12 +79,38 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let mut tx = Transmitter::start(config).await?;
-        info!(config = %path.display(), session = format_args!("{:016x}", tx.session), "gateway-tx running");
-        tokio::select! {
-            r = tx.wait() => r,
-            r = shutdown_signal() => { info!("shutting down"); r }
-        }
+        info!(config = %path.display(), session = format_args!("{:016x}", tx.session), http = ?tx.http_addr, "gateway-tx running");
+        observe::notify::ready(&format!("sending, session {:016x}", tx.session));
+        // The watchdog is fed from this loop only while the link sender lives, so systemd
+        // restarts a daemon whose runtime hangs or whose link task died.
+        let alive = tx.status.link_alive.clone();
+        let mut watchdog = observe::notify::watchdog_interval().map(tokio::time::interval);
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                r = tx.wait() => break r,
+                r = &mut shutdown => { info!("shutting down"); break r }
+                () = tick(&mut watchdog) => {
+                    if alive.load(std::sync::atomic::Ordering::Relaxed) {
+                        observe::notify::watchdog();
+                    }
+                }
+            }
+        };
+        observe::notify::stopping();
+        result
     })
+}
+
+/// The next watchdog tick, or never when systemd asked for no watchdog.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -30,6 +30,16 @@ struct Inner {
     superseded: u64,
 }
 
+/// Tags by quality of their current value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QualityCounts {
+    pub good: u64,
+    pub uncertain: u64,
+    pub bad: u64,
+    /// Tags that never had a value.
+    pub no_value: u64,
+}
+
 /// One update as a source produces it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {
@@ -162,6 +172,21 @@ impl TagTable {
 
     pub fn superseded(&self) -> u64 {
         self.lock().superseded
+    }
+
+    /// Tags by the quality of their current value, for status and metrics.
+    pub fn quality_counts(&self) -> QualityCounts {
+        let inner = self.lock();
+        let mut c = QualityCounts::default();
+        for s in &inner.current {
+            match s {
+                None => c.no_value += 1,
+                Some(s) if s.quality.is_good() => c.good += 1,
+                Some(s) if s.quality.is_uncertain() => c.uncertain += 1,
+                Some(_) => c.bad += 1,
+            }
+        }
+        c
     }
 
     /// Current values of tags `start..start+count` that have one, for the rolling snapshot.

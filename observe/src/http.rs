@@ -238,9 +238,9 @@ pub async fn serve(listener: TcpListener, site: Arc<dyn Site>) {
                 .max_header_size(MAX_HEAD_BYTES)
                 .max_headers(MAX_HEADERS);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                Ok(Err(e)) => debug!(%peer, error = %e, "status HTTP connection ended"),
-                Ok(Ok(())) | Err(_) => {}
+            // Past its lifetime the connection is dropped, which closes it.
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                debug!(%peer, error = %e, "status HTTP connection ended");
             }
         });
     }

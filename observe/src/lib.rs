@@ -16,6 +16,7 @@ pub mod http;
 pub mod notify;
 pub mod page;
 pub mod prom;
+pub mod tags;
 
 pub use http::{Health, Query, Site};
 

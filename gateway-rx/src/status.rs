@@ -1,0 +1,779 @@
+//! What gateway-rx shows operators: Prometheus metrics, health and the status page, all
+//! computed when asked from counters the receiver keeps anyway (the decoder's stats, the
+//! state's counters and values, the Modbus mirror's counters, the last heartbeat), plus a
+//! one-second sampler that keeps ten minutes of history for the charts and the list of loss
+//! gaps.
+//!
+//! A *gap* here is a run of consecutive seconds in which the decoder counted loss beyond what
+//! FEC repaired (data datagrams or messages lost). Live values heal with the transmitter's
+//! next rolling snapshot; the gap records when and how much was lost. The decoder counts a
+//! loss once the datagram leaves its reorder window or its group times out, so a gap's times
+//! are those of the counting, within a fraction of a second of the loss itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use config::rx::RxLink;
+use observe::history::{self, Ring};
+use observe::prom::Exposition;
+use observe::{Health, Query, Site};
+use protocol::decoder::DecoderStats;
+use protocol::message::Stream;
+use serde_json::{Value as Json, json};
+
+use crate::link::SharedStats;
+use crate::modbus_server::ServerCounters;
+use crate::state::{LinkState, State};
+
+/// Gaps kept for the status page (the total is counted without bound).
+pub const MAX_GAPS: usize = 100;
+
+/// Tags of the current catalogue by served quality.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QualityCounts {
+    pub good: u64,
+    pub uncertain: u64,
+    pub bad: u64,
+    pub no_value: u64,
+}
+
+/// One run of seconds with loss beyond repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub data_datagrams_lost: u64,
+    /// Per stream, indexed like [`Stream::ALL`].
+    pub messages_lost: [u64; 4],
+}
+
+#[derive(Debug, Clone)]
+struct Sample {
+    t_ms: i64,
+    stats: DecoderStats,
+    link_up: bool,
+    tags: QualityCounts,
+    modbus_reads: u64,
+}
+
+struct History {
+    samples: Ring<Sample>,
+    gaps: Ring<Gap>,
+    gaps_total: u64,
+}
+
+/// Everything of a running receiver the status reads. Shared with the HTTP server.
+pub struct RxStatus {
+    pub state: Arc<State>,
+    pub stats: SharedStats,
+    pub modbus: Option<Arc<ServerCounters>>,
+    pub link: RxLink,
+    /// Cleared when the link receiver's task ends.
+    pub link_alive: Arc<AtomicBool>,
+    pub started: Instant,
+    pub started_unix_ms: i64,
+    history: Mutex<History>,
+}
+
+impl RxStatus {
+    pub fn new(
+        state: Arc<State>,
+        stats: SharedStats,
+        modbus: Option<Arc<ServerCounters>>,
+        link: RxLink,
+        link_alive: Arc<AtomicBool>,
+    ) -> RxStatus {
+        RxStatus {
+            state,
+            stats,
+            modbus,
+            link,
+            link_alive,
+            started: Instant::now(),
+            started_unix_ms: observe::unix_ms(),
+            history: Mutex::new(History {
+                samples: Ring::new(history::CAPACITY),
+                gaps: Ring::new(MAX_GAPS),
+                gaps_total: 0,
+            }),
+        }
+    }
+
+    pub fn link_alive(&self) -> bool {
+        self.link_alive.load(Ordering::Relaxed)
+    }
+
+    /// The decoder's counters as last published by the link task.
+    pub fn decoder_stats(&self) -> DecoderStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tags of the current catalogue by the quality they are served with.
+    pub fn quality_counts(&self) -> QualityCounts {
+        let view = self.state.view();
+        let mut c = QualityCounts::default();
+        let Some(catalogue) = view.catalogue() else {
+            return c;
+        };
+        for i in 0..catalogue.len() {
+            let Ok(index) = u32::try_from(i) else { break };
+            match view.value(index) {
+                None => c.no_value += 1,
+                Some(v) if v.quality.is_good() => c.good += 1,
+                Some(v) if v.quality.is_uncertain() => c.uncertain += 1,
+                Some(_) => c.bad += 1,
+            }
+        }
+        c
+    }
+
+    /// The gaps kept (newest last) and how many there were in all.
+    pub fn gaps(&self) -> (Vec<Gap>, u64) {
+        let h = self.history();
+        (h.gaps.iter().cloned().collect(), h.gaps_total)
+    }
+
+    fn modbus_reads(&self) -> u64 {
+        self.modbus
+            .as_ref()
+            .map_or(0, |m| m.reads_served.load(Ordering::Relaxed))
+    }
+
+    /// Takes one history sample a second until the task is dropped.
+    pub async fn run_sampler(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            self.take_sample();
+        }
+    }
+
+    /// Records one history sample and extends or opens a gap when loss was counted since the
+    /// previous one.
+    pub fn take_sample(&self) {
+        let sample = Sample {
+            t_ms: observe::unix_ms(),
+            stats: self.decoder_stats(),
+            link_up: !self.state.link_is_down(),
+            tags: self.quality_counts(),
+            modbus_reads: self.modbus_reads(),
+        };
+        let mut h = self.history();
+        if let Some(prev) = h.samples.last() {
+            let (a, b) = (&prev.stats, &sample.stats);
+            let data = history::delta(a.data_datagrams_lost, b.data_datagrams_lost);
+            let mut messages = [0u64; 4];
+            for (i, m) in messages.iter_mut().enumerate() {
+                *m = history::delta(a.messages_lost[i], b.messages_lost[i]);
+            }
+            if data > 0 || messages.iter().any(|&m| m > 0) {
+                let prev_t = prev.t_ms;
+                match h.gaps.last_mut().filter(|g| g.end_ms == prev_t) {
+                    Some(g) => {
+                        g.end_ms = sample.t_ms;
+                        g.data_datagrams_lost += data;
+                        for (total, m) in g.messages_lost.iter_mut().zip(messages) {
+                            *total += m;
+                        }
+                    }
+                    None => {
+                        h.gaps.push(Gap {
+                            start_ms: prev_t,
+                            end_ms: sample.t_ms,
+                            data_datagrams_lost: data,
+                            messages_lost: messages,
+                        });
+                        h.gaps_total += 1;
+                    }
+                }
+            }
+        }
+        h.samples.push(sample);
+    }
+
+    pub fn health(&self) -> Health {
+        let mut reasons = Vec::new();
+        if !self.link_alive() {
+            reasons.push("link receiver stopped".to_owned());
+        }
+        if self.state.link_is_down() {
+            reasons.push(match self.state.last_heartbeat() {
+                None => "link down: no heartbeat received yet".to_owned(),
+                Some((at, _)) => format!(
+                    "link down: no heartbeat for {}",
+                    observe::page::age_text(Some(
+                        (crate::unix_now().saturating_sub(at) / 1_000_000) as f64
+                    ))
+                ),
+            });
+        }
+        if self.state.catalogue_hash().is_none() {
+            reasons.push("no catalogue received yet".to_owned());
+        }
+        Health { reasons }
+    }
+
+    pub fn metrics(&self, e: &mut Exposition) {
+        let s = self.decoder_stats();
+        let c = self.state.counters();
+        let link = self.state.link_state();
+        e.family(
+            "gateway_rx_info",
+            "gauge",
+            "Constant 1, labelled with the receiver's version.",
+        )
+        .sample(
+            "gateway_rx_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1u64,
+        );
+        e.gauge(
+            "gateway_rx_start_time_seconds",
+            "When the receiver started, in seconds since the Unix epoch.",
+            self.started_unix_ms as f64 / 1000.0,
+        );
+        e.gauge(
+            "gateway_rx_link_receiver_up",
+            "1 while the link receiver task runs.",
+            self.link_alive(),
+        );
+        e.gauge(
+            "gateway_rx_link_up",
+            "1 while heartbeats arrive (the link is up), 0 when none came for the heartbeat \
+             timeout or none yet.",
+            matches!(link, LinkState::Up { .. }),
+        );
+        e.counter(
+            "gateway_rx_link_datagrams_received_total",
+            "Datagrams read from the link socket; each is counted once more under \
+             gateway_rx_link_datagrams_total by outcome.",
+            s.datagrams_received,
+        );
+        e.counter(
+            "gateway_rx_link_bytes_received_total",
+            "Bytes of the datagrams read from the link socket.",
+            s.bytes_received,
+        );
+        e.labelled(
+            "gateway_rx_link_datagrams_total",
+            "counter",
+            "Datagrams received, by outcome: accepted, or the reason they were rejected.",
+            "outcome",
+            [
+                ("accepted", s.datagrams_accepted),
+                ("bad_length", s.bad_length),
+                ("bad_magic", s.bad_magic),
+                ("crc_failure", s.crc_failures),
+                ("bad_version", s.bad_version),
+                ("malformed", s.malformed),
+                ("auth_failure", s.auth_failures),
+                ("duplicate", s.duplicates),
+                ("out_of_window", s.out_of_window),
+                ("stale_session", s.stale_session_dropped),
+            ],
+        );
+        e.counter(
+            "gateway_rx_link_datagrams_missing_total",
+            "Datagram sequence numbers never received (loss on the link, before FEC).",
+            s.datagrams_missing,
+        );
+        e.counter(
+            "gateway_rx_link_datagrams_repaired_total",
+            "Data datagrams restored by FEC.",
+            s.datagrams_repaired,
+        );
+        e.counter(
+            "gateway_rx_link_data_datagrams_lost_total",
+            "Data datagrams neither received nor repaired (loss beyond FEC).",
+            s.data_datagrams_lost,
+        );
+        e.counter(
+            "gateway_rx_link_datagrams_late_total",
+            "Data datagrams whose place in the sequence had passed (repaired before a \
+             reordered original arrived, or given up as lost).",
+            s.late,
+        );
+        e.labelled(
+            "gateway_rx_link_fec_groups_total",
+            "counter",
+            "FEC groups by outcome: repaired (at least one data shard restored), lost (data \
+             shards missing beyond repair), failed (shards disagree).",
+            "outcome",
+            [
+                ("repaired", s.groups_repaired),
+                ("lost", s.groups_lost),
+                ("failed", s.fec_failures),
+            ],
+        );
+        e.counter(
+            "gateway_rx_link_frame_errors_total",
+            "Frames whose structure was broken although CRC and authentication passed.",
+            s.frame_errors,
+        );
+        e.counter(
+            "gateway_rx_link_decode_errors_total",
+            "Message bodies that failed to decode (also counted as lost).",
+            s.decode_errors,
+        );
+        e.labelled(
+            "gateway_rx_messages_delivered_total",
+            "counter",
+            "Messages delivered by the decoder, by stream.",
+            "stream",
+            Stream::ALL.map(|st| (st.name(), s.delivered(st))),
+        );
+        e.labelled(
+            "gateway_rx_messages_lost_total",
+            "counter",
+            "Messages lost beyond repair, by stream (exact, from per-stream sequence gaps).",
+            "stream",
+            Stream::ALL.map(|st| (st.name(), s.lost(st))),
+        );
+        e.counter(
+            "gateway_rx_session_changes_total",
+            "Switches from one transmitter session to another (transmitter restarts).",
+            s.session_changes,
+        );
+        e.counter(
+            "gateway_rx_link_downs_total",
+            "Times the link went down (no heartbeat for the heartbeat timeout).",
+            c.link_downs,
+        );
+        e.counter(
+            "gateway_rx_heartbeats_total",
+            "Heartbeats received.",
+            c.heartbeats,
+        );
+        let heartbeat = self.state.last_heartbeat();
+        e.gauge(
+            "gateway_rx_last_heartbeat_timestamp_seconds",
+            "When the last heartbeat arrived, in seconds since the Unix epoch (NaN: none yet).",
+            heartbeat
+                .as_ref()
+                .map_or(f64::NAN, |(at, _)| *at as f64 / 1e9),
+        );
+        e.counter(
+            "gateway_rx_loss_gaps_total",
+            "Runs of consecutive seconds with loss beyond repair (see the status page).",
+            self.history().gaps_total,
+        );
+        e.gauge(
+            "gateway_rx_catalogue_tags",
+            "Tags in the current catalogue (0: none received yet).",
+            self.state.tag_count(),
+        );
+        e.counter(
+            "gateway_rx_catalogues_applied_total",
+            "Catalogue versions installed.",
+            c.catalogues_applied,
+        );
+        let q = self.quality_counts();
+        e.labelled(
+            "gateway_rx_tags",
+            "gauge",
+            "Tags of the catalogue by the quality they are served with (no_value: none \
+             received yet).",
+            "quality",
+            [
+                ("good", q.good),
+                ("uncertain", q.uncertain),
+                ("bad", q.bad),
+                ("no_value", q.no_value),
+            ],
+        );
+        e.labelled(
+            "gateway_rx_samples_total",
+            "counter",
+            "Samples received, by outcome: applied, or why they were ignored.",
+            "outcome",
+            [
+                ("applied", c.samples_applied),
+                ("stale", c.samples_stale),
+                ("unknown_catalogue", c.samples_unknown_catalogue),
+                ("bad_index", c.samples_bad_index),
+                ("type_mismatch", c.samples_type_mismatch),
+            ],
+        );
+        if let Some((_, hb)) = &heartbeat {
+            e.gauge(
+                "gateway_rx_transmitter_uptime_seconds",
+                "The transmitter's uptime as its last heartbeat reported it.",
+                hb.uptime_ms as f64 / 1000.0,
+            );
+            e.counter(
+                "gateway_rx_transmitter_datagrams_sent_total",
+                "Datagrams the transmitter reports it sent (its last heartbeat).",
+                hb.counters.datagrams_sent,
+            );
+            e.counter(
+                "gateway_rx_transmitter_samples_superseded_total",
+                "Live changes the transmitter replaced by newer values before sending.",
+                hb.counters.samples_superseded,
+            );
+            e.labelled(
+                "gateway_rx_source_up",
+                "gauge",
+                "Each source's connection as the transmitter's last heartbeat reported it.",
+                "source",
+                hb.sources.iter().map(|s| (s.name.as_str(), s.connected)),
+            );
+            e.family(
+                "gateway_rx_source_polls_total",
+                "counter",
+                "Each source's polls by outcome, as the transmitter's last heartbeat reported \
+                 them.",
+            );
+            for src in &hb.sources {
+                e.sample(
+                    "gateway_rx_source_polls_total",
+                    &[("source", &src.name), ("outcome", "ok")],
+                    src.polls_ok,
+                );
+                e.sample(
+                    "gateway_rx_source_polls_total",
+                    &[("source", &src.name), ("outcome", "failed")],
+                    src.polls_failed,
+                );
+            }
+        }
+        if let Some(m) = &self.modbus {
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            e.labelled(
+                "gateway_rx_modbus_requests_total",
+                "counter",
+                "Requests to the read-only Modbus mirror, by answer: served, or the exception.",
+                "outcome",
+                [
+                    ("served", get(&m.reads_served)),
+                    ("illegal_function", get(&m.illegal_function)),
+                    ("illegal_data_address", get(&m.illegal_address)),
+                    ("illegal_data_value", get(&m.illegal_value)),
+                    ("server_device_failure", get(&m.device_failure)),
+                    ("gateway_path_unavailable", get(&m.unknown_unit)),
+                ],
+            );
+            e.counter(
+                "gateway_rx_modbus_writes_refused_total",
+                "Write requests refused by the mirror (also counted as illegal_function).",
+                get(&m.writes_refused),
+            );
+            e.labelled(
+                "gateway_rx_modbus_connections_total",
+                "counter",
+                "Connections to the Modbus mirror, by outcome (refused: over the limit; \
+                 failed: closed on a bad frame, an IO error or the idle timeout).",
+                "outcome",
+                [
+                    ("accepted", get(&m.connections_accepted)),
+                    ("refused", get(&m.connections_refused)),
+                    ("failed", get(&m.connections_failed)),
+                ],
+            );
+        }
+    }
+
+    pub fn status(&self, query: &Query) -> Json {
+        let now = crate::unix_now();
+        let s = self.decoder_stats();
+        let c = self.state.counters();
+        let health = self.health();
+        let link = self.state.link_state();
+        let heartbeat = self.state.last_heartbeat();
+        let q = self.quality_counts();
+        let (gaps, gaps_total) = self.gaps();
+        let catalogue = self.state.catalogue();
+        let messages_lost: u64 = s.messages_lost.iter().sum();
+        let up = matches!(link, LinkState::Up { .. });
+        let session = match link {
+            LinkState::Up { session } => Some(format!("{session:016x}")),
+            LinkState::Down => None,
+        };
+        let hb_age_ms = heartbeat
+            .as_ref()
+            .map(|(at, _)| now.saturating_sub(*at) / 1_000_000);
+        let link_text = if up {
+            "up".to_owned()
+        } else if heartbeat.is_none() {
+            "DOWN (no heartbeat yet)".to_owned()
+        } else {
+            "DOWN".to_owned()
+        };
+
+        let gap_rows: Vec<Json> = gaps
+            .iter()
+            .rev()
+            .map(|g| {
+                let lost: Vec<String> = Stream::ALL
+                    .iter()
+                    .filter(|st| g.messages_lost[**st as usize] > 0)
+                    .map(|st| format!("{} {}", g.messages_lost[*st as usize], st.name()))
+                    .collect();
+                json!([
+                    utc_time(g.start_ms),
+                    format!("{} s", ((g.end_ms - g.start_ms) as f64 / 1000.0).round()),
+                    { "text": g.data_datagrams_lost, "tone": if g.data_datagrams_lost > 0 { "bad" } else { "" } },
+                    { "text": if lost.is_empty() { "\u{2013}".to_owned() } else { lost.join(", ") },
+                      "tone": if lost.is_empty() { "" } else { "bad" } },
+                ])
+            })
+            .collect();
+        let gaps_json: Vec<Json> = gaps
+            .iter()
+            .map(|g| {
+                json!({
+                    "start_ms": g.start_ms,
+                    "end_ms": g.end_ms,
+                    "data_datagrams_lost": g.data_datagrams_lost,
+                    "messages_lost": Stream::ALL.iter()
+                        .map(|st| (st.name().to_owned(), json!(g.messages_lost[*st as usize])))
+                        .collect::<serde_json::Map<String, Json>>(),
+                })
+            })
+            .collect();
+
+        let counter_rows = vec![
+            json!(["datagrams received", s.datagrams_received]),
+            json!(["accepted", s.datagrams_accepted]),
+            json!(["missing on the link (before FEC)", s.datagrams_missing]),
+            json!(["repaired by FEC", s.datagrams_repaired]),
+            json!(["lost beyond FEC (data datagrams)", { "text": s.data_datagrams_lost, "tone": if s.data_datagrams_lost > 0 { "bad" } else { "" } }]),
+            json!(["CRC failures", { "text": s.crc_failures, "tone": if s.crc_failures > 0 { "warn" } else { "" } }]),
+            json!(["authentication failures", { "text": s.auth_failures, "tone": if s.auth_failures > 0 { "bad" } else { "" } }]),
+            json!(["duplicates", s.duplicates]),
+            json!([
+                "bad magic / length / version",
+                s.bad_magic + s.bad_length + s.bad_version
+            ]),
+            json!(["malformed", s.malformed]),
+            json!([
+                "out of window / stale session",
+                s.out_of_window + s.stale_session_dropped
+            ]),
+            json!(["session changes", s.session_changes]),
+            json!(["link downs", c.link_downs]),
+        ];
+        let stream_rows: Vec<Json> = Stream::ALL
+            .iter()
+            .map(|st| {
+                json!([
+                    st.name(),
+                    s.delivered(*st),
+                    { "text": s.lost(*st), "tone": if s.lost(*st) > 0 { "bad" } else { "" } },
+                ])
+            })
+            .collect();
+        let source_rows: Vec<Json> = heartbeat
+            .as_ref()
+            .map(|(_, hb)| {
+                hb.sources
+                    .iter()
+                    .map(|src| {
+                        json!([
+                            src.name,
+                            { "text": if src.connected { "up" } else { "down" },
+                              "tone": if src.connected { "good" } else { "bad" } },
+                            src.polls_ok,
+                            src.polls_failed,
+                            { "text": if src.last_error.is_empty() { "\u{2013}".to_owned() } else { src.last_error.clone() },
+                              "tone": if src.last_error.is_empty() { "" } else { "bad" } },
+                        ])
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut tables = vec![
+            json!({ "title": "Loss gaps (loss beyond FEC repair, newest first)",
+                    "columns": ["start (UTC)", "length", "data datagrams lost", "messages lost"],
+                    "rows": gap_rows, "empty": "no loss beyond repair since start" }),
+            json!({ "title": "Link counters", "columns": ["counter", "value"], "rows": counter_rows }),
+            json!({ "title": "Messages by stream", "columns": ["stream", "delivered", "lost"], "rows": stream_rows }),
+            json!({ "title": "Sources (as the transmitter's heartbeat reports them)",
+                    "columns": ["source", "state", "polls ok", "failed", "last error"],
+                    "rows": source_rows, "empty": "no heartbeat yet" }),
+        ];
+        if let Some(m) = &self.modbus {
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            tables.push(json!({ "title": "Modbus mirror (read-only)", "columns": ["counter", "value"], "rows": [
+                ["reads served", get(&m.reads_served)],
+                ["writes refused", get(&m.writes_refused)],
+                ["exceptions 02 / 03 / 04 / 0A", format!("{} / {} / {} / {}", get(&m.illegal_address),
+                    get(&m.illegal_value), get(&m.device_failure), get(&m.unknown_unit))],
+                ["connections accepted / refused / failed", format!("{} / {} / {}",
+                    get(&m.connections_accepted), get(&m.connections_refused), get(&m.connections_failed))],
+            ]}));
+        }
+
+        json!({
+            "daemon": "gateway-rx",
+            "version": env!("CARGO_PKG_VERSION"),
+            "now_ms": observe::unix_ms(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "health": health.to_json(),
+            "link": {
+                "up": up,
+                "receiver_alive": self.link_alive(),
+                "session": session,
+                "last_heartbeat_age_ms": hb_age_ms,
+                "down_since_ms": self.state.link_down_since().map(|t| t / 1_000_000),
+                "transmitter_uptime_ms": heartbeat.as_ref().map(|(_, hb)| hb.uptime_ms),
+                "transmitter_config_hash": heartbeat.as_ref().map(|(_, hb)| format!("{:016x}", hb.config_hash)),
+                "catalogue": catalogue.as_ref().map(|c| format!("{:016x}", c.hash())),
+            },
+            "counters": {
+                "datagrams_received": s.datagrams_received,
+                "bytes_received": s.bytes_received,
+                "datagrams_accepted": s.datagrams_accepted,
+                "datagrams_missing": s.datagrams_missing,
+                "datagrams_repaired": s.datagrams_repaired,
+                "data_datagrams_lost": s.data_datagrams_lost,
+                "crc_failures": s.crc_failures,
+                "auth_failures": s.auth_failures,
+                "duplicates": s.duplicates,
+                "bad_magic": s.bad_magic,
+                "messages_lost": Stream::ALL.iter().map(|st| (st.name().to_owned(), json!(s.lost(*st))))
+                    .collect::<serde_json::Map<String, Json>>(),
+                "messages_lost_total": messages_lost,
+                "session_changes": s.session_changes,
+                "link_downs": c.link_downs,
+            },
+            "gaps": gaps_json,
+            "gaps_total": gaps_total,
+            "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad, "no_value": q.no_value },
+            "history": self.history_json(),
+            "tags": self.tag_rows(query, now),
+            "view": {
+                "title": "gateway-rx",
+                "subtitle": "IT side \u{b7} receives from the diode, serves read-only mirrors",
+                "facts": [
+                    { "label": "Link", "value": link_text, "tone": if up { "good" } else { "bad" } },
+                    { "label": "Session", "value": session.clone().unwrap_or_else(|| "\u{2013}".into()) },
+                    { "label": "Last heartbeat", "value": match hb_age_ms {
+                        Some(ms) => format!("{} ago", observe::page::age_text(Some(ms as f64))),
+                        None => "none yet".to_owned() } },
+                    { "label": "Transmitter uptime", "value": heartbeat.as_ref()
+                        .map_or("\u{2013}".to_owned(), |(_, hb)| observe::page::age_text(Some(hb.uptime_ms as f64))) },
+                    { "label": "Catalogue", "value": match &catalogue {
+                        Some(cat) => format!("{} tags ({:08x}\u{2026})", cat.len(), cat.hash() >> 32),
+                        None => "none yet".to_owned() },
+                      "tone": if catalogue.is_some() { "" } else { "bad" } },
+                    { "label": "Tags good / uncertain / bad", "value": format!("{} / {} / {}", q.good, q.uncertain, q.bad),
+                      "tone": if q.bad > 0 { "bad" } else if q.uncertain > 0 || q.no_value > 0 { "warn" } else { "good" } },
+                    { "label": "Datagrams accepted", "value": s.datagrams_accepted },
+                    { "label": "Repaired by FEC", "value": s.datagrams_repaired },
+                    { "label": "Lost beyond FEC", "value": format!("{} datagrams, {} messages", s.data_datagrams_lost, messages_lost),
+                      "tone": if messages_lost > 0 || s.data_datagrams_lost > 0 { "bad" } else { "good" } },
+                    { "label": "Loss gaps", "value": gaps_total, "tone": if gaps_total > 0 { "warn" } else { "" } },
+                    { "label": "Rejected datagrams", "value": s.rejected(),
+                      "tone": if s.crc_failures + s.auth_failures + s.bad_magic > 0 { "warn" } else { "" } },
+                    { "label": "Session changes", "value": s.session_changes },
+                ],
+                "charts": [
+                    { "title": "Datagrams per second", "unit": "/s",
+                      "series": [ { "key": "accepted", "label": "accepted", "color": "#2f6fde" },
+                                  { "key": "repaired", "label": "repaired by FEC", "color": "#1d8348" },
+                                  { "key": "rejected", "label": "rejected", "color": "#b9770e" } ] },
+                    { "title": "Loss per second", "unit": "/s",
+                      "series": [ { "key": "missing", "label": "missing on the link", "color": "#b9770e" },
+                                  { "key": "lost", "label": "lost beyond FEC", "color": "#c0392b" },
+                                  { "key": "messages_lost", "label": "messages lost", "color": "#6f42c1" } ] },
+                    { "title": "Link throughput", "unit": "Mbit/s",
+                      "series": [ { "key": "mbit", "label": "received", "color": "#2f6fde" } ] },
+                    { "title": "Tags by quality", "unit": "tags",
+                      "series": [ { "key": "good", "label": "good", "color": "#1d8348" },
+                                  { "key": "uncertain", "label": "uncertain", "color": "#b9770e" },
+                                  { "key": "bad", "label": "bad", "color": "#c0392b" } ] },
+                ],
+                "tables": tables,
+            },
+        })
+    }
+
+    fn tag_rows(&self, query: &Query, now: i64) -> Json {
+        let view = self.state.view();
+        let Some(catalogue) = view.catalogue() else {
+            return json!({ "total": 0, "matched": 0, "rows": [] });
+        };
+        let mut matched = 0usize;
+        let mut rows = Vec::new();
+        for (i, info) in catalogue.tags().iter().enumerate() {
+            if !observe::tags::matches(query, info) {
+                continue;
+            }
+            matched += 1;
+            if rows.len() < query.limit {
+                let Ok(index) = u32::try_from(i) else { break };
+                let v = view
+                    .value(index)
+                    .map(|v| (v.value, v.quality, v.source_time));
+                rows.push(observe::tags::row(info, v, now));
+            }
+        }
+        json!({ "total": catalogue.len(), "matched": matched, "rows": rows })
+    }
+
+    fn history_json(&self) -> Json {
+        let h = self.history();
+        let pairs: Vec<(&Sample, &Sample)> =
+            h.samples.iter().zip(h.samples.iter().skip(1)).collect();
+        let per_s = |a: &Sample, b: &Sample, v: u64| {
+            let dt = (b.t_ms - a.t_ms).max(1) as f64 / 1000.0;
+            v as f64 / dt
+        };
+        let series = |f: &dyn Fn(&Sample, &Sample) -> f64| -> Vec<f64> {
+            pairs.iter().map(|(a, b)| f(a, b)).collect()
+        };
+        let d = |a: &Sample, b: &Sample, f: fn(&DecoderStats) -> u64| {
+            per_s(a, b, history::delta(f(&a.stats), f(&b.stats)))
+        };
+        json!({
+            "t": pairs.iter().map(|(_, b)| b.t_ms).collect::<Vec<_>>(),
+            "series": {
+                "accepted": series(&|a, b| d(a, b, |s| s.datagrams_accepted)),
+                "repaired": series(&|a, b| d(a, b, |s| s.datagrams_repaired)),
+                "rejected": series(&|a, b| d(a, b, DecoderStats::rejected)),
+                "missing": series(&|a, b| d(a, b, |s| s.datagrams_missing)),
+                "lost": series(&|a, b| d(a, b, |s| s.data_datagrams_lost)),
+                "messages_lost": series(&|a, b| d(a, b, |s| s.messages_lost.iter().sum())),
+                "mbit": series(&|a, b| d(a, b, |s| s.bytes_received) * 8.0 / 1e6),
+                "link_up": series(&|_, b| f64::from(u8::from(b.link_up))),
+                "good": series(&|_, b| b.tags.good as f64),
+                "uncertain": series(&|_, b| b.tags.uncertain as f64),
+                "bad": series(&|_, b| b.tags.bad as f64),
+                "modbus_reads": series(&|a, b| per_s(a, b, history::delta(a.modbus_reads, b.modbus_reads))),
+            },
+        })
+    }
+}
+
+/// `2024-05-01 12:00:00` (UTC) of a Unix time in milliseconds.
+fn utc_time(ms: i64) -> String {
+    let text = config::timefmt::format_rfc3339(ms.saturating_mul(1_000_000));
+    text.get(..19).unwrap_or(&text).replace('T', " ")
+}
+
+/// The HTTP server's view of a receiver.
+pub struct RxSite(pub Arc<RxStatus>);
+
+impl Site for RxSite {
+    fn prefix(&self) -> &'static str {
+        "gateway_rx"
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        self.0.metrics(out);
+    }
+
+    fn health(&self) -> Health {
+        self.0.health()
+    }
+
+    fn status(&self, query: &Query) -> Json {
+        self.0.status(query)
+    }
+}

@@ -1,0 +1,574 @@
+//! What gateway-tx shows operators: Prometheus metrics, health and the status page, all
+//! computed when asked from counters the transmitter keeps anyway (the link sender's send
+//! counters and encoder stats, each device's health, the tag table), plus a one-second
+//! sampler that keeps ten minutes of history for the charts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use config::tx::{ModbusDevice, TxLink};
+use observe::history::{self, Ring};
+use observe::prom::Exposition;
+use observe::{Health, Query, Site};
+use protocol::message::Stream;
+use protocol::stats::EncoderStats;
+use serde_json::{Value as Json, json};
+
+use crate::link::{LinkCounters, SharedEncoderStats};
+use crate::modbus::DeviceHealth;
+use crate::pacer::IP_UDP_OVERHEAD;
+use crate::tags::{QualityCounts, TagTable};
+
+/// The measured send rate is averaged over this many one-second samples.
+const RATE_WINDOW: usize = 10;
+
+/// One device as the status shows it: its config and the health its poller writes.
+pub struct DeviceStatus {
+    pub config: ModbusDevice,
+    pub health: Arc<DeviceHealth>,
+}
+
+/// Everything of a running transmitter the status reads. Shared with the HTTP server.
+pub struct TxStatus {
+    pub table: Arc<TagTable>,
+    pub devices: Vec<DeviceStatus>,
+    pub link: TxLink,
+    pub session: u64,
+    pub config_hash: u64,
+    pub encoder: SharedEncoderStats,
+    pub counters: Arc<LinkCounters>,
+    /// Cleared when the link sender's task ends.
+    pub link_alive: Arc<AtomicBool>,
+    pub started: Instant,
+    pub started_unix_ms: i64,
+    history: Mutex<Ring<Sample>>,
+}
+
+/// One second of history.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    t_ms: i64,
+    datagrams: u64,
+    bytes: u64,
+    pending: u64,
+    queue: u64,
+    polls_ok: u64,
+    polls_failed: u64,
+    connected: u64,
+    tags: QualityCounts,
+}
+
+impl TxStatus {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        table: Arc<TagTable>,
+        devices: Vec<DeviceStatus>,
+        link: TxLink,
+        session: u64,
+        config_hash: u64,
+        encoder: SharedEncoderStats,
+        counters: Arc<LinkCounters>,
+        link_alive: Arc<AtomicBool>,
+    ) -> TxStatus {
+        TxStatus {
+            table,
+            devices,
+            link,
+            session,
+            config_hash,
+            encoder,
+            counters,
+            link_alive,
+            started: Instant::now(),
+            started_unix_ms: observe::unix_ms(),
+            history: Mutex::new(Ring::new(history::CAPACITY)),
+        }
+    }
+
+    pub fn link_alive(&self) -> bool {
+        self.link_alive.load(Ordering::Relaxed)
+    }
+
+    fn encoder_stats(&self) -> EncoderStats {
+        self.encoder.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, Ring<Sample>> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sample(&self) -> Sample {
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Sample {
+            t_ms: observe::unix_ms(),
+            datagrams: get(&c.datagrams_sent),
+            bytes: get(&c.bytes_sent),
+            pending: get(&c.pending_datagrams),
+            queue: self.table.pending_changes() as u64,
+            polls_ok: self.devices.iter().map(|d| d.health.polls_ok()).sum(),
+            polls_failed: self.devices.iter().map(|d| d.health.polls_failed()).sum(),
+            connected: self.devices.iter().filter(|d| d.health.connected()).count() as u64,
+            tags: self.table.quality_counts(),
+        }
+    }
+
+    /// Takes one history sample a second until the task is dropped.
+    pub async fn run_sampler(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let s = self.sample();
+            self.history().push(s);
+        }
+    }
+
+    /// Bits per second on the wire (IP and UDP headers included, as the pacer counts them)
+    /// over the last [`RATE_WINDOW`] seconds of history; 0 before two samples.
+    pub fn measured_rate_bps(&self) -> f64 {
+        let h = self.history();
+        match h.window(RATE_WINDOW) {
+            Some((a, b)) if b.t_ms > a.t_ms => {
+                let datagrams = history::delta(a.datagrams, b.datagrams);
+                let bytes = history::delta(a.bytes, b.bytes) + datagrams * IP_UDP_OVERHEAD as u64;
+                bytes as f64 * 8.0 * 1000.0 / (b.t_ms - a.t_ms) as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        let mut reasons = Vec::new();
+        if !self.link_alive() {
+            reasons.push("link sender stopped".to_owned());
+        }
+        let up = self.devices.iter().filter(|d| d.health.connected()).count();
+        if !self.devices.is_empty() && up == 0 {
+            reasons.push(format!(
+                "all {} devices are down (not connected)",
+                self.devices.len()
+            ));
+        }
+        Health { reasons }
+    }
+
+    pub fn metrics(&self, e: &mut Exposition) {
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let enc = self.encoder_stats();
+        e.family(
+            "gateway_tx_info",
+            "gauge",
+            "Constant 1, labelled with the transmitter's session id and config hash.",
+        )
+        .sample(
+            "gateway_tx_info",
+            &[
+                ("session", &format!("{:016x}", self.session)),
+                ("config_hash", &format!("{:016x}", self.config_hash)),
+                ("version", env!("CARGO_PKG_VERSION")),
+            ],
+            1u64,
+        );
+        e.gauge(
+            "gateway_tx_start_time_seconds",
+            "When the transmitter started, in seconds since the Unix epoch.",
+            self.started_unix_ms as f64 / 1000.0,
+        );
+        e.gauge(
+            "gateway_tx_link_sender_up",
+            "1 while the link sender task runs.",
+            self.link_alive(),
+        );
+        e.counter(
+            "gateway_tx_link_datagrams_sent_total",
+            "Datagrams sent on the link socket.",
+            get(&c.datagrams_sent),
+        );
+        e.counter(
+            "gateway_tx_link_bytes_sent_total",
+            "UDP payload bytes sent on the link socket (IP and UDP headers not included).",
+            get(&c.bytes_sent),
+        );
+        e.counter(
+            "gateway_tx_link_send_errors_total",
+            "Datagrams the kernel refused to send (skipped and counted).",
+            get(&c.send_errors),
+        );
+        e.labelled(
+            "gateway_tx_link_datagrams_encoded_total",
+            "counter",
+            "Datagrams produced by the encoder, by kind (data, or FEC repair).",
+            "kind",
+            [
+                ("data", enc.data_datagrams),
+                ("repair", enc.repair_datagrams),
+            ],
+        );
+        e.labelled(
+            "gateway_tx_link_messages_total",
+            "counter",
+            "Messages encoded for the link, by stream.",
+            "stream",
+            Stream::ALL.map(|s| (s.name(), enc.messages[s as usize])),
+        );
+        e.labelled(
+            "gateway_tx_link_message_bytes_total",
+            "counter",
+            "Encoded message body bytes, by stream.",
+            "stream",
+            Stream::ALL.map(|s| (s.name(), enc.message_bytes[s as usize])),
+        );
+        e.counter(
+            "gateway_tx_link_fragmented_messages_total",
+            "Messages that needed more than one datagram.",
+            enc.fragmented_messages,
+        );
+        e.counter(
+            "gateway_tx_link_fec_groups_total",
+            "FEC groups closed.",
+            enc.groups,
+        );
+        e.counter(
+            "gateway_tx_link_timer_flushes_total",
+            "FEC blocks closed by the flush timer rather than by filling up.",
+            enc.timer_flushes,
+        );
+        e.counter(
+            "gateway_tx_link_fec_errors_total",
+            "FEC groups whose repair shards could not be computed (never expected).",
+            enc.fec_errors,
+        );
+        e.gauge(
+            "gateway_tx_link_rate_limit_bits_per_second",
+            "Configured link rate: the pacer never exceeds it (IP and UDP headers included).",
+            self.link.rate_bps,
+        );
+        e.gauge(
+            "gateway_tx_link_rate_bits_per_second",
+            "Measured send rate over the last 10 s, IP and UDP headers included (0 until two \
+             one-second samples exist).",
+            self.measured_rate_bps(),
+        );
+        e.gauge(
+            "gateway_tx_link_pending_datagrams",
+            "Pacing backlog: datagrams encoded and waiting for the pacer.",
+            get(&c.pending_datagrams),
+        );
+        e.gauge(
+            "gateway_tx_change_queue_depth",
+            "Live changes waiting for the link (at most one per tag).",
+            self.table.pending_changes(),
+        );
+        e.counter(
+            "gateway_tx_samples_sent_total",
+            "Live samples handed to the link.",
+            get(&c.samples_sent),
+        );
+        e.counter(
+            "gateway_tx_samples_superseded_total",
+            "Live changes replaced by a newer value of the same tag before they were sent \
+             (latest wins; the newer value is sent).",
+            self.table.superseded(),
+        );
+        let q = self.table.quality_counts();
+        e.labelled(
+            "gateway_tx_tags",
+            "gauge",
+            "Tags by the quality of their current value (no_value: never read yet).",
+            "quality",
+            [
+                ("good", q.good),
+                ("uncertain", q.uncertain),
+                ("bad", q.bad),
+                ("no_value", q.no_value),
+            ],
+        );
+        e.gauge(
+            "gateway_tx_catalogue_tags",
+            "Tags in the catalogue.",
+            self.table.len(),
+        );
+        e.labelled(
+            "gateway_tx_device_up",
+            "gauge",
+            "1 while the device's Modbus TCP connection is up.",
+            "device",
+            self.devices
+                .iter()
+                .map(|d| (d.config.name.as_str(), d.health.connected())),
+        );
+        e.family(
+            "gateway_tx_device_polls_total",
+            "counter",
+            "Polls of each device, by outcome (failed: any request of the poll failed).",
+        );
+        for d in &self.devices {
+            let name = d.config.name.as_str();
+            e.sample(
+                "gateway_tx_device_polls_total",
+                &[("device", name), ("outcome", "ok")],
+                d.health.polls_ok(),
+            );
+            e.sample(
+                "gateway_tx_device_polls_total",
+                &[("device", name), ("outcome", "failed")],
+                d.health.polls_failed(),
+            );
+        }
+        e.labelled(
+            "gateway_tx_device_poll_latency_seconds",
+            "gauge",
+            "Duration of the device's last complete poll (all of its requests).",
+            "device",
+            self.devices.iter().map(|d| {
+                (
+                    d.config.name.as_str(),
+                    d.health.last_latency().as_secs_f64(),
+                )
+            }),
+        );
+        e.labelled(
+            "gateway_tx_device_tags",
+            "gauge",
+            "Tags configured per device.",
+            "device",
+            self.devices
+                .iter()
+                .map(|d| (d.config.name.as_str(), d.config.tags.len())),
+        );
+    }
+
+    pub fn status(&self, query: &Query) -> Json {
+        let now = crate::unix_now();
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let enc = self.encoder_stats();
+        let health = self.health();
+        let q = self.table.quality_counts();
+        let rate = self.measured_rate_bps();
+        let up = self.devices.iter().filter(|d| d.health.connected()).count();
+        let uptime = self.started.elapsed();
+
+        let devices: Vec<Json> = self
+            .devices
+            .iter()
+            .map(|d| {
+                json!({
+                    "name": d.config.name,
+                    "host": d.config.host,
+                    "port": d.config.port,
+                    "unit_id": d.config.unit_id,
+                    "poll_interval_ms": d.config.poll_interval.as_millis() as u64,
+                    "tags": d.config.tags.len(),
+                    "connected": d.health.connected(),
+                    "polls_ok": d.health.polls_ok(),
+                    "polls_failed": d.health.polls_failed(),
+                    "last_latency_ms": d.health.last_latency().as_secs_f64() * 1000.0,
+                    "last_error": d.health.last_error(),
+                })
+            })
+            .collect();
+        let device_rows: Vec<Json> = self
+            .devices
+            .iter()
+            .map(|d| {
+                let connected = d.health.connected();
+                let error = d.health.last_error();
+                json!([
+                    d.config.name,
+                    format!("{}:{} unit {}", d.config.host, d.config.port, d.config.unit_id),
+                    { "text": if connected { "up" } else { "down" },
+                      "tone": if connected { "good" } else { "bad" } },
+                    d.health.polls_ok(),
+                    { "text": d.health.polls_failed(),
+                      "tone": if d.health.polls_failed() > 0 { "warn" } else { "" } },
+                    format!("{:.1} ms", d.health.last_latency().as_secs_f64() * 1000.0),
+                    { "text": if error.is_empty() { "\u{2013}".to_owned() } else { error },
+                      "tone": if d.health.last_error().is_empty() { "" } else { "bad" } },
+                ])
+            })
+            .collect();
+
+        let link_rows = vec![
+            json!(["datagrams sent", get(&c.datagrams_sent)]),
+            json!(["bytes sent (UDP payload)", get(&c.bytes_sent)]),
+            json!(["send errors", get(&c.send_errors)]),
+            json!(["data datagrams encoded", enc.data_datagrams]),
+            json!(["repair datagrams encoded", enc.repair_datagrams]),
+            json!(["FEC groups", enc.groups]),
+            json!(["timer flushes", enc.timer_flushes]),
+            json!(["fragmented messages", enc.fragmented_messages]),
+            json!(["samples sent (live)", get(&c.samples_sent)]),
+            json!(["samples superseded", self.table.superseded()]),
+        ];
+        let stream_rows: Vec<Json> = Stream::ALL
+            .iter()
+            .map(|s| {
+                json!([
+                    s.name(),
+                    enc.messages[*s as usize],
+                    enc.message_bytes[*s as usize]
+                ])
+            })
+            .collect();
+
+        let tags = self.tag_rows(query, now);
+        let fec = &self.link.fec;
+        json!({
+            "daemon": "gateway-tx",
+            "version": env!("CARGO_PKG_VERSION"),
+            "now_ms": observe::unix_ms(),
+            "uptime_s": uptime.as_secs(),
+            "health": health.to_json(),
+            "session": format!("{:016x}", self.session),
+            "config_hash": format!("{:016x}", self.config_hash),
+            "link": {
+                "alive": self.link_alive(),
+                "destination": self.link.destination.to_string(),
+                "mtu": self.link.mtu,
+                "rate_limit_bps": self.link.rate_bps,
+                "rate_bps": rate,
+                "fec": { "data_shards": fec.data_shards, "repair_shards": fec.repair_shards,
+                         "interleave": fec.interleave },
+                "datagrams_sent": get(&c.datagrams_sent),
+                "bytes_sent": get(&c.bytes_sent),
+                "send_errors": get(&c.send_errors),
+                "pending_datagrams": get(&c.pending_datagrams),
+                "change_queue": self.table.pending_changes(),
+                "samples_sent": get(&c.samples_sent),
+                "samples_superseded": self.table.superseded(),
+            },
+            "devices": devices,
+            "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad,
+                             "no_value": q.no_value },
+            "history": self.history_json(),
+            "tags": tags,
+            "view": {
+                "title": "gateway-tx",
+                "subtitle": "OT side \u{b7} polls the plant, sends one way across the diode",
+                "facts": [
+                    { "label": "Link sender", "value": if self.link_alive() { "running" } else { "STOPPED" },
+                      "tone": if self.link_alive() { "good" } else { "bad" } },
+                    { "label": "Session", "value": format!("{:016x}", self.session) },
+                    { "label": "Uptime", "value": observe::page::age_text(Some(uptime.as_millis() as f64)) },
+                    { "label": "Destination", "value": self.link.destination.to_string() },
+                    { "label": "Send rate", "value": format!("{} of {}", mbit(rate), mbit(self.link.rate_bps as f64)),
+                      "tone": if rate > 0.9 * self.link.rate_bps as f64 { "warn" } else { "" } },
+                    { "label": "Pacing backlog", "value": format!("{} datagrams", get(&c.pending_datagrams)) },
+                    { "label": "Change queue", "value": format!("{} tags", self.table.pending_changes()) },
+                    { "label": "Devices up", "value": format!("{up} of {}", self.devices.len()),
+                      "tone": if up == self.devices.len() { "good" } else if up == 0 { "bad" } else { "warn" } },
+                    { "label": "Tags good / uncertain / bad", "value": format!("{} / {} / {}", q.good, q.uncertain, q.bad),
+                      "tone": if q.bad > 0 { "bad" } else if q.uncertain > 0 { "warn" } else { "good" } },
+                    { "label": "Datagrams sent", "value": get(&c.datagrams_sent) },
+                    { "label": "Samples sent / superseded", "value": format!("{} / {}", get(&c.samples_sent), self.table.superseded()) },
+                    { "label": "FEC", "value": format!("{}+{} \u{d7}{}", fec.data_shards, fec.repair_shards, fec.interleave) },
+                ],
+                "charts": [
+                    { "title": "Link send rate", "unit": "Mbit/s",
+                      "series": [ { "key": "mbit", "label": format!("sent (limit {})", mbit(self.link.rate_bps as f64)), "color": "#2f6fde" } ] },
+                    { "title": "Datagrams sent per second", "unit": "/s",
+                      "series": [ { "key": "datagrams", "label": "datagrams", "color": "#6f42c1" } ] },
+                    { "title": "Pacing backlog", "unit": "",
+                      "series": [ { "key": "pending", "label": "datagrams waiting", "color": "#b9770e" },
+                                  { "key": "queue", "label": "changes queued", "color": "#687084" } ] },
+                    { "title": "Polls per second", "unit": "/s",
+                      "series": [ { "key": "polls_ok", "label": "ok", "color": "#1d8348" },
+                                  { "key": "polls_failed", "label": "failed", "color": "#c0392b" } ] },
+                ],
+                "tables": [
+                    { "title": "Devices (Modbus TCP, read-only)",
+                      "columns": ["device", "address", "state", "polls ok", "failed", "last poll", "last error"],
+                      "rows": device_rows, "empty": "no devices configured" },
+                    { "title": "Link counters", "columns": ["counter", "value"], "rows": link_rows },
+                    { "title": "Messages by stream", "columns": ["stream", "messages", "bytes"], "rows": stream_rows },
+                ],
+            },
+        })
+    }
+
+    fn tag_rows(&self, query: &Query, now: i64) -> Json {
+        let infos = self.table.infos();
+        let mut current = vec![None; infos.len()];
+        for s in self.table.snapshot(0, infos.len()) {
+            if let Some(slot) = current.get_mut(s.tag as usize) {
+                *slot = Some(s);
+            }
+        }
+        let mut matched = 0usize;
+        let mut rows = Vec::new();
+        for (info, sample) in infos.iter().zip(&current) {
+            if !observe::tags::matches(query, info) {
+                continue;
+            }
+            matched += 1;
+            if rows.len() < query.limit {
+                let v = sample.as_ref().map(|s| (&s.value, s.quality, s.time));
+                rows.push(observe::tags::row(info, v, now));
+            }
+        }
+        json!({ "total": infos.len(), "matched": matched, "rows": rows })
+    }
+
+    fn history_json(&self) -> Json {
+        let h = self.history();
+        let pairs: Vec<(&Sample, &Sample)> = h.iter().zip(h.iter().skip(1)).collect();
+        let per_s = |a: &Sample, b: &Sample, v: u64| {
+            let dt = (b.t_ms - a.t_ms).max(1) as f64 / 1000.0;
+            v as f64 / dt
+        };
+        let series = |f: &dyn Fn(&Sample, &Sample) -> f64| -> Vec<f64> {
+            pairs.iter().map(|(a, b)| f(a, b)).collect()
+        };
+        json!({
+            "t": pairs.iter().map(|(_, b)| b.t_ms).collect::<Vec<_>>(),
+            "series": {
+                "mbit": series(&|a, b| {
+                    let d = history::delta(a.datagrams, b.datagrams);
+                    let bytes = history::delta(a.bytes, b.bytes) + d * IP_UDP_OVERHEAD as u64;
+                    per_s(a, b, bytes) * 8.0 / 1e6
+                }),
+                "datagrams": series(&|a, b| per_s(a, b, history::delta(a.datagrams, b.datagrams))),
+                "pending": series(&|_, b| b.pending as f64),
+                "queue": series(&|_, b| b.queue as f64),
+                "polls_ok": series(&|a, b| per_s(a, b, history::delta(a.polls_ok, b.polls_ok))),
+                "polls_failed": series(&|a, b| per_s(a, b, history::delta(a.polls_failed, b.polls_failed))),
+                "connected": series(&|_, b| b.connected as f64),
+                "good": series(&|_, b| b.tags.good as f64),
+                "bad": series(&|_, b| b.tags.bad as f64),
+            },
+        })
+    }
+}
+
+fn mbit(bps: f64) -> String {
+    if bps >= 1e6 {
+        format!("{:.1} Mbit/s", bps / 1e6)
+    } else {
+        format!("{:.1} kbit/s", bps / 1e3)
+    }
+}
+
+/// The HTTP server's view of a transmitter.
+pub struct TxSite(pub Arc<TxStatus>);
+
+impl Site for TxSite {
+    fn prefix(&self) -> &'static str {
+        "gateway_tx"
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        self.0.metrics(out);
+    }
+
+    fn health(&self) -> Health {
+        self.0.health()
+    }
+
+    fn status(&self, query: &Query) -> Json {
+        self.0.status(query)
+    }
+}
