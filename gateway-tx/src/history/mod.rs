@@ -1,0 +1,395 @@
+//! The history stream on the transmit side: every accepted sample, kept in a bounded on-disk
+//! buffer and sent with its own sequence number; recent windows re-sent by a carousel; older
+//! ranges re-sent on an operator's backfill request.
+//!
+//! # What the history gets
+//!
+//! Every sample the tag table *reports*: each change beyond the tag's deadband, each quality
+//! change, and each tag's first value. That is exactly the sequence the live stream would carry
+//! if it never superseded anything (the live stream keeps only the latest value per tag when the
+//! link is slow; the history keeps every reported sample). Values inside the deadband are not
+//! history: the deadband is the plant engineer's statement of what counts as a change.
+//!
+//! # Flow
+//!
+//! ```text
+//! tag table ──push──► HistoryTap ──► history thread ──► HistoryLog (segments on disk)
+//!   (seq given here, in report order)       │
+//!                                           ├─ live: each record once, as soon as appended
+//!                                           ├─ backfill: operator ranges, within the share
+//!                                           └─ carousel: the last window, over and over,
+//!                                              oldest first, within the share
+//!                                                   ▼
+//!                                           HistoryOutlet (bounded) ──► link sender
+//! ```
+//!
+//! # Queues and their policies
+//!
+//! - The tap holds at most [`TAP_CAPACITY`] samples waiting for the disk. A sample arriving
+//!   when it is full is dropped but keeps its sequence number, so the receiver sees the hole
+//!   and records a gap that never heals; the drop is counted and logged. (It needs the disk to
+//!   stall for about 25 s at 10,000 samples a second.)
+//! - Live records wait in memory (at most [`LIVE_MEMORY`]) for room in the outlet; beyond that
+//!   the oldest are left to be read back from disk, so a slow link delays live history but
+//!   never loses it.
+//! - The outlet holds at most [`OUTLET_CAPACITY`] messages; the history thread waits for room.
+//!
+//! # Catalogue versions
+//!
+//! A record stores its tag as an index into the catalogue its segment names; the log keeps each
+//! catalogue's tag names beside the segments. Everything is sent in the *current* catalogue:
+//! records of an older version are re-indexed by tag name, and a record whose tag no longer
+//! exists cannot be expressed on the link and is skipped (counted): the receiver, if it missed
+//! that sample, keeps an open gap for it.
+
+pub mod backfill;
+pub mod log;
+pub mod segment;
+mod sender;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use config::tx::{History as HistoryConfig, TxLink};
+use protocol::catalogue::Catalogue;
+use protocol::encoder::{Encoder, EncoderConfig};
+use protocol::message::Message;
+use protocol::model::Sample;
+
+pub use log::{HistoryLog, LogConfig, LogCursor, LogError, LogStats, Record};
+
+/// Samples waiting for the disk, at most.
+pub const TAP_CAPACITY: usize = 256 * 1024;
+/// Appended records waiting in memory to be sent live, at most.
+pub const LIVE_MEMORY: usize = 64 * 1024;
+/// History messages waiting for the link sender, at most.
+pub const OUTLET_CAPACITY: usize = 256;
+
+/// Where the tag table hands reported samples; gives each its history sequence number.
+#[derive(Debug)]
+pub struct HistoryTap {
+    inner: Mutex<TapInner>,
+    cond: Condvar,
+}
+
+#[derive(Debug)]
+struct TapInner {
+    queue: Vec<(u64, Sample)>,
+    next_seq: u64,
+    dropped: u64,
+}
+
+impl HistoryTap {
+    pub fn new(next_seq: u64) -> HistoryTap {
+        HistoryTap {
+            inner: Mutex::new(TapInner {
+                queue: Vec::new(),
+                next_seq,
+                dropped: 0,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues samples in the order given; never blocks on the disk.
+    pub fn push(&self, samples: impl IntoIterator<Item = Sample>) {
+        let mut inner = self.lock();
+        let mut any = false;
+        for s in samples {
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            if inner.queue.len() >= TAP_CAPACITY {
+                inner.dropped += 1;
+            } else {
+                inner.queue.push((seq, s));
+                any = true;
+            }
+        }
+        drop(inner);
+        if any {
+            self.cond.notify_one();
+        }
+    }
+
+    /// Takes everything queued, waiting up to `timeout` for something.
+    fn take(&self, timeout: Duration) -> Vec<(u64, Sample)> {
+        let mut inner = self.lock();
+        if inner.queue.is_empty() {
+            inner = match self.cond.wait_timeout(inner, timeout) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        std::mem::take(&mut inner.queue)
+    }
+
+    /// The next sequence number the tap will give.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// Samples dropped because the tap was full.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+}
+
+/// History messages ready for the link, in order. Bounded; the history thread waits for room.
+#[derive(Debug, Default)]
+pub struct HistoryOutlet {
+    queue: Mutex<VecDeque<Message>>,
+    notify: tokio::sync::Notify,
+}
+
+impl HistoryOutlet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Message>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next message for the link.
+    pub fn pop(&self) -> Option<Message> {
+        self.lock().pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Waits until messages were queued since the last wait.
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    fn room(&self) -> usize {
+        OUTLET_CAPACITY.saturating_sub(self.len())
+    }
+
+    fn push(&self, m: Message) {
+        self.lock().push_back(m);
+        self.notify.notify_one();
+    }
+}
+
+/// Counters of the history stream, updated by the history thread.
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    pub appended: AtomicU64,
+    pub tap_dropped: AtomicU64,
+    pub write_errors: AtomicU64,
+    /// The log's head: the next sequence number.
+    pub head_seq: AtomicU64,
+    pub oldest_seq: AtomicU64,
+    /// Everything below this was handed to the link once.
+    pub live_seq: AtomicU64,
+    pub live_samples: AtomicU64,
+    pub carousel_samples: AtomicU64,
+    /// Estimated link bytes of carousel and backfill messages (datagram headers and FEC
+    /// repair included).
+    pub resend_bytes: AtomicU64,
+    pub carousel_cycles: AtomicU64,
+    pub backfill_samples: AtomicU64,
+    pub backfills_done: AtomicU64,
+    /// Records not re-sent: their tag is in no current catalogue.
+    pub unresolvable: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub segments: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub records_deleted: AtomicU64,
+    /// Deleted before they were ever sent (the link was slower than the history for longer
+    /// than the buffer holds).
+    pub deleted_unsent: AtomicU64,
+    pub corrupt_records: AtomicU64,
+}
+
+/// A copy of [`HistoryStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryStatsSnapshot {
+    pub appended: u64,
+    pub tap_dropped: u64,
+    pub write_errors: u64,
+    pub head_seq: u64,
+    pub oldest_seq: u64,
+    pub live_seq: u64,
+    pub live_samples: u64,
+    pub carousel_samples: u64,
+    pub resend_bytes: u64,
+    pub carousel_cycles: u64,
+    pub backfill_samples: u64,
+    pub backfills_done: u64,
+    pub unresolvable: u64,
+    pub log_bytes: u64,
+    pub segments: u64,
+    pub segments_deleted: u64,
+    pub records_deleted: u64,
+    pub deleted_unsent: u64,
+    pub corrupt_records: u64,
+}
+
+impl HistoryStats {
+    pub fn snapshot(&self) -> HistoryStatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HistoryStatsSnapshot {
+            appended: g(&self.appended),
+            tap_dropped: g(&self.tap_dropped),
+            write_errors: g(&self.write_errors),
+            head_seq: g(&self.head_seq),
+            oldest_seq: g(&self.oldest_seq),
+            live_seq: g(&self.live_seq),
+            live_samples: g(&self.live_samples),
+            carousel_samples: g(&self.carousel_samples),
+            resend_bytes: g(&self.resend_bytes),
+            carousel_cycles: g(&self.carousel_cycles),
+            backfill_samples: g(&self.backfill_samples),
+            backfills_done: g(&self.backfills_done),
+            unresolvable: g(&self.unresolvable),
+            log_bytes: g(&self.log_bytes),
+            segments: g(&self.segments),
+            segments_deleted: g(&self.segments_deleted),
+            records_deleted: g(&self.records_deleted),
+            deleted_unsent: g(&self.deleted_unsent),
+            corrupt_records: g(&self.corrupt_records),
+        }
+    }
+}
+
+/// The link figures the carousel's budget and batch sizes come from.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkShape {
+    /// Largest message body that travels in one datagram.
+    pub body_budget: usize,
+    /// Bytes per second the carousel and backfills may use on the link.
+    pub resend_bytes_per_s: f64,
+    /// Link bytes per message body byte: framing, datagram headers, FEC repair.
+    pub overhead_factor: f64,
+    /// Link bytes per message besides its body.
+    pub per_message: f64,
+}
+
+impl LinkShape {
+    pub fn new(link: &TxLink, share: f64) -> anyhow::Result<LinkShape> {
+        let max_datagram = usize::from(link.mtu).saturating_sub(crate::pacer::IP_UDP_OVERHEAD);
+        let probe = Encoder::new(
+            EncoderConfig {
+                max_datagram,
+                data_shards: link.fec.data_shards,
+                repair_shards: link.fec.repair_shards,
+                interleave: link.fec.interleave,
+                flush: link.fec.flush,
+                key: link.key,
+            },
+            0,
+        )
+        .context("link FEC shape")?;
+        let body_budget = probe.max_unfragmented_body();
+        let k = f64::from(link.fec.data_shards.max(1));
+        let m = f64::from(link.fec.repair_shards);
+        // A full datagram of `mtu` bytes carries about `body_budget` of bodies; FEC adds m/k.
+        let overhead_factor = f64::from(link.mtu) / body_budget as f64 * (k + m) / k;
+        Ok(LinkShape {
+            body_budget,
+            resend_bytes_per_s: share * link.rate_bps as f64 / 8.0,
+            overhead_factor,
+            per_message: 4.0 * overhead_factor,
+        })
+    }
+
+    /// Estimated link bytes of a message whose body is `body` bytes.
+    pub fn cost(&self, body: usize) -> f64 {
+        body as f64 * self.overhead_factor + self.per_message
+    }
+}
+
+/// The running history: its tap (for the tag table), outlet (for the link sender) and counters.
+/// Dropping it stops the history thread after a last flush to disk.
+pub struct History {
+    tap: Arc<HistoryTap>,
+    outlet: Arc<HistoryOutlet>,
+    stats: Arc<HistoryStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    log_id: u64,
+}
+
+impl History {
+    /// Opens the buffer in `config.dir` and starts the history thread.
+    pub fn start(
+        config: &HistoryConfig,
+        link: &TxLink,
+        catalogue: &Catalogue,
+    ) -> anyhow::Result<History> {
+        let shape = LinkShape::new(link, config.carousel_share)?;
+        let cfg = LogConfig::new(
+            config.dir.clone(),
+            config.max_bytes,
+            config.max_age,
+            config.carousel_window,
+        );
+        let names: Vec<String> = catalogue.tags().iter().map(|t| t.name.clone()).collect();
+        let log = HistoryLog::open(cfg, catalogue.hash(), names.clone(), crate::unix_now())
+            .with_context(|| format!("opening the history buffer in {}", config.dir.display()))?;
+        let log_id = log.log_id();
+        let tap = Arc::new(HistoryTap::new(log.head()));
+        let outlet = Arc::new(HistoryOutlet::default());
+        let stats = Arc::new(HistoryStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut thread_state = sender::Sender::new(
+            log,
+            tap.clone(),
+            outlet.clone(),
+            stats.clone(),
+            shape,
+            config.carousel_window,
+            names,
+        );
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || thread_state.run(&stop2))
+            .context("starting the history thread")?;
+        Ok(History {
+            tap,
+            outlet,
+            stats,
+            stop,
+            thread: Some(thread),
+            log_id,
+        })
+    }
+
+    pub fn tap(&self) -> Arc<HistoryTap> {
+        self.tap.clone()
+    }
+
+    pub fn outlet(&self) -> Arc<HistoryOutlet> {
+        self.outlet.clone()
+    }
+
+    pub fn stats(&self) -> Arc<HistoryStats> {
+        self.stats.clone()
+    }
+
+    pub fn log_id(&self) -> u64 {
+        self.log_id
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
