@@ -115,6 +115,11 @@ fn the_diode_interface_is_refused() {
             "\"127.0.0.1:9100\"",
         ],
     );
+    // Another port of the same address is still the diode interface; a loopback link (tests,
+    // the demo) is not a diode.
+    assert!(rx(&format!("{RX}[http]\nbind = \"192.0.2.2:80\"\n")).is_err());
+    let r = rx("[link]\nbind = \"127.0.0.1:5600\"\n[http]\nbind = \"127.0.0.1:9101\"\n").unwrap();
+    assert!(r.http.is_some());
 }
 
 #[test]
