@@ -82,7 +82,12 @@ fn committed_seeds_decode_to_messages() {
         let messages = std::iter::from_fn(|| dec.poll_event())
             .filter(|e| matches!(e, protocol::Event::Message { .. }))
             .count();
-        assert!(messages > 0, "{} delivers nothing", path.display());
+        assert!(
+            messages > 0,
+            "{} delivers nothing: {:#?}",
+            path.display(),
+            dec.stats()
+        );
         seeds += 1;
     }
     assert!(seeds >= 4);
