@@ -14,7 +14,7 @@ use crate::error::{ConfigError, Reject};
 use crate::session::{Out, Session};
 use crate::wire::{self, HEADER_LEN, Header, TAG_LEN};
 
-pub use crate::session::{Event, MAX_BUFFERED_BYTES};
+pub use crate::session::{Event, MAX_BUFFERED_BYTES, REORDER_ALLOWANCE, REORDER_HOLD};
 pub use crate::stats::DecoderStats;
 
 pub const DEFAULT_REORDER_WINDOW: u32 = 4096;
@@ -453,6 +453,179 @@ mod tests {
         assert_eq!(s.groups_repaired, 0);
         assert_eq!(s.delivered(Stream::Live), 3);
         assert_eq!(dec.poll_timeout(), None);
+    }
+
+    /// Feeds `all` except the datagrams at `drop`, one every `step`, from `t0`; `late`
+    /// datagrams are held back and sent right after the datagram at the given index.
+    fn feed_spaced(
+        dec: &mut Decoder,
+        all: &[Vec<u8>],
+        drop: &[usize],
+        late: &[(usize, usize)],
+        t0: Instant,
+        step: Duration,
+    ) -> Vec<(Instant, Event)> {
+        let mut out = Vec::new();
+        let mut t = t0;
+        let mut send = |dec: &mut Decoder, d: &[u8], t: Instant| {
+            assert_eq!(dec.handle_datagram(d, t), None);
+            out.extend(events(dec).into_iter().map(|e| (t, e)));
+        };
+        for (i, d) in all.iter().enumerate() {
+            t += step;
+            if !drop.contains(&i) && !late.iter().any(|&(l, _)| l == i) {
+                send(dec, d, t);
+            }
+            for &(l, after) in late {
+                if after == i {
+                    send(dec, &all[l], t);
+                }
+            }
+        }
+        out
+    }
+
+    fn delivered(ev: &[(Instant, Event)]) -> Vec<u64> {
+        ev.iter()
+            .filter_map(|(_, e)| match e {
+                Event::Message { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unrecoverable_group_is_given_up_once_the_link_has_moved_past_its_block() {
+        let t0 = Instant::now();
+        // Blocks of 4 data + 1 repair: block b is seqs 5b..5b+4, its repair at 5b + 4.
+        let all = stream(40, 4, 1, t0);
+        let step = Duration::from_micros(100);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        // Group 0 loses data 1 and 2: beyond its one repair shard.
+        let ev = feed_spaced(&mut dec, &all, &[1, 2], &[], t0, step);
+        assert_eq!(
+            delivered(&ev),
+            (0..40).filter(|&i| i != 1 && i != 2).collect::<Vec<_>>()
+        );
+        // Seq 5 (first data after the repair at 4) proves block 0 ended; the give-up waits
+        // for seq 5 + REORDER_ALLOWANCE and for REORDER_HOLD after seq 5 arrived.
+        let lost_at = ev
+            .iter()
+            .find(|(_, e)| matches!(e, Event::DatagramsLost { count: 2 }))
+            .map(|(t, _)| *t)
+            .expect("the gap is given up");
+        let allowance = usize::try_from(REORDER_ALLOWANCE).unwrap();
+        assert_eq!(lost_at, t0 + step * (5 + allowance as u32 + 1));
+        assert!(lost_at >= t0 + step * 6 + REORDER_HOLD);
+        assert!(lost_at < t0 + DEFAULT_GROUP_TIMEOUT / 10);
+        let lost_events: Vec<&Event> = ev
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| matches!(e, Event::MessagesLost { .. } | Event::DatagramsLost { .. }))
+            .collect();
+        assert_eq!(
+            lost_events,
+            vec![
+                &Event::DatagramsLost { count: 2 },
+                &Event::MessagesLost {
+                    stream: Stream::Live,
+                    count: 2
+                }
+            ]
+        );
+        let s = dec.stats();
+        assert_eq!(s.groups_lost, 1);
+        assert_eq!(s.data_datagrams_lost, 2);
+        assert_eq!(s.delivered(Stream::Live) + s.lost(Stream::Live), 40);
+        // A datagram of the given-up group that turns up now is late, not delivered.
+        let t = t0 + Duration::from_millis(50);
+        assert_eq!(dec.handle_datagram(&all[1], t), None);
+        assert!(
+            delivered(
+                &events(&mut dec)
+                    .into_iter()
+                    .map(|e| (t, e))
+                    .collect::<Vec<_>>()
+            )
+            .is_empty()
+        );
+        assert_eq!(dec.stats().late, 1);
+        assert_eq!(dec.stats().data_datagrams_lost, 2);
+    }
+
+    #[test]
+    fn reordering_within_the_allowance_is_not_loss() {
+        let t0 = Instant::now();
+        let all = stream(40, 4, 1, t0);
+        let allowance = usize::try_from(REORDER_ALLOWANCE).unwrap();
+        // Group 0 loses data 1; its data 2 arrives late, but before anything sent
+        // REORDER_ALLOWANCE after seq 5 (the datagram that shows block 0 ended): the group is
+        // repaired, even with a millisecond between datagrams.
+        let mut dec = Decoder::new(DecoderConfig::default());
+        let step = Duration::from_millis(1);
+        let ev = feed_spaced(&mut dec, &all, &[1], &[(2, 4 + allowance)], t0, step);
+        assert_eq!(delivered(&ev), (0..40).collect::<Vec<_>>());
+        let s = dec.stats();
+        assert_eq!((s.data_datagrams_lost, s.late, s.groups_lost), (0, 0, 0));
+        assert_eq!(s.datagrams_repaired, 1);
+
+        // One place later it is too late: the group is given up, the datagram counted late,
+        // and every message accounted for once.
+        let mut dec = Decoder::new(DecoderConfig::default());
+        let ev = feed_spaced(&mut dec, &all, &[1], &[(2, 5 + allowance)], t0, step);
+        assert_eq!(
+            delivered(&ev),
+            (0..40).filter(|&i| i != 1 && i != 2).collect::<Vec<_>>()
+        );
+        let s = dec.stats();
+        assert_eq!((s.data_datagrams_lost, s.late, s.groups_lost), (2, 1, 1));
+        assert_eq!(s.lost(Stream::Live), 2);
+    }
+
+    #[test]
+    fn give_up_waits_for_the_reorder_hold_in_time() {
+        let t0 = Instant::now();
+        let all = stream(40, 4, 1, t0);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        // Everything at once: the allowance in datagrams is met, the one in time is not.
+        let ev = feed_spaced(&mut dec, &all, &[1, 2], &[], t0, Duration::ZERO);
+        assert_eq!(delivered(&ev), vec![0]);
+        assert_eq!(dec.poll_timeout(), Some(t0 + REORDER_HOLD));
+        dec.handle_timeout(t0 + REORDER_HOLD - Duration::from_micros(1));
+        assert!(events(&mut dec).is_empty());
+        dec.handle_timeout(t0 + REORDER_HOLD);
+        let ev: Vec<(Instant, Event)> = events(&mut dec).into_iter().map(|e| (t0, e)).collect();
+        assert_eq!(delivered(&ev), (3..40).collect::<Vec<_>>());
+        assert_eq!(dec.stats().data_datagrams_lost, 2);
+        assert_eq!(dec.poll_timeout(), None);
+    }
+
+    #[test]
+    fn without_fec_a_gap_is_given_up_after_the_allowance() {
+        let t0 = Instant::now();
+        let all = stream(40, 4, 0, t0);
+        let step = Duration::from_micros(100);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        let ev = feed_spaced(&mut dec, &all, &[3, 4, 10], &[], t0, step);
+        let want: Vec<u64> = (0..40).filter(|i| ![3, 4, 10].contains(i)).collect();
+        assert_eq!(delivered(&ev), want);
+        let allowance = u32::try_from(REORDER_ALLOWANCE).unwrap();
+        let lost: Vec<(Instant, u64)> = ev
+            .iter()
+            .filter_map(|(t, e)| match e {
+                Event::DatagramsLost { count } => Some((*t, *count)),
+                _ => None,
+            })
+            .collect();
+        // Seq 5 shows 3 and 4 were sent before it; seq 11 does the same for 10.
+        assert_eq!(
+            lost,
+            vec![
+                (t0 + step * (5 + allowance + 1), 2),
+                (t0 + step * (11 + allowance + 1), 1)
+            ]
+        );
+        assert_eq!(dec.stats().data_datagrams_lost, 3);
     }
 
     #[test]

@@ -240,7 +240,7 @@ mod tests {
         let big = residual_loss(4000, 96, DESIGN_LOSS);
         assert!(big > 0.99 && big <= 1.0, "{big}");
         let tiny = residual_loss(100, 60, 0.01);
-        assert!(tiny >= 0.0 && tiny < 1e-40, "{tiny}");
+        assert!((0.0..1e-40).contains(&tiny), "{tiny}");
         assert_eq!(residual_loss(5, 3, 0.0), 0.0);
         assert_eq!(residual_loss(5, 3, 1.0), 1.0);
     }

@@ -23,6 +23,22 @@ const POOL_MAX: usize = 1024;
 const POOL_BUF_MAX: usize = 16 << 10;
 /// Spare group records (with their shard lists' allocations) kept for reuse.
 const SPARE_GROUPS: usize = 64;
+/// Reordering the receiver allows for before it presumes a datagram lost, in datagrams: a
+/// datagram not received once one sent this many places after it has arrived (and
+/// [`REORDER_HOLD`] has passed since) is presumed lost *for deciding that a group cannot be
+/// repaired*. Links that reorder at all (bonded ports, multi-queue NICs, our impairment relay)
+/// move a datagram by a few places; 16 covers them with room to spare and is still only a few
+/// milliseconds at plant rates (2,000 datagrams/s: 8 ms). A datagram that arrives after its
+/// place was given up is counted `late` and dropped, never delivered out of order.
+pub const REORDER_ALLOWANCE: u64 = 16;
+/// The same allowance in time: at high rates 16 datagrams pass in microseconds, shorter than
+/// the jitter of the receiving host; nothing is presumed lost before this has passed since the
+/// datagram that proves a block ended arrived.
+pub const REORDER_HOLD: Duration = Duration::from_millis(1);
+/// Block ends waiting for [`REORDER_ALLOWANCE`] at most; more are dropped (their gaps then
+/// wait for the group timeout). At most 16 wait on the count, and a millisecond holds a few
+/// blocks even at a million datagrams a second.
+const MAX_FENCES: usize = 64;
 
 /// What the decoder reports to its caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +135,35 @@ struct Partial {
     body: Vec<u8>,
 }
 
+/// The newest repair shard that arrived in order, when no datagram sent after it had arrived.
+#[derive(Debug, Clone, Copy)]
+struct RepairMark {
+    seq: u64,
+    /// Highest group id of the datagrams received so far. They were all sent no later than
+    /// this repair shard, so these groups all belong to its block or earlier ones.
+    groups_upto: u64,
+    /// A data datagram sent after it has arrived: the mark has made its fence, or there was no
+    /// gap for one.
+    used: bool,
+}
+
+/// The end of a block, proven by a data datagram sent after one of the block's repair shards
+/// (a block sends all its data, then all its repair shards, and only then does the next block
+/// start). Every datagram of that block and the ones before it was sent before `seq`; once
+/// the receiver has moved [`REORDER_ALLOWANCE`] past `seq` and [`REORDER_HOLD`] has passed,
+/// what has not arrived of them is presumed lost, so their groups that are still open cannot
+/// be repaired, and their missing data datagrams are lost.
+#[derive(Debug, Clone, Copy)]
+struct Fence {
+    /// Sequence number of the data datagram.
+    seq: u64,
+    /// Data datagrams before this `data_seq` belong to the closed blocks.
+    cutoff: u64,
+    /// Groups up to this id belong to the closed blocks; `None` without FEC.
+    groups_upto: Option<u64>,
+    arrived: Instant,
+}
+
 pub(crate) struct Session {
     pub id: u64,
     pub key: Option<SessionKey>,
@@ -141,6 +186,11 @@ pub(crate) struct Session {
     /// A message whose remaining fragments are skipped because it is already counted lost.
     discarding: Option<(Stream, u64)>,
     buffered: usize,
+    /// Highest group id of any shard accepted.
+    max_group: Option<u64>,
+    mark: Option<RepairMark>,
+    /// Block ends waiting to mature, in order of `seq`.
+    fences: VecDeque<Fence>,
 }
 
 impl Session {
@@ -168,6 +218,9 @@ impl Session {
             partial: None,
             discarding: None,
             buffered: 0,
+            max_group: None,
+            mark: None,
+            fences: VecDeque::new(),
         }
     }
 
@@ -195,7 +248,16 @@ impl Session {
             return Err(Reject::Malformed);
         }
         if h.is_repair() {
-            return self.on_repair(h, plain, now, out);
+            self.on_repair(h, plain, now, out)?;
+            let upto = self.note_group(h.group);
+            if self.seen.high() == Some(h.seq) {
+                self.mark = Some(RepairMark {
+                    seq: h.seq,
+                    groups_upto: upto,
+                    used: false,
+                });
+            }
+            return Ok(());
         }
         let (data_seq, len) = prefix(plain).ok_or(Reject::Malformed)?;
         if data_seq > h.seq || usize::from(len) + DATA_PREFIX_LEN != plain.len() {
@@ -205,8 +267,111 @@ impl Session {
         if h.m > 0 {
             self.store_data(h, plain, now, out);
         }
+        self.note_group(h.group);
+        self.note_fence(h, data_seq, now);
         self.enforce_budget(out);
         Ok(())
+    }
+
+    /// Records that a shard of group `id` was accepted; returns the highest group id so far.
+    fn note_group(&mut self, id: u64) -> u64 {
+        let max = self.max_group.map_or(id, |g| g.max(id));
+        self.max_group = Some(max);
+        max
+    }
+
+    /// After data datagram `data_seq` (sequence `h.seq`) was taken: if it is the first one
+    /// sent after the newest in-order repair shard and there is a gap before it, the gap may
+    /// be decided once the reordering allowance has passed.
+    fn note_fence(&mut self, h: &Header, data_seq: u64, now: Instant) {
+        let Some(next) = self.next_data else {
+            return;
+        };
+        let fence = if h.m == 0 {
+            // Without FEC nothing restores a data datagram: the gap right before this one is
+            // lost once every datagram sent before it is presumed lost.
+            let after_gap =
+                data_seq > next && !self.reorder.contains_key(&data_seq.saturating_sub(1));
+            after_gap.then_some(Fence {
+                seq: h.seq,
+                cutoff: data_seq,
+                groups_upto: None,
+                arrived: now,
+            })
+        } else {
+            let Some(mark) = &mut self.mark else {
+                return;
+            };
+            if mark.used || h.seq <= mark.seq {
+                return;
+            }
+            mark.used = true;
+            // The datagrams sent between the repair shard and this one are at most
+            // `h.seq - mark.seq - 1` data datagrams of later blocks; data datagrams before
+            // them were sent before the repair shard, in its block or earlier ones.
+            let cutoff = data_seq.saturating_sub(h.seq - mark.seq - 1);
+            (cutoff > next).then_some(Fence {
+                seq: h.seq,
+                cutoff,
+                groups_upto: Some(mark.groups_upto),
+                arrived: now,
+            })
+        };
+        if let Some(f) = fence
+            && self.fences.len() < MAX_FENCES
+            && self.fences.back().is_none_or(|b| b.seq < f.seq)
+        {
+            self.fences.push_back(f);
+        }
+    }
+
+    /// Whether the fence's blocks have had the reordering allowance, in datagrams.
+    fn counted_out(&self, f: &Fence) -> bool {
+        self.seen
+            .high()
+            .is_some_and(|high| f.seq.saturating_add(REORDER_ALLOWANCE) <= high)
+    }
+
+    /// Applies the fences whose reordering allowance has passed: their blocks' open groups
+    /// cannot be repaired any more, and their missing data datagrams are lost.
+    fn apply_fences(&mut self, now: Instant, out: &mut Out) {
+        while let Some(&f) = self.fences.front() {
+            let held = f.arrived.checked_add(REORDER_HOLD).is_none_or(|t| t > now);
+            if held || !self.counted_out(&f) {
+                break;
+            }
+            self.fences.pop_front();
+            if let Some(upto) = f.groups_upto {
+                while let Some((&id, _)) = self.groups.first_key_value() {
+                    if id > upto {
+                        break;
+                    }
+                    self.abandon_group(id, out);
+                }
+            }
+            self.give_up_below(f.cutoff, out);
+        }
+    }
+
+    /// Counts the data datagrams missing before `cutoff` lost and delivers what was held
+    /// behind them.
+    fn give_up_below(&mut self, cutoff: u64, out: &mut Out) {
+        while let Some(next) = self.next_data
+            && next < cutoff
+        {
+            let to = self
+                .reorder
+                .first_key_value()
+                .map_or(cutoff, |(&first, _)| first.min(cutoff));
+            if to > next {
+                let lost = to - next;
+                out.stats.data_datagrams_lost += lost;
+                out.events.push_back(Event::DatagramsLost { count: lost });
+                self.drop_partial(out);
+            }
+            self.next_data = Some(to);
+            self.drain(out);
+        }
     }
 
     fn on_repair(
@@ -475,9 +640,10 @@ impl Session {
         self.drain(out);
     }
 
-    /// Time-based give-ups: groups open longer than the group timeout, and gaps in front of
-    /// data datagrams held that long.
+    /// Give-ups: blocks that ended and had their reordering allowance, groups open longer
+    /// than the group timeout, and gaps in front of data datagrams held that long.
     pub fn service(&mut self, now: Instant, out: &mut Out) {
+        self.apply_fences(now, out);
         while let Some(&(t, id)) = self.group_order.front() {
             if !self.groups.contains_key(&id) {
                 self.group_order.pop_front();
@@ -511,10 +677,14 @@ impl Session {
             .reorder
             .first_key_value()
             .and_then(|(_, h)| h.arrived.checked_add(self.timeout));
-        match (group, gap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // Fences mature in order, so only the first can be next; one still short of the
+        // allowance in datagrams waits for datagrams, not for time.
+        let fence = self
+            .fences
+            .front()
+            .filter(|f| self.counted_out(f))
+            .and_then(|f| f.arrived.checked_add(REORDER_HOLD));
+        [group, gap, fence].into_iter().flatten().min()
     }
 
     /// Keeps buffered bytes within [`MAX_BUFFERED_BYTES`], giving up the oldest first.
@@ -532,6 +702,8 @@ impl Session {
 
     /// Ends the session: everything that can still be delivered is, the rest is counted.
     pub fn finish(&mut self, out: &mut Out) {
+        self.fences.clear();
+        self.mark = None;
         while let Some((&id, _)) = self.groups.first_key_value() {
             self.abandon_group(id, out);
         }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use common::{KEY, assert_same, drain, messages};
+use common::{KEY, assert_same, drain, message_of_size, messages};
+use protocol::decoder::REORDER_ALLOWANCE;
 use protocol::message::{
     CatalogueChunk, Heartbeat, HistoryBatch, Message, SampleBatch, SourceHealth, Stream, TxCounters,
 };
@@ -269,6 +270,68 @@ fn feed(dec: &mut Decoder, dgrams: &[Vec<u8>], now: Instant) -> Vec<Event> {
     let mut events = Vec::new();
     for d in dgrams {
         dec.handle_datagram(d, now);
+        events.extend(drain(dec));
+    }
+    events
+}
+
+/// Feeds the datagrams one every `step` after `start`, serving the decoder's timers as a
+/// receiver does; returns the events and the time of the last datagram.
+fn feed_timed(
+    dec: &mut Decoder,
+    dgrams: &[Vec<u8>],
+    start: Instant,
+    step: Duration,
+) -> (Vec<Event>, Instant) {
+    let mut events = Vec::new();
+    let mut t = start;
+    for d in dgrams {
+        t += step;
+        if dec.poll_timeout().is_some_and(|due| due <= t) {
+            dec.handle_timeout(t);
+        }
+        dec.handle_datagram(d, t);
+        events.extend(drain(dec));
+    }
+    (events, t)
+}
+
+/// Pushes each message at its time, firing the flush timer at its deadline as a sender does,
+/// and flushes after the last; returns the datagrams with the time each was sent.
+fn encode_timed(enc: &mut Encoder, msgs: &[(Instant, Message)]) -> Vec<(Instant, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 2_048];
+    let mut collect = |enc: &mut Encoder, t: Instant| {
+        while let Some(n) = enc.poll_transmit(&mut buf) {
+            out.push((t, buf[..n].to_vec()));
+        }
+    };
+    let mut last = None;
+    for (t, m) in msgs {
+        while let Some(due) = enc.poll_timeout().filter(|due| due <= t) {
+            enc.handle_timeout(due);
+            collect(enc, due);
+        }
+        enc.push(m, *t).expect("push");
+        collect(enc, *t);
+        last = Some(*t);
+    }
+    if let Some(t) = last {
+        enc.flush(t);
+        collect(enc, t);
+    }
+    out
+}
+
+/// Feeds datagrams at their arrival times, serving the decoder's timers at their deadlines.
+fn feed_at(dec: &mut Decoder, arrivals: &[(Instant, Vec<u8>)]) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (t, d) in arrivals {
+        while let Some(due) = dec.poll_timeout().filter(|due| due <= t) {
+            dec.handle_timeout(due);
+            events.extend(drain(dec));
+        }
+        dec.handle_datagram(d, *t);
         events.extend(drain(dec));
     }
     events
@@ -546,4 +609,236 @@ proptest! {
         prop_assert_eq!(s.stale_session_dropped, stragglers.min(db.len()).min(da.len()) as u64);
         assert_accounting(&dec);
     }
+
+    /// (f) Like (a), with time passing between arrivals, so that the decoder's early give-up
+    /// is live: reordering within [`REORDER_ALLOWANCE`] never turns repairable loss into loss.
+    #[test]
+    fn reordering_within_the_allowance_never_costs_a_repairable_group(
+        msgs in arb_messages(),
+        shape in arb_shape(),
+        seed in any::<u64>(),
+        percent in 0u64..30,
+        shift in 0..REORDER_ALLOWANCE,
+        step_us in 0u64..500,
+    ) {
+        let mut rng = Rng(seed);
+        let mut now = Instant::now();
+        let mut enc = encoder(&shape, seed);
+        let dgrams = encode(&mut enc, &msgs, &mut rng, &mut now);
+        let burst = usize::from(shape.d) * usize::from(shape.m);
+        let drop = repairable_losses(&dgrams, &mut rng, percent, burst);
+        let kept: Vec<Vec<u8>> = dgrams
+            .iter()
+            .zip(&drop)
+            .filter(|(_, d)| !**d)
+            .map(|(g, _)| g.clone())
+            .collect();
+        let kept = shuffle(kept, &mut rng, shift, 10);
+        let mut dec = decoder(shape.key);
+        let (mut events, end) = feed_timed(&mut dec, &kept, now, Duration::from_micros(step_us));
+        events.extend(finish(&mut dec, end));
+        assert_same(&messages(&events), &with_seqs(&msgs));
+        let s = dec.stats();
+        prop_assert_eq!(s.messages_lost, [0; 4]);
+        prop_assert_eq!(s.data_datagrams_lost, 0);
+        prop_assert_eq!(s.frame_errors + s.decode_errors + s.fec_failures, 0, "{:#?}", s);
+        assert_accounting(&dec);
+    }
+
+    /// (g) Like (b), with time passing between arrivals and reordering beyond the allowance:
+    /// groups given up early and datagrams arriving after that (counted late) keep the
+    /// accounting exact, and nothing is delivered out of order.
+    #[test]
+    fn early_give_up_keeps_loss_accounting_exact(
+        msgs in arb_messages(),
+        shape in arb_shape(),
+        seed in any::<u64>(),
+        percent in 5u64..60,
+        burst in 0usize..40,
+        shift in 0u64..60,
+        step_us in 0u64..2_000,
+    ) {
+        let mut rng = Rng(seed);
+        let mut now = Instant::now();
+        let mut enc = encoder(&shape, seed);
+        let lossy = encode(&mut enc, &msgs, &mut rng, &mut now);
+        let tail: Vec<Message> = (0..4u8).map(|i| build([0, 1, 2, 4][usize::from(i)], 10, u32::from(i))).collect();
+        let clean = encode(&mut enc, &tail, &mut rng, &mut now);
+        let mut drop: Vec<bool> = (0..lossy.len()).map(|_| rng.chance(percent)).collect();
+        if !lossy.is_empty() {
+            let start = rng.below(lossy.len() as u64) as usize;
+            for d in drop.iter_mut().skip(start).take(burst) {
+                *d = true;
+            }
+        }
+        let mut kept: Vec<Vec<u8>> = lossy
+            .iter()
+            .zip(&drop)
+            .filter(|(_, d)| !**d)
+            .map(|(g, _)| g.clone())
+            .collect();
+        kept.extend(clean);
+        let kept = shuffle(kept, &mut rng, shift, 5);
+        let mut dec = decoder(shape.key);
+        let (mut events, end) = feed_timed(&mut dec, &kept, now, Duration::from_micros(step_us));
+        events.extend(finish(&mut dec, end));
+        let mut all = msgs.clone();
+        all.extend(tail);
+        let sent = with_seqs(&all);
+        assert_faithful(&messages(&events), &sent);
+        let s = dec.stats();
+        for stream in Stream::ALL {
+            let n = sent.iter().filter(|m| m.0 == stream).count() as u64;
+            prop_assert_eq!(s.delivered(stream) + s.lost(stream), n, "{:?}", stream);
+            let lost_events: u64 = events.iter().map(|e| match e {
+                Event::MessagesLost { stream: st, count } if *st == stream => *count,
+                _ => 0,
+            }).sum();
+            prop_assert_eq!(lost_events, s.lost(stream));
+        }
+        let lost_datagrams: u64 = events.iter().map(|e| match e {
+            Event::DatagramsLost { count } => *count,
+            _ => 0,
+        }).sum();
+        prop_assert_eq!(lost_datagrams, s.data_datagrams_lost);
+        prop_assert_eq!(s.decode_errors + s.frame_errors + s.fec_failures, 0);
+        assert_accounting(&dec);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// (h) At a high rate, blocks fill before the flush timer and keep the full interleave of
+    /// the default shape: a burst of interleave × m = 64 consecutive datagrams anywhere is
+    /// repaired.
+    #[test]
+    fn bursts_of_64_in_full_blocks_are_repaired_at_the_default_shape(
+        start in any::<prop::sample::Index>(),
+        key in any::<bool>(),
+        step_us in 1u64..=19,
+    ) {
+        let cfg = EncoderConfig {
+            key: key.then_some(KEY),
+            ..EncoderConfig::default()
+        };
+        assert_eq!((cfg.interleave, cfg.repair_shards), (4, 16));
+        let mut enc = Encoder::new(cfg, 0xB0057).expect("default shape");
+        let body = enc.max_unfragmented_body() - 40;
+        // One message per data datagram, 256 per block of 4 × 64: a block takes at most
+        // 256 × 19 µs < 5 ms to fill.
+        let t0 = Instant::now();
+        let msgs: Vec<(Instant, Message)> = (0..6 * 256u32)
+            .map(|i| {
+                let t = t0 + Duration::from_micros(step_us * u64::from(i));
+                (t, message_of_size(Stream::ALL[i as usize % 4], body, i))
+            })
+            .collect();
+        let sent = encode_timed(&mut enc, &msgs);
+        let st = enc.stats();
+        prop_assert_eq!(st.data_datagrams, 6 * 256);
+        prop_assert_eq!(st.groups, 6 * 4, "every block full");
+        prop_assert_eq!(st.repair_datagrams, 6 * 4 * 16);
+        let from = start.index(sent.len() - 64);
+        let kept: Vec<(Instant, Vec<u8>)> = sent
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(from..from + 64).contains(i))
+            .map(|(_, d)| d.clone())
+            .collect();
+        let mut dec = decoder(key);
+        let mut events = feed_at(&mut dec, &kept);
+        events.extend(finish(&mut dec, kept.last().map_or(t0, |d| d.0)));
+        let plain: Vec<Message> = msgs.into_iter().map(|(_, m)| m).collect();
+        assert_same(&messages(&events), &with_seqs(&plain));
+        let s = dec.stats();
+        prop_assert_eq!(s.data_datagrams_lost, 0);
+        prop_assert!(s.datagrams_repaired > 0);
+        assert_accounting(&dec);
+    }
+}
+
+/// (i) A plant-like trickle at 5 % random loss with the default shape: the flush timer
+/// closes nearly every block with a few data datagrams, and the short groups' repair is
+/// sized for 5 % loss, so a long stream (20,000 datagrams, seeded loss pattern) is delivered
+/// completely. The rate changes every 250 messages, from blocks of one datagram to blocks of
+/// over a hundred, so the adaptive interleave moves through its range.
+#[test]
+fn five_percent_loss_at_low_rates_delivers_everything() {
+    const DATAGRAMS: u64 = 20_000;
+    let mut rng = Rng(0x5EED_0005);
+    let t0 = Instant::now();
+    let mut enc = Encoder::new(EncoderConfig::default(), 0x10).expect("default shape");
+    // About 1,000 bytes: one message per data datagram.
+    let body = enc.max_unfragmented_body() / 2 + 300;
+    let intervals_us = [40u64, 200, 1_000, 2_500, 4_000, 12_000];
+    let mut t = t0;
+    let mut msgs = Vec::new();
+    let mut sent = Vec::new();
+    let mut i = 0u32;
+    while enc.stats().datagrams < DATAGRAMS {
+        let phase = intervals_us[(i / 250) as usize % intervals_us.len()];
+        t += Duration::from_micros(phase / 2 + rng.below(phase));
+        let m = message_of_size(Stream::ALL[i as usize % 4], body, i);
+        msgs.push((t, m));
+        sent.extend(encode_timed_step(&mut enc, msgs.last().expect("pushed")));
+        i += 1;
+    }
+    enc.flush(t);
+    let mut buf = vec![0u8; 2_048];
+    while let Some(n) = enc.poll_transmit(&mut buf) {
+        sent.push((t, buf[..n].to_vec()));
+    }
+    let st = enc.stats().clone();
+    assert!(
+        st.timer_flushes > st.groups / 4,
+        "mostly short blocks: {st:?}"
+    );
+    // A constant 3 ms link delay; 5 % of the datagrams never arrive.
+    let arrivals: Vec<(Instant, Vec<u8>)> = sent
+        .into_iter()
+        .filter(|_| !rng.chance(5))
+        .map(|(t, d)| (t + Duration::from_millis(3), d))
+        .collect();
+    let dropped = st.datagrams - arrivals.len() as u64;
+    let mut dec = decoder(false);
+    let mut events = feed_at(&mut dec, &arrivals);
+    events.extend(finish(&mut dec, t));
+    let plain: Vec<Message> = msgs.into_iter().map(|(_, m)| m).collect();
+    assert_same(&messages(&events), &with_seqs(&plain));
+    let s = dec.stats();
+    eprintln!(
+        "{} datagrams ({} data, {} repair) in {} groups, {} blocks closed by the timer; \
+         {dropped} dropped, {} repaired",
+        st.datagrams,
+        st.data_datagrams,
+        st.repair_datagrams,
+        st.groups,
+        st.timer_flushes,
+        s.datagrams_repaired
+    );
+    assert_eq!(s.messages_lost, [0; 4]);
+    assert_eq!((s.data_datagrams_lost, s.groups_lost, s.late), (0, 0, 0));
+    assert!(
+        s.datagrams_repaired > 0 && dropped > DATAGRAMS * 4 / 100,
+        "{s:?}"
+    );
+    assert_accounting(&dec);
+}
+
+/// One message pushed at its time into a sender that fires its flush timer on time.
+fn encode_timed_step(enc: &mut Encoder, (t, m): &(Instant, Message)) -> Vec<(Instant, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 2_048];
+    while let Some(due) = enc.poll_timeout().filter(|due| due <= t) {
+        enc.handle_timeout(due);
+        while let Some(n) = enc.poll_transmit(&mut buf) {
+            out.push((due, buf[..n].to_vec()));
+        }
+    }
+    enc.push(m, *t).expect("push");
+    while let Some(n) = enc.poll_transmit(&mut buf) {
+        out.push((*t, buf[..n].to_vec()));
+    }
+    out
 }
