@@ -132,21 +132,22 @@ up() {
         in_ns "$NS_IT" sysctl -q -e -p "$deploy/sysctl/90-gateway.conf" >/dev/null 2>&1 || true
     fi
     # Kernels that cap net.core.rmem_max below the shipped value refuse the shipped
-    # rmem_default too; give every socket of the IT box (gateway-rx, the test relay) the
-    # largest default the namespace allows, so a busy test machine does not drop datagrams in
-    # socket buffers and blur what the link did.
+    # rmem_default too; try the largest the namespace allows (some kernels keep it read-only
+    # outside the initial namespace: gateway-rx and the test relay size their own buffers).
     local rmax
     rmax=$(in_ns "$NS_IT" sysctl -n net.core.rmem_max)
-    in_ns "$NS_IT" sysctl -qw "net.core.rmem_default=$rmax" || true
+    in_ns "$NS_IT" sysctl -qw "net.core.rmem_default=$rmax" 2>/dev/null || true
 
     # Firewalls: the rule sets deploy/ ships.
     load_rules "$NS_OT" "$deploy/nftables/ot-box.nft" \
         "DIODE=\"$OT_IF\"" "RX_ADDR=$IT_ADDR" "LINK_PORT=$LINK_PORT"
     load_rules "$NS_IT" "$deploy/nftables/it-box.nft" \
         "DIODE=\"$IT_IF\"" "TX_ADDR=$OT_ADDR" "LINK_PORT=$LINK_PORT"
-    # Where the harness puts impairments (loss, cuts): ahead of the box's own rules.
+    # Where the harness puts impairments (loss, cuts): ahead of the box's own rules. Its rules
+    # count what they drop in the named counter, which outlives flushing the chain.
     in_ns "$NS_IT" nft -f - <<NFT
 table inet impair {
+    counter dropped { }
     chain pre {
         type filter hook prerouting priority -300; policy accept;
     }
