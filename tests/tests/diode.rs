@@ -106,8 +106,7 @@ fn diode_system_test() {
             if ci {
                 panic!("diode system test cannot run in CI: {why}");
             }
-            eprintln!("diode system test SKIPPED: {why}");
-            println!("diode system test SKIPPED: {why}");
+            say(&format!("diode system test SKIPPED: {why}"));
             return;
         }
     };
@@ -134,10 +133,10 @@ fn diode_system_test() {
         {
             continue;
         }
-        eprintln!("== scenario {} ({})", sc.name, sc.impairment);
+        say(&format!("== scenario {} ({})", sc.name, sc.impairment));
         let t = Instant::now();
         let row = run_scenario(&mut bed, &sc);
-        eprintln!(
+        say(&format!(
             "== scenario {}: {} in {:.1} s{}",
             sc.name,
             if row.failures.is_empty() {
@@ -150,7 +149,7 @@ fn diode_system_test() {
                 .iter()
                 .map(|f| format!("\n   - {f}"))
                 .collect::<String>()
-        );
+        ));
         rows.push(row);
     }
     let plc_stats = bed
@@ -160,15 +159,15 @@ fn diode_system_test() {
     let writes = field(&plc_stats, "writes");
     let report = report(&rows, cut_secs, started.elapsed(), &plc_stats);
     drop(bed);
-    println!("\n{report}");
+    say(&format!("\n{report}"));
     let out = bins_report_path();
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     if let Err(e) = std::fs::write(&out, &report) {
-        eprintln!("could not write {}: {e}", out.display());
+        say(&format!("could not write {}: {e}", out.display()));
     } else {
-        eprintln!("report saved to {}", out.display());
+        say(&format!("report saved to {}", out.display()));
     }
     let failed: Vec<String> = rows
         .iter()
@@ -189,6 +188,14 @@ fn diode_system_test() {
         "scenarios failed:\n{}",
         failed.join("\n")
     );
+}
+
+/// Writes to the test's standard error past libtest's output capture (which only takes the
+/// print macros), so progress, the skip reason and the report show in a plain `cargo test`.
+fn say(text: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{text}");
+    let _ = e.flush();
 }
 
 // ---------------------------------------------------------------------------------------------
