@@ -27,14 +27,18 @@ pub struct Receiver {
     pub status: Arc<RxStatus>,
     link: JoinHandle<anyhow::Result<()>>,
     others: Vec<JoinHandle<()>>,
+    /// The embedded historian store (dropped after the tasks above are aborted).
+    store: crate::store::HistoryStore,
 }
 
 impl Receiver {
     pub async fn start(config: RxConfig) -> anyhow::Result<Receiver> {
         let state = Arc::new(State::new());
         let stats: SharedStats = Arc::new(Mutex::new(DecoderStats::default()));
-        let receiver =
-            LinkReceiver::bind(config.link.clone(), state.clone(), stats.clone()).await?;
+        let store = crate::store::HistoryStore::start(config.store.clone(), state.clone())?;
+        let receiver = LinkReceiver::bind(config.link.clone(), state.clone(), stats.clone())
+            .await?
+            .with_history(store.sink());
         let link_addr = receiver.local_addr()?;
         let mut others = Vec::new();
         let mut modbus_addr = None;
@@ -95,7 +99,13 @@ impl Receiver {
             status,
             link,
             others,
+            store,
         })
+    }
+
+    /// The embedded historian store's counters.
+    pub fn history_stats(&self) -> crate::store::StoreStatsSnapshot {
+        self.store.stats()
     }
 
     /// Whether the link receiver still runs (it ends only on a socket error).

@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod link;
 pub mod modbus_server;
 pub mod state;
+pub mod store;
 pub mod status;
 
 pub use daemon::Receiver;

@@ -32,6 +32,8 @@ pub struct LinkReceiver {
     last_heartbeat: Option<Instant>,
     last_reject_log: Option<Instant>,
     logged_rejects: u64,
+    /// Where history batches go (the embedded store); `None` drops them.
+    history: Option<crate::store::HistorySink>,
 }
 
 impl LinkReceiver {
@@ -56,7 +58,14 @@ impl LinkReceiver {
             last_heartbeat: None,
             last_reject_log: None,
             logged_rejects: 0,
+            history: None,
         })
+    }
+
+    /// Hands history batches to `sink` (the embedded store).
+    pub fn with_history(mut self, sink: Option<crate::store::HistorySink>) -> Self {
+        self.history = sink;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -161,8 +170,12 @@ impl LinkReceiver {
                 self.last_heartbeat = Some(now);
                 self.state.apply_heartbeat(heartbeat, received_at);
             }
-            // History is reserved for the historian stream; this build keeps only live values.
-            Message::History(_) => {}
+            // Never blocks: a full store queue is counted and becomes a gap.
+            Message::History(batch) => {
+                if let Some(h) = &self.history {
+                    h.submit(batch);
+                }
+            }
         }
     }
 

@@ -1,0 +1,390 @@
+//! History sequence tracking per transmitter log, gap records and the gap audit log.
+//!
+//! For each log the receiver keeps the set of sequence numbers received (persisted), the
+//! highest `head_seq` any batch announced, and the transmitter's `oldest_seq`. A number below
+//! an announced head that has not arrived [`GAP_GRACE`] after the announcement is missing: the
+//! history stream is delivered in order and a batch announces only numbers already sent before
+//! it, so by then it was lost (on the link, or in this receiver's queue). Each maximal run of
+//! missing numbers is recorded once as a gap (`opened`, in the `gaps` table and the audit log);
+//! when re-sends (the carousel, a backfill) fill all of it, it is `healed`; when the
+//! transmitter's buffer no longer holds it (`oldest_seq` passed its end), it is `expired` and
+//! can never heal.
+//!
+//! A receiver meeting a log for the first time counts from the first number it receives; older
+//! history that arrives later is stored but was never missing. Bounds: at most
+//! [`MAX_RANGES`] received ranges per log (beyond, the oldest is forgotten and open gaps below it
+//! are closed as `abandoned`) and [`MAX_OPEN_GAPS`] open gaps per log (the oldest abandoned).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use config::timefmt::format_rfc3339;
+use protocol::model::UnixNanos;
+use rusqlite::Connection;
+use tracing::{info, warn};
+
+use super::db::{self, GapRow, LogRow};
+use super::ranges::{Range, RangeSet};
+
+pub const GAP_GRACE: Duration = Duration::from_secs(1);
+pub const MAX_RANGES: usize = 100_000;
+pub const MAX_OPEN_GAPS: usize = 10_000;
+/// Tag names kept per gap (the first ones seen filling it).
+pub const MAX_GAP_TAGS: usize = 32;
+/// The audit log is rotated (one old file kept, `.1`) beyond this size.
+pub const AUDIT_MAX_BYTES: u64 = 64 << 20;
+
+/// Gap events as counted for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GapCounts {
+    pub opened: u64,
+    pub healed: u64,
+    pub expired: u64,
+    pub abandoned: u64,
+}
+
+/// The JSON-lines audit log of gaps.
+pub struct AuditLog {
+    path: PathBuf,
+    file: Option<File>,
+    failed: bool,
+}
+
+impl AuditLog {
+    pub fn new(path: PathBuf) -> AuditLog {
+        AuditLog {
+            path,
+            file: None,
+            failed: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event line for `gap`.
+    pub fn record(&mut self, event: &str, gap: &GapRow, missing: u64) {
+        let line = serde_json::json!({
+            "at": format_rfc3339(crate::unix_now()),
+            "event": event,
+            "stream": "history",
+            "gap_id": gap.id,
+            "log": format!("{:016x}", gap.log),
+            "first_seq": gap.start_seq,
+            "last_seq": gap.end_seq.saturating_sub(1),
+            "count": gap.end_seq - gap.start_seq,
+            "missing": missing,
+            "from": gap.from_ts.map(format_rfc3339),
+            "to": gap.to_ts.map(format_rfc3339),
+            "reason": gap.reason,
+            "tags": gap.tags,
+        });
+        if let Err(e) = self.append(&line.to_string()) {
+            if !self.failed {
+                warn!(path = %self.path.display(), error = %e, "cannot write the gap audit log; gaps stay in the store");
+            }
+            self.failed = true;
+            self.file = None;
+        } else {
+            self.failed = false;
+        }
+    }
+
+    fn append(&mut self, line: &str) -> std::io::Result<()> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Ok(());
+        };
+        writeln!(f, "{line}")?;
+        if f.metadata()?.len() > AUDIT_MAX_BYTES {
+            self.file = None;
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, old)?;
+        }
+        Ok(())
+    }
+}
+
+struct OpenGap {
+    row: GapRow,
+    tags: BTreeSet<String>,
+}
+
+/// One transmitter log as this receiver tracks it.
+pub struct LogTrack {
+    pub log: u64,
+    row: LogRow,
+    ranges: RangeSet,
+    /// (when, expected_end) for announcements not yet past the grace.
+    timeline: VecDeque<(Instant, u64)>,
+    open: BTreeMap<u64, OpenGap>,
+    dirty: bool,
+}
+
+impl LogTrack {
+    /// Loads the log's state, or starts tracking it at `first` (the first number received).
+    pub fn load_or_new(conn: &Connection, log: u64, first: u64) -> db::Result<LogTrack> {
+        let (row, ranges) = match db::load_log(conn, log)? {
+            Some((row, ranges)) => (row, ranges),
+            None => {
+                info!(
+                    log = format_args!("{log:016x}"),
+                    first_seq = first,
+                    "new transmitter history log"
+                );
+                (
+                    LogRow {
+                        baseline: first,
+                        expected_end: first,
+                        oldest: 0,
+                        checked_until: first,
+                    },
+                    Vec::new(),
+                )
+            }
+        };
+        let open = db::open_gaps_of(conn, log)?
+            .into_iter()
+            .map(|g| {
+                let tags = g.tags.iter().cloned().collect();
+                (g.start_seq, OpenGap { row: g, tags })
+            })
+            .collect();
+        Ok(LogTrack {
+            log,
+            row,
+            ranges: RangeSet::from_ranges(ranges),
+            timeline: VecDeque::new(),
+            open,
+            dirty: true,
+        })
+    }
+
+    pub fn open_gaps(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Notes a batch: `[first, first + n)` received (`names[i]` the tag of sample i, when
+    /// known), `head` announced, `oldest` still held by the transmitter.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_batch(
+        &mut self,
+        conn: &Connection,
+        audit: &mut AuditLog,
+        counts: &mut GapCounts,
+        first: u64,
+        times: &[UnixNanos],
+        names: &[&str],
+        head: u64,
+        oldest: u64,
+        now: Instant,
+    ) -> db::Result<()> {
+        let n = times.len() as u64;
+        let end = first.saturating_add(n);
+        let expected = head.max(end);
+        if expected > self.row.expected_end {
+            self.row.expected_end = expected;
+            self.timeline.push_back((now, expected));
+            self.dirty = true;
+        }
+        if oldest > self.row.oldest {
+            self.row.oldest = oldest;
+            self.dirty = true;
+        }
+        let (Some(&t_first), Some(&t_last)) = (times.first(), times.last()) else {
+            return Ok(());
+        };
+        if self.ranges.covers(first, end) {
+            return Ok(());
+        }
+        let change = self.ranges.insert(Range {
+            start: first,
+            end,
+            t_first,
+            t_last,
+        });
+        db::save_range_change(conn, self.log, &change.removed, &change.merged)?;
+        // Open gaps this batch touches: learn their tags; heal the ones now complete.
+        let touched: Vec<u64> = self
+            .open
+            .range(..end)
+            .filter(|(_, g)| g.row.end_seq > first)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in touched {
+            let Some(g) = self.open.get_mut(&s) else {
+                continue;
+            };
+            let a = g.row.start_seq.max(first);
+            let b = g.row.end_seq.min(end);
+            for i in a..b {
+                if g.tags.len() >= MAX_GAP_TAGS {
+                    break;
+                }
+                if let Some(name) = names.get((i - first) as usize) {
+                    g.tags.insert((*name).to_owned());
+                }
+            }
+            if self.ranges.covers(g.row.start_seq, g.row.end_seq)
+                && let Some(mut g) = self.open.remove(&s)
+            {
+                g.row.tags = g.tags.into_iter().collect();
+                g.row.state = "healed".into();
+                g.row.closed_at = Some(crate::unix_now());
+                db::close_gap(conn, &g.row)?;
+                audit.record("healed", &g.row, 0);
+                counts.healed += 1;
+                info!(
+                    gap = g.row.id,
+                    first_seq = g.row.start_seq,
+                    count = g.row.end_seq - g.row.start_seq,
+                    "history gap healed"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Records gaps whose grace is over, expires those the transmitter no longer holds, keeps
+    /// the bounds, and saves the log's row. `overflow` holds ranges this receiver's own queue
+    /// dropped, for the reason.
+    pub fn check(
+        &mut self,
+        conn: &Connection,
+        audit: &mut AuditLog,
+        counts: &mut GapCounts,
+        now: Instant,
+        overflow: &[(u64, u64)],
+    ) -> db::Result<()> {
+        let mut overdue = self.row.checked_until;
+        while let Some(&(t, e)) = self.timeline.front() {
+            if now.duration_since(t) < GAP_GRACE {
+                break;
+            }
+            overdue = overdue.max(e);
+            self.timeline.pop_front();
+        }
+        if overdue > self.row.checked_until {
+            let from = self.row.checked_until.max(self.row.baseline);
+            for (start, end, before, after) in self.ranges.holes(from, overdue) {
+                let reason = if overflow.iter().any(|(a, b)| *a < end && *b > start) {
+                    "receiver_queue_full"
+                } else {
+                    "not_received"
+                };
+                let mut row = GapRow {
+                    id: 0,
+                    log: self.log,
+                    start_seq: start,
+                    end_seq: end,
+                    from_ts: before,
+                    to_ts: after,
+                    reason: reason.into(),
+                    state: "open".into(),
+                    opened_at: crate::unix_now(),
+                    closed_at: None,
+                    tags: Vec::new(),
+                };
+                row.id = db::insert_gap(conn, &row)?;
+                audit.record("opened", &row, end - start);
+                counts.opened += 1;
+                warn!(
+                    gap = row.id,
+                    log = format_args!("{:016x}", self.log),
+                    first_seq = start,
+                    count = end - start,
+                    reason,
+                    "history gap: samples missing; the carousel or a backfill can heal it"
+                );
+                self.open.insert(
+                    start,
+                    OpenGap {
+                        row,
+                        tags: BTreeSet::new(),
+                    },
+                );
+            }
+            self.row.checked_until = overdue;
+            self.dirty = true;
+        }
+        // Expired: the transmitter's buffer starts after the gap's end.
+        let expired: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, g)| g.row.end_seq <= self.row.oldest)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            self.close(conn, audit, s, "expired")?;
+            counts.expired += 1;
+        }
+        while self.open.len() > MAX_OPEN_GAPS {
+            let Some(&s) = self.open.keys().next() else {
+                break;
+            };
+            self.close(conn, audit, s, "abandoned")?;
+            counts.abandoned += 1;
+        }
+        while self.ranges.len() > MAX_RANGES {
+            let Some(r) = self.ranges.pop_first() else {
+                break;
+            };
+            db::delete_range(conn, self.log, r.start)?;
+            let new_base = self.ranges.first().map_or(r.end, |n| n.start);
+            self.row.baseline = self.row.baseline.max(new_base);
+            let below: Vec<u64> = self.open.range(..new_base).map(|(s, _)| *s).collect();
+            for s in below {
+                self.close(conn, audit, s, "abandoned")?;
+                counts.abandoned += 1;
+            }
+            self.dirty = true;
+        }
+        if self.dirty {
+            db::save_log(conn, self.log, &self.row)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn close(
+        &mut self,
+        conn: &Connection,
+        audit: &mut AuditLog,
+        start: u64,
+        state: &str,
+    ) -> db::Result<()> {
+        let Some(mut g) = self.open.remove(&start) else {
+            return Ok(());
+        };
+        let missing = (g.row.end_seq - g.row.start_seq)
+            - self.ranges.count_within(g.row.start_seq, g.row.end_seq);
+        g.row.tags = g.tags.into_iter().collect();
+        g.row.state = state.into();
+        g.row.closed_at = Some(crate::unix_now());
+        db::close_gap(conn, &g.row)?;
+        audit.record(state, &g.row, missing);
+        warn!(
+            gap = g.row.id,
+            first_seq = g.row.start_seq,
+            missing,
+            state,
+            "history gap closed unhealed"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! The embedded historian store: every history sample received, kept once per (tag, source
+//! timestamp) in SQLite, with the history sequence numbers received, the gaps and their audit.
+//!
+//! # Threads and queues
+//!
+//! The link task hands each history batch to [`HistorySink::submit`], which never blocks: it
+//! puts the batch on a bounded channel ([`QUEUE_BATCHES`]) to a dedicated writer thread that
+//! owns the database. When the channel is full the batch is dropped, counted, and its sequence
+//! range noted: its numbers stay missing, so the writer records a gap (reason
+//! `receiver_queue_full`) that the carousel heals. The writer commits what it took in one
+//! transaction (samples, received ranges, gaps), so a crash leaves a consistent store.
+//!
+//! Batches naming a catalogue this receiver does not know yet (it just started and the
+//! catalogue has not arrived) wait in memory, at most [`PENDING_SAMPLES`] samples; beyond that
+//! the oldest are dropped and counted, and their numbers stay missing, as above.
+//!
+//! # Opening
+//!
+//! The database (and its directory) is created when the first history arrives, so a receiver
+//! whose transmitter sends no history needs no writable `/var/lib/gateway`. A store that cannot
+//! be opened is retried every few seconds; what arrives meanwhile is counted as not stored and
+//! its numbers stay missing.
+//!
+//! # Retention
+//!
+//! About once a minute: samples older than `max_age` go; while the database uses more than
+//! `max_bytes`, the oldest twentieth of the stored time span goes. Deletions by retention are
+//! policy, not loss: they are counted and logged, not recorded as gaps.
+
+pub mod db;
+pub mod gaps;
+pub mod ranges;
+mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use config::rx::Store as StoreConfig;
+use protocol::message::HistoryBatch;
+
+use crate::state::State;
+
+/// History batches waiting for the writer, at most.
+pub const QUEUE_BATCHES: usize = 4096;
+/// Samples of not-yet-known catalogues held, at most.
+pub const PENDING_SAMPLES: usize = 200_000;
+/// Receiver-queue drops remembered for gap reasons, at most.
+const OVERFLOW_RANGES: usize = 4096;
+
+/// Counters of the store, for status and tests.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub batches_received: AtomicU64,
+    pub samples_received: AtomicU64,
+    /// Samples new to the store.
+    pub samples_inserted: AtomicU64,
+    /// Samples whose (tag, source time) was already stored.
+    pub samples_duplicate: AtomicU64,
+    pub queue_full_batches: AtomicU64,
+    pub queue_full_samples: AtomicU64,
+    pub unknown_catalogue_dropped: AtomicU64,
+    /// Received while the store was disabled or could not be opened.
+    pub not_stored: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub gaps_opened: AtomicU64,
+    pub gaps_healed: AtomicU64,
+    pub gaps_expired: AtomicU64,
+    pub gaps_abandoned: AtomicU64,
+    pub open_gaps: AtomicU64,
+    pub retention_deleted: AtomicU64,
+    pub store_bytes: AtomicU64,
+    /// Transactions committed.
+    pub commits: AtomicU64,
+}
+
+/// A copy of [`StoreStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStatsSnapshot {
+    pub batches_received: u64,
+    pub samples_received: u64,
+    pub samples_inserted: u64,
+    pub samples_duplicate: u64,
+    pub queue_full_batches: u64,
+    pub queue_full_samples: u64,
+    pub unknown_catalogue_dropped: u64,
+    pub not_stored: u64,
+    pub write_errors: u64,
+    pub gaps_opened: u64,
+    pub gaps_healed: u64,
+    pub gaps_expired: u64,
+    pub gaps_abandoned: u64,
+    pub open_gaps: u64,
+    pub retention_deleted: u64,
+    pub store_bytes: u64,
+    pub commits: u64,
+}
+
+impl StoreStats {
+    pub fn snapshot(&self) -> StoreStatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStatsSnapshot {
+            batches_received: g(&self.batches_received),
+            samples_received: g(&self.samples_received),
+            samples_inserted: g(&self.samples_inserted),
+            samples_duplicate: g(&self.samples_duplicate),
+            queue_full_batches: g(&self.queue_full_batches),
+            queue_full_samples: g(&self.queue_full_samples),
+            unknown_catalogue_dropped: g(&self.unknown_catalogue_dropped),
+            not_stored: g(&self.not_stored),
+            write_errors: g(&self.write_errors),
+            gaps_opened: g(&self.gaps_opened),
+            gaps_healed: g(&self.gaps_healed),
+            gaps_expired: g(&self.gaps_expired),
+            gaps_abandoned: g(&self.gaps_abandoned),
+            open_gaps: g(&self.open_gaps),
+            retention_deleted: g(&self.retention_deleted),
+            store_bytes: g(&self.store_bytes),
+            commits: g(&self.commits),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    stats: StoreStats,
+    stop: std::sync::atomic::AtomicBool,
+    /// (log, start, end) of batches dropped because the queue was full.
+    overflow: Mutex<Vec<(u64, u64, u64)>>,
+}
+
+/// The link task's handle on the store. Cloning is cheap.
+#[derive(Clone)]
+pub struct HistorySink {
+    tx: SyncSender<HistoryBatch>,
+    shared: Arc<Shared>,
+}
+
+impl HistorySink {
+    /// Hands a batch to the writer; never blocks (see the module doc for a full queue).
+    pub fn submit(&self, batch: HistoryBatch) {
+        let s = &self.shared.stats;
+        s.batches_received.fetch_add(1, Ordering::Relaxed);
+        s.samples_received
+            .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
+        match self.tx.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) | Err(TrySendError::Disconnected(batch)) => {
+                let n = batch.samples.len() as u64;
+                let before = s.queue_full_batches.fetch_add(1, Ordering::Relaxed);
+                s.queue_full_samples.fetch_add(n, Ordering::Relaxed);
+                if before.is_power_of_two() {
+                    tracing::warn!(
+                        batches = before + 1,
+                        first_seq = batch.first_seq,
+                        samples = n,
+                        "history store queue full: batch dropped; its samples are recorded as a gap for the carousel to heal"
+                    );
+                }
+                if n > 0 {
+                    let mut o = self
+                        .shared
+                        .overflow
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if o.len() >= OVERFLOW_RANGES {
+                        o.remove(0);
+                    }
+                    o.push((
+                        batch.log,
+                        batch.first_seq,
+                        batch.first_seq.saturating_add(n),
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> StoreStatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+}
+
+/// The running store: the writer thread and the sink that feeds it. Dropping it stops the
+/// writer after it has committed what was queued.
+pub struct HistoryStore {
+    sink: Option<HistorySink>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HistoryStore {
+    pub fn start(config: StoreConfig, state: Arc<State>) -> anyhow::Result<HistoryStore> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
+        let shared = Arc::new(Shared::default());
+        let mut w = writer::Writer::new(config, state, rx, shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("history-store".into())
+            .spawn(move || w.run())?;
+        Ok(HistoryStore {
+            sink: Some(HistorySink {
+                tx,
+                shared: shared.clone(),
+            }),
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The sink for the link task.
+    pub fn sink(&self) -> Option<HistorySink> {
+        self.sink.clone()
+    }
+
+    pub fn stats(&self) -> StoreStatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+}
+
+impl Drop for HistoryStore {
+    fn drop(&mut self) {
+        self.sink = None;
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            // The writer commits what it holds and ends within a few hundred milliseconds; a
+            // store being replaced (a restart in the same process) must not overlap with it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}

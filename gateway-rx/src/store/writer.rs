@@ -1,0 +1,420 @@
+//! The store's writer thread: the only code that writes the database.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use config::rx::Store as StoreConfig;
+use protocol::message::HistoryBatch;
+use protocol::model::{UnixNanos, ValueType};
+use rusqlite::Connection;
+use tracing::{info, warn};
+
+use super::gaps::{AuditLog, GapCounts, LogTrack};
+use super::{PENDING_SAMPLES, Shared, db};
+use crate::state::State;
+
+/// Batches (and samples) taken into one transaction, at most.
+const GROUP_BATCHES: usize = 512;
+const GROUP_SAMPLES: usize = 50_000;
+const RECV_WAIT: Duration = Duration::from_millis(200);
+const REOPEN_EVERY: Duration = Duration::from_secs(5);
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Transmitter logs tracked in memory at once (a new log, e.g. a replaced transmitter buffer,
+/// evicts the least recently seen; its state stays in the database).
+const MAX_TRACKED_LOGS: usize = 8;
+
+/// A catalogue's tags as the store maps them: name, and the tag id per value type seen.
+struct CatalogueMap {
+    names: Vec<String>,
+    ids: Vec<Option<(ValueType, i64)>>,
+}
+
+pub(super) struct Writer {
+    cfg: StoreConfig,
+    state: Arc<State>,
+    rx: Receiver<HistoryBatch>,
+    shared: Arc<Shared>,
+    conn: Option<Connection>,
+    next_open: Instant,
+    catalogues: HashMap<u64, CatalogueMap>,
+    tracks: HashMap<u64, (LogTrack, Instant)>,
+    pending: VecDeque<HistoryBatch>,
+    pending_samples: usize,
+    audit: AuditLog,
+    counts: GapCounts,
+    next_check: Instant,
+    next_retention: Instant,
+    disabled_logged: bool,
+}
+
+impl Writer {
+    pub(super) fn new(
+        cfg: StoreConfig,
+        state: Arc<State>,
+        rx: Receiver<HistoryBatch>,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        let now = Instant::now();
+        Writer {
+            audit: AuditLog::new(cfg.gap_log.clone()),
+            cfg,
+            state,
+            rx,
+            shared,
+            conn: None,
+            next_open: now,
+            catalogues: HashMap::new(),
+            tracks: HashMap::new(),
+            pending: VecDeque::new(),
+            pending_samples: 0,
+            counts: GapCounts::default(),
+            next_check: now,
+            next_retention: now + RETENTION_EVERY,
+            disabled_logged: false,
+        }
+    }
+
+    pub(super) fn run(&mut self) {
+        loop {
+            let stop = self.shared.stop.load(Ordering::Relaxed);
+            let mut group = Vec::new();
+            let mut samples = 0usize;
+            match self
+                .rx
+                .recv_timeout(if stop { Duration::ZERO } else { RECV_WAIT })
+            {
+                Ok(b) => {
+                    samples += b.samples.len();
+                    group.push(b);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.step(Vec::new());
+                    return;
+                }
+            }
+            while group.len() < GROUP_BATCHES && samples < GROUP_SAMPLES {
+                match self.rx.try_recv() {
+                    Ok(b) => {
+                        samples += b.samples.len();
+                        group.push(b);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let drained = group.is_empty();
+            self.step(group);
+            if stop && drained {
+                return;
+            }
+        }
+    }
+
+    fn step(&mut self, group: Vec<HistoryBatch>) {
+        if !self.cfg.enabled {
+            let n: usize = group.iter().map(|b| b.samples.len()).sum();
+            self.shared
+                .stats
+                .not_stored
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if n > 0 && !self.disabled_logged {
+                info!(
+                    "history received but the store is disabled ([store] enabled = false); discarded"
+                );
+                self.disabled_logged = true;
+            }
+            return;
+        }
+        if self.conn.is_none() && (group.is_empty() || Instant::now() < self.next_open) {
+            let n: usize = group.iter().map(|b| b.samples.len()).sum();
+            self.shared
+                .stats
+                .not_stored
+                .fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
+        if self.conn.is_none() {
+            self.open();
+        }
+        let Some(mut conn) = self.conn.take() else {
+            let n: usize = group.iter().map(|b| b.samples.len()).sum();
+            self.shared
+                .stats
+                .not_stored
+                .fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        };
+        let now = Instant::now();
+        let result = self.write(&mut conn, group, now);
+        if let Err(e) = result {
+            let before = self
+                .shared
+                .stats
+                .write_errors
+                .fetch_add(1, Ordering::Relaxed);
+            if before.is_power_of_two() || before == 0 {
+                warn!(error = %e, "history store write failed; the batches stay missing and the carousel will re-send them");
+            }
+            // Memory may be ahead of the database now: reload from it.
+            self.tracks.clear();
+        }
+        if now >= self.next_retention {
+            self.retention(&conn);
+            self.next_retention = now + RETENTION_EVERY;
+        }
+        self.conn = Some(conn);
+        self.publish();
+    }
+
+    fn open(&mut self) {
+        let path = self.cfg.path.clone();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            warn!(path = %path.display(), error = %e, "cannot create the history store's directory");
+            self.next_open = Instant::now() + REOPEN_EVERY;
+            return;
+        }
+        match db::open_rw(&path) {
+            Ok(c) => {
+                info!(path = %path.display(), gap_log = %self.audit.path().display(), "history store opened");
+                self.conn = Some(c);
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot open the history store; retrying");
+                self.next_open = Instant::now() + REOPEN_EVERY;
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        conn: &mut Connection,
+        group: Vec<HistoryBatch>,
+        now: Instant,
+    ) -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        // Batches waiting for their catalogue go first, in arrival order.
+        let mut todo: Vec<HistoryBatch> = Vec::new();
+        if !self.pending.is_empty() && self.state.catalogue_hash().is_some() {
+            todo.extend(self.pending.drain(..));
+            self.pending_samples = 0;
+        }
+        todo.extend(group);
+        for batch in todo {
+            if !self.ensure_catalogue(&tx, batch.catalogue)? {
+                self.hold(batch);
+                continue;
+            }
+            self.apply(&tx, batch, now)?;
+        }
+        if now >= self.next_check {
+            let overflow: Vec<(u64, u64, u64)> = self
+                .shared
+                .overflow
+                .lock()
+                .map(|o| o.clone())
+                .unwrap_or_default();
+            for (track, _) in self.tracks.values_mut() {
+                let ranges: Vec<(u64, u64)> = overflow
+                    .iter()
+                    .filter(|(l, _, _)| *l == track.log)
+                    .map(|(_, a, b)| (*a, *b))
+                    .collect();
+                track.check(&tx, &mut self.audit, &mut self.counts, now, &ranges)?;
+            }
+            self.next_check = now + CHECK_EVERY;
+        }
+        tx.commit()?;
+        self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Keeps a batch whose catalogue is not known yet, within the bound.
+    fn hold(&mut self, batch: HistoryBatch) {
+        self.pending_samples += batch.samples.len();
+        self.pending.push_back(batch);
+        while self.pending_samples > PENDING_SAMPLES {
+            let Some(old) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_samples -= old.samples.len();
+            let before = self
+                .shared
+                .stats
+                .unknown_catalogue_dropped
+                .fetch_add(old.samples.len() as u64, Ordering::Relaxed);
+            if before == 0 {
+                warn!(
+                    catalogue = format_args!("{:016x}", old.catalogue),
+                    "history of an unknown catalogue dropped; the carousel will re-send it"
+                );
+            }
+        }
+    }
+
+    /// Whether the catalogue `hash` is known (from the database or the link's state).
+    fn ensure_catalogue(&mut self, conn: &Connection, hash: u64) -> rusqlite::Result<bool> {
+        if self.catalogues.contains_key(&hash) {
+            return Ok(true);
+        }
+        let names = match self.state.catalogue().filter(|c| c.hash() == hash) {
+            Some(c) => {
+                let names: Vec<String> = c.tags().iter().map(|t| t.name.clone()).collect();
+                db::save_catalogue(conn, hash, &names)?;
+                Some(names)
+            }
+            None => db::load_catalogue(conn, hash)?,
+        };
+        let Some(names) = names else {
+            return Ok(false);
+        };
+        if self.catalogues.len() >= 4 {
+            self.catalogues.clear();
+        }
+        let ids = vec![None; names.len()];
+        self.catalogues.insert(hash, CatalogueMap { names, ids });
+        Ok(true)
+    }
+
+    fn apply(
+        &mut self,
+        conn: &Connection,
+        batch: HistoryBatch,
+        now: Instant,
+    ) -> rusqlite::Result<()> {
+        let Some(map) = self.catalogues.get_mut(&batch.catalogue) else {
+            return Ok(());
+        };
+        let mut inserted = 0u64;
+        let mut duplicate = 0u64;
+        let mut times: Vec<UnixNanos> = Vec::with_capacity(batch.samples.len());
+        let mut names: Vec<&str> = Vec::with_capacity(batch.samples.len());
+        let mut unresolved = 0usize;
+        for s in &batch.samples {
+            let i = s.tag as usize;
+            let Some(name) = map.names.get(i) else {
+                unresolved += 1;
+                continue;
+            };
+            let vt = s.value.value_type();
+            let id = match map.ids[i] {
+                Some((t, id)) if t == vt => id,
+                _ => {
+                    let id = db::tag_id(conn, name, vt)?;
+                    map.ids[i] = Some((vt, id));
+                    id
+                }
+            };
+            if db::insert_sample(conn, id, s.time, &s.value, s.quality)? {
+                inserted += 1;
+            } else {
+                duplicate += 1;
+            }
+            times.push(s.time);
+            names.push(name);
+        }
+        let st = &self.shared.stats;
+        st.samples_inserted.fetch_add(inserted, Ordering::Relaxed);
+        st.samples_duplicate.fetch_add(duplicate, Ordering::Relaxed);
+        if unresolved > 0 {
+            // A tag index outside its own catalogue: a transmitter bug. Do not mark the batch
+            // received, so its numbers are reported missing.
+            warn!(
+                unresolved,
+                first_seq = batch.first_seq,
+                "history samples with a tag index outside their catalogue"
+            );
+            times.clear();
+            names.clear();
+        }
+        let track = match self.tracks.get_mut(&batch.log) {
+            Some((t, seen)) => {
+                *seen = now;
+                t
+            }
+            None => {
+                if self.tracks.len() >= MAX_TRACKED_LOGS
+                    && let Some(oldest) = self
+                        .tracks
+                        .iter()
+                        .min_by_key(|(_, (_, seen))| *seen)
+                        .map(|(k, _)| *k)
+                {
+                    self.tracks.remove(&oldest);
+                }
+                let t =
+                    LogTrack::load_or_new(conn, batch.log, batch.first_seq.min(batch.head_seq))?;
+                &mut self.tracks.entry(batch.log).or_insert((t, now)).0
+            }
+        };
+        track.on_batch(
+            conn,
+            &mut self.audit,
+            &mut self.counts,
+            batch.first_seq,
+            &times,
+            &names,
+            batch.head_seq,
+            batch.oldest_seq,
+            now,
+        )
+    }
+
+    fn retention(&mut self, conn: &Connection) {
+        let cutoff = crate::unix_now()
+            .saturating_sub(i64::try_from(self.cfg.max_age.as_nanos()).unwrap_or(i64::MAX));
+        let mut deleted = match db::delete_older_than(conn, cutoff) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "history retention by age failed");
+                0
+            }
+        };
+        for _ in 0..20 {
+            let used = db::used_bytes(conn).unwrap_or(0);
+            if used <= self.cfg.max_bytes {
+                break;
+            }
+            let Ok(Some((lo, hi))) = db::time_span(conn) else {
+                break;
+            };
+            let cut = lo + ((hi - lo) / 20).max(1);
+            match db::delete_older_than(conn, cut) {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    warn!(error = %e, "history retention by size failed");
+                    break;
+                }
+            }
+            let _ = conn.execute_batch("PRAGMA incremental_vacuum");
+        }
+        if deleted > 0 {
+            let _ = conn.execute_batch("PRAGMA incremental_vacuum");
+            info!(deleted, "history retention deleted the oldest samples");
+            self.shared
+                .stats
+                .retention_deleted
+                .fetch_add(deleted, Ordering::Relaxed);
+        }
+        if let Ok(b) = db::used_bytes(conn) {
+            self.shared.stats.store_bytes.store(b, Ordering::Relaxed);
+        }
+    }
+
+    fn publish(&self) {
+        let s = &self.shared.stats;
+        s.gaps_opened.store(self.counts.opened, Ordering::Relaxed);
+        s.gaps_healed.store(self.counts.healed, Ordering::Relaxed);
+        s.gaps_expired.store(self.counts.expired, Ordering::Relaxed);
+        s.gaps_abandoned
+            .store(self.counts.abandoned, Ordering::Relaxed);
+        let open: usize = self.tracks.values().map(|(t, _)| t.open_gaps()).sum();
+        s.open_gaps.store(open as u64, Ordering::Relaxed);
+    }
+}
