@@ -26,11 +26,23 @@ pub struct Transmitter {
     pub http_addr: Option<SocketAddr>,
     link: JoinHandle<anyhow::Result<()>>,
     pollers: Vec<JoinHandle<()>>,
+    /// The history stream's buffer and thread, with `[history]` (stopped after the tasks).
+    history: Option<crate::history::History>,
 }
 
 impl Transmitter {
     pub async fn start(config: TxConfig) -> anyhow::Result<Transmitter> {
         let table = Arc::new(TagTable::from_config(&config));
+        // The history's tap goes in before any source can report a sample.
+        let history = match &config.history {
+            Some(h) => {
+                let catalogue = protocol::catalogue::Catalogue::new(table.infos().to_vec());
+                let history = crate::history::History::start(h, &config.link, &catalogue)?;
+                table.set_history(history.tap());
+                Some(history)
+            }
+            None => None,
+        };
         let mut pollers = Vec::new();
         let mut healths = Vec::new();
         let mut devices = Vec::new();
@@ -61,7 +73,8 @@ impl Transmitter {
             health,
             session,
         )
-        .await?;
+        .await?
+        .with_history(history.as_ref().map(|h| h.outlet()));
         let link_alive = Arc::new(AtomicBool::new(true));
         let status = Arc::new(TxStatus::new(
             table.clone(),
@@ -97,7 +110,13 @@ impl Transmitter {
             http_addr,
             link,
             pollers,
+            history,
         })
+    }
+
+    /// The history stream's counters, with `[history]`.
+    pub fn history_stats(&self) -> Option<crate::history::HistoryStatsSnapshot> {
+        self.history.as_ref().map(|h| h.stats().snapshot())
     }
 
     /// Whether the link sender still runs (it ends only on a socket error it cannot retry).

@@ -75,6 +75,8 @@ pub struct LinkSender {
     snapshot_cursor: usize,
     shared_stats: SharedEncoderStats,
     link_counters: Arc<LinkCounters>,
+    /// History messages to send (the history thread's outlet), when `[history]` is on.
+    history: Option<Arc<crate::history::HistoryOutlet>>,
 }
 
 impl LinkSender {
@@ -131,6 +133,7 @@ impl LinkSender {
             snapshot_cursor: 0,
             shared_stats: SharedEncoderStats::default(),
             link_counters: Arc::default(),
+            history: None,
             link,
         })
     }
@@ -147,6 +150,12 @@ impl LinkSender {
     /// A handle on the send counters that stays valid while [`LinkSender::run`] runs.
     pub fn counters(&self) -> Arc<LinkCounters> {
         self.link_counters.clone()
+    }
+
+    /// Sends the history stream's messages from `outlet` (see `crate::history`).
+    pub fn with_history(mut self, outlet: Option<Arc<crate::history::HistoryOutlet>>) -> Self {
+        self.history = outlet;
+        self
     }
 
     /// Runs until the task is aborted; returns only on a socket error that cannot be retried.
@@ -167,6 +176,7 @@ impl LinkSender {
                 self.next_snapshot = later(self.next_snapshot, SNAPSHOT_TICK, now);
             }
             self.send_changes(now)?;
+            self.send_history(now)?;
             if self.encoder.poll_timeout().is_some_and(|t| t <= now) {
                 self.encoder.handle_timeout(now);
             }
@@ -184,6 +194,7 @@ impl LinkSender {
             }
             tokio::select! {
                 () = self.table.changed() => {}
+                () = history_ready(&self.history) => {}
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
@@ -264,6 +275,21 @@ impl LinkSender {
         Ok(())
     }
 
+    /// History messages the history thread prepared (it keeps re-sends within their share of
+    /// the link rate); a bounded number per pass so the other streams keep their turn.
+    fn send_history(&mut self, now: Instant) -> anyhow::Result<()> {
+        let Some(outlet) = self.history.clone() else {
+            return Ok(());
+        };
+        for _ in 0..HISTORY_PER_PASS {
+            let Some(message) = outlet.pop() else {
+                break;
+            };
+            self.push(&message, now)?;
+        }
+        Ok(())
+    }
+
     fn push(&mut self, message: &Message, now: Instant) -> anyhow::Result<()> {
         self.encoder
             .push(message, now)
@@ -308,6 +334,18 @@ impl LinkSender {
             }
         }
         Ok(())
+    }
+}
+
+/// History messages handed to the encoder per pass of the send loop, at most.
+const HISTORY_PER_PASS: usize = 128;
+
+/// Resolves when history messages wait in the outlet; never without one.
+async fn history_ready(outlet: &Option<Arc<crate::history::HistoryOutlet>>) {
+    match outlet {
+        Some(o) if !o.is_empty() => {}
+        Some(o) => o.ready().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -20,6 +20,8 @@ pub struct TagTable {
     deadbands: Vec<f64>,
     inner: Mutex<Inner>,
     changed: Notify,
+    /// Where reported samples go for the history stream, once `[history]` is set up.
+    history: std::sync::OnceLock<std::sync::Arc<crate::history::HistoryTap>>,
 }
 
 struct Inner {
@@ -79,7 +81,15 @@ impl TagTable {
                 superseded: 0,
             }),
             changed: Notify::new(),
+            history: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends every reported sample (each change beyond the deadband, each quality change, each
+    /// tag's first value) to the history stream too, in report order. Set once, before the
+    /// sources start; false if it was set already.
+    pub fn set_history(&self, tap: std::sync::Arc<crate::history::HistoryTap>) -> bool {
+        self.history.set(tap).is_ok()
     }
 
     pub fn infos(&self) -> &[TagInfo] {
@@ -98,6 +108,8 @@ impl TagTable {
     /// are queued for the link.
     pub fn apply(&self, updates: impl IntoIterator<Item = Update>) {
         let mut any = false;
+        let history = self.history.get();
+        let mut reported = Vec::new();
         {
             let mut inner = self.lock();
             for u in updates {
@@ -133,8 +145,18 @@ impl TagTable {
                         inner.queue.push_back(u.tag);
                     }
                     any = true;
+                    if history.is_some() {
+                        reported.push(sample.clone());
+                    }
                 }
                 inner.current[i] = Some(sample);
+            }
+            // Still under the table's lock, so the history's order is the report order even
+            // with several sources applying at once.
+            if let Some(h) = history
+                && !reported.is_empty()
+            {
+                h.push(reported);
             }
         }
         if any {
