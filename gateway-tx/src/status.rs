@@ -482,7 +482,7 @@ impl TxStatus {
                 "tables": [
                     { "title": "Devices (Modbus TCP, read-only)",
                       "columns": ["device", "address", "state", "polls ok", "failed", "last poll", "last error"],
-                      "rows": device_rows, "empty": "no devices configured" },
+                      "rows": device_rows, "empty": "no devices configured", "wide": true },
                     { "title": "Link counters", "columns": ["counter", "value"], "rows": link_rows },
                     { "title": "Messages by stream", "columns": ["stream", "messages", "bytes"], "rows": stream_rows },
                 ],

@@ -11,7 +11,8 @@
 //!     "title": "gateway-rx", "subtitle": "...",
 //!     "facts":  [ { "label": "Link", "value": "up", "tone": "good" } ],
 //!     "charts": [ { "title": "...", "unit": "/s", "series": [ { "key": "k", "label": "...", "color": "#1d8348" } ] } ],
-//!     "tables": [ { "title": "...", "columns": ["..."], "rows": [[ "text", 12, { "text": "x", "tone": "bad" } ]], "empty": "..." } ] },
+//!     "tables": [ { "title": "...", "columns": ["..."], "rows": [[ "text", 12, { "text": "x", "tone": "bad" } ]],
+//!                   "empty": "...", "wide": false } ] },
 //!   "history": { "t": [unix ms], "series": { "k": [numbers] } },
 //!   "tags": { "total": 3, "matched": 3, "rows": [ { "name", "value", "unit", "quality", "tone", "age_ms", "source", "description" } ] } }
 //! ```
@@ -232,9 +233,11 @@ fn render_cell(h: &mut String, c: &Value, extra_class: &str) {
 }
 
 fn render_table(h: &mut String, t: &Value) {
+    let wide = t.get("wide").and_then(Value::as_bool).unwrap_or(false);
     let _ = write!(
         h,
-        "<div class=\"card\"><h2>{}</h2>",
+        "<div class=\"{}\"><h2>{}</h2>",
+        if wide { "card wide" } else { "card" },
         escape(str_of(t, "title"))
     );
     let rows = arr(t, "rows");

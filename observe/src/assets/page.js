@@ -5,7 +5,7 @@
   // cannot inject markup. The page only reads (GET); it has no forms and no write actions.
   var TONES = { good: 1, warn: 1, bad: 1, muted: 1 };
   var SVG = 'http://www.w3.org/2000/svg';
-  var W = 400, H = 120, L = 40, R = 6, T = 8, B = 16;
+  var W = 400, H = 130, L = 46, R = 6, T = 10, B = 18;
   var LIMIT = 500;
   var filter = document.getElementById('filter');
   var updated = document.getElementById('updated');
@@ -97,7 +97,7 @@
     [0, 0.5, 1].forEach(function (f) {
       var y = T + ph - f * ph;
       svg.appendChild(sv('line', { x1: L, x2: W - R, y1: y, y2: y, 'class': 'grid' }));
-      var label = sv('text', { x: L - 4, y: y + 3, 'text-anchor': 'end' });
+      var label = sv('text', { x: L - 5, y: y + 4, 'text-anchor': 'end' });
       label.textContent = num(max * f);
       svg.appendChild(label);
     });
@@ -153,7 +153,7 @@
   }
 
   function table(spec) {
-    var card = el('div', 'card');
+    var card = el('div', spec.wide ? 'card wide' : 'card');
     var h = el('h2', '', spec.title);
     card.appendChild(h);
     var rows = spec.rows || [];

@@ -34,6 +34,10 @@ struct Args {
     /// Print the table once per refresh without clearing the screen (for logs and CI).
     #[arg(long)]
     plain: bool,
+    /// Serve metrics, health and the status pages on 127.0.0.1: gateway-rx on this port,
+    /// gateway-tx on the next one (0 picks free ports; they are printed).
+    #[arg(long)]
+    http_port: Option<u16>,
 }
 
 #[tokio::main]
@@ -51,10 +55,19 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the simulated PLC")?;
     plc.run_process(Duration::from_millis(500));
 
+    let http = |offset: u16| match args.http_port {
+        Some(0) => "\n[http]\nbind = \"127.0.0.1:0\"\n".to_owned(),
+        Some(p) => format!(
+            "\n[http]\nbind = \"127.0.0.1:{}\"\n",
+            p.saturating_add(offset)
+        ),
+        None => String::new(),
+    };
     let rx_toml = format!(
-        "[link]\nbind = \"127.0.0.1:{}\"\n\n[modbus_server]\nbind = \"127.0.0.1:{}\"\n\n[status]\nlog_interval_s = 3600\n",
+        "[link]\nbind = \"127.0.0.1:{}\"\n\n[modbus_server]\nbind = \"127.0.0.1:{}\"\n\n[status]\nlog_interval_s = 3600\n{}",
         tests::free_udp_port()?,
-        args.modbus_port
+        args.modbus_port,
+        http(0)
     );
     let rx_config = RxConfig::parse(&rx_toml, Path::new("demo/gateway-rx.toml"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -77,12 +90,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let destination: SocketAddr = relay.as_ref().map_or(rx.link_addr, |r| r.listen);
     let tx_toml = format!(
-        "[link]\ndestination = \"{destination}\"\nsnapshot_period_s = 5\n\n{}",
+        "{}[link]\ndestination = \"{destination}\"\nsnapshot_period_s = 5\n\n{}",
+        http(1),
         demo_device_toml("plc1", plc.local_addr(), 250, 500)
     );
     let tx_config = TxConfig::parse(&tx_toml, Path::new("demo/gateway-tx.toml"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let tx = Transmitter::start(tx_config).await?;
+    if let (Some(r), Some(t)) = (rx.http_addr, tx.http_addr) {
+        // On stderr, so that the table on stdout stays as it was; scripts wait for this line.
+        eprintln!("status pages: gateway-rx http://{r}/  gateway-tx http://{t}/");
+    }
 
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
