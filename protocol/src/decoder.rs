@@ -3,8 +3,10 @@
 //! Each datagram is checked in order of cost: envelope and CRC, version, header fields,
 //! duplicate and age, authentication; then it joins its FEC group and, if it is a data
 //! datagram, the reorder buffer. Data datagrams are delivered in `data_seq` order (received or
-//! repaired); a gap is given up when the reorder window is full or the oldest datagram held
-//! behind it has waited `group_timeout`.
+//! repaired); a gap is given up when nothing can fill it any more (its block has ended and the
+//! link has moved [`REORDER_ALLOWANCE`] datagrams and [`REORDER_HOLD`] past it: see WIRE.md,
+//! "Early give-up"), when the reorder window is full, or when the oldest datagram held behind
+//! it has waited `group_timeout`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -359,16 +359,21 @@ impl Session {
         while let Some(next) = self.next_data
             && next < cutoff
         {
-            let to = self
-                .reorder
-                .first_key_value()
-                .map_or(cutoff, |(&first, _)| first.min(cutoff));
-            if to > next {
-                let lost = to - next;
-                out.stats.data_datagrams_lost += lost;
-                out.events.push_back(Event::DatagramsLost { count: lost });
-                self.drop_partial(out);
+            let first = self.reorder.first_key_value().map(|(&k, _)| k);
+            if first == Some(next) {
+                // Delivers at least this one.
+                self.drain(out);
+                continue;
             }
+            // Held data datagrams are always ahead of `next`; the filter only makes sure
+            // this loop moves forward whatever happens.
+            let to = first
+                .filter(|&f| f > next)
+                .map_or(cutoff, |f| f.min(cutoff));
+            let lost = to - next;
+            out.stats.data_datagrams_lost += lost;
+            out.events.push_back(Event::DatagramsLost { count: lost });
+            self.drop_partial(out);
             self.next_data = Some(to);
             self.drain(out);
         }
