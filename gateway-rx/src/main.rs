@@ -39,6 +39,99 @@ enum Command {
     },
     /// Validate a config file and report every problem with file, line, column and key.
     CheckConfig { file: PathBuf },
+    /// Print the stored history of tags over a source-time range (works while the daemon runs).
+    Query {
+        /// The receiver's TOML config, for the store's path.
+        #[arg(short, long, default_value = "/etc/gateway/gateway-rx.toml")]
+        config: PathBuf,
+        /// The store's SQLite file, instead of the config's `[store] path`.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Tag name; repeat for more tags.
+        #[arg(long, required = true)]
+        tag: Vec<String>,
+        /// Start of the range, RFC 3339 (e.g. 2024-05-01T12:00:00Z), inclusive.
+        #[arg(long)]
+        from: String,
+        /// End of the range, RFC 3339, inclusive.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = QueryFormat::Csv)]
+        format: QueryFormat,
+    },
+    /// List the history gaps: open, healed, expired (works while the daemon runs).
+    Gaps {
+        /// The receiver's TOML config, for the store's path.
+        #[arg(short, long, default_value = "/etc/gateway/gateway-rx.toml")]
+        config: PathBuf,
+        /// The store's SQLite file, instead of the config's `[store] path`.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Only the gaps still open.
+        #[arg(long)]
+        open: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QueryFormat {
+    Csv,
+    Json,
+}
+
+/// The store to read: `--store`, or the config's `[store] path`.
+fn store_path(config: &std::path::Path, store: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match store {
+        Some(p) => Ok(p),
+        None => Ok(RxConfig::load(config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .store
+            .path),
+    }
+}
+
+fn open_store(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
+    if !path.exists() {
+        anyhow::bail!(
+            "{}: no history store (it is created when the first history arrives)",
+            path.display()
+        );
+    }
+    gateway_rx::store::db::open_ro(path)
+        .with_context(|| format!("opening the history store {}", path.display()))
+}
+
+fn query(
+    config: PathBuf,
+    store: Option<PathBuf>,
+    tags: Vec<String>,
+    from: String,
+    to: String,
+    format: QueryFormat,
+) -> anyhow::Result<()> {
+    use config::timefmt::parse_rfc3339;
+    let from = parse_rfc3339(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = parse_rfc3339(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let conn = open_store(&store_path(&config, store)?)?;
+    let format = match format {
+        QueryFormat::Csv => gateway_rx::store::cli::Format::Csv,
+        QueryFormat::Json => gateway_rx::store::cli::Format::Json,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    gateway_rx::store::cli::query(&conn, &tags, from, to, format, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+fn gaps(config: PathBuf, store: Option<PathBuf>, open: bool, json: bool) -> anyhow::Result<()> {
+    let conn = open_store(&store_path(&config, store)?)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    gateway_rx::store::cli::gaps(&conn, open, json, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -58,6 +151,32 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Query {
+            config,
+            store,
+            tag,
+            from,
+            to,
+            format,
+        } => match query(config, store, tag, from, to, format) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway-rx query: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Gaps {
+            config,
+            store,
+            open,
+            json,
+        } => match gaps(config, store, open, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway-rx gaps: {e:#}");
                 ExitCode::FAILURE
             }
         },

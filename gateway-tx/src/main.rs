@@ -39,6 +39,74 @@ enum Command {
     },
     /// Validate a config file and report every problem with file, line, column and key.
     CheckConfig { file: PathBuf },
+    /// Ask the running daemon (on this box) to re-send a range of history from its buffer.
+    Backfill {
+        /// The transmitter's TOML config, for the history buffer's directory.
+        #[arg(short, long, default_value = "/etc/gateway/gateway-tx.toml")]
+        config: PathBuf,
+        /// Start of the source-time range, RFC 3339 (e.g. 2024-05-01T12:00:00Z), inclusive.
+        #[arg(long)]
+        from: String,
+        /// End of the range, RFC 3339, inclusive.
+        #[arg(long)]
+        to: String,
+        /// Only this tag; repeat for more. All tags when absent.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Seconds to wait for the daemon to take the request and report (0: do not wait).
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
+}
+
+/// Writes a backfill request where the daemon looks for it and reports what the daemon says.
+fn backfill(
+    config: PathBuf,
+    from: String,
+    to: String,
+    tags: Vec<String>,
+    wait: u64,
+) -> anyhow::Result<()> {
+    use config::timefmt::parse_rfc3339;
+    use gateway_tx::history::backfill;
+    let from = parse_rfc3339(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = parse_rfc3339(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    anyhow::ensure!(from <= to, "--from is after --to");
+    let c = TxConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(history) = c.history else {
+        anyhow::bail!(
+            "{}: no [history] table, so the daemon keeps no history to re-send",
+            config.display()
+        );
+    };
+    let id = backfill::submit(&history.dir, from, to, tags)
+        .with_context(|| format!("writing the request into {}", history.dir.display()))?;
+    println!("backfill request {id} written");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Some(st) = backfill::read_status(&history.dir, &id) {
+            if last.as_ref() != Some(&st.state) {
+                println!(
+                    "{}: {} (scanned {}, re-sent {}) {}",
+                    st.id, st.state, st.scanned, st.sent, st.message
+                );
+                last = Some(st.state.clone());
+            }
+            if st.state == "done" || st.state == "rejected" {
+                return Ok(());
+            }
+        }
+    }
+    if wait > 0 && last.is_none() {
+        println!(
+            "the daemon has not taken the request yet (is it running with this config?); it \
+             stays queued in {}",
+            backfill::request_dir(&history.dir).display()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -58,6 +126,19 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Backfill {
+            config,
+            from,
+            to,
+            tag,
+            wait,
+        } => match backfill(config, from, to, tag, wait) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway-tx backfill: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -2,24 +2,23 @@
 //!
 //! For each log the receiver keeps the set of sequence numbers received (persisted), the
 //! highest `head_seq` any batch announced, and the transmitter's `oldest_seq`. A number below
-//! an announced head that has not arrived [`GAP_GRACE`] after the announcement is missing: the
-//! history stream is delivered in order and a batch announces only numbers already sent before
-//! it, so by then it was lost (on the link, or in this receiver's queue). Each maximal run of
+//! an announced head that has not arrived when the announcing batch is applied is missing: the
+//! history stream is delivered in order, and a batch announces only numbers sent before it or
+//! in it, so the number was lost (on the link, or in this receiver's queue). Each maximal run of
 //! missing numbers is recorded once as a gap (`opened`, in the `gaps` table and the audit log);
 //! when re-sends (the carousel, a backfill) fill all of it, it is `healed`; when the
 //! transmitter's buffer no longer holds it (`oldest_seq` passed its end), it is `expired` and
 //! can never heal.
 //!
-//! A receiver meeting a log for the first time counts from the first number it receives; older
-//! history that arrives later is stored but was never missing. Bounds: at most
+//! A receiver meeting a log for the first time counts from the head the first batch announces;
+//! older history that arrives later (the carousel's window) is stored but was never missing. Bounds: at most
 //! [`MAX_RANGES`] received ranges per log (beyond, the oldest is forgotten and open gaps below it
 //! are closed as `abandoned`) and [`MAX_OPEN_GAPS`] open gaps per log (the oldest abandoned).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use config::timefmt::format_rfc3339;
 use protocol::model::UnixNanos;
@@ -29,7 +28,6 @@ use tracing::{info, warn};
 use super::db::{self, GapRow, LogRow};
 use super::ranges::{Range, RangeSet};
 
-pub const GAP_GRACE: Duration = Duration::from_secs(1);
 pub const MAX_RANGES: usize = 100_000;
 pub const MAX_OPEN_GAPS: usize = 10_000;
 /// Tag names kept per gap (the first ones seen filling it).
@@ -130,14 +128,12 @@ pub struct LogTrack {
     pub log: u64,
     row: LogRow,
     ranges: RangeSet,
-    /// (when, expected_end) for announcements not yet past the grace.
-    timeline: VecDeque<(Instant, u64)>,
     open: BTreeMap<u64, OpenGap>,
     dirty: bool,
 }
 
 impl LogTrack {
-    /// Loads the log's state, or starts tracking it at `first` (the first number received).
+    /// Loads the log's state, or starts tracking it at `first` (the first batch's head).
     pub fn load_or_new(conn: &Connection, log: u64, first: u64) -> db::Result<LogTrack> {
         let (row, ranges) = match db::load_log(conn, log)? {
             Some((row, ranges)) => (row, ranges),
@@ -169,7 +165,6 @@ impl LogTrack {
             log,
             row,
             ranges: RangeSet::from_ranges(ranges),
-            timeline: VecDeque::new(),
             open,
             dirty: true,
         })
@@ -180,7 +175,9 @@ impl LogTrack {
     }
 
     /// Notes a batch: `[first, first + n)` received (`names[i]` the tag of sample i, when
-    /// known), `head` announced, `oldest` still held by the transmitter.
+    /// known), `head` announced, `oldest` still held by the transmitter. Heals the gaps it
+    /// completes and records the numbers below `head` still missing as new gaps; `overflow`
+    /// holds ranges this receiver's own queue dropped, for the reason.
     #[allow(clippy::too_many_arguments)]
     pub fn on_batch(
         &mut self,
@@ -192,26 +189,43 @@ impl LogTrack {
         names: &[&str],
         head: u64,
         oldest: u64,
-        now: Instant,
+        overflow: &[(u64, u64)],
     ) -> db::Result<()> {
         let n = times.len() as u64;
         let end = first.saturating_add(n);
-        let expected = head.max(end);
-        if expected > self.row.expected_end {
-            self.row.expected_end = expected;
-            self.timeline.push_back((now, expected));
-            self.dirty = true;
-        }
         if oldest > self.row.oldest {
             self.row.oldest = oldest;
             self.dirty = true;
         }
-        let (Some(&t_first), Some(&t_last)) = (times.first(), times.last()) else {
-            return Ok(());
-        };
-        if self.ranges.covers(first, end) {
-            return Ok(());
+        if let (Some(&t_first), Some(&t_last)) = (times.first(), times.last())
+            && !self.ranges.covers(first, end)
+        {
+            self.receive(conn, audit, counts, first, end, t_first, t_last, names)?;
         }
+        let expected = head.max(end);
+        if expected > self.row.expected_end {
+            self.row.expected_end = expected;
+            self.dirty = true;
+        }
+        if self.row.expected_end > self.row.checked_until {
+            let upto = self.row.expected_end;
+            self.record_holes(conn, audit, counts, upto, overflow)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive(
+        &mut self,
+        conn: &Connection,
+        audit: &mut AuditLog,
+        counts: &mut GapCounts,
+        first: u64,
+        end: u64,
+        t_first: UnixNanos,
+        t_last: UnixNanos,
+        names: &[&str],
+    ) -> db::Result<()> {
         let change = self.ranges.insert(Range {
             start: first,
             end,
@@ -260,68 +274,67 @@ impl LogTrack {
         Ok(())
     }
 
-    /// Records gaps whose grace is over, expires those the transmitter no longer holds, keeps
-    /// the bounds, and saves the log's row. `overflow` holds ranges this receiver's own queue
-    /// dropped, for the reason.
+    /// Records the holes in `[checked_until, upto)` as open gaps.
+    fn record_holes(
+        &mut self,
+        conn: &Connection,
+        audit: &mut AuditLog,
+        counts: &mut GapCounts,
+        upto: u64,
+        overflow: &[(u64, u64)],
+    ) -> db::Result<()> {
+        let from = self.row.checked_until.max(self.row.baseline);
+        for (start, end, before, after) in self.ranges.holes(from, upto) {
+            let reason = if overflow.iter().any(|(a, b)| *a < end && *b > start) {
+                "receiver_queue_full"
+            } else {
+                "not_received"
+            };
+            let mut row = GapRow {
+                id: 0,
+                log: self.log,
+                start_seq: start,
+                end_seq: end,
+                from_ts: before,
+                to_ts: after,
+                reason: reason.into(),
+                state: "open".into(),
+                opened_at: crate::unix_now(),
+                closed_at: None,
+                tags: Vec::new(),
+            };
+            row.id = db::insert_gap(conn, &row)?;
+            audit.record("opened", &row, end - start);
+            counts.opened += 1;
+            warn!(
+                gap = row.id,
+                log = format_args!("{:016x}", self.log),
+                first_seq = start,
+                count = end - start,
+                reason,
+                "history gap: samples missing; the carousel or a backfill can heal it"
+            );
+            self.open.insert(
+                start,
+                OpenGap {
+                    row,
+                    tags: BTreeSet::new(),
+                },
+            );
+        }
+        self.row.checked_until = self.row.checked_until.max(upto);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Expires the gaps the transmitter no longer holds, keeps the bounds, and saves the log's
+    /// row.
     pub fn check(
         &mut self,
         conn: &Connection,
         audit: &mut AuditLog,
         counts: &mut GapCounts,
-        now: Instant,
-        overflow: &[(u64, u64)],
     ) -> db::Result<()> {
-        let mut overdue = self.row.checked_until;
-        while let Some(&(t, e)) = self.timeline.front() {
-            if now.duration_since(t) < GAP_GRACE {
-                break;
-            }
-            overdue = overdue.max(e);
-            self.timeline.pop_front();
-        }
-        if overdue > self.row.checked_until {
-            let from = self.row.checked_until.max(self.row.baseline);
-            for (start, end, before, after) in self.ranges.holes(from, overdue) {
-                let reason = if overflow.iter().any(|(a, b)| *a < end && *b > start) {
-                    "receiver_queue_full"
-                } else {
-                    "not_received"
-                };
-                let mut row = GapRow {
-                    id: 0,
-                    log: self.log,
-                    start_seq: start,
-                    end_seq: end,
-                    from_ts: before,
-                    to_ts: after,
-                    reason: reason.into(),
-                    state: "open".into(),
-                    opened_at: crate::unix_now(),
-                    closed_at: None,
-                    tags: Vec::new(),
-                };
-                row.id = db::insert_gap(conn, &row)?;
-                audit.record("opened", &row, end - start);
-                counts.opened += 1;
-                warn!(
-                    gap = row.id,
-                    log = format_args!("{:016x}", self.log),
-                    first_seq = start,
-                    count = end - start,
-                    reason,
-                    "history gap: samples missing; the carousel or a backfill can heal it"
-                );
-                self.open.insert(
-                    start,
-                    OpenGap {
-                        row,
-                        tags: BTreeSet::new(),
-                    },
-                );
-            }
-            self.row.checked_until = overdue;
-            self.dirty = true;
-        }
         // Expired: the transmitter's buffer starts after the gap's end.
         let expired: Vec<u64> = self
             .open

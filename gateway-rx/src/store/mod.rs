@@ -27,6 +27,7 @@
 //! `max_bytes`, the oldest twentieth of the stored time span goes. Deletions by retention are
 //! policy, not loss: they are counted and logged, not recorded as gaps.
 
+pub mod cli;
 pub mod db;
 pub mod gaps;
 pub mod ranges;

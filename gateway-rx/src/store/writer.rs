@@ -206,27 +206,27 @@ impl Writer {
             self.pending_samples = 0;
         }
         todo.extend(group);
+        let overflow: Vec<(u64, u64, u64)> = self
+            .shared
+            .overflow
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
         for batch in todo {
             if !self.ensure_catalogue(&tx, batch.catalogue)? {
                 self.hold(batch);
                 continue;
             }
-            self.apply(&tx, batch, now)?;
+            let ranges: Vec<(u64, u64)> = overflow
+                .iter()
+                .filter(|(l, _, _)| *l == batch.log)
+                .map(|(_, a, b)| (*a, *b))
+                .collect();
+            self.apply(&tx, batch, now, &ranges)?;
         }
         if now >= self.next_check {
-            let overflow: Vec<(u64, u64, u64)> = self
-                .shared
-                .overflow
-                .lock()
-                .map(|o| o.clone())
-                .unwrap_or_default();
             for (track, _) in self.tracks.values_mut() {
-                let ranges: Vec<(u64, u64)> = overflow
-                    .iter()
-                    .filter(|(l, _, _)| *l == track.log)
-                    .map(|(_, a, b)| (*a, *b))
-                    .collect();
-                track.check(&tx, &mut self.audit, &mut self.counts, now, &ranges)?;
+                track.check(&tx, &mut self.audit, &mut self.counts)?;
             }
             self.next_check = now + CHECK_EVERY;
         }
@@ -287,6 +287,7 @@ impl Writer {
         conn: &Connection,
         batch: HistoryBatch,
         now: Instant,
+        overflow: &[(u64, u64)],
     ) -> rusqlite::Result<()> {
         let Some(map) = self.catalogues.get_mut(&batch.catalogue) else {
             return Ok(());
@@ -348,8 +349,10 @@ impl Writer {
                 {
                     self.tracks.remove(&oldest);
                 }
-                let t =
-                    LogTrack::load_or_new(conn, batch.log, batch.first_seq.min(batch.head_seq))?;
+                let start = batch
+                    .head_seq
+                    .max(batch.first_seq + batch.samples.len() as u64);
+                let t = LogTrack::load_or_new(conn, batch.log, start)?;
                 &mut self.tracks.entry(batch.log).or_insert((t, now)).0
             }
         };
@@ -362,7 +365,7 @@ impl Writer {
             &names,
             batch.head_seq,
             batch.oldest_seq,
-            now,
+            overflow,
         )
     }
 

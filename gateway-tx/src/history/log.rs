@@ -690,6 +690,38 @@ impl LogCursor {
     }
 }
 
+/// Every readable record in the buffer at `dir`, with its tag's name (`None` when the
+/// catalogue's names are unknown), oldest first. Reads only; for tools and tests, not for a
+/// buffer a daemon is writing (it may see a partial last record, which reads as the end).
+pub fn read_records(dir: &Path) -> Result<Vec<(u64, Option<String>, Sample)>, LogError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    let mut names: HashMap<CatalogueHash, Option<Vec<String>>> = HashMap::new();
+    for path in paths {
+        let Ok(header) = Header::read(&path) else {
+            continue;
+        };
+        let cat = names.entry(header.catalogue).or_insert_with(|| {
+            std::fs::read(dir.join(format!("catalogue-{:016x}.names", header.catalogue)))
+                .ok()
+                .and_then(|b| decode_names(&b))
+        });
+        let mut r = SegmentReader::open(&path, HEADER_LEN as u64, None)?;
+        while let Some((seq, sample)) = r.next_record()? {
+            let name = cat
+                .as_ref()
+                .and_then(|n| n.get(sample.tag as usize).cloned());
+            out.push((seq, name, sample));
+        }
+    }
+    Ok(out)
+}
+
 fn mtime(meta: &std::fs::Metadata) -> Option<UnixNanos> {
     let t = meta.modified().ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;

@@ -197,7 +197,7 @@ impl Sender {
                 let batches = self.batch_records(records);
                 self.stats.live_samples.fetch_add(n, Ordering::Relaxed);
                 for (first, samples) in batches {
-                    self.emit(first, samples, false);
+                    self.emit_live(first, samples);
                 }
                 continue;
             }
@@ -213,7 +213,7 @@ impl Sender {
                 .live_samples
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
             for (first, samples) in self.batch(records) {
-                self.emit(first, samples, false);
+                self.emit_live(first, samples);
             }
         }
     }
@@ -415,13 +415,27 @@ impl Sender {
         out
     }
 
-    /// Queues one batch; `resend` charges it to the carousel's budget.
+    /// Queues a live batch: it announces its own end as the head, since every number below
+    /// its first was sent before it and the batches after it carry the rest, so the receiver
+    /// can tell a missing number the moment a batch arrives.
+    fn emit_live(&mut self, first_seq: u64, samples: Vec<Sample>) {
+        let head = first_seq + samples.len() as u64;
+        self.emit_with_head(first_seq, samples, false, head);
+    }
+
+    /// Queues one batch announcing everything sent live so far; `resend` charges it to the
+    /// carousel's budget.
     fn emit(&mut self, first_seq: u64, samples: Vec<Sample>, resend: bool) {
+        let head = self.live_next;
+        self.emit_with_head(first_seq, samples, resend, head);
+    }
+
+    fn emit_with_head(&mut self, first_seq: u64, samples: Vec<Sample>, resend: bool, head: u64) {
         let msg = Message::History(HistoryBatch {
             catalogue: self.catalogue,
             log: self.log.log_id(),
             first_seq,
-            head_seq: self.live_next,
+            head_seq: head,
             oldest_seq: self.log.oldest_seq(),
             samples,
         });
