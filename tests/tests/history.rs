@@ -325,3 +325,46 @@ async fn transmitter_restart_continues_the_sequence() {
     assert_contiguous(&seqs);
     h.wait_no_open_gaps(Duration::from_secs(30)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_backfill_resends_a_range() {
+    use gateway_tx::history::backfill;
+    let h = Hist::start(30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rows, _) = h.tx_rows();
+    let (name, first_time) = rows.keys().next().cloned().expect("history samples");
+    let last_time = first_time + 1_000_000_000;
+    let expected = rows
+        .keys()
+        .filter(|(n, t)| *n == name && *t >= first_time && *t <= last_time)
+        .count() as u64;
+    let id = backfill::submit(&h.tx_dir(), first_time, last_time, vec![name.clone()])
+        .expect("writing the request");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = backfill::read_status(&h.tx_dir(), &id)
+            && st.state == "done"
+        {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "backfill not done"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.sent, expected, "{status:?}");
+    let stats =
+        h.tx.as_ref()
+            .and_then(|t| t.history_stats())
+            .expect("history");
+    assert_eq!(stats.backfills_done, 1);
+    assert!(stats.backfill_samples >= expected);
+    assert!(
+        std::fs::read_dir(backfill::request_dir(&h.tx_dir()))
+            .expect("request dir")
+            .flatten()
+            .all(|e| !e.path().extension().is_some_and(|x| x == "request")),
+        "the request was taken"
+    );
+}
