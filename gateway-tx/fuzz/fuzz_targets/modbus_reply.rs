@@ -194,6 +194,9 @@ struct FakePlc {
     /// The request ADU written since the last read.
     request: Vec<u8>,
     request_pending: bool,
+    /// End of the reply to the latest request: a PLC sends nothing before it is asked, so a
+    /// read never returns bytes of the next reply (which the client would discard).
+    frame_end: usize,
 }
 
 impl AsyncWrite for FakePlc {
@@ -227,20 +230,27 @@ impl AsyncRead for FakePlc {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if std::mem::take(&mut this.request_pending) && this.fix_header {
-            // MBAP header: transaction id, protocol id 0, length (left to the fuzzer), unit.
-            let (p, req) = (this.pos, &this.request);
-            if req.len() >= 7 && this.reply.len() >= p + 7 {
+        let p = this.pos;
+        if std::mem::take(&mut this.request_pending) {
+            let req = &this.request;
+            if this.fix_header && req.len() >= 7 && this.reply.len() >= p + 7 {
+                // MBAP header: transaction id, protocol id 0, length (left to the fuzzer), unit.
                 this.reply[p..p + 2].copy_from_slice(&req[0..2]);
                 this.reply[p + 2..p + 4].fill(0);
                 this.reply[p + 6] = req[6];
             }
+            this.frame_end = match this.reply.get(p + 4..p + 6) {
+                Some(len) => p + 6 + usize::from(u16::from_be_bytes([len[0], len[1]])),
+                None => this.reply.len(),
+            };
         }
-        let n = this
-            .chunk
-            .min(this.reply.len() - this.pos)
-            .min(buf.remaining());
-        buf.put_slice(&this.reply[this.pos..this.pos + n]);
+        if p >= this.frame_end {
+            // The client wants more than the header announced: let it have the rest.
+            this.frame_end = this.reply.len();
+        }
+        let end = this.frame_end.min(this.reply.len());
+        let n = this.chunk.min(end - p).min(buf.remaining());
+        buf.put_slice(&this.reply[p..p + n]);
         this.pos += n;
         Poll::Ready(Ok(()))
     }
@@ -255,6 +265,7 @@ fn over_the_wire(mode: u8, requests: &[ReadRequest], reply: &[u8]) {
         fix_header: mode & 1 != 0,
         request: Vec::new(),
         request_pending: false,
+        frame_end: 0,
     };
     let mut requests = requests.to_vec();
     RUNTIME.with(|rt| {
