@@ -142,15 +142,32 @@ async fn status_log(state: Arc<State>, stats: SharedStats, every: std::time::Dur
     loop {
         tick.tick().await;
         let s = stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let [control_lost, live_lost, snapshot_lost, history_lost] = s.messages_lost;
         info!(
             link = if state.link_is_down() { "down" } else { "up" },
             tags = state.tag_count(),
+            received = s.datagrams_received,
             accepted = s.datagrams_accepted,
+            missing = s.datagrams_missing,
             repaired = s.datagrams_repaired,
             lost = s.data_datagrams_lost,
+            groups_repaired = s.groups_repaired,
+            groups_lost = s.groups_lost,
+            late = s.late,
             crc_failures = s.crc_failures,
             auth_failures = s.auth_failures,
             duplicates = s.duplicates,
+            bad_magic = s.bad_magic,
+            bad_length = s.bad_length,
+            bad_version = s.bad_version,
+            malformed = s.malformed,
+            out_of_window = s.out_of_window,
+            stale_session = s.stale_session_dropped,
+            session_changes = s.session_changes,
+            control_lost,
+            live_lost,
+            snapshot_lost,
+            history_lost,
             "status"
         );
     }

@@ -86,6 +86,11 @@ impl Transmitter {
             sender.counters(),
             link_alive.clone(),
         ));
+        pollers.push(tokio::spawn(status_log(
+            sender.counters(),
+            sender.encoder_stats(),
+            table.clone(),
+        )));
         let link = tokio::spawn(async move {
             let result = sender.run().await;
             link_alive.store(false, Ordering::Relaxed);
@@ -139,6 +144,37 @@ impl Drop for Transmitter {
         for p in &self.pollers {
             p.abort();
         }
+    }
+}
+
+/// How often the transmitter logs a status line (what was sent, what waits).
+const STATUS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn status_log(
+    counters: Arc<crate::link::LinkCounters>,
+    encoder: crate::link::SharedEncoderStats,
+    table: Arc<TagTable>,
+) {
+    let mut tick = tokio::time::interval(STATUS_LOG_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let e = encoder.lock().map(|e| e.clone()).unwrap_or_default();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        tracing::info!(
+            datagrams_sent = get(&counters.datagrams_sent),
+            bytes_sent = get(&counters.bytes_sent),
+            send_errors = get(&counters.send_errors),
+            data_datagrams = e.data_datagrams,
+            repair_datagrams = e.repair_datagrams,
+            groups = e.groups,
+            timer_flushes = e.timer_flushes,
+            samples_sent = get(&counters.samples_sent),
+            samples_superseded = table.superseded(),
+            changes_waiting = table.pending_changes(),
+            pending_datagrams = get(&counters.pending_datagrams),
+            "status"
+        );
     }
 }
 
