@@ -4,8 +4,8 @@ pub mod daemon;
 pub mod link;
 pub mod modbus_server;
 pub mod state;
-pub mod store;
 pub mod status;
+pub mod store;
 
 pub use daemon::Receiver;
 
