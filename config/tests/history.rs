@@ -186,3 +186,14 @@ fn store_errors_are_located() {
         &["did you mean `max_bytes`"],
     );
 }
+
+#[test]
+fn the_examples_turn_history_on() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let tx = TxConfig::load(&dir.join("gateway-tx.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let h = tx.history.expect("the TX example has [history]");
+    assert_eq!(h.carousel_window, Duration::from_secs(300));
+    let rx = RxConfig::load(&dir.join("gateway-rx.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rx.store.enabled);
+    assert_eq!(rx.store.path, PathBuf::from("/var/lib/gateway/history.sqlite"));
+}
