@@ -195,5 +195,8 @@ fn the_examples_turn_history_on() {
     assert_eq!(h.carousel_window, Duration::from_secs(300));
     let rx = RxConfig::load(&dir.join("gateway-rx.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert!(rx.store.enabled);
-    assert_eq!(rx.store.path, PathBuf::from("/var/lib/gateway/history.sqlite"));
+    assert_eq!(
+        rx.store.path,
+        PathBuf::from("/var/lib/gateway/history.sqlite")
+    );
 }
