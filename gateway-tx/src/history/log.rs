@@ -17,6 +17,12 @@
 //!
 //! Sequence numbers are given out by the tap before records reach the log, contiguous but for
 //! samples the tap had to drop (counted there); the log stores each record's own number.
+//!
+//! Durability: records reach the kernel before they are sent and the disk about once a second
+//! (fsync). A process crash loses nothing written; a power loss can lose the last second, and
+//! the numbers of lost records are then given again to new samples. A receiver that had the
+//! first ones keeps both samples (the store keys samples by tag and source time, never by
+//! number) but counts those numbers as received.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
