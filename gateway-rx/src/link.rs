@@ -127,7 +127,13 @@ impl LinkReceiver {
                 }
             }
             Event::MessagesLost { stream, count } => {
-                warn!(stream = stream.name(), count, "messages lost beyond repair");
+                // Includes, for a receiver started within the first reorder window of a session,
+                // what the session sent before this receiver listened: not received all the same.
+                warn!(
+                    stream = stream.name(),
+                    count,
+                    "messages lost (beyond FEC repair, or sent before this receiver started)"
+                );
             }
             Event::DatagramsLost { count } => {
                 tracing::debug!(count, "data datagrams lost beyond repair");
