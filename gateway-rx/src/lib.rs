@@ -6,6 +6,7 @@ pub mod modbus_server;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod udp;
 
 pub use daemon::Receiver;
 

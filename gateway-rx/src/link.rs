@@ -1,6 +1,7 @@
 //! The link receiver: reads datagrams from the diode, runs them through the protocol decoder,
 //! and applies what comes out to the state. It never sends: the socket is bound, not connected,
-//! and no code path writes to it.
+//! and no code path writes to it. Datagrams are read in batches (`recvmmsg` and GRO, see
+//! `crate::udp`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
 use crate::state::State;
+use crate::udp::BatchReceiver;
 
 /// Rejections of bad input are logged at most this often per kind, so a flood of garbage
 /// cannot fill the disk; the counters still count every one.
@@ -22,8 +24,12 @@ const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Decoder counters as last published by the link task, for status and tests.
 pub type SharedStats = Arc<Mutex<DecoderStats>>;
 
+/// Batches read per pass besides the first, before events are handled: bounded so that timers
+/// and events keep their turn under a flood.
+const DRAIN_BATCHES: usize = 8;
+
 pub struct LinkReceiver {
-    socket: UdpSocket,
+    udp: BatchReceiver,
     decoder: Decoder,
     assembler: CatalogueAssembler,
     state: Arc<State>,
@@ -42,14 +48,16 @@ impl LinkReceiver {
         state: Arc<State>,
         stats: SharedStats,
     ) -> anyhow::Result<LinkReceiver> {
-        let socket = receive_only_socket(&link)?;
+        let udp = BatchReceiver::new(receive_only_socket(&link)?)
+            .context("setting up the link socket")?;
+        info!(gro = udp.gro(), "link socket bound");
         let decoder = Decoder::new(DecoderConfig {
             key: link.key,
             reorder_window: link.reorder_window,
             ..DecoderConfig::default()
         });
         Ok(LinkReceiver {
-            socket,
+            udp,
             decoder,
             assembler: CatalogueAssembler::new(),
             state,
@@ -69,29 +77,32 @@ impl LinkReceiver {
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.socket.local_addr()
+        self.udp.local_addr()
     }
 
     pub async fn run(mut self) -> anyhow::Result<()> {
-        let mut buf = vec![0u8; 65536];
         loop {
             let now = Instant::now();
             let mut wake = now + Duration::from_millis(100);
             if let Some(t) = self.decoder.poll_timeout() {
                 wake = wake.min(t);
             }
+            let decoder = &mut self.decoder;
+            let mut handle = |d: &[u8], at: Instant| {
+                decoder.handle_datagram(d, at);
+            };
             tokio::select! {
-                r = self.socket.recv(&mut buf) => {
-                    let n = r.context("receiving from the link socket")?;
-                    self.decoder.handle_datagram(&buf[..n], Instant::now());
+                r = self.udp.recv(&mut handle) => {
+                    r.context("receiving from the link socket")?;
                     // Drain what else is queued before handling events, so a burst is decoded
                     // in one pass.
-                    for _ in 0..256 {
-                        match self.socket.try_recv(&mut buf) {
-                            Ok(n) => {
-                                self.decoder.handle_datagram(&buf[..n], Instant::now());
-                            }
-                            Err(_) => break,
+                    for _ in 0..DRAIN_BATCHES {
+                        let n = self
+                            .udp
+                            .try_recv(&mut handle)
+                            .context("receiving from the link socket")?;
+                        if n == 0 {
+                            break;
                         }
                     }
                 }

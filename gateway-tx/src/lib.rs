@@ -8,6 +8,7 @@ pub mod modbus;
 pub mod pacer;
 pub mod status;
 pub mod tags;
+pub mod udp;
 
 pub use daemon::Transmitter;
 

@@ -5,6 +5,8 @@
 //!
 //! The socket is never read: it is connected to the receiver only so that `send` needs no
 //! address, its receive side is shut down, and its receive buffer is the kernel's minimum.
+//! Datagrams leave in batches of equal length (GSO, see `crate::udp`), each batch paced as a
+//! whole.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +23,9 @@ use protocol::stats::EncoderStats;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
-use crate::pacer::Pacer;
+use crate::pacer::{IP_UDP_OVERHEAD, Pacer};
 use crate::tags::TagTable;
+use crate::udp::BatchSender;
 
 /// How often a slice of the rolling snapshot goes out. Small enough that the snapshot is
 /// smooth, large enough that each slice fills datagrams.
@@ -51,7 +54,7 @@ pub struct LinkCounters {
 }
 
 pub struct LinkSender {
-    socket: UdpSocket,
+    udp: BatchSender,
     encoder: Encoder,
     pacer: Pacer,
     table: Arc<TagTable>,
@@ -62,7 +65,6 @@ pub struct LinkSender {
     session: u64,
     started: Instant,
     body_budget: usize,
-    buf: Vec<u8>,
     counters: TxCounters,
     send_errors: u64,
     next_heartbeat: Instant,
@@ -88,6 +90,8 @@ impl LinkSender {
         session: u64,
     ) -> anyhow::Result<LinkSender> {
         let socket = send_only_socket(&link).await?;
+        let udp = BatchSender::new(socket, link.destination, usize::MAX)
+            .context("setting up the link socket")?;
         let max_datagram = usize::from(link.mtu).saturating_sub(crate::pacer::IP_UDP_OVERHEAD);
         let encoder = Encoder::new(
             EncoderConfig {
@@ -110,10 +114,11 @@ impl LinkSender {
             destination = %link.destination,
             tags = catalogue.len(),
             catalogue = format_args!("{:016x}", catalogue.hash()),
+            batch = udp.max_segments(),
             "link sender started"
         );
         Ok(LinkSender {
-            socket,
+            udp,
             encoder,
             pacer: Pacer::new(link.rate_bps, 16 * usize::from(link.mtu), now),
             table,
@@ -123,7 +128,6 @@ impl LinkSender {
             session,
             started: now,
             body_budget,
-            buf: vec![0; 65536],
             counters: TxCounters::default(),
             send_errors: 0,
             next_heartbeat: now,
@@ -150,6 +154,13 @@ impl LinkSender {
     /// A handle on the send counters that stays valid while [`LinkSender::run`] runs.
     pub fn counters(&self) -> Arc<LinkCounters> {
         self.link_counters.clone()
+    }
+
+    /// Caps the datagrams per batch (1: one `sendmsg` per datagram, as without GSO), for
+    /// measuring what batching buys.
+    pub fn with_max_batch(mut self, datagrams: usize) -> Self {
+        self.udp.set_max_segments(datagrams);
+        self
     }
 
     /// Sends the history stream's messages from `outlet` (see `crate::history`).
@@ -298,39 +309,67 @@ impl LinkSender {
         Ok(())
     }
 
-    /// Sends every datagram the encoder has ready, paced to the link rate.
+    /// Sends every datagram the encoder has ready, paced to the link rate, in batches of
+    /// equal-length datagrams (see `crate::udp`): the pacer's credit for the first datagram is
+    /// waited for, and the batch grows while the credit left covers more.
     async fn transmit(&mut self) -> anyhow::Result<()> {
         self.link_counters
             .pending_datagrams
             .store(self.encoder.pending_datagrams() as u64, Ordering::Relaxed);
-        while let Some(len) = self.encoder.poll_transmit(&mut self.buf) {
+        while let Some(first) = self.encoder.peek_transmit() {
+            let first_len = first.len();
             loop {
-                match self.pacer.try_send(len, Instant::now()) {
+                match self.pacer.try_send(first_len, Instant::now()) {
                     Ok(()) => break,
                     Err(wait) => tokio::time::sleep(wait).await,
                 }
             }
-            let sent = self.socket.send(&self.buf[..len]).await;
+            let mut more = 0;
+            let mut more_bytes = 0;
+            let now = Instant::now();
+            let mut budget = self.pacer.available(now);
+            if let Some(d) = self.encoder.peek_transmit() {
+                self.udp.push(d);
+                self.encoder.advance_transmit();
+            }
+            while let Some(d) = self.encoder.peek_transmit() {
+                let len = d.len();
+                let cost = len + IP_UDP_OVERHEAD;
+                if cost > budget || !self.udp.fits(len) {
+                    break;
+                }
+                self.udp.push(d);
+                self.encoder.advance_transmit();
+                budget -= cost;
+                more += 1;
+                more_bytes += len;
+            }
+            if more > 0 {
+                // Within the credit just read at the same instant, so it cannot fail.
+                let _ = self.pacer.try_send_batch(more, more_bytes, now);
+            }
+            let sent = self
+                .udp
+                .send()
+                .await
+                .context("sending on the link socket")?;
             let c = &self.link_counters;
             c.pending_datagrams
                 .store(self.encoder.pending_datagrams() as u64, Ordering::Relaxed);
-            match sent {
-                Ok(_) => {
-                    self.counters.datagrams_sent += 1;
-                    c.datagrams_sent.fetch_add(1, Ordering::Relaxed);
-                    c.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
-                }
+            self.counters.datagrams_sent += sent.datagrams;
+            c.datagrams_sent.fetch_add(sent.datagrams, Ordering::Relaxed);
+            c.bytes_sent.fetch_add(sent.bytes, Ordering::Relaxed);
+            if sent.failed > 0 {
                 // On loopback or a NIC with a link partner the kernel may report an ICMP error
-                // from an earlier datagram on this send; it is not a reply we act on, and on a
-                // real diode it cannot happen. Count it and carry on.
-                Err(e) if is_transient(&e) => {
-                    self.send_errors += 1;
-                    c.send_errors.fetch_add(1, Ordering::Relaxed);
-                    if self.send_errors.is_power_of_two() {
-                        warn!(error = %e, count = self.send_errors, "link send failed, continuing");
-                    }
+                // from an earlier datagram; it is not a reply we act on, and on a real diode it
+                // cannot happen. Counted, and the sender carries on.
+                let before = self.send_errors;
+                self.send_errors += sent.failed;
+                c.send_errors.fetch_add(sent.failed, Ordering::Relaxed);
+                if before.leading_zeros() != self.send_errors.leading_zeros() {
+                    let error = self.udp.take_error().map(|e| e.to_string());
+                    warn!(error, count = self.send_errors, "link send failed, continuing");
                 }
-                Err(e) => return Err(e).context("sending on the link socket"),
             }
         }
         Ok(())
@@ -347,14 +386,6 @@ async fn history_ready(outlet: &Option<Arc<crate::history::HistoryOutlet>>) {
         Some(o) => o.ready().await,
         None => std::future::pending().await,
     }
-}
-
-fn is_transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused | WouldBlock | Interrupted | HostUnreachable | NetworkUnreachable
-    ) || e.raw_os_error() == Some(105) // ENOBUFS: the NIC queue is full for a moment
 }
 
 /// The next deadline of a periodic job: on schedule when keeping up, from now when behind,
