@@ -136,7 +136,7 @@ fn gaps(config: PathBuf, store: Option<PathBuf>, open: bool, json: bool) -> anyh
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    observe::lifecycle::init_logging(matches!(cli.log_format, LogFormat::Json));
     match cli.command {
         Command::CheckConfig { file } => match RxConfig::load(&file) {
             Ok(c) => {
@@ -199,57 +199,8 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut rx = Receiver::start(config).await?;
         info!(config = %path.display(), "gateway-rx started");
-        observe::notify::ready(&format!("receiving on {}", rx.link_addr));
-        // The watchdog is fed from this loop only while the link receiver lives, so systemd
-        // restarts a daemon whose runtime hangs or whose link task died.
         let alive = rx.status.link_alive.clone();
-        let mut watchdog = observe::notify::watchdog_interval().map(tokio::time::interval);
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        let result = loop {
-            tokio::select! {
-                r = rx.wait() => break r,
-                r = &mut shutdown => { info!("shutting down"); break r }
-                () = tick(&mut watchdog) => {
-                    if alive.load(std::sync::atomic::Ordering::Relaxed) {
-                        observe::notify::watchdog();
-                    }
-                }
-            }
-        };
-        observe::notify::stopping();
-        result
+        let ready = format!("receiving on {}", rx.link_addr);
+        observe::lifecycle::run_until_shutdown(rx.wait(), alive, &ready).await
     })
-}
-
-/// The next watchdog tick, or never when systemd asked for no watchdog.
-async fn tick(interval: &mut Option<tokio::time::Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
