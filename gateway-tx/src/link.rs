@@ -357,7 +357,8 @@ impl LinkSender {
             c.pending_datagrams
                 .store(self.encoder.pending_datagrams() as u64, Ordering::Relaxed);
             self.counters.datagrams_sent += sent.datagrams;
-            c.datagrams_sent.fetch_add(sent.datagrams, Ordering::Relaxed);
+            c.datagrams_sent
+                .fetch_add(sent.datagrams, Ordering::Relaxed);
             c.bytes_sent.fetch_add(sent.bytes, Ordering::Relaxed);
             if sent.failed > 0 {
                 // On loopback or a NIC with a link partner the kernel may report an ICMP error
@@ -368,7 +369,11 @@ impl LinkSender {
                 c.send_errors.fetch_add(sent.failed, Ordering::Relaxed);
                 if before.leading_zeros() != self.send_errors.leading_zeros() {
                     let error = self.udp.take_error().map(|e| e.to_string());
-                    warn!(error, count = self.send_errors, "link send failed, continuing");
+                    warn!(
+                        error,
+                        count = self.send_errors,
+                        "link send failed, continuing"
+                    );
                 }
             }
         }

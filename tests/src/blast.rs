@@ -23,6 +23,9 @@ pub struct BlastResult {
     pub receive_time: Duration,
     /// How long the sender sent.
     pub send_time: Duration,
+    /// CPU time (user + system) of the sender thread and of the receiver thread.
+    pub send_cpu: Duration,
+    pub recv_cpu: Duration,
 }
 
 impl BlastResult {
@@ -78,6 +81,7 @@ pub fn blast(
         std::thread::Builder::new()
             .name("blast-rx".into())
             .spawn(move || {
+                let cpu0 = thread_cpu();
                 let mut buf = vec![0u8; 65536];
                 let mut received = 0u64;
                 let mut bytes = 0u64;
@@ -98,13 +102,14 @@ pub fn blast(
                     }
                 }
                 let span = first.map_or(Duration::ZERO, |f| last.duration_since(f));
-                (received, bytes, span)
+                (received, bytes, span, thread_cpu().saturating_sub(cpu0))
             })?
     };
 
     let sender = std::thread::Builder::new()
         .name("blast-tx".into())
         .spawn(move || {
+            let cpu0 = thread_cpu();
             let buf: Vec<u8> = (0..payload).map(|i| i as u8).collect();
             let start = Instant::now();
             let mut sent = 0u64;
@@ -119,16 +124,16 @@ pub fn blast(
                 }
                 let elapsed = start.elapsed();
                 if elapsed >= duration {
-                    return (sent, errors, elapsed);
+                    return (sent, errors, elapsed, thread_cpu().saturating_sub(cpu0));
                 }
             }
         })?;
 
-    let (sent, send_errors, send_time) = sender
+    let (sent, send_errors, send_time, send_cpu) = sender
         .join()
         .map_err(|_| std::io::Error::other("blast sender panicked"))?;
     stop.store(true, Ordering::Relaxed);
-    let (received, received_bytes, receive_time) = receiver
+    let (received, received_bytes, receive_time, recv_cpu) = receiver
         .join()
         .map_err(|_| std::io::Error::other("blast receiver panicked"))?;
     Ok(BlastResult {
@@ -139,5 +144,20 @@ pub fn blast(
         received_bytes,
         receive_time,
         send_time,
+        send_cpu,
+        recv_cpu,
     })
+}
+
+/// CPU time (user + system) of the calling thread so far, from `/proc/thread-self/stat` (in
+/// clock ticks of 10 ms); zero where that file does not exist.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return Duration::ZERO;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15; 100 ticks a second on mainstream Linux.
+    Duration::from_millis((t(11) + t(12)) * 10)
 }

@@ -176,7 +176,9 @@ impl HistoryOutlet {
         OUTLET_CAPACITY.saturating_sub(self.len())
     }
 
-    fn push(&self, m: Message) {
+    /// Queues a message for the link. The history thread waits for room first (the outlet
+    /// holds [`OUTLET_CAPACITY`]); public for benchmarks that feed the link directly.
+    pub fn push(&self, m: Message) {
         self.lock().push_back(m);
         self.notify.notify_one();
     }
