@@ -13,6 +13,7 @@ mod keyfile;
 mod walk;
 
 pub mod rx;
+pub mod sinks;
 pub mod timefmt;
 pub mod tx;
 

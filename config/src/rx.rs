@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::http::HttpServer;
+pub use crate::sinks::{Mqtt, Postgres, Secret, Spool};
 
 /// Validated `gateway-rx` configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +17,10 @@ pub struct RxConfig {
     pub http: Option<HttpServer>,
     /// `[store]`: the embedded historian store (on by default).
     pub store: Store,
+    /// `[mqtt]`: the MQTT publisher; `None`: off.
+    pub mqtt: Option<Mqtt>,
+    /// `[postgres]`: the PostgreSQL sink; `None`: off.
+    pub postgres: Option<Postgres>,
 }
 
 /// The embedded historian store: every history sample received, kept once per (tag, source
@@ -136,7 +141,15 @@ impl RxConfig {
             let root = Tbl::root(&doc);
             root.check_keys(
                 &mut ctx,
-                &["link", "modbus_server", "status", "http", "store"],
+                &[
+                    "link",
+                    "modbus_server",
+                    "status",
+                    "http",
+                    "store",
+                    "mqtt",
+                    "postgres",
+                ],
             );
             let link = root
                 .table(
@@ -163,13 +176,52 @@ impl RxConfig {
             let store = root
                 .table(&mut ctx, "store", Req::Optional)
                 .unwrap_or_else(|| Tbl::empty("store".into(), "[store]".into(), 0..0));
-            let store = parse_store(&mut ctx, &store);
+            let store_tbl = store;
+            let store = parse_store(&mut ctx, &store_tbl);
+            // Sinks' spools default to the store's directory.
+            let store_dir = store
+                .as_ref()
+                .and_then(|s| s.path.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("/var/lib/gateway"));
+            let mqtt = crate::sinks::parse_mqtt(&mut ctx, &root, &store_dir);
+            let postgres = crate::sinks::parse_postgres(&mut ctx, &root, &store_dir);
+            if let Some(s) = &store
+                && !s.enabled
+            {
+                let sinks: Vec<&str> = [
+                    matches!(mqtt, Some(Some(_))).then_some("[mqtt]"),
+                    matches!(postgres, Some(Some(_))).then_some("[postgres]"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !sinks.is_empty() {
+                    ctx.error(
+                        store_tbl.offset_of("enabled"),
+                        store_tbl.key("enabled"),
+                        format!(
+                            "{} {} history from the embedded store, which keeps each \
+                             sample once and heals gaps before the sinks see them; keep \
+                             enabled = true (a small max_age_days keeps it small) or remove {}",
+                            sinks.join(" and "),
+                            if sinks.len() == 1 {
+                                "takes its"
+                            } else {
+                                "take their"
+                            },
+                            sinks.join(" and ")
+                        ),
+                    );
+                }
+            }
             Some(RxConfig {
                 link: link?,
                 modbus_server: modbus_server?,
                 status: status?,
                 http: http?,
                 store: store?,
+                mqtt: mqtt?,
+                postgres: postgres?,
             })
         });
         ctx.finish(config)

@@ -62,6 +62,8 @@ fn minimal_config_gets_every_default() {
                 max_bytes: 16 << 30,
                 gap_log: "/var/lib/gateway/history-gaps.jsonl".into(),
             },
+            mqtt: None,
+            postgres: None,
         }
     );
 }
@@ -182,10 +184,10 @@ fn unknown_keys_list_valid_ones() {
         ],
     );
     one(
-        &format!("{LINK}[mqtt]\n"),
+        &format!("{LINK}[kafka]\n"),
         3,
         2,
-        "mqtt",
+        "kafka",
         &["valid keys in the top level are: `link`, `modbus_server`, `status`"],
     );
     one(

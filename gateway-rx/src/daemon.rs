@@ -29,13 +29,20 @@ pub struct Receiver {
     others: Vec<JoinHandle<()>>,
     /// The embedded historian store (dropped after the tasks above are aborted).
     store: crate::store::HistoryStore,
+    /// The sinks fed by the store (`[mqtt]`, `[postgres]`).
+    sinks: Vec<crate::sinks::SinkHandle>,
 }
 
 impl Receiver {
     pub async fn start(config: RxConfig) -> anyhow::Result<Receiver> {
         let state = Arc::new(State::new());
         let stats: SharedStats = Arc::new(Mutex::new(DecoderStats::default()));
-        let store = crate::store::HistoryStore::start(config.store.clone(), state.clone())?;
+        let (feed, sinks) = crate::sinks::start(&config, state.clone())?;
+        let store = crate::store::HistoryStore::start_with_sinks(
+            config.store.clone(),
+            state.clone(),
+            feed,
+        )?;
         let receiver = LinkReceiver::bind(config.link.clone(), state.clone(), stats.clone())
             .await?
             .with_history(store.sink());
@@ -100,7 +107,13 @@ impl Receiver {
             link,
             others,
             store,
+            sinks,
         })
+    }
+
+    /// Each sink's name and counters.
+    pub fn sink_stats(&self) -> Vec<(&'static str, crate::sinks::SinkStatsSnapshot)> {
+        self.sinks.iter().map(|s| (s.name, s.stats())).collect()
     }
 
     /// The embedded historian store's counters.

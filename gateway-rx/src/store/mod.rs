@@ -193,9 +193,20 @@ pub struct HistoryStore {
 
 impl HistoryStore {
     pub fn start(config: StoreConfig, state: Arc<State>) -> anyhow::Result<HistoryStore> {
+        HistoryStore::start_with_sinks(config, state, None)
+    }
+
+    /// Starts the store with `feed`: every sample new to the store goes to the sinks' spools
+    /// (see `crate::sinks`).
+    pub fn start_with_sinks(
+        config: StoreConfig,
+        state: Arc<State>,
+        feed: Option<crate::sinks::SinkFeed>,
+    ) -> anyhow::Result<HistoryStore> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
         let shared = Arc::new(Shared::default());
         let mut w = writer::Writer::new(config, state, rx, shared.clone());
+        w.set_sinks(feed);
         let thread = std::thread::Builder::new()
             .name("history-store".into())
             .spawn(move || w.run())?;

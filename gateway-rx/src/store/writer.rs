@@ -49,6 +49,10 @@ pub(super) struct Writer {
     next_check: Instant,
     next_retention: Instant,
     disabled_logged: bool,
+    /// The sinks' spools (`crate::sinks`), and the samples new to the store in the current
+    /// transaction, for them.
+    sinks: Option<crate::sinks::SinkFeed>,
+    fresh: Vec<crate::sinks::FreshSample>,
 }
 
 impl Writer {
@@ -75,7 +79,13 @@ impl Writer {
             next_check: now,
             next_retention: now + RETENTION_EVERY,
             disabled_logged: false,
+            sinks: None,
+            fresh: Vec::new(),
         }
+    }
+
+    pub(super) fn set_sinks(&mut self, feed: Option<crate::sinks::SinkFeed>) {
+        self.sinks = feed;
     }
 
     pub(super) fn run(&mut self) {
@@ -94,6 +104,7 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.step(Vec::new());
+                    self.finish();
                     return;
                 }
             }
@@ -109,6 +120,7 @@ impl Writer {
             let drained = group.is_empty();
             self.step(group);
             if stop && drained {
+                self.finish();
                 return;
             }
         }
@@ -199,6 +211,7 @@ impl Writer {
         now: Instant,
     ) -> rusqlite::Result<()> {
         let tx = conn.transaction()?;
+        self.fresh.clear();
         // Batches waiting for their catalogue go first, in arrival order.
         let mut todo: Vec<HistoryBatch> = Vec::new();
         if !self.pending.is_empty() && self.state.catalogue_hash().is_some() {
@@ -230,9 +243,44 @@ impl Writer {
             }
             self.next_check = now + CHECK_EVERY;
         }
+        // The sinks' spools take (and sync) the new samples before the store commits them, so
+        // that nothing the store holds is missing from a spool, even after a power loss.
+        if let Some(feed) = self.sinks.as_mut() {
+            if !self.fresh.is_empty() || !self.pending.is_empty() {
+                feed.note_history();
+            }
+            feed.append(&self.fresh);
+            feed.sync();
+            self.fresh.clear();
+        }
         tx.commit()?;
         self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.record_sink_gaps(conn, false);
         Ok(())
+    }
+
+    /// Records what the sinks lost up to now, before the writer ends.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.record_sink_gaps(&conn, true);
+            self.conn = Some(conn);
+        }
+    }
+
+    /// Records the sinks' losses (spool overflow, corruption) in the gap table and audit log.
+    fn record_sink_gaps(&mut self, conn: &Connection, flush: bool) {
+        let Some(feed) = self.sinks.as_mut() else {
+            return;
+        };
+        for mut g in feed.take_gaps(flush) {
+            match db::insert_gap(conn, &g.row) {
+                Ok(id) => g.row.id = id,
+                Err(e) => {
+                    warn!(sink = g.sink, error = %e, "cannot record a sink's gap in the store; it goes to the audit log only");
+                }
+            }
+            self.audit.record("lost", &g.row, g.missing);
+        }
     }
 
     /// Keeps a batch whose catalogue is not known yet, within the bound.
@@ -297,7 +345,8 @@ impl Writer {
         let mut times: Vec<UnixNanos> = Vec::with_capacity(batch.samples.len());
         let mut names: Vec<&str> = Vec::with_capacity(batch.samples.len());
         let mut unresolved = 0usize;
-        for s in &batch.samples {
+        let received = crate::unix_now();
+        for (k, s) in batch.samples.iter().enumerate() {
             let i = s.tag as usize;
             let Some(name) = map.names.get(i) else {
                 unresolved += 1;
@@ -314,6 +363,19 @@ impl Writer {
             };
             if db::insert_sample(conn, id, s.time, &s.value, s.quality)? {
                 inserted += 1;
+                if self.sinks.is_some() {
+                    self.fresh.push(crate::sinks::FreshSample {
+                        sample: crate::sinks::spool::SpoolSample {
+                            tag: std::sync::Arc::from(name.as_str()),
+                            value: s.value.clone(),
+                            quality: s.quality,
+                            time: s.time,
+                            received,
+                        },
+                        log: batch.log,
+                        seq: batch.first_seq + k as u64,
+                    });
+                }
             } else {
                 duplicate += 1;
             }

@@ -1,0 +1,843 @@
+//! A sink's durable spool: the on-disk queue between the store's writer thread, which appends
+//! every new history sample, and the sink's task, which delivers them to their destination in
+//! order and then moves its cursor past them.
+//!
+//! # Layout
+//!
+//! A directory per sink holding segment files `<id>.spool` (ids increasing, 16 decimal digits)
+//! and a `cursor` file. A segment is a sequence of records:
+//!
+//! ```text
+//! record  = length: u32 LE | crc32(payload): u32 LE | payload
+//! payload = postcard(Chunk { names: [(id, tag name)], samples: [(id, value, quality, time, received)] })
+//! ```
+//!
+//! Tag names are interned per segment: a record defines the ids it uses first, so each name is
+//! written once per segment. The cursor file holds `segment offset index`: the record the sink
+//! has not finished with and how many of its samples it has delivered. It is written (replace by
+//! rename) each time the sink moves on, not synced: after a crash the sink re-delivers from an
+//! older cursor, and every sink tolerates a sample twice (PostgreSQL keeps (tag, time) once; the
+//! MQTT publisher skips what is not newer than what it published, see `mqtt.rs`).
+//!
+//! # Durability
+//!
+//! The store's writer appends, then [`SpoolWriter::sync`]s (fdatasync) *before* it commits the
+//! store's transaction, so a sample the store holds is in every sink's spool even after a power
+//! loss. A record torn by a crash is cut off when the spool is next opened; every open starts a
+//! new segment, so records are only ever appended to a segment this process created.
+//!
+//! # Bounds
+//!
+//! The segments together hold at most `max_bytes`. An append that does not fit is refused
+//! ([`SpoolWriter::append`] returns how many samples it took): the caller counts the rest and
+//! records them as a gap (`sinks/mod.rs`). Segments are deleted as soon as the cursor leaves
+//! them. A record that fails its CRC or does not decode (disk corruption) makes the reader skip
+//! the rest of its segment; that is counted and recorded as a gap too.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use protocol::model::{Quality, UnixNanos, Value};
+use serde::{Deserialize, Serialize};
+
+/// Bytes before each record's payload.
+pub const RECORD_HEADER: u64 = 8;
+/// A length field above this is corruption, not a record.
+pub const MAX_RECORD: u64 = 16 << 20;
+/// Samples per record, at most.
+pub const SAMPLES_PER_RECORD: usize = 2048;
+const SEGMENT_MIN: u64 = 64 << 10;
+const SEGMENT_MAX: u64 = 64 << 20;
+const EXT: &str = "spool";
+
+/// One history sample as a sink receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolSample {
+    pub tag: Arc<str>,
+    pub value: Value,
+    pub quality: Quality,
+    /// Source time.
+    pub time: UnixNanos,
+    /// When this receiver stored it.
+    pub received: UnixNanos,
+}
+
+impl AsRef<SpoolSample> for SpoolSample {
+    fn as_ref(&self) -> &SpoolSample {
+        self
+    }
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    names: Vec<(u32, &'a str)>,
+    samples: Vec<RecOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct RecOut<'a> {
+    tag: u32,
+    value: &'a Value,
+    quality: u32,
+    time: i64,
+    received: i64,
+}
+
+#[derive(Deserialize)]
+struct ChunkIn {
+    names: Vec<(u32, String)>,
+    samples: Vec<RecIn>,
+}
+
+#[derive(Deserialize)]
+struct RecIn {
+    tag: u32,
+    value: Value,
+    quality: u32,
+    time: i64,
+    received: i64,
+}
+
+/// A sample read back, with the position just after it (to commit once it is delivered).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spooled {
+    pub after: Pos,
+    pub sample: SpoolSample,
+}
+
+/// A place in the spool: record at `offset` of segment `segment`, its first `index` samples
+/// delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+    pub index: u32,
+}
+
+/// Counters of one spool.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    pub appended: AtomicU64,
+    pub refused: AtomicU64,
+    pub corrupt_records: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// What the writer and the reader of one spool share.
+#[derive(Debug, Default)]
+pub struct SpoolShared {
+    /// The readable end: (segment, length). Only what was synced is readable.
+    head: Mutex<(u64, u64)>,
+    pub stats: SpoolStats,
+    /// Woken when something was appended.
+    pub notify: tokio::sync::Notify,
+    /// Corruption the reader found, for the writer's side to record as gaps: bytes skipped.
+    pub corrupt: Mutex<Vec<u64>>,
+}
+
+impl SpoolShared {
+    fn head(&self) -> (u64, u64) {
+        *self.head.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes the segments use.
+    pub fn bytes(&self) -> u64 {
+        self.stats.bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016}.{EXT}"))
+}
+
+/// The segment ids in `dir`, ascending.
+fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(&format!(".{EXT}"))
+            && let Ok(id) = stem.parse::<u64>()
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Reads one record at the reader's position: `Ok(None)` at a clean end (`limit`), `Err` for a
+/// torn or corrupt record.
+fn read_record(r: &mut impl Read, offset: u64, limit: u64) -> Result<Option<Vec<u8>>, ()> {
+    if offset >= limit {
+        return Ok(None);
+    }
+    if offset + RECORD_HEADER > limit {
+        return Err(());
+    }
+    let mut head = [0u8; RECORD_HEADER as usize];
+    r.read_exact(&mut head).map_err(|_| ())?;
+    let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_RECORD || offset + RECORD_HEADER + len > limit {
+        return Err(());
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload).map_err(|_| ())?;
+    if crc32fast::hash(&payload) != crc {
+        return Err(());
+    }
+    Ok(Some(payload))
+}
+
+/// The length of the valid prefix of a segment (records that read back whole).
+fn valid_prefix(path: &Path) -> std::io::Result<u64> {
+    let file = File::open(path)?;
+    let limit = file.metadata()?.len();
+    let mut r = BufReader::new(file);
+    let mut off = 0u64;
+    while let Ok(Some(p)) = read_record(&mut r, off, limit) {
+        if protocol::codec::decode::<ChunkIn>(&p).is_err() {
+            break;
+        }
+        off += RECORD_HEADER + p.len() as u64;
+    }
+    Ok(off)
+}
+
+/// The appending side: used by the store's writer thread only.
+pub struct SpoolWriter {
+    dir: PathBuf,
+    shared: Arc<SpoolShared>,
+    max_bytes: u64,
+    segment_bytes: u64,
+    segment: u64,
+    file: Option<BufWriter<File>>,
+    len: u64,
+    names: HashMap<Arc<str>, u32>,
+    dirty: bool,
+    buf: Vec<u8>,
+}
+
+impl SpoolWriter {
+    /// Opens (creating) the spool in `dir`: cuts a torn last record off and starts a new
+    /// segment. The reader for the same directory takes the returned [`SpoolShared`].
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<(SpoolWriter, Arc<SpoolShared>)> {
+        std::fs::create_dir_all(dir)?;
+        let ids = list_segments(dir)?;
+        if let Some(&last) = ids.last() {
+            let path = segment_path(dir, last);
+            let valid = valid_prefix(&path)?;
+            let f = OpenOptions::new().write(true).open(&path)?;
+            if f.metadata()?.len() > valid {
+                tracing::warn!(path = %path.display(), valid, "spool: torn record at the end cut off");
+                f.set_len(valid)?;
+                f.sync_all()?;
+            }
+        }
+        let mut bytes = 0u64;
+        for id in &ids {
+            bytes += std::fs::metadata(segment_path(dir, *id))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        let shared = Arc::new(SpoolShared::default());
+        shared.stats.bytes.store(bytes, Ordering::Relaxed);
+        let segment = ids.last().map_or(1, |l| l + 1);
+        let mut w = SpoolWriter {
+            dir: dir.to_path_buf(),
+            shared: shared.clone(),
+            max_bytes,
+            segment_bytes: (max_bytes / 16).clamp(SEGMENT_MIN, SEGMENT_MAX),
+            segment,
+            file: None,
+            len: 0,
+            names: HashMap::new(),
+            dirty: false,
+            buf: Vec::new(),
+        };
+        w.create_segment()?;
+        Ok((w, shared))
+    }
+
+    fn create_segment(&mut self) -> std::io::Result<()> {
+        let path = segment_path(&self.dir, self.segment);
+        let f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        // The new file's directory entry must survive a power loss too.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.file = Some(BufWriter::with_capacity(256 << 10, f));
+        self.len = 0;
+        self.names.clear();
+        *self.shared.head.lock().unwrap_or_else(|e| e.into_inner()) = (self.segment, 0);
+        Ok(())
+    }
+
+    /// Ends the current segment and starts the next.
+    fn roll(&mut self) -> std::io::Result<()> {
+        self.sync()?;
+        self.segment += 1;
+        self.create_segment()
+    }
+
+    /// Appends samples in order; returns how many it took (all of them unless the spool is
+    /// full: then a prefix, and the caller accounts for the rest). An I/O error is returned
+    /// as such; what was taken before it is in the spool.
+    pub fn append<S: AsRef<SpoolSample>>(&mut self, samples: &[S]) -> std::io::Result<usize> {
+        let mut taken = 0usize;
+        for chunk in samples.chunks(SAMPLES_PER_RECORD) {
+            if self.file.is_none() {
+                // A previous I/O error: go on in a fresh segment.
+                self.segment += 1;
+                self.create_segment()?;
+            }
+            let mut rec_len = self.encode(chunk)?;
+            if self.len > 0 && self.len + rec_len > self.segment_bytes {
+                self.roll()?;
+                rec_len = self.encode(chunk)?;
+            }
+            if self.shared.bytes() + rec_len > self.max_bytes {
+                break;
+            }
+            let Some(f) = self.file.as_mut() else { break };
+            let written = f.write_all(&self.buf);
+            if let Err(e) = written {
+                // What reached the file may be a torn record: never append after it.
+                self.file = None;
+                self.dirty = false;
+                return Err(e);
+            }
+            self.len += rec_len;
+            self.dirty = true;
+            self.shared
+                .stats
+                .bytes
+                .fetch_add(rec_len, Ordering::Relaxed);
+            for s in chunk {
+                let next = self.names.len() as u32;
+                self.names.entry(s.as_ref().tag.clone()).or_insert(next);
+            }
+            taken += chunk.len();
+        }
+        self.shared
+            .stats
+            .appended
+            .fetch_add(taken as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .refused
+            .fetch_add((samples.len() - taken) as u64, Ordering::Relaxed);
+        Ok(taken)
+    }
+
+    /// Encodes one record into `self.buf`; returns its length with the header.
+    fn encode<S: AsRef<SpoolSample>>(&mut self, chunk: &[S]) -> std::io::Result<u64> {
+        let mut new: HashMap<&str, u32> = HashMap::new();
+        let mut names = Vec::new();
+        let mut recs = Vec::with_capacity(chunk.len());
+        for s in chunk {
+            let s = s.as_ref();
+            let id = match self.names.get(&s.tag) {
+                Some(id) => *id,
+                None => {
+                    let next = (self.names.len() + new.len()) as u32;
+                    *new.entry(&s.tag).or_insert_with(|| {
+                        names.push((next, &*s.tag));
+                        next
+                    })
+                }
+            };
+            recs.push(RecOut {
+                tag: id,
+                value: &s.value,
+                quality: s.quality.0,
+                time: s.time,
+                received: s.received,
+            });
+        }
+        let chunk = ChunkOut {
+            names,
+            samples: recs,
+        };
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; RECORD_HEADER as usize]);
+        protocol::codec::encode_into(&chunk, &mut self.buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let len = self.buf.len() as u64 - RECORD_HEADER;
+        let crc = crc32fast::hash(&self.buf[RECORD_HEADER as usize..]);
+        self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        Ok(len + RECORD_HEADER)
+    }
+
+    /// Writes out and syncs what was appended, then makes it readable and wakes the reader.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let r = f.flush().and_then(|()| f.get_ref().sync_data());
+        if let Err(e) = r {
+            self.file = None;
+            self.dirty = false;
+            return Err(e);
+        }
+        self.dirty = false;
+        *self.shared.head.lock().unwrap_or_else(|e| e.into_inner()) = (self.segment, self.len);
+        self.shared.notify.notify_one();
+        Ok(())
+    }
+
+    pub fn shared(&self) -> &Arc<SpoolShared> {
+        &self.shared
+    }
+}
+
+struct OpenSegment {
+    id: u64,
+    reader: BufReader<File>,
+    /// Offset of the next record.
+    offset: u64,
+    names: HashMap<u32, Arc<str>>,
+}
+
+/// The delivering side: the sink's task.
+pub struct SpoolReader {
+    dir: PathBuf,
+    shared: Arc<SpoolShared>,
+    /// What the sink has delivered (persisted in `cursor`).
+    committed: Pos,
+    /// Where the next read starts.
+    next: Pos,
+    seg: Option<OpenSegment>,
+}
+
+impl SpoolReader {
+    /// Opens the reading side of the spool in `dir`, at its saved cursor.
+    pub fn open(dir: &Path, shared: Arc<SpoolShared>) -> std::io::Result<SpoolReader> {
+        let saved = std::fs::read_to_string(dir.join("cursor"))
+            .ok()
+            .and_then(|t| {
+                let mut it = t.split_whitespace().map(str::parse::<u64>);
+                match (it.next(), it.next(), it.next()) {
+                    (Some(Ok(s)), Some(Ok(o)), Some(Ok(i))) => Some(Pos {
+                        segment: s,
+                        offset: o,
+                        index: u32::try_from(i).unwrap_or(0),
+                    }),
+                    _ => None,
+                }
+            })
+            .unwrap_or_default();
+        let mut r = SpoolReader {
+            dir: dir.to_path_buf(),
+            shared,
+            committed: saved,
+            next: saved,
+            seg: None,
+        };
+        // The saved segment may be gone (deleted after the cursor was saved, or never made).
+        let ids = list_segments(dir)?;
+        if !ids.contains(&saved.segment) {
+            let first = ids
+                .iter()
+                .copied()
+                .find(|id| *id > saved.segment)
+                .unwrap_or(saved.segment);
+            r.committed = Pos {
+                segment: first,
+                offset: 0,
+                index: 0,
+            };
+            r.next = r.committed;
+        }
+        r.delete_before(r.committed.segment);
+        Ok(r)
+    }
+
+    pub fn shared(&self) -> &Arc<SpoolShared> {
+        &self.shared
+    }
+
+    /// The position after the samples the last [`read`](Self::read) returned.
+    pub fn position(&self) -> Pos {
+        self.next
+    }
+
+    /// Whether everything appended so far has been read.
+    pub fn at_end(&self) -> bool {
+        let (seg, len) = self.shared.head();
+        self.next.segment >= seg && self.next.offset >= len
+    }
+
+    /// Up to about `max` samples from the read position on (whole records; the first may be
+    /// resumed mid-way), in append order. Empty when nothing more is readable now.
+    pub fn read(&mut self, max: usize) -> Vec<Spooled> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.read_record(&mut out) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "spool read failed; retrying");
+                    self.seg = None;
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads the record at `self.next` into `out`; `Ok(false)` when there is none readable.
+    fn read_record(&mut self, out: &mut Vec<Spooled>) -> std::io::Result<bool> {
+        let (head_seg, head_len) = self.shared.head();
+        let pos = self.next;
+        if pos.segment > head_seg {
+            return Ok(false);
+        }
+        let seg = self.open_segment(pos)?;
+        let Some(seg) = seg else {
+            // The segment is gone: go on with the next one.
+            return Ok(self.next_segment(head_seg));
+        };
+        let limit = if seg.id == head_seg {
+            head_len
+        } else {
+            seg.reader.get_ref().metadata()?.len()
+        };
+        let offset = seg.offset;
+        let record = read_record(&mut seg.reader, offset, limit);
+        let decoded = match record {
+            Ok(None) => {
+                if pos.segment < head_seg {
+                    return Ok(self.next_segment(head_seg));
+                }
+                return Ok(false);
+            }
+            Ok(Some(p)) => protocol::codec::decode::<ChunkIn>(&p)
+                .ok()
+                .map(|c| (c, RECORD_HEADER + p.len() as u64)),
+            Err(()) => None,
+        };
+        let Some((chunk, len)) = decoded else {
+            let skipped = limit.saturating_sub(offset);
+            self.shared
+                .stats
+                .corrupt_records
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                dir = %self.dir.display(),
+                segment = pos.segment,
+                offset,
+                skipped,
+                "spool record corrupt: the rest of its segment is skipped and recorded as a gap"
+            );
+            self.shared
+                .corrupt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(skipped);
+            if pos.segment < head_seg {
+                return Ok(self.next_segment(head_seg));
+            }
+            // The head segment is never torn below its synced length; this is the disk itself.
+            self.seg = None;
+            self.next = Pos {
+                segment: pos.segment,
+                offset: limit,
+                index: 0,
+            };
+            return Ok(false);
+        };
+        for (id, name) in chunk.names {
+            seg.names.insert(id, Arc::from(name));
+        }
+        seg.offset = offset + len;
+        let total = chunk.samples.len();
+        for (i, r) in chunk.samples.into_iter().enumerate() {
+            if (i as u32) < pos.index {
+                continue;
+            }
+            let tag = seg
+                .names
+                .get(&r.tag)
+                .cloned()
+                .unwrap_or_else(|| Arc::from("?"));
+            let after = if i + 1 < total {
+                Pos {
+                    segment: pos.segment,
+                    offset,
+                    index: (i + 1) as u32,
+                }
+            } else {
+                Pos {
+                    segment: pos.segment,
+                    offset: offset + len,
+                    index: 0,
+                }
+            };
+            out.push(Spooled {
+                after,
+                sample: SpoolSample {
+                    tag,
+                    value: r.value,
+                    quality: Quality(r.quality),
+                    time: r.time,
+                    received: r.received,
+                },
+            });
+        }
+        self.next = Pos {
+            segment: pos.segment,
+            offset: offset + len,
+            index: 0,
+        };
+        Ok(true)
+    }
+
+    /// Moves to the first segment after the current one; false when there is none yet.
+    fn next_segment(&mut self, head_seg: u64) -> bool {
+        let cur = self.next.segment;
+        let next = list_segments(&self.dir)
+            .ok()
+            .and_then(|ids| ids.into_iter().find(|id| *id > cur));
+        self.seg = None;
+        match next {
+            Some(id) if id <= head_seg => {
+                self.next = Pos {
+                    segment: id,
+                    offset: 0,
+                    index: 0,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The open segment positioned at `pos`, opening it (and learning its names up to
+    /// `pos.offset`) if needed; `None` when the file does not exist.
+    fn open_segment(&mut self, pos: Pos) -> std::io::Result<Option<&mut OpenSegment>> {
+        let reusable = self
+            .seg
+            .as_ref()
+            .is_some_and(|s| s.id == pos.segment && s.offset == pos.offset);
+        if !reusable {
+            self.seg = None;
+            let path = segment_path(&self.dir, pos.segment);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut reader = BufReader::with_capacity(256 << 10, file);
+            let mut names = HashMap::new();
+            let mut off = 0u64;
+            while off < pos.offset {
+                match read_record(&mut reader, off, pos.offset) {
+                    Ok(Some(p)) => {
+                        if let Ok(c) = protocol::codec::decode::<ChunkIn>(&p) {
+                            for (id, name) in c.names {
+                                names.insert(id, Arc::from(name));
+                            }
+                        }
+                        off += RECORD_HEADER + p.len() as u64;
+                    }
+                    _ => break,
+                }
+            }
+            if off != pos.offset {
+                reader.seek(SeekFrom::Start(pos.offset))?;
+            }
+            self.seg = Some(OpenSegment {
+                id: pos.segment,
+                reader,
+                offset: pos.offset,
+                names,
+            });
+        }
+        Ok(self.seg.as_mut())
+    }
+
+    /// The sink delivered everything before `pos`: saves the cursor and deletes the segments
+    /// wholly before it.
+    pub fn commit(&mut self, pos: Pos) {
+        if pos <= self.committed {
+            return;
+        }
+        self.committed = pos;
+        let tmp = self.dir.join("cursor.tmp");
+        let text = format!("{} {} {}\n", pos.segment, pos.offset, pos.index);
+        let saved = std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursor")));
+        if let Err(e) = saved {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot save the spool cursor; a restart re-delivers from an older one");
+        }
+        self.delete_before(pos.segment);
+    }
+
+    /// Reads again from the last committed position (a delivery failed).
+    pub fn rewind(&mut self) {
+        self.next = self.committed;
+        self.seg = None;
+    }
+
+    fn delete_before(&mut self, segment: u64) {
+        let Ok(ids) = list_segments(&self.dir) else {
+            return;
+        };
+        for id in ids.into_iter().filter(|id| *id < segment) {
+            let path = segment_path(&self.dir, id);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if std::fs::remove_file(&path).is_ok() {
+                let _ = self.shared.stats.bytes.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |b| Some(b.saturating_sub(len)),
+                );
+            }
+        }
+    }
+
+    /// Waits until something may have been appended, at most `max`.
+    pub async fn wait(&self, max: std::time::Duration) {
+        let _ = tokio::time::timeout(max, self.shared.notify.notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tag: &str, t: i64) -> SpoolSample {
+        SpoolSample {
+            tag: Arc::from(tag),
+            value: Value::Double(t as f64 / 10.0),
+            quality: Quality::GOOD,
+            time: t,
+            received: t + 1,
+        }
+    }
+
+    fn drain(r: &mut SpoolReader) -> Vec<SpoolSample> {
+        let mut all = Vec::new();
+        loop {
+            let b = r.read(1000);
+            if b.is_empty() {
+                return all;
+            }
+            all.extend(b.into_iter().map(|s| s.sample));
+        }
+    }
+
+    #[test]
+    fn round_trip_in_order_across_segments_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let want: Vec<SpoolSample> = (0..20_000)
+            .map(|i| sample(&format!("site/tag{}", i % 37), i))
+            .collect();
+        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        assert_eq!(w.append(&want[..7000]).unwrap(), 7000);
+        w.sync().unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
+        let mut got: Vec<SpoolSample> = r.read(3000).into_iter().map(|s| s.sample).collect();
+        let p = r.position();
+        r.commit(p);
+        drop(r);
+        // Restart both sides: a new segment; the reader resumes at its cursor.
+        drop(w);
+        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        assert_eq!(w.append(&want[7000..]).unwrap(), 13_000);
+        w.sync().unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared).unwrap();
+        got.extend(drain(&mut r));
+        assert_eq!(got, want);
+        assert!(r.at_end());
+    }
+
+    #[test]
+    fn resumes_mid_record_and_rewinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let want: Vec<SpoolSample> = (0..5000).map(|i| sample("a/b", i)).collect();
+        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        w.append(&want).unwrap();
+        w.sync().unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
+        let first = r.read(1);
+        assert_eq!(first.len(), SAMPLES_PER_RECORD);
+        // Delivered 100 of the record: commit mid-record.
+        r.commit(first[99].after);
+        assert_eq!(first[99].after.index, 100);
+        r.rewind();
+        let again = drain(&mut r);
+        assert_eq!(again, want[100..]);
+        drop(r);
+        let mut r = SpoolReader::open(dir.path(), shared).unwrap();
+        assert_eq!(drain(&mut r), want[100..]);
+    }
+
+    #[test]
+    fn bounded_by_bytes_and_space_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 256 << 10;
+        let (mut w, shared) = SpoolWriter::open(dir.path(), max).unwrap();
+        let many: Vec<SpoolSample> = (0..100_000).map(|i| sample("x", i)).collect();
+        let took = w.append(&many).unwrap();
+        w.sync().unwrap();
+        assert!(took > 0 && took < many.len(), "took {took}");
+        assert!(shared.bytes() <= max);
+        assert_eq!(
+            shared.stats.refused.load(Ordering::Relaxed),
+            (many.len() - took) as u64
+        );
+        let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
+        let got = drain(&mut r);
+        assert_eq!(got, many[..took]);
+        let p = r.position();
+        r.commit(p);
+        // Everything but the head segment is gone; appends fit again.
+        assert!(shared.bytes() < max / 2, "{}", shared.bytes());
+        assert_eq!(w.append(&many[..1000]).unwrap(), 1000);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_corruption_skips_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let want: Vec<SpoolSample> = (0..3000).map(|i| sample("t", i)).collect();
+        {
+            let (mut w, _) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+            w.append(&want).unwrap();
+            w.sync().unwrap();
+        }
+        let seg = segment_path(dir.path(), 1);
+        let len = std::fs::metadata(&seg).unwrap().len();
+        // A torn last record.
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 5).unwrap();
+        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
+        let got = drain(&mut r);
+        assert_eq!(got, want[..SAMPLES_PER_RECORD]);
+        assert_eq!(shared.stats.corrupt_records.load(Ordering::Relaxed), 0);
+        // Flip a byte in the first record: the rest of the segment is skipped and reported.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::write(&seg, bytes).unwrap();
+        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
+        assert!(drain(&mut r).is_empty());
+        assert_eq!(shared.stats.corrupt_records.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.corrupt.lock().unwrap().len(), 1);
+    }
+}
