@@ -24,6 +24,7 @@ pub mod limits {
     pub const PG_PORT_DEFAULT: u16 = 5432;
     pub const PG_USER_DEFAULT: &str = "gateway";
     pub const PG_DBNAME_DEFAULT: &str = "gateway";
+    pub const PG_SCHEMA_DEFAULT: &str = "gateway";
     pub const PG_BATCH_SAMPLES_DEFAULT: usize = 5000;
     pub const PG_BATCH_SAMPLES_MIN: usize = 1;
     pub const PG_BATCH_SAMPLES_MAX: usize = 1_000_000;
@@ -98,6 +99,8 @@ pub struct Postgres {
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
     pub dbname: String,
+    /// The schema holding the sink's tables (`tags`, `samples`), created if missing.
+    pub schema: String,
     /// Samples per COPY, at most.
     pub batch_samples: usize,
     pub spool: Spool,
@@ -127,6 +130,7 @@ const PG_KEYS: &[&str] = &[
     "user",
     "password_file",
     "dbname",
+    "schema",
     "sslmode",
     "batch_samples",
     "spool_dir",
@@ -486,6 +490,33 @@ pub(crate) fn parse_postgres(
         }
         Some(Some(u)) => Some(u.val),
     };
+    let schema = match opt_string(ctx, &t, "schema") {
+        None => None,
+        Some(None) => Some(PG_SCHEMA_DEFAULT.to_owned()),
+        Some(Some(u)) => {
+            let ok = u.val.len() <= 63
+                && u.val
+                    .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && u.val
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if ok {
+                Some(u.val)
+            } else {
+                ctx.error(
+                    u.span.start,
+                    &u.key,
+                    format!(
+                        "schema \"{}\" is not a plain PostgreSQL identifier; use 1 to 63 \
+                         lowercase letters, digits or '_', not starting with a digit, like \
+                         \"gateway\"",
+                        u.val
+                    ),
+                );
+                None
+            }
+        }
+    };
     let sslmode = match opt_string(ctx, &t, "sslmode") {
         None => None,
         Some(None) => Some(()),
@@ -527,6 +558,7 @@ pub(crate) fn parse_postgres(
         password,
         password_file,
         dbname: dbname?,
+        schema: schema?,
         batch_samples: batch? as usize,
         spool: spool?,
     }))

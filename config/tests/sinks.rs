@@ -223,6 +223,7 @@ fn postgres_defaults_and_every_field() {
             password: None,
             password_file: None,
             dbname: "gateway".into(),
+            schema: "gateway".into(),
             batch_samples: 5000,
             spool: Spool {
                 dir: "/var/lib/gateway/spool/postgres".into(),
@@ -235,7 +236,7 @@ fn postgres_defaults_and_every_field() {
     let c = rx_at(
         &format!(
             "{RX}[postgres]\nhost = \"/var/run/postgresql\"\nport = 5433\nuser = \"hist\"\n\
-             password_file = \"pg.pass\"\ndbname = \"plant\"\nsslmode = \"disable\"\n\
+             password_file = \"pg.pass\"\ndbname = \"plant\"\nschema = \"hist_1\"\nsslmode = \"disable\"\n\
              batch_samples = 20000\nspool_dir = \"spool-pg\"\nspool_max_bytes = 2097152\n"
         ),
         &dir.path().join("rx.toml"),
@@ -247,6 +248,7 @@ fn postgres_defaults_and_every_field() {
     );
     assert_eq!(p.password, Some(Secret::new("pw")));
     assert_eq!(p.batch_samples, 20_000);
+    assert_eq!(p.schema, "hist_1");
     assert_eq!(p.spool.dir, dir.path().join("spool-pg"));
     assert_eq!(p.spool.max_bytes, 2 << 20);
     let c = rx(&format!(
@@ -309,6 +311,15 @@ fn postgres_errors() {
         7,
         "postgres.url",
         &["sslmode=verify-full is not supported yet"],
+    );
+    one(
+        diags(&format!(
+            "{RX}[postgres]\nhost = \"b\"\nschema = \"Gate-way\"\n"
+        )),
+        5,
+        10,
+        "postgres.schema",
+        &["not a plain PostgreSQL identifier"],
     );
     one(
         diags(&format!(

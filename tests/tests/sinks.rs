@@ -544,3 +544,279 @@ async fn mqtt_mosquitto_every_value_in_order_and_retained() {
     };
     every_value_in_order(&broker).await;
 }
+
+// --- PostgreSQL ---------------------------------------------------------------------------------
+
+/// The PostgreSQL tests run one at a time: one of them stops and restarts the server.
+static PG_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `[postgres]` table for the CI server (`GATEWAY_TEST_PG_URL`, password from
+/// `GATEWAY_TEST_PG_PASSWORD` in a mode-600 file under `dir`), writing to `schema`, through
+/// `via` (a proxy) when given.
+fn pg_table(url: &str, dir: &Path, schema: &str, via: Option<SocketAddr>) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut url = url.to_owned();
+    if let Some(via) = via {
+        // postgresql://user@host:port/db -> the proxy's address.
+        let (scheme_user, rest) = url.split_once('@').expect("URL with a user");
+        let path = rest.split_once('/').map_or("", |(_, p)| p);
+        url = format!("{scheme_user}@{via}/{path}");
+    }
+    let mut t = format!("[postgres]\nurl = \"{url}\"\nschema = \"{schema}\"\n");
+    if let Ok(pw) = std::env::var("GATEWAY_TEST_PG_PASSWORD") {
+        let p = dir.join(format!("{schema}.pass"));
+        std::fs::write(&p, format!("{pw}\n")).expect("password file");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        t.push_str(&format!("password_file = {}\n", toml_path(&p)));
+    }
+    t
+}
+
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let mut c: tokio_postgres::Config = url.parse().expect("GATEWAY_TEST_PG_URL");
+    if let Ok(pw) = std::env::var("GATEWAY_TEST_PG_PASSWORD") {
+        c.password(pw);
+    }
+    let (client, conn) = c
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+fn pg_addr(url: &str) -> SocketAddr {
+    let rest = url.split_once('@').expect("URL with a user").1;
+    let hostport = rest.split(['/', '?']).next().expect("host");
+    hostport.parse().expect("the test URL names IP:port")
+}
+
+/// Every row of the sink's tables, by (tag, source time). Panics on a (tag, time) twice.
+async fn pg_rows(client: &tokio_postgres::Client, schema: &str) -> Rows {
+    let rows = match client
+        .query(
+            &format!(
+                "SELECT t.name, (EXTRACT(EPOCH FROM s.ts) * 1000000)::bigint * 1000 + s.ns, \
+                 s.value, s.value_text, s.quality, t.value_type \
+                 FROM \"{schema}\".samples s JOIN \"{schema}\".tags t ON t.id = s.tag_id"
+            ),
+            &[],
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => return Rows::new(), // not created yet
+    };
+    let mut out = Rows::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let t: i64 = r.get(1);
+        let value: Option<f64> = r.get(2);
+        let text: Option<String> = r.get(3);
+        let quality: i64 = r.get(4);
+        let vt: String = r.get(5);
+        let v = match (vt.as_str(), value, text) {
+            ("Boolean", Some(x), _) => Value::Boolean(x != 0.0),
+            ("Int16", Some(x), _) => Value::Int16(x as i16),
+            ("Int32", Some(x), _) => Value::Int32(x as i32),
+            ("UInt16", Some(x), _) => Value::UInt16(x as u16),
+            ("UInt32", Some(x), _) => Value::UInt32(x as u32),
+            ("Int64", _, Some(s)) => Value::Int64(s.parse().expect("exact Int64")),
+            ("Int64", Some(x), None) => Value::Int64(x as i64),
+            ("UInt64", _, Some(s)) => Value::UInt64(s.parse().expect("exact UInt64")),
+            ("UInt64", Some(x), None) => Value::UInt64(x as u64),
+            ("Float", Some(x), _) => Value::Float(x as f32),
+            ("Double", Some(x), _) => Value::Double(x),
+            ("String", _, Some(s)) => Value::String(s),
+            other => panic!("unexpected row {other:?}"),
+        };
+        let old = out.insert((name, t), (v, quality as u32));
+        assert!(old.is_none(), "PostgreSQL holds each (tag, time) once");
+    }
+    out
+}
+
+async fn wait_pg_complete(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    want: &Rows,
+    within: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let got = pg_rows(client, schema).await;
+        if &got == want {
+            return;
+        }
+        if started.elapsed() > within {
+            let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+            let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+            let differ: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+                .take(3)
+                .collect();
+            panic!(
+                "PostgreSQL does not match the TX buffer after {within:?}: want {}, got {}, \
+                 {missing} missing, {extra} extra, differing e.g. {differ:?}",
+                want.len(),
+                got.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every sample reaches PostgreSQL once, through a cut connection (a proxy) and, with
+/// `GATEWAY_TEST_PG_CTL`, the server stopped and restarted in the middle of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_every_sample_once_through_outages() {
+    let Some(url) = service("GATEWAY_TEST_PG_URL") else {
+        return;
+    };
+    let _serial = PG_SERIAL.lock().await;
+    let client = pg_client(&url).await;
+    let schema = unique("gwtest_");
+    let proxy = Proxy::start(pg_addr(&url)).await;
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let mut chain = Chain::start(&pg_table(&url, tmp.path(), &schema, Some(proxy.addr))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        chain.sink("postgres").connected,
+        "{:?}",
+        chain.sink("postgres")
+    );
+    // The connection cut: samples wait in the spool.
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = chain.sink("postgres");
+    assert!(!during.connected, "{during:?}");
+    assert!(during.appended > during.delivered, "{during:?}");
+    proxy.up();
+    // The server itself stopped and restarted.
+    let restarted = match std::env::var("GATEWAY_TEST_PG_CTL") {
+        Ok(ctl) if !ctl.is_empty() => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let ok = std::process::Command::new(&ctl)
+                .arg("stop")
+                .status()
+                .expect("stopping PostgreSQL");
+            assert!(ok.success(), "{ctl} stop");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let stopped = chain.sink("postgres");
+            let ok = std::process::Command::new(&ctl)
+                .arg("start")
+                .status()
+                .expect("starting PostgreSQL");
+            assert!(ok.success(), "{ctl} start");
+            assert!(!stopped.connected, "{stopped:?}");
+            true
+        }
+        _ => {
+            eprintln!("GATEWAY_TEST_PG_CTL not set: PostgreSQL is not restarted");
+            false
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let want = chain.stop_process().await;
+    let client = if restarted {
+        pg_client(&url).await
+    } else {
+        client
+    };
+    wait_pg_complete(&client, &schema, &want, Duration::from_secs(60)).await;
+    let s = chain.sink("postgres");
+    assert_eq!(s.overflow_samples, 0);
+    assert!(s.connects >= 2 + u64::from(restarted), "{s:?}");
+    eprintln!(
+        "{} samples in PostgreSQL once each, through a cut connection{}; sink {s:?}",
+        want.len(),
+        if restarted {
+            " and a server restart"
+        } else {
+            ""
+        }
+    );
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await;
+}
+
+/// History samples per second into PostgreSQL through the sink (spool → binary COPY → staging
+/// → INSERT ON CONFLICT), new samples, then the same again (all duplicates). Samples:
+/// `GATEWAY_BENCH_PG_SAMPLES` (default 200,000) over 1,000 tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_throughput() {
+    use gateway_rx::sinks::spool::{SpoolSample, SpoolWriter};
+    let Some(url) = service("GATEWAY_TEST_PG_URL") else {
+        return;
+    };
+    init_tracing();
+    let _serial = PG_SERIAL.lock().await;
+    let n: usize = std::env::var("GATEWAY_BENCH_PG_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let client = pg_client(&url).await;
+    let schema = unique("gwbench_");
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let cfg = parse_rx(&format!(
+        "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n{}",
+        toml_path(&tmp.path().join("history.sqlite")),
+        pg_table(&url, tmp.path(), &schema, None)
+    ))
+    .postgres
+    .expect("[postgres]");
+    let names: Vec<Arc<str>> = (0..1000)
+        .map(|i| Arc::from(format!("site/area{}/dev{}/value", i / 100, i % 100)))
+        .collect();
+    let samples: Vec<SpoolSample> = (0..n)
+        .map(|i| SpoolSample {
+            tag: names[i % names.len()].clone(),
+            value: Value::Double(i as f64 * 0.5),
+            quality: protocol::model::Quality::GOOD,
+            time: 1_700_000_000_000_000_000 + (i / names.len()) as i64 * 1_000_000_000,
+            received: 1_700_000_000_000_000_000,
+        })
+        .collect();
+    let mut rates = Vec::new();
+    for round in ["new", "duplicate"] {
+        let dir = tmp.path().join(format!("spool-{round}"));
+        let (mut w, shared) = SpoolWriter::open(&dir, 1 << 34).expect("spool");
+        assert_eq!(w.append(&samples).expect("append"), n);
+        w.sync().expect("sync");
+        let reader = gateway_rx::sinks::spool::SpoolReader::open(&dir, shared).expect("reader");
+        let stats = Arc::new(gateway_rx::sinks::SinkStats::default());
+        let started = Instant::now();
+        let task = tokio::spawn(gateway_rx::sinks::postgres::run(
+            cfg.clone(),
+            reader,
+            stats.clone(),
+        ));
+        while stats.delivered.load(Ordering::Relaxed) < n as u64 {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "{round}: {} of {n} delivered",
+                stats.delivered.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        task.abort();
+        rates.push((round, n as f64 / secs));
+        eprintln!(
+            "PostgreSQL sink, {round} samples: {n} in {secs:.2} s = {:.0} samples/s (batch {})",
+            n as f64 / secs,
+            cfg.batch_samples
+        );
+    }
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".samples"), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, n as i64, "each (tag, time) once");
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await;
+}
