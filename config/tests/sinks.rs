@@ -347,3 +347,45 @@ fn sinks_need_the_store() {
         ],
     );
 }
+
+/// The commented `[mqtt]` and `[postgres]` sections of deploy/examples/gateway-rx.toml are
+/// valid once uncommented (but for `url`, the alternative to `host`, and the files they name).
+#[test]
+fn example_sink_sections_are_valid_uncommented() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/gateway-rx.toml");
+    let text = std::fs::read_to_string(&path).expect("example");
+    let mut out = String::new();
+    let mut inside = false;
+    let mut uncommented = 0;
+    for line in text.lines() {
+        if line == "# [mqtt]" || line == "# [postgres]" {
+            inside = true;
+        } else if line.trim().is_empty() {
+            inside = false;
+        }
+        let body = line.strip_prefix("# ").unwrap_or(line);
+        let setting = body.starts_with('[')
+            || body
+                .split_once(" = ")
+                .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        let skip = ["url", "password_file", "ca_file", "tls"]
+            .iter()
+            .any(|k| body.starts_with(&format!("{k} = ")));
+        if inside && setting && !skip {
+            out.push_str(body);
+            uncommented += 1;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert!(uncommented > 20, "{uncommented} lines uncommented");
+    let c = rx_at(&out, Path::new("/etc/gateway/gateway-rx.toml"));
+    let m = c.mqtt.expect("[mqtt]");
+    assert_eq!((m.topic_prefix.as_str(), m.qos), ("plant1/gateway", 1));
+    let p = c.postgres.expect("[postgres]");
+    assert_eq!(
+        (p.host.as_str(), p.schema.as_str(), p.batch_samples),
+        ("192.0.2.60", "gateway", 5000)
+    );
+}
