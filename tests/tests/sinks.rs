@@ -137,6 +137,11 @@ struct Chain {
 impl Chain {
     /// `rx_sinks`: the RX config's sink tables.
     async fn start(rx_sinks: &str) -> Chain {
+        Chain::start_with(rx_sinks, true).await
+    }
+
+    /// `history`: the transmitter has a history buffer (else it sends live values only).
+    async fn start_with(rx_sinks: &str, history: bool) -> Chain {
         init_tracing();
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut plc = PlcSim::start("127.0.0.1:0".parse().expect("address"))
@@ -160,10 +165,14 @@ impl Chain {
             plc.local_addr(),
             None,
             common::POLL_MS,
-            &format!(
-                "\n[history]\ndir = {}\ncarousel_window_s = 10\nmax_age_s = 3600\n",
-                toml_path(&dir.path().join("tx-history"))
-            ),
+            &if history {
+                format!(
+                    "\n[history]\ndir = {}\ncarousel_window_s = 10\nmax_age_s = 3600\n",
+                    toml_path(&dir.path().join("tx-history"))
+                )
+            } else {
+                String::new()
+            },
         );
         let tx = Transmitter::start(parse_tx(&tx_toml))
             .await
@@ -471,8 +480,14 @@ fn mqtt_table(broker: &str, prefix: &str) -> String {
 /// last values. `broker`: `host:port`.
 async fn every_value_in_order(broker: &str) {
     let prefix = unique("gwtest");
+    every_value_in_order_with(broker, &mqtt_table(broker, &prefix), &prefix).await;
+}
+
+/// The same with the publisher configured by `table`; the subscribers use `broker`.
+async fn every_value_in_order_with(broker: &str, table: &str, prefix: &str) {
+    let prefix = prefix.to_owned();
     let sub = Subscriber::start(broker, &prefix, &unique("sub")).await;
-    let mut chain = Chain::start(&mqtt_table(broker, &prefix)).await;
+    let mut chain = Chain::start(table).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let want = chain.stop_process().await;
     assert!(want.len() > 100, "the buffer holds {} samples", want.len());
@@ -486,7 +501,7 @@ async fn every_value_in_order(broker: &str) {
         "with history, live values are left to it"
     );
     eprintln!(
-        "{} samples in order through {broker}; sink {s:?}",
+        "{} samples in order (subscribers on {broker}); sink {s:?}",
         want.len()
     );
     chain.tx = None;
@@ -534,6 +549,112 @@ async fn mqtt_embedded_broker_outage_spools_then_drains_in_order() {
         repeats
     );
     check_retained(&broker.to_string(), &want, &prefix).await;
+}
+
+/// Without a history stream (a transmitter without `[history]`), the publisher sends each tag's
+/// live value, in source-time order per tag, retained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_embedded_live_values_without_history() {
+    let broker = embedded_broker().to_string();
+    let prefix = unique("gwtest");
+    let sub = Subscriber::start(&broker, &prefix, &unique("sub")).await;
+    let mut chain = Chain::start_with(&mqtt_table(&broker, &prefix), false).await;
+    let grace = gateway_rx::sinks::mqtt::LIVE_GRACE;
+    tokio::time::sleep(grace + Duration::from_secs(3)).await;
+    chain.plc.stop_process();
+    // The last values, as the receiver holds them, once they stopped changing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let current: BTreeMap<String, (i64, serde_json::Value)> = {
+        let view = chain.rx().state.view();
+        let cat = view.catalogue().expect("catalogue");
+        cat.tags()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let v = view.value(i as u32)?;
+                Some((
+                    topic_of(&prefix, &t.name),
+                    (v.source_time, json_value(v.value)),
+                ))
+            })
+            .collect()
+    };
+    assert!(!current.is_empty());
+    let started = Instant::now();
+    loop {
+        let seen = sub.seen();
+        let mut by_topic: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for s in &seen {
+            by_topic
+                .entry(s.topic.as_str())
+                .or_default()
+                .push(source_time(&s.json));
+        }
+        for (topic, times) in &by_topic {
+            assert!(
+                times.windows(2).all(|w| w[0] < w[1]),
+                "{topic}: not in source-time order: {times:?}"
+            );
+        }
+        let last_ok = current.iter().all(|(topic, (t, _))| {
+            by_topic
+                .get(topic.as_str())
+                .and_then(|v| v.last())
+                .is_some_and(|last| last == t)
+        });
+        if last_ok {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "live values: want the last of {} tags, seen {:?}",
+            current.len(),
+            by_topic
+                .iter()
+                .map(|(t, v)| (t, v.len()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let s = chain.sink("mqtt");
+    assert!(s.live_published >= current.len() as u64, "{s:?}");
+    assert_eq!(s.appended, 0, "no history without a history stream");
+    eprintln!(
+        "live values of {} tags published; sink {s:?}",
+        current.len()
+    );
+}
+
+/// TLS (rustls, the CI's throwaway CA) with a user name and password to a real Mosquitto
+/// (`GATEWAY_TEST_MQTT_TLS` and the other `GATEWAY_TEST_MQTT_*` from `.ci/services`); the
+/// subscribers use the plain listener of the same broker (`GATEWAY_TEST_MQTT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_mosquitto_tls_with_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let (Some(plain), Some(tls)) = (
+        service("GATEWAY_TEST_MQTT"),
+        service("GATEWAY_TEST_MQTT_TLS"),
+    ) else {
+        return;
+    };
+    let var = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} (set by .ci/services)"));
+    let (ca, user, password) = (
+        var("GATEWAY_TEST_MQTT_CA"),
+        var("GATEWAY_TEST_MQTT_USER"),
+        var("GATEWAY_TEST_MQTT_PASSWORD"),
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pw = dir.path().join("mqtt.pass");
+    std::fs::write(&pw, format!("{password}\n")).expect("password file");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let prefix = unique("gwtls");
+    let table = format!(
+        "{}tls = true\nca_file = {}\nusername = \"{user}\"\npassword_file = {}\n",
+        mqtt_table(&tls, &prefix),
+        toml_path(Path::new(&ca)),
+        toml_path(&pw)
+    );
+    every_value_in_order_with(&plain, &table, &prefix).await;
 }
 
 /// The same against a real Mosquitto (`GATEWAY_TEST_MQTT=host:port`).
