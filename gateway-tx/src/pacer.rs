@@ -13,12 +13,23 @@ pub const IP_UDP_OVERHEAD: usize = 28;
 /// The burst always covers at least this much time at the configured rate (see [`Pacer::new`]).
 pub const MIN_BURST_TIME: Duration = Duration::from_millis(2);
 
+/// While the sender waits for credit, its timer may wake it late (the runtime's timers have a
+/// millisecond's resolution, and a busy machine adds more): the credit earned meanwhile is owed
+/// to it and is kept up to this much time at the configured rate, beyond the burst. Capping it
+/// at the burst instead lost about a tenth of the rate (measured: 0.89 of 100 and 1000 Mb/s
+/// with batched sends on a loaded machine).
+pub const MAX_CATCH_UP: Duration = Duration::from_millis(20);
+
 #[derive(Debug)]
 pub struct Pacer {
     bytes_per_sec: f64,
     burst: f64,
+    /// Most credit while the sender waits for it (see [`MAX_CATCH_UP`]).
+    catch_up: f64,
     credit: f64,
     last: Instant,
+    /// The last request was refused: the sender has data and sleeps until it may send.
+    waiting: bool,
 }
 
 impl Pacer {
@@ -30,11 +41,14 @@ impl Pacer {
         let per_wakeup = rate_bps as f64 / 8.0 * MIN_BURST_TIME.as_secs_f64();
         let burst = (burst_bytes as f64).max(per_wakeup);
         // Starts empty: a restart must not open with a burst either.
+        let bytes_per_sec = rate_bps as f64 / 8.0;
         Pacer {
-            bytes_per_sec: rate_bps as f64 / 8.0,
+            bytes_per_sec,
             burst,
+            catch_up: burst.max(bytes_per_sec * MAX_CATCH_UP.as_secs_f64()),
             credit: 0.0,
             last: now,
+            waiting: false,
         }
     }
 
@@ -64,17 +78,27 @@ impl Pacer {
         let cost = (payload + datagrams * IP_UDP_OVERHEAD) as f64;
         if self.credit >= cost {
             self.credit -= cost;
+            self.waiting = false;
             Ok(())
         } else {
+            self.waiting = true;
             let wait = (cost - self.credit) / self.bytes_per_sec;
             Err(Duration::from_secs_f64(wait.max(1e-6)))
         }
     }
 
+    /// Credit earned since the last call: at most one burst after an idle period; while the
+    /// sender was waiting for credit, what its late wake-up earned too (up to the catch-up
+    /// limit). Credit already owed is never taken back.
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now.max(self.last);
-        self.credit = (self.credit + elapsed * self.bytes_per_sec).min(self.burst);
+        let cap = if self.waiting {
+            self.catch_up
+        } else {
+            self.burst
+        };
+        self.credit = (self.credit + elapsed * self.bytes_per_sec).min(cap.max(self.credit));
     }
 }
 
@@ -165,6 +189,54 @@ mod tests {
                 assert!(batches > 0);
             }
         }
+    }
+
+    /// A sender whose timer wakes it up to 3 ms late (a busy machine) still holds the rate,
+    /// one datagram or whole batches at a time.
+    #[test]
+    fn late_wakeups_do_not_lose_rate() {
+        for rate in [100_000_000u64, 1_000_000_000] {
+            for batch in [1usize, 45] {
+                let start = Instant::now();
+                let mut now = start;
+                let mut pacer = Pacer::new(rate, 16 * 1500, start);
+                let span = Duration::from_secs(10);
+                let mut bytes = 0u64;
+                let mut late = 0u64;
+                while now < start + span {
+                    let n = (pacer.available(now) / 1428).clamp(1, batch);
+                    match pacer.try_send_batch(n, n * 1400, now) {
+                        Ok(()) => bytes += (n * 1428) as u64,
+                        Err(wait) => {
+                            late = (late * 7 + 3) % 31;
+                            now += wait.max(Duration::from_millis(1))
+                                + Duration::from_micros(late * 100);
+                        }
+                    }
+                }
+                let ratio = bytes as f64 * 8.0 / span.as_secs_f64() / rate as f64;
+                assert!(
+                    (0.99..=1.01).contains(&ratio),
+                    "rate {rate}, batch {batch}: achieved {ratio} of the rate"
+                );
+            }
+        }
+    }
+
+    /// Once the sender has caught up and goes quiet, idle time buys one burst again, not the
+    /// catch-up allowance.
+    #[test]
+    fn catch_up_credit_is_not_kept_for_idle_time() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(8_000_000, 3_000, start); // 1 MB/s, burst 3000
+        assert!(pacer.try_send(1472, start).is_err());
+        // Woken 10 ms late: 10 kB owed, kept.
+        let t = start + Duration::from_millis(10);
+        assert_eq!(pacer.available(t), 10_000);
+        pacer.try_send_batch(6, 6 * 1472, t).unwrap();
+        // An hour idle adds at most one burst to what is left.
+        let later = t + Duration::from_secs(3600);
+        assert!(pacer.available(later) <= 3_000);
     }
 
     #[test]

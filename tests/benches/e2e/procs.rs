@@ -566,8 +566,9 @@ pub fn run_rss(tags: usize) -> anyhow::Result<RssResult> {
             quality: Quality::GOOD,
             time,
         }));
-        // Kept below the link's pace so the receiver's socket buffer does not overflow.
-        std::thread::sleep(Duration::from_millis(2));
+        // 1M samples/s: kept below the link's pace so the receiver's socket buffer does not
+        // overflow (what it loses the snapshot heals within its 10 s period).
+        std::thread::sleep(Duration::from_millis(10));
     }
     let t1 = Instant::now();
     rx.expect("values", Duration::from_secs(120))?;
@@ -614,13 +615,15 @@ fn rss_rx() -> anyhow::Result<()> {
             said_catalogue = true;
         }
         if said_catalogue {
-            // Tags with a value from the live stream (the snapshot may have given some).
+            // Every tag with a value (live, or from the snapshot for a live batch lost to a full
+            // socket buffer): checked on a sample of tags, then on all.
             let view = rx.state.view();
-            let with_live = (0..tags as u32)
+            let sampled = (0..tags as u32)
                 .step_by(997)
-                .all(|i| view.value(i).is_some_and(|v| v.stream == Stream::Live));
+                .all(|i| view.value(i).is_some());
+            let all = sampled && (0..tags as u32).all(|i| view.value(i).is_some());
             drop(view);
-            if with_live && rx.state.counters().samples_applied >= tags as u64 {
+            if all && rx.state.counters().samples_applied >= tags as u64 {
                 break;
             }
         }
