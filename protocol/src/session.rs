@@ -530,9 +530,17 @@ impl Session {
         if !restored.is_empty() {
             out.stats.groups_repaired += 1;
         }
+        // A data datagram is sent before the repair shards that rebuild it, and `data_seq`
+        // counts data datagrams only, so a genuine rebuilt `data_seq` is below the highest
+        // `seq` seen. Received data datagrams are held to `data_seq <= seq` on arrival; this
+        // is the same bound for rebuilt ones, which a crafted repair shard could otherwise set
+        // to anything (up to u64::MAX, overflowing the delivery counter).
+        let highest_seq = self.seen.high().unwrap_or(0);
         for b in restored {
             match prefix(&b) {
-                Some((data_seq, len)) if usize::from(len) + DATA_PREFIX_LEN <= b.len() => {
+                Some((data_seq, len))
+                    if usize::from(len) + DATA_PREFIX_LEN <= b.len() && data_seq <= highest_seq =>
+                {
                     out.stats.datagrams_repaired += 1;
                     self.accept_data(data_seq, &b[..usize::from(len) + DATA_PREFIX_LEN], now, out);
                 }
@@ -586,7 +594,7 @@ impl Session {
             return;
         }
         if data_seq == next {
-            self.next_data = Some(next + 1);
+            self.next_data = next.checked_add(1);
             self.deliver(content, out);
             self.drain(out);
             return;
@@ -623,7 +631,7 @@ impl Session {
             }
             let held = entry.remove();
             self.buffered -= held.content.len();
-            self.next_data = Some(next + 1);
+            self.next_data = next.checked_add(1);
             self.deliver(&held.content, out);
             out.pool.put(held.content);
         }
