@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use crate::walk::{At, Ctx};
 
+/// Far above a key's 32 raw bytes or 64 hex characters with whitespace.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
 const GENERATE: &str = "generate one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' \
                         > link.key && chmod 600 link.key` and copy the same file to both sides";
 
@@ -54,6 +57,20 @@ pub(crate) fn load_key(ctx: &mut Ctx<'_>, key_file: &At<String>) -> Option<(Path
                 "key file {shown} is readable or writable by group or others (mode {:04o}); \
                  run `chmod 600 {shown}` so that only its owner can read it",
                 mode & 0o7777
+            ),
+        );
+        return None;
+    }
+    // A key is 32 bytes, or 64 hex characters with some whitespace: anything much larger is
+    // the wrong file, and reading it whole would only cost memory.
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        ctx.error(
+            at,
+            key,
+            format!(
+                "key file {shown} is {} bytes, not a key; it must hold 64 hex characters \
+                 (whitespace and newlines allowed) or exactly 32 raw bytes; {GENERATE}",
+                meta.len()
             ),
         );
         return None;

@@ -112,3 +112,13 @@ fn rx_uses_the_same_rules() {
     let c = RxConfig::parse(src, &dir.path().join("rx.toml")).expect("valid");
     assert_eq!(c.link.key.expect("key")[1], 1);
 }
+
+#[test]
+fn oversized_key_file_is_refused_without_reading_it_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_key(dir.path(), "big.key", &vec![b'a'; 1 << 20], 0o600);
+    let err = tx(dir.path(), "big.key").unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!((d.line, d.column, d.key.as_str()), (3, 12, "link.key_file"));
+    assert!(d.message.contains("is 1048576 bytes, not a key"), "{d}");
+}
