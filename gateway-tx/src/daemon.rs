@@ -1,9 +1,21 @@
 //! Starts and stops the transmitter's tasks: one poller per device, the link sender, and,
 //! with `[http]`, the status server and its history sampler.
+//!
+//! Live reload ([`Transmitter::reload`], on SIGHUP or a change of the file with `--watch`):
+//! a valid config is applied in the same session and without restarting the link sender. The
+//! new tag table takes the current values of the tags whose name, type and source are
+//! unchanged; the link sender switches to it and sends its catalogue at once. Every device
+//! poller is restarted on the new table (tag indexes shift when tags are added or removed
+//! before a device's own; polls resume within one interval, values are kept meanwhile). What
+//! cannot change live is refused, naming the key, and needs a restart: anything under
+//! `[link]`, `[http]` and `[history]`, and, with `[history]`, the tag list (the history
+//! buffer names tags by the catalogue it started with). A refused reload keeps the running
+//! config.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context;
 
@@ -18,7 +30,6 @@ use crate::tags::TagTable;
 
 /// A running transmitter. Dropping it stops every task.
 pub struct Transmitter {
-    pub table: Arc<TagTable>,
     pub session: u64,
     /// What metrics, health and the status page read.
     pub status: Arc<TxStatus>,
@@ -26,6 +37,10 @@ pub struct Transmitter {
     pub http_addr: Option<SocketAddr>,
     link: JoinHandle<anyhow::Result<()>>,
     pollers: Vec<JoinHandle<()>>,
+    /// What a live reload replaces.
+    live: Mutex<Live>,
+    /// Live reloads applied and refused.
+    pub reloads: Arc<ReloadCounters>,
     /// The history stream's buffer and thread, with `[history]` (stopped after the tasks).
     history: Option<crate::history::History>,
 }
@@ -44,28 +59,17 @@ impl Transmitter {
             None => None,
         };
         let mut pollers = Vec::new();
-        let mut healths = Vec::new();
-        let mut devices = Vec::new();
-        let mut first: TagIndex = 0;
-        for device in &config.devices {
-            let health = Arc::new(DeviceHealth::default());
-            healths.push((device.name.clone(), health.clone()));
-            devices.push(DeviceStatus {
-                config: device.clone(),
-                health: health.clone(),
-            });
-            let n = TagIndex::try_from(device.tags.len())?;
-            pollers.push(tokio::spawn(run_device(
-                device.clone(),
-                first,
-                table.clone(),
-                health,
-            )));
-            first += n;
-        }
-        let health: HealthFn =
-            Arc::new(move || healths.iter().map(|(name, h)| h.snapshot(name)).collect());
+        let healths: Healths = Arc::default();
+        let (device_pollers, devices) = start_pollers(&config, &table, &healths, &[])?;
+        let health: HealthFn = {
+            let healths = healths.clone();
+            Arc::new(move || {
+                let healths = healths.lock().unwrap_or_else(|e| e.into_inner());
+                healths.iter().map(|(name, h)| h.snapshot(name)).collect()
+            })
+        };
         let session = new_session_id()?;
+        let (table_tx, table_rx) = tokio::sync::watch::channel((table.clone(), config.config_hash));
         let sender = LinkSender::new(
             config.link.clone(),
             config.config_hash,
@@ -74,7 +78,8 @@ impl Transmitter {
             session,
         )
         .await?
-        .with_history(history.as_ref().map(|h| h.outlet()));
+        .with_history(history.as_ref().map(|h| h.outlet()))
+        .with_reload(table_rx.clone());
         let link_alive = Arc::new(AtomicBool::new(true));
         let status = Arc::new(TxStatus::new(
             table.clone(),
@@ -89,7 +94,7 @@ impl Transmitter {
         pollers.push(tokio::spawn(status_log(
             sender.counters(),
             sender.encoder_stats(),
-            table.clone(),
+            table_rx,
         )));
         let link = tokio::spawn(async move {
             let result = sender.run().await;
@@ -108,15 +113,138 @@ impl Transmitter {
                 Arc::new(TxSite(status.clone())),
             )));
         }
+        let history_tap = history.as_ref().map(|h| h.tap());
         Ok(Transmitter {
-            table,
             session,
             status,
             http_addr,
             link,
             pollers,
+            live: Mutex::new(Live {
+                config,
+                table,
+                pollers: device_pollers,
+                healths,
+                table_tx,
+                history_tap,
+            }),
+            reloads: Arc::default(),
             history,
         })
+    }
+
+    /// The tag table now in use (replaced by a live reload).
+    pub fn table(&self) -> Arc<TagTable> {
+        self.lock_live().table.clone()
+    }
+
+    /// The config now in use (replaced by a live reload).
+    pub fn config(&self) -> TxConfig {
+        self.lock_live().config.clone()
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads the config file and applies it live (see the module doc). A file that does
+    /// not load is refused with the same file:line:column:key text as `check-config`; the
+    /// running config stays. Either way the outcome is logged and counted.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<ReloadSummary, String> {
+        let result = TxConfig::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| self.apply(c));
+        self.count(path, &result);
+        result
+    }
+
+    /// Applies `new` live (see the module doc); refused, with the running config kept, when
+    /// it changes something that needs a restart. Logged and counted like
+    /// [`Transmitter::reload_file`].
+    pub fn reload(&self, new: TxConfig) -> Result<ReloadSummary, String> {
+        let result = self.apply(new);
+        self.count(std::path::Path::new("(config)"), &result);
+        result
+    }
+
+    fn count(&self, path: &std::path::Path, result: &Result<ReloadSummary, String>) {
+        match result {
+            Ok(s) => {
+                self.reloads.applied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    config = %path.display(),
+                    tags = s.tags,
+                    added = s.added,
+                    removed = s.removed,
+                    kept_values = s.kept_values,
+                    "config reloaded"
+                );
+            }
+            Err(e) => {
+                self.reloads.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    config = %path.display(),
+                    error = %e,
+                    "config reload refused, the running config stays"
+                );
+            }
+        }
+    }
+
+    fn apply(&self, new: TxConfig) -> Result<ReloadSummary, String> {
+        let mut live = self.lock_live();
+        let old = &live.config;
+        let mut fixed = Vec::new();
+        link_changes(&old.link, &new.link, &mut fixed);
+        if old.http != new.http {
+            fixed.push("http");
+        }
+        if old.history != new.history {
+            fixed.push("history");
+        }
+        let table = Arc::new(TagTable::from_config(&new));
+        if live.history_tap.is_some() && table.infos() != live.table.infos() {
+            fixed.push("devices.tags (with [history], the tag list)");
+        }
+        if !fixed.is_empty() {
+            return Err(format!(
+                "reload refused: {} cannot change while running; restart gateway-tx to apply it",
+                fixed.join(", ")
+            ));
+        }
+        let old_names: std::collections::HashSet<&str> =
+            live.table.infos().iter().map(|t| t.name.as_str()).collect();
+        let new_names: std::collections::HashSet<&str> =
+            table.infos().iter().map(|t| t.name.as_str()).collect();
+        let added = new_names.difference(&old_names).count();
+        let removed = old_names.difference(&new_names).count();
+        // Old pollers stop first, so no value reaches the old table after it was copied.
+        for p in live.pollers.drain(..) {
+            p.abort();
+        }
+        if let Some(tap) = &live.history_tap {
+            table.set_history(tap.clone());
+        }
+        let kept_values = table.carry_over(&live.table);
+        let previous: Vec<(String, Arc<DeviceHealth>)> = live
+            .healths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (pollers, devices) =
+            start_pollers(&new, &table, &live.healths, &previous).map_err(|e| format!("{e:#}"))?;
+        live.pollers = pollers;
+        self.status.replace(table.clone(), devices);
+        live.table_tx.send_replace((table.clone(), new.config_hash));
+        let summary = ReloadSummary {
+            tags: table.len(),
+            added,
+            removed,
+            kept_values,
+        };
+        live.table = table;
+        live.config = new;
+        Ok(summary)
     }
 
     /// The history stream's counters, with `[history]`.
@@ -144,6 +272,111 @@ impl Drop for Transmitter {
         for p in &self.pollers {
             p.abort();
         }
+        for p in &self.lock_live().pollers {
+            p.abort();
+        }
+    }
+}
+
+/// Live reloads, for the log and the status.
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    pub applied: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// What a live reload changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Tags in the new catalogue.
+    pub tags: usize,
+    /// Tag names new in it.
+    pub added: usize,
+    /// Tag names gone from it.
+    pub removed: usize,
+    /// Tags whose current value was carried over.
+    pub kept_values: usize,
+}
+
+/// Each device's health by name, as the heartbeat reports it.
+type Healths = Arc<Mutex<Vec<(String, Arc<DeviceHealth>)>>>;
+
+/// What a live reload replaces.
+struct Live {
+    config: TxConfig,
+    table: Arc<TagTable>,
+    /// One per device.
+    pollers: Vec<JoinHandle<()>>,
+    healths: Healths,
+    table_tx: tokio::sync::watch::Sender<(Arc<TagTable>, u64)>,
+    history_tap: Option<Arc<crate::history::HistoryTap>>,
+}
+
+/// Starts one poller per device of `config` on `table`, and sets `healths` to theirs; a
+/// device named in `previous` keeps its health counters.
+fn start_pollers(
+    config: &TxConfig,
+    table: &Arc<TagTable>,
+    healths: &Healths,
+    previous: &[(String, Arc<DeviceHealth>)],
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<DeviceStatus>)> {
+    let mut pollers = Vec::new();
+    let mut named = Vec::new();
+    let mut devices = Vec::new();
+    let mut first: TagIndex = 0;
+    for device in &config.devices {
+        let health = previous
+            .iter()
+            .find(|(name, _)| *name == device.name)
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default();
+        named.push((device.name.clone(), health.clone()));
+        devices.push(DeviceStatus {
+            config: device.clone(),
+            health: health.clone(),
+        });
+        let n = TagIndex::try_from(device.tags.len())?;
+        pollers.push(tokio::spawn(run_device(
+            device.clone(),
+            first,
+            table.clone(),
+            health,
+        )));
+        first += n;
+    }
+    *healths.lock().unwrap_or_else(|e| e.into_inner()) = named;
+    Ok((pollers, devices))
+}
+
+/// The `[link]` keys that differ; none of them can change while the link runs.
+fn link_changes(old: &config::tx::TxLink, new: &config::tx::TxLink, out: &mut Vec<&'static str>) {
+    let keys: [(&'static str, bool); 9] = [
+        ("link.destination", old.destination != new.destination),
+        ("link.bind", old.bind != new.bind),
+        ("link.mtu", old.mtu != new.mtu),
+        ("link.rate_mbit", old.rate_bps != new.rate_bps),
+        ("link.fec", old.fec != new.fec),
+        (
+            "link.key_file",
+            old.key != new.key || old.key_file != new.key_file,
+        ),
+        (
+            "link.heartbeat_ms",
+            old.heartbeat_interval != new.heartbeat_interval,
+        ),
+        (
+            "link.catalogue_interval_s",
+            old.catalogue_interval != new.catalogue_interval,
+        ),
+        (
+            "link.snapshot_period_s",
+            old.snapshot_period != new.snapshot_period,
+        ),
+    ];
+    let before = out.len();
+    out.extend(keys.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k));
+    if out.len() == before && old != new {
+        out.push("link");
     }
 }
 
@@ -153,13 +386,14 @@ const STATUS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 async fn status_log(
     counters: Arc<crate::link::LinkCounters>,
     encoder: crate::link::SharedEncoderStats,
-    table: Arc<TagTable>,
+    table: crate::link::TableUpdates,
 ) {
     let mut tick = tokio::time::interval(STATUS_LOG_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
         let e = encoder.lock().map(|e| e.clone()).unwrap_or_default();
+        let table = table.borrow().0.clone();
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         tracing::info!(
             datagrams_sent = get(&counters.datagrams_sent),

@@ -10,6 +10,6 @@ pub mod status;
 pub mod tags;
 pub mod udp;
 
-pub use daemon::Transmitter;
+pub use daemon::{ReloadSummary, Transmitter};
 
 pub use observe::lifecycle::unix_now;

@@ -37,6 +37,11 @@ pub type HealthFn = Arc<dyn Fn() -> Vec<SourceHealth> + Send + Sync>;
 /// benchmarks.
 pub type SharedEncoderStats = Arc<Mutex<EncoderStats>>;
 
+/// The tag table and config hash to send from, replaced on a live reload (see
+/// `Transmitter::reload`): the sender switches to the new table, sends its catalogue at once
+/// and then on the usual schedule, in the same session.
+pub type TableUpdates = tokio::sync::watch::Receiver<(Arc<TagTable>, u64)>;
+
 /// What left the link socket, counted as it happens (a relaxed atomic add per datagram), for
 /// metrics and the status page: unlike the encoder's counters these are exact while a long
 /// paced backlog drains.
@@ -79,6 +84,8 @@ pub struct LinkSender {
     link_counters: Arc<LinkCounters>,
     /// History messages to send (the history thread's outlet), when `[history]` is on.
     history: Option<Arc<crate::history::HistoryOutlet>>,
+    /// New tables after live reloads, when the daemon supports them.
+    reload: Option<TableUpdates>,
 }
 
 impl LinkSender {
@@ -138,6 +145,7 @@ impl LinkSender {
             shared_stats: SharedEncoderStats::default(),
             link_counters: Arc::default(),
             history: None,
+            reload: None,
             link,
         })
     }
@@ -169,10 +177,43 @@ impl LinkSender {
         self
     }
 
+    /// Switches to the table of each live reload sent on `updates` (see [`TableUpdates`]).
+    pub fn with_reload(mut self, updates: TableUpdates) -> Self {
+        self.reload = Some(updates);
+        self
+    }
+
+    /// Installs the table of a live reload: new catalogue sent at once, its resend gap
+    /// restarted, the snapshot restarted from the first tag.
+    fn install_reload(&mut self, now: Instant) {
+        let Some(updates) = &mut self.reload else {
+            return;
+        };
+        let (table, config_hash) = updates.borrow_and_update().clone();
+        self.table = table;
+        self.config_hash = config_hash;
+        self.catalogue = Catalogue::new(self.table.infos().to_vec());
+        self.snapshot_cursor = 0;
+        self.next_catalogue = now;
+        self.catalogue_gap = Duration::from_secs(1).min(self.link.catalogue_interval);
+        info!(
+            tags = self.catalogue.len(),
+            catalogue = format_args!("{:016x}", self.catalogue.hash()),
+            "link sender switched to the reloaded config"
+        );
+    }
+
     /// Runs until the task is aborted; returns only on a socket error that cannot be retried.
     pub async fn run(mut self) -> anyhow::Result<()> {
         loop {
             let now = Instant::now();
+            if self
+                .reload
+                .as_ref()
+                .is_some_and(|r| r.has_changed().unwrap_or(false))
+            {
+                self.install_reload(now);
+            }
             if now >= self.next_catalogue {
                 self.send_catalogue(now)?;
                 self.next_catalogue = now + self.catalogue_gap;
@@ -206,6 +247,7 @@ impl LinkSender {
             tokio::select! {
                 () = self.table.changed() => {}
                 () = history_ready(&self.history) => {}
+                () = reloaded(&self.reload) => {}
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
@@ -378,6 +420,20 @@ impl LinkSender {
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves when a live reload's table waits to be installed; never without a reload channel.
+async fn reloaded(updates: &Option<TableUpdates>) {
+    match updates {
+        // A clone, so that seeing the change here leaves it unseen for `install_reload`.
+        Some(r) => {
+            let mut r = r.clone();
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

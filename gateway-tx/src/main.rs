@@ -36,6 +36,10 @@ enum Command {
         /// The transmitter's TOML config.
         #[arg(short, long, default_value = "/etc/gateway/gateway-tx.toml")]
         config: PathBuf,
+        /// Also reload the config when the file changes (checked every second); SIGHUP always
+        /// reloads it.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config file and report every problem with file, line, column and key.
     CheckConfig { file: PathBuf },
@@ -142,7 +146,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => match run(config) {
+        Command::Run { config, watch } => match run(config, watch) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!(error = format!("{e:#}"), "gateway-tx stopped");
@@ -152,7 +156,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> anyhow::Result<()> {
+fn run(path: PathBuf, watch: bool) -> anyhow::Result<()> {
     let config = TxConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,9 +164,47 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let mut tx = Transmitter::start(config).await?;
-        info!(config = %path.display(), session = format_args!("{:016x}", tx.session), http = ?tx.http_addr, "gateway-tx running");
+        info!(config = %path.display(), session = format_args!("{:016x}", tx.session), http = ?tx.http_addr, watch, "gateway-tx running");
         let alive = tx.status.link_alive.clone();
         let ready = format!("sending, session {:016x}", tx.session);
-        observe::lifecycle::run_until_shutdown(tx.wait(), alive, &ready).await
+        let work = async move {
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .context("installing the SIGHUP handler")?;
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut stamp = file_stamp(&path);
+            loop {
+                tokio::select! {
+                    _ = hangup.recv() => {
+                        info!(config = %path.display(), "SIGHUP: reloading the config");
+                        stamp = file_stamp(&path);
+                        // Logged and counted by the transmitter either way.
+                        let _ = tx.reload_file(&path);
+                    }
+                    _ = tick.tick() => {
+                        if !tx.link_alive() {
+                            return tx.wait().await;
+                        }
+                        let now = file_stamp(&path);
+                        if watch && now != stamp {
+                            stamp = now;
+                            info!(config = %path.display(), "config file changed: reloading");
+                            let _ = tx.reload_file(&path);
+                        }
+                    }
+                }
+            }
+        };
+        observe::lifecycle::run_until_shutdown(work, alive, &ready).await
     })
+}
+
+/// A hash of the file's bytes (`None` when it cannot be read), to notice a change with
+/// `--watch`; a rewrite with the same content is no change.
+fn file_stamp(path: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }

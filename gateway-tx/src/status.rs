@@ -31,8 +31,9 @@ pub struct DeviceStatus {
 
 /// Everything of a running transmitter the status reads. Shared with the HTTP server.
 pub struct TxStatus {
-    pub table: Arc<TagTable>,
-    pub devices: Vec<DeviceStatus>,
+    /// Replaced on a live reload (see [`TxStatus::replace`]).
+    table: std::sync::RwLock<Arc<TagTable>>,
+    devices: std::sync::RwLock<Arc<Vec<DeviceStatus>>>,
     pub link: TxLink,
     pub session: u64,
     pub config_hash: u64,
@@ -60,6 +61,22 @@ struct Sample {
 }
 
 impl TxStatus {
+    /// The tag table now in use.
+    pub fn table(&self) -> Arc<TagTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The devices now polled.
+    pub fn devices(&self) -> Arc<Vec<DeviceStatus>> {
+        self.devices.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a live reload: the new table and devices.
+    pub fn replace(&self, table: Arc<TagTable>, devices: Vec<DeviceStatus>) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+        *self.devices.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(devices);
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         table: Arc<TagTable>,
@@ -72,8 +89,8 @@ impl TxStatus {
         link_alive: Arc<AtomicBool>,
     ) -> TxStatus {
         TxStatus {
-            table,
-            devices,
+            table: std::sync::RwLock::new(table),
+            devices: std::sync::RwLock::new(Arc::new(devices)),
             link,
             session,
             config_hash,
@@ -106,11 +123,11 @@ impl TxStatus {
             datagrams: get(&c.datagrams_sent),
             bytes: get(&c.bytes_sent),
             pending: get(&c.pending_datagrams),
-            queue: self.table.pending_changes() as u64,
-            polls_ok: self.devices.iter().map(|d| d.health.polls_ok()).sum(),
-            polls_failed: self.devices.iter().map(|d| d.health.polls_failed()).sum(),
-            connected: self.devices.iter().filter(|d| d.health.connected()).count() as u64,
-            tags: self.table.quality_counts(),
+            queue: self.table().pending_changes() as u64,
+            polls_ok: self.devices().iter().map(|d| d.health.polls_ok()).sum(),
+            polls_failed: self.devices().iter().map(|d| d.health.polls_failed()).sum(),
+            connected: self.devices().iter().filter(|d| d.health.connected()).count() as u64,
+            tags: self.table().quality_counts(),
         }
     }
 
@@ -144,11 +161,11 @@ impl TxStatus {
         if !self.link_alive() {
             reasons.push("link sender stopped".to_owned());
         }
-        let up = self.devices.iter().filter(|d| d.health.connected()).count();
-        if !self.devices.is_empty() && up == 0 {
+        let up = self.devices().iter().filter(|d| d.health.connected()).count();
+        if !self.devices().is_empty() && up == 0 {
             reasons.push(format!(
                 "all {} devices are down (not connected)",
-                self.devices.len()
+                self.devices().len()
             ));
         }
         Health { reasons }
@@ -260,7 +277,7 @@ impl TxStatus {
         e.gauge(
             "gateway_tx_change_queue_depth",
             "Live changes waiting for the link (at most one per tag).",
-            self.table.pending_changes(),
+            self.table().pending_changes(),
         );
         e.counter(
             "gateway_tx_samples_sent_total",
@@ -271,9 +288,9 @@ impl TxStatus {
             "gateway_tx_samples_superseded_total",
             "Live changes replaced by a newer value of the same tag before they were sent \
              (latest wins; the newer value is sent).",
-            self.table.superseded(),
+            self.table().superseded(),
         );
-        let q = self.table.quality_counts();
+        let q = self.table().quality_counts();
         e.labelled(
             "gateway_tx_tags",
             "gauge",
@@ -289,14 +306,14 @@ impl TxStatus {
         e.gauge(
             "gateway_tx_catalogue_tags",
             "Tags in the catalogue.",
-            self.table.len(),
+            self.table().len(),
         );
         e.labelled(
             "gateway_tx_device_up",
             "gauge",
             "1 while the device's Modbus TCP connection is up.",
             "device",
-            self.devices
+            self.devices()
                 .iter()
                 .map(|d| (d.config.name.as_str(), d.health.connected())),
         );
@@ -305,7 +322,7 @@ impl TxStatus {
             "counter",
             "Polls of each device, by outcome (failed: any request of the poll failed).",
         );
-        for d in &self.devices {
+        for d in self.devices().iter() {
             let name = d.config.name.as_str();
             e.sample(
                 "gateway_tx_device_polls_total",
@@ -323,7 +340,7 @@ impl TxStatus {
             "gauge",
             "Duration of the device's last complete poll (all of its requests).",
             "device",
-            self.devices.iter().map(|d| {
+            self.devices().iter().map(|d| {
                 (
                     d.config.name.as_str(),
                     d.health.last_latency().as_secs_f64(),
@@ -335,7 +352,7 @@ impl TxStatus {
             "gauge",
             "Tags configured per device.",
             "device",
-            self.devices
+            self.devices()
                 .iter()
                 .map(|d| (d.config.name.as_str(), d.config.tags.len())),
         );
@@ -347,13 +364,13 @@ impl TxStatus {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let enc = self.encoder_stats();
         let health = self.health();
-        let q = self.table.quality_counts();
+        let q = self.table().quality_counts();
         let rate = self.measured_rate_bps();
-        let up = self.devices.iter().filter(|d| d.health.connected()).count();
+        let up = self.devices().iter().filter(|d| d.health.connected()).count();
         let uptime = self.started.elapsed();
 
         let devices: Vec<Json> = self
-            .devices
+            .devices()
             .iter()
             .map(|d| {
                 json!({
@@ -372,7 +389,7 @@ impl TxStatus {
             })
             .collect();
         let device_rows: Vec<Json> = self
-            .devices
+            .devices()
             .iter()
             .map(|d| {
                 let connected = d.health.connected();
@@ -402,7 +419,7 @@ impl TxStatus {
             json!(["timer flushes", enc.timer_flushes]),
             json!(["fragmented messages", enc.fragmented_messages]),
             json!(["samples sent (live)", get(&c.samples_sent)]),
-            json!(["samples superseded", self.table.superseded()]),
+            json!(["samples superseded", self.table().superseded()]),
         ];
         let stream_rows: Vec<Json> = Stream::ALL
             .iter()
@@ -437,9 +454,9 @@ impl TxStatus {
                 "bytes_sent": get(&c.bytes_sent),
                 "send_errors": get(&c.send_errors),
                 "pending_datagrams": get(&c.pending_datagrams),
-                "change_queue": self.table.pending_changes(),
+                "change_queue": self.table().pending_changes(),
                 "samples_sent": get(&c.samples_sent),
-                "samples_superseded": self.table.superseded(),
+                "samples_superseded": self.table().superseded(),
             },
             "devices": devices,
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad,
@@ -458,13 +475,13 @@ impl TxStatus {
                     { "label": "Send rate", "value": format!("{} of {}", mbit(rate), mbit(self.link.rate_bps as f64)),
                       "tone": if rate > 0.9 * self.link.rate_bps as f64 { "warn" } else { "" } },
                     { "label": "Pacing backlog", "value": format!("{} datagrams", get(&c.pending_datagrams)) },
-                    { "label": "Change queue", "value": format!("{} tags", self.table.pending_changes()) },
-                    { "label": "Devices up", "value": format!("{up} of {}", self.devices.len()),
-                      "tone": if up == self.devices.len() { "good" } else if up == 0 { "bad" } else { "warn" } },
+                    { "label": "Change queue", "value": format!("{} tags", self.table().pending_changes()) },
+                    { "label": "Devices up", "value": format!("{up} of {}", self.devices().len()),
+                      "tone": if up == self.devices().len() { "good" } else if up == 0 { "bad" } else { "warn" } },
                     { "label": "Tags good / uncertain / bad", "value": format!("{} / {} / {}", q.good, q.uncertain, q.bad),
                       "tone": if q.bad > 0 { "bad" } else if q.uncertain > 0 { "warn" } else { "good" } },
                     { "label": "Datagrams sent", "value": get(&c.datagrams_sent) },
-                    { "label": "Samples sent / superseded", "value": format!("{} / {}", get(&c.samples_sent), self.table.superseded()) },
+                    { "label": "Samples sent / superseded", "value": format!("{} / {}", get(&c.samples_sent), self.table().superseded()) },
                     { "label": "FEC", "value": format!("{}+{} \u{d7}{}", fec.data_shards, fec.repair_shards, fec.interleave) },
                 ],
                 "charts": [
@@ -491,9 +508,10 @@ impl TxStatus {
     }
 
     fn tag_rows(&self, query: &Query, now: i64) -> Json {
-        let infos = self.table.infos();
+        let table = self.table();
+        let infos = table.infos();
         let mut current = vec![None; infos.len()];
-        for s in self.table.snapshot(0, infos.len()) {
+        for s in table.snapshot(0, infos.len()) {
             if let Some(slot) = current.get_mut(s.tag as usize) {
                 *slot = Some(s);
             }

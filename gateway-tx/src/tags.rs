@@ -230,6 +230,38 @@ impl TagTable {
         self.lock().current.get(tag as usize).cloned().flatten()
     }
 
+    /// After a live reload: copies from `old` the current value of every tag whose name, type
+    /// and source are unchanged (matched by name, so tags may have moved). Copied values are
+    /// not queued as changes: the receiver keeps them across the catalogue change, and the
+    /// rolling snapshot carries them anyway. Returns how many tags kept their value.
+    pub fn carry_over(&self, old: &TagTable) -> usize {
+        let by_name: std::collections::HashMap<&str, usize> = old
+            .infos
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        let from = old.lock();
+        let mut inner = self.lock();
+        let mut kept = 0;
+        for (i, info) in self.infos.iter().enumerate() {
+            let Some(&j) = by_name.get(info.name.as_str()) else {
+                continue;
+            };
+            let o = &old.infos[j];
+            if o.value_type != info.value_type || o.source != info.source {
+                continue;
+            }
+            inner.current[i] = from.current[j].clone().map(|mut s| {
+                s.tag = i as TagIndex;
+                s
+            });
+            inner.reported[i] = from.reported[j].clone();
+            kept += usize::from(inner.current[i].is_some());
+        }
+        kept
+    }
+
     /// Waits until a change is queued.
     pub async fn changed(&self) {
         self.changed.notified().await
