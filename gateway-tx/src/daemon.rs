@@ -114,6 +114,7 @@ impl Transmitter {
             )));
         }
         let history_tap = history.as_ref().map(|h| h.tap());
+        let reloads = status.reloads.clone();
         Ok(Transmitter {
             session,
             status,
@@ -128,7 +129,7 @@ impl Transmitter {
                 table_tx,
                 history_tap,
             }),
-            reloads: Arc::default(),
+            reloads,
             history,
         })
     }

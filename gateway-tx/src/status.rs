@@ -41,6 +41,8 @@ pub struct TxStatus {
     pub counters: Arc<LinkCounters>,
     /// Cleared when the link sender's task ends.
     pub link_alive: Arc<AtomicBool>,
+    /// Live reloads applied and refused.
+    pub reloads: Arc<crate::daemon::ReloadCounters>,
     pub started: Instant,
     pub started_unix_ms: i64,
     history: Mutex<Ring<Sample>>,
@@ -89,6 +91,7 @@ impl TxStatus {
         link_alive: Arc<AtomicBool>,
     ) -> TxStatus {
         TxStatus {
+            reloads: Arc::default(),
             table: std::sync::RwLock::new(table),
             devices: std::sync::RwLock::new(Arc::new(devices)),
             link,
@@ -289,6 +292,17 @@ impl TxStatus {
             "Live changes replaced by a newer value of the same tag before they were sent \
              (latest wins; the newer value is sent).",
             self.table().superseded(),
+        );
+        e.labelled(
+            "gateway_tx_config_reloads_total",
+            "counter",
+            "Live config reloads (SIGHUP, --watch) by outcome; a refused one keeps the running \
+             config.",
+            "outcome",
+            [
+                ("applied", self.reloads.applied.load(Ordering::Relaxed)),
+                ("refused", self.reloads.refused.load(Ordering::Relaxed)),
+            ],
         );
         let q = self.table().quality_counts();
         e.labelled(
