@@ -340,6 +340,53 @@ mod tests {
         TagTable::new(vec![info.clone(), info], vec![deadband, 0.0])
     }
 
+    fn info(name: &str, value_type: ValueType) -> TagInfo {
+        TagInfo {
+            name: name.into(),
+            value_type,
+            unit: String::new(),
+            description: String::new(),
+            source: SourceAddress::Other(name.into()),
+        }
+    }
+
+    #[test]
+    fn carry_over_keeps_values_of_unchanged_tags_by_name_and_queues_nothing() {
+        let old = TagTable::new(
+            vec![info("x", ValueType::Double), info("y", ValueType::Double)],
+            vec![0.0, 0.0],
+        );
+        old.apply((0..2).map(|tag| Update {
+            tag,
+            value: Some(Value::Double(f64::from(tag) + 1.0)),
+            quality: Quality::GOOD,
+            time: 7,
+        }));
+        // "new" is added before "y", which moves; "x" changes type.
+        let new = TagTable::new(
+            vec![
+                info("new", ValueType::Double),
+                info("y", ValueType::Double),
+                info("x", ValueType::Int64),
+            ],
+            vec![0.0; 3],
+        );
+        assert_eq!(new.carry_over(&old), 1);
+        assert_eq!(new.current(0), None);
+        let y = new.current(1).expect("y keeps its value");
+        assert_eq!((y.tag, y.value, y.time), (1, Value::Double(2.0), 7));
+        assert_eq!(new.current(2), None, "a changed type starts afresh");
+        assert_eq!(new.pending_changes(), 0);
+        // The same value again is no change (the reported value came along).
+        new.apply([Update {
+            tag: 1,
+            value: Some(Value::Double(2.0)),
+            quality: Quality::GOOD,
+            time: 8,
+        }]);
+        assert_eq!(new.pending_changes(), 0);
+    }
+
     fn up(tag: TagIndex, v: f64, q: Quality, t: i64) -> Update {
         Update {
             tag,
