@@ -70,7 +70,10 @@ impl TxStatus {
 
     /// The devices now polled.
     pub fn devices(&self) -> Arc<Vec<DeviceStatus>> {
-        self.devices.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// After a live reload: the new table and devices.
@@ -129,7 +132,11 @@ impl TxStatus {
             queue: self.table().pending_changes() as u64,
             polls_ok: self.devices().iter().map(|d| d.health.polls_ok()).sum(),
             polls_failed: self.devices().iter().map(|d| d.health.polls_failed()).sum(),
-            connected: self.devices().iter().filter(|d| d.health.connected()).count() as u64,
+            connected: self
+                .devices()
+                .iter()
+                .filter(|d| d.health.connected())
+                .count() as u64,
             tags: self.table().quality_counts(),
         }
     }
@@ -164,7 +171,11 @@ impl TxStatus {
         if !self.link_alive() {
             reasons.push("link sender stopped".to_owned());
         }
-        let up = self.devices().iter().filter(|d| d.health.connected()).count();
+        let up = self
+            .devices()
+            .iter()
+            .filter(|d| d.health.connected())
+            .count();
         if !self.devices().is_empty() && up == 0 {
             reasons.push(format!(
                 "all {} devices are down (not connected)",
@@ -380,7 +391,11 @@ impl TxStatus {
         let health = self.health();
         let q = self.table().quality_counts();
         let rate = self.measured_rate_bps();
-        let up = self.devices().iter().filter(|d| d.health.connected()).count();
+        let up = self
+            .devices()
+            .iter()
+            .filter(|d| d.health.connected())
+            .count();
         let uptime = self.started.elapsed();
 
         let devices: Vec<Json> = self
