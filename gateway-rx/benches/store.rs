@@ -3,7 +3,9 @@
 //!
 //! `cargo bench -p gateway-rx --bench store` prints, for 10,000 tags:
 //! - new samples (each (tag, time) new): the rate a live history stream can sustain;
-//! - re-sent samples (every (tag, time) already stored): what carousel duplicates cost.
+//! - re-sent samples (every (tag, time) already stored): what carousel duplicates cost;
+//! - new samples with two sinks configured (`[mqtt]` and `[postgres]`, destinations down): what
+//!   appending them to both spools and syncing those before each commit costs the store.
 //!
 //! `STORE_BENCH_SAMPLES` sets the samples per phase (default 1,000,000).
 
@@ -134,9 +136,14 @@ fn main() {
     let dup_rate = run_phase(&store, &batches, |s| s.samples_duplicate);
     let s = store.stats();
     let bytes = std::fs::metadata(dir.path().join("bench.sqlite")).map_or(0, |m| m.len());
+    let (sinks_rate, spool_bytes) = with_sinks(&batches, total);
     println!("store bench: {TAGS} tags, {total} samples per phase, {PER_BATCH} per batch");
     println!("  new samples into SQLite:      {new_rate:>10.0} samples/s");
     println!("  re-sent (already stored):     {dup_rate:>10.0} samples/s");
+    println!(
+        "  new samples, 2 sinks' spools: {sinks_rate:>10.0} samples/s ({:.1} spool bytes per sample)",
+        spool_bytes as f64 / total as f64
+    );
     println!(
         "  database: {:.1} MiB, {:.1} bytes per sample; {} transactions; {} gaps opened",
         bytes as f64 / (1 << 20) as f64,
@@ -144,4 +151,45 @@ fn main() {
         s.commits,
         s.gaps_opened
     );
+}
+
+/// New samples into a fresh store that feeds an MQTT and a PostgreSQL sink whose destinations
+/// are down: the samples go to both spools. Returns the rate and one spool's bytes.
+fn with_sinks(batches: &[HistoryBatch], total: u64) -> (f64, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let cfg = config::rx::RxConfig::parse(
+        &format!(
+            "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"{}\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {closed}\n\
+             [postgres]\nhost = \"127.0.0.1\"\nport = {closed}\n",
+            dir.path().join("bench.sqlite").display()
+        ),
+        std::path::Path::new("bench.toml"),
+    )
+    .expect("config");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _in_rt = rt.enter();
+    let state = Arc::new(State::new());
+    let cat = catalogue();
+    state.apply_catalogue(cat);
+    let (feed, sinks) = gateway_rx::sinks::start(&cfg, state.clone()).expect("sinks");
+    let store = HistoryStore::start_with_sinks(cfg.store.clone(), state, feed).expect("store");
+    let rate = run_phase(&store, batches, |s| s.samples_inserted);
+    // The last group is counted as inserted a moment before it is appended and committed.
+    let started = Instant::now();
+    let mut spooled = sinks.first().map(|h| h.stats()).unwrap_or_default();
+    while spooled.appended < total && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+        spooled = sinks.first().map(|h| h.stats()).unwrap_or_default();
+    }
+    assert_eq!(spooled.appended, total, "{spooled:?}");
+    (rate, spooled.spool_bytes)
 }
