@@ -179,7 +179,9 @@ fn main() -> anyhow::Result<()> {
     // (64+16 up to 5 %, 64+24 at 10 %), then one diagnostic: 5 % with a longer flush, so that
     // FEC groups are not cut short by the timer; and bursts of 64 datagrams on a busy link,
     // with the default shape and interleaving.
-    let loss_runs: [(f64, Option<u64>, Option<(u16, u16)>, Option<f64>); 6] = [
+    /// Random loss, `flush_ms`, FEC shape and burst chance of one run.
+    type LossRun = (f64, Option<u64>, Option<(u16, u16)>, Option<f64>);
+    let loss_runs: [LossRun; 6] = [
         (0.0, None, None, None),
         (0.01, None, None, None),
         (0.05, None, None, None),
