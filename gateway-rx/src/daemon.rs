@@ -72,13 +72,21 @@ impl Receiver {
             config.status.log_interval,
         )));
         let link_alive = Arc::new(AtomicBool::new(true));
-        let status = Arc::new(RxStatus::new(
-            state.clone(),
-            stats.clone(),
-            modbus_counters,
-            config.link.clone(),
-            link_alive.clone(),
-        ));
+        let monitors: Vec<crate::sinks::SinkMonitor> = sinks.iter().map(|s| s.monitor()).collect();
+        others.push(tokio::spawn(crate::sinks::status_log(
+            monitors.clone(),
+            config.status.log_interval,
+        )));
+        let status = Arc::new(
+            RxStatus::new(
+                state.clone(),
+                stats.clone(),
+                modbus_counters,
+                config.link.clone(),
+                link_alive.clone(),
+            )
+            .with_sinks(monitors),
+        );
         let mut http_addr = None;
         if let Some(http) = &config.http {
             let listener = tokio::net::TcpListener::bind(http.bind)

@@ -74,6 +74,8 @@ pub struct RxStatus {
     pub started: Instant,
     pub started_unix_ms: i64,
     history: Mutex<History>,
+    /// The sinks fed by the store (`[mqtt]`, `[postgres]`).
+    sinks: Vec<crate::sinks::SinkMonitor>,
 }
 
 impl RxStatus {
@@ -97,7 +99,14 @@ impl RxStatus {
                 gaps: Ring::new(MAX_GAPS),
                 gaps_total: 0,
             }),
+            sinks: Vec::new(),
         }
+    }
+
+    /// Adds the sinks' counters to the metrics.
+    pub fn with_sinks(mut self, sinks: Vec<crate::sinks::SinkMonitor>) -> RxStatus {
+        self.sinks = sinks;
+        self
     }
 
     pub fn link_alive(&self) -> bool {
@@ -476,6 +485,68 @@ impl RxStatus {
                 ],
             );
         }
+        self.sink_metrics(e);
+    }
+
+    fn sink_metrics(&self, e: &mut Exposition) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let all: Vec<(&str, crate::sinks::SinkStatsSnapshot)> =
+            self.sinks.iter().map(|m| (m.name, m.stats())).collect();
+        let fam = |f: fn(&crate::sinks::SinkStatsSnapshot) -> u64| {
+            all.iter().map(move |(n, s)| (*n, f(s))).collect::<Vec<_>>()
+        };
+        e.labelled(
+            "gateway_rx_sink_connected",
+            "gauge",
+            "1 while the sink is connected to its destination (MQTT broker, PostgreSQL).",
+            "sink",
+            fam(|s| u64::from(s.connected)),
+        );
+        e.labelled(
+            "gateway_rx_sink_spooled_samples_total",
+            "counter",
+            "History samples appended to the sink's spool.",
+            "sink",
+            fam(|s| s.appended),
+        );
+        e.labelled(
+            "gateway_rx_sink_delivered_samples_total",
+            "counter",
+            "History samples the destination acknowledged.",
+            "sink",
+            fam(|s| s.delivered),
+        );
+        e.labelled(
+            "gateway_rx_sink_spool_bytes",
+            "gauge",
+            "Bytes the sink's spool uses on disk (bounded by spool_max_bytes).",
+            "sink",
+            fam(|s| s.spool_bytes),
+        );
+        e.labelled(
+            "gateway_rx_sink_overflow_samples_total",
+            "counter",
+            "History samples dropped for the sink because its spool was full (recorded as \
+             lost gaps; the store keeps them).",
+            "sink",
+            fam(|s| s.overflow_samples),
+        );
+        e.labelled(
+            "gateway_rx_sink_gaps_total",
+            "counter",
+            "Gaps recorded for the sink (spool overflow or corruption).",
+            "sink",
+            fam(|s| s.gaps_recorded),
+        );
+        e.labelled(
+            "gateway_rx_sink_failures_total",
+            "counter",
+            "Connections to the destination refused or lost, and batches that failed.",
+            "sink",
+            fam(|s| s.failures),
+        );
     }
 
     pub fn status(&self, query: &Query) -> Json {

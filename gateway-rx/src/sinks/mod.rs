@@ -116,6 +116,29 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     pub fn stats(&self) -> SinkStatsSnapshot {
+        self.monitor().stats()
+    }
+
+    /// A handle on the sink's counters for status and metrics.
+    pub fn monitor(&self) -> SinkMonitor {
+        SinkMonitor {
+            name: self.name,
+            stats: self.stats.clone(),
+            spool: self.spool.clone(),
+        }
+    }
+}
+
+/// A sink's counters, as status and metrics read them.
+#[derive(Clone)]
+pub struct SinkMonitor {
+    pub name: &'static str,
+    stats: Arc<SinkStats>,
+    spool: Arc<SpoolShared>,
+}
+
+impl SinkMonitor {
+    pub fn stats(&self) -> SinkStatsSnapshot {
         let s = &self.stats;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sp = &self.spool.stats;
@@ -340,6 +363,32 @@ impl SinkFeed {
             out.append(&mut s.done);
         }
         out
+    }
+}
+
+/// Logs one line per sink every `every`.
+pub async fn status_log(sinks: Vec<SinkMonitor>, every: Duration) {
+    if sinks.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for m in &sinks {
+            let s = m.stats();
+            tracing::info!(
+                sink = m.name,
+                connected = s.connected,
+                spooled = s.appended,
+                delivered = s.delivered,
+                spool_bytes = s.spool_bytes,
+                overflow = s.overflow_samples,
+                gaps = s.gaps_recorded,
+                failures = s.failures,
+                "sink status"
+            );
+        }
     }
 }
 
