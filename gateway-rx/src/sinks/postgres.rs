@@ -212,9 +212,10 @@ impl Sink {
         let mut names = Vec::new();
         let mut types = Vec::new();
         let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for s in batch {
             let key = (s.sample.tag.clone(), s.sample.value.value_type());
-            if !self.tags.contains_key(&key) && !keys.contains(&key) {
+            if !self.tags.contains_key(&key) && seen.insert(key.clone()) {
                 names.push(no_nul(&key.0));
                 types.push(crate::store::db::type_name(key.1).to_owned());
                 keys.push(key);
@@ -320,8 +321,13 @@ impl Sink {
     /// why the connection ended.
     async fn session(&mut self, client: &mut Client, reader: &mut SpoolReader) -> String {
         reader.rewind();
+        let mut ahead: std::collections::VecDeque<Spooled> = std::collections::VecDeque::new();
         loop {
-            let batch = reader.read(self.cfg.batch_samples);
+            if ahead.len() < self.cfg.batch_samples {
+                ahead.extend(reader.read(self.cfg.batch_samples - ahead.len()));
+            }
+            let n = ahead.len().min(self.cfg.batch_samples);
+            let batch: Vec<Spooled> = ahead.drain(..n).collect();
             let Some(last) = batch.last().map(|s| s.after) else {
                 if client.is_closed() {
                     return "the server closed the connection".into();
@@ -336,6 +342,7 @@ impl Sink {
                         .delivered
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
+                // The batch is read again (from the committed position) after reconnecting.
                 Ok(Err(e)) => return format!("{e}"),
                 Err(_) => return "a batch did not complete in time".into(),
             }
