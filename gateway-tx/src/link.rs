@@ -8,6 +8,7 @@
 //! Datagrams leave in batches of equal length (GSO, see `crate::udp`), each batch paced as a
 //! whole.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +18,9 @@ use config::tx::TxLink;
 use protocol::catalogue::Catalogue;
 use protocol::codec;
 use protocol::encoder::{Encoder, EncoderConfig};
-use protocol::message::{Heartbeat, Message, SampleBatch, SourceHealth, TxCounters};
+use protocol::message::{
+    CatalogueChunk, Heartbeat, Message, SampleBatch, SourceHealth, TxCounters,
+};
 use protocol::model::Sample;
 use protocol::stats::EncoderStats;
 use tokio::net::UdpSocket;
@@ -30,6 +33,9 @@ use crate::udp::BatchSender;
 /// How often a slice of the rolling snapshot goes out. Small enough that the snapshot is
 /// smooth, large enough that each slice fills datagrams.
 const SNAPSHOT_TICK: Duration = Duration::from_millis(100);
+
+/// Catalogue chunks sent per pass of the send loop (each fills about one datagram).
+const CATALOGUE_CHUNKS_PER_PASS: usize = 16;
 
 pub type HealthFn = Arc<dyn Fn() -> Vec<SourceHealth> + Send + Sync>;
 
@@ -78,6 +84,9 @@ pub struct LinkSender {
     /// so a receiver that missed the first one (or started just after) is not left without a
     /// catalogue, and so without values, for a whole interval.
     catalogue_gap: Duration,
+    /// Chunks of the catalogue round in progress, sent a few per pass so that a large
+    /// catalogue never holds live values back for the whole time it takes to send.
+    catalogue_queue: VecDeque<CatalogueChunk>,
     next_snapshot: Instant,
     snapshot_cursor: usize,
     shared_stats: SharedEncoderStats,
@@ -140,6 +149,7 @@ impl LinkSender {
             next_heartbeat: now,
             next_catalogue: now,
             catalogue_gap: Duration::from_secs(1).min(link.catalogue_interval),
+            catalogue_queue: VecDeque::new(),
             next_snapshot: now + SNAPSHOT_TICK,
             snapshot_cursor: 0,
             shared_stats: SharedEncoderStats::default(),
@@ -196,6 +206,8 @@ impl LinkSender {
         self.snapshot_cursor = 0;
         self.next_catalogue = now;
         self.catalogue_gap = Duration::from_secs(1).min(self.link.catalogue_interval);
+        // What is left of the old catalogue's round describes tags that may be gone.
+        self.catalogue_queue.clear();
         info!(
             tags = self.catalogue.len(),
             catalogue = format_args!("{:016x}", self.catalogue.hash()),
@@ -215,7 +227,7 @@ impl LinkSender {
                 self.install_reload(now);
             }
             if now >= self.next_catalogue {
-                self.send_catalogue(now)?;
+                self.send_catalogue();
                 self.next_catalogue = now + self.catalogue_gap;
                 self.catalogue_gap = (self.catalogue_gap * 2).min(self.link.catalogue_interval);
             }
@@ -228,6 +240,7 @@ impl LinkSender {
                 self.next_snapshot = later(self.next_snapshot, SNAPSHOT_TICK, now);
             }
             self.send_changes(now)?;
+            self.send_catalogue_chunks(now)?;
             self.send_history(now)?;
             if self.encoder.poll_timeout().is_some_and(|t| t <= now) {
                 self.encoder.handle_timeout(now);
@@ -244,6 +257,9 @@ impl LinkSender {
             if let Some(t) = self.encoder.poll_timeout() {
                 wake = wake.min(t);
             }
+            if !self.catalogue_queue.is_empty() {
+                wake = now;
+            }
             tokio::select! {
                 () = self.table.changed() => {}
                 () = history_ready(&self.history) => {}
@@ -253,11 +269,28 @@ impl LinkSender {
         }
     }
 
-    fn send_catalogue(&mut self, now: Instant) -> anyhow::Result<()> {
-        for chunk in self.catalogue.chunks(self.body_budget) {
+    /// Starts a round of the catalogue, unless one is still going out.
+    fn send_catalogue(&mut self) {
+        if self.catalogue_queue.is_empty() {
+            self.catalogue_queue = self.catalogue.chunks(self.body_budget).into();
+            debug!(
+                tags = self.catalogue.len(),
+                chunks = self.catalogue_queue.len(),
+                "catalogue round started"
+            );
+        }
+    }
+
+    /// Sends the next few chunks of the catalogue round in progress: between passes, live
+    /// changes and heartbeats go first, so a 100,000-tag catalogue (a few thousand datagrams)
+    /// delays them by one pass, not by the whole catalogue.
+    fn send_catalogue_chunks(&mut self, now: Instant) -> anyhow::Result<()> {
+        for _ in 0..CATALOGUE_CHUNKS_PER_PASS {
+            let Some(chunk) = self.catalogue_queue.pop_front() else {
+                break;
+            };
             self.push(&Message::Catalogue(chunk), now)?;
         }
-        debug!(chunks_for_tags = self.catalogue.len(), "catalogue sent");
         Ok(())
     }
 
