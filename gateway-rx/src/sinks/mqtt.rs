@@ -49,7 +49,7 @@ use super::{Backoff, SinkStats};
 use crate::state::State;
 
 /// Publishes in flight at once (and per acknowledged window).
-pub const WINDOW: usize = 100;
+pub const WINDOW: usize = 500;
 /// A window not acknowledged within this is taken as a lost connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
