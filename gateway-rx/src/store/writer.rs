@@ -219,6 +219,7 @@ impl Writer {
             self.pending_samples = 0;
         }
         todo.extend(group);
+        let history_arrived = !todo.is_empty();
         let overflow: Vec<(u64, u64, u64)> = self
             .shared
             .overflow
@@ -246,7 +247,7 @@ impl Writer {
         // The sinks' spools take (and sync) the new samples before the store commits them, so
         // that nothing the store holds is missing from a spool, even after a power loss.
         if let Some(feed) = self.sinks.as_mut() {
-            if !self.fresh.is_empty() || !self.pending.is_empty() {
+            if history_arrived {
                 feed.note_history();
             }
             feed.append(&self.fresh);
