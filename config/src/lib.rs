@@ -12,6 +12,8 @@ mod http;
 mod keyfile;
 mod walk;
 
+pub mod opcua;
+pub mod opcua_server;
 pub mod rx;
 pub mod sinks;
 pub mod timefmt;

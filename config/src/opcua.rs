@@ -1,0 +1,1 @@
+//! gateway-tx's OPC UA sources: `[[opcua]]` endpoints and their `[[opcua.tag]]` entries.

@@ -1,0 +1,1 @@
+//! gateway-rx's OPC UA mirror server: the `[opcua_server]` section.
