@@ -6,7 +6,7 @@
 //! and the assembled list hashes to the version's hash. Chunks of successive rounds of the same
 //! version combine, so a chunk lost in one round is filled by the next.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::codec;
 use crate::message::{CatalogueChunk, CatalogueHash, Message};
@@ -17,9 +17,12 @@ use crate::model::{TagIndex, TagInfo};
 pub struct Catalogue {
     tags: Vec<TagInfo>,
     hash: CatalogueHash,
-    /// Name → index. With duplicate names (config validation forbids them, but the link is
-    /// not trusted) the first occurrence wins, so the lookup is deterministic.
-    by_name: HashMap<String, TagIndex>,
+    /// Tag indexes sorted by (name, index), for lookups by name. A sorted index costs 4 bytes
+    /// a tag where a `HashMap<String, _>` cost about 110 (a second copy of every name plus the
+    /// table), which matters on a receiver holding a million tags. With duplicate names
+    /// (config validation forbids them, but the link is not trusted) the first occurrence
+    /// wins, so the lookup is deterministic.
+    by_name: Vec<TagIndex>,
 }
 
 /// The hash naming a tag list: the first 8 bytes, big-endian, of the SHA-256 of
@@ -41,15 +44,16 @@ pub fn hash_tags(tags: &[TagInfo]) -> CatalogueHash {
 impl Catalogue {
     pub fn new(tags: Vec<TagInfo>) -> Catalogue {
         let hash = hash_tags(&tags);
-        let mut by_name = HashMap::with_capacity(tags.len());
-        for (i, tag) in tags.iter().enumerate() {
-            // Catalogues beyond u32::MAX tags cannot be indexed on the wire; the assembler's
-            // cap keeps received ones far below that.
-            let Ok(index) = TagIndex::try_from(i) else {
-                break;
-            };
-            by_name.entry(tag.name.clone()).or_insert(index);
-        }
+        // Catalogues beyond u32::MAX tags cannot be indexed on the wire; the assembler's cap
+        // keeps received ones far below that.
+        let indexable = tags.len().min(TagIndex::MAX as usize);
+        let mut by_name: Vec<TagIndex> = (0..indexable as TagIndex).collect();
+        by_name.sort_unstable_by(|&a, &b| {
+            tags[a as usize]
+                .name
+                .cmp(&tags[b as usize].name)
+                .then(a.cmp(&b))
+        });
         Catalogue {
             tags,
             hash,
@@ -75,7 +79,11 @@ impl Catalogue {
     }
 
     pub fn index_of(&self, name: &str) -> Option<TagIndex> {
-        self.by_name.get(name).copied()
+        let first = self
+            .by_name
+            .partition_point(|&i| self.tags[i as usize].name.as_str() < name);
+        let &index = self.by_name.get(first)?;
+        (self.tags[index as usize].name == name).then_some(index)
     }
 
     pub fn len(&self) -> usize {
@@ -447,6 +455,31 @@ mod tests {
         tags[1].name = tags[0].name.clone();
         let cat = Catalogue::new(tags);
         assert_eq!(cat.index_of(&cat.tags()[0].name), Some(0));
+
+        // Three copies among names out of order: still the first, wherever the copies sit.
+        let mut tags: Vec<TagInfo> = (0..50).rev().map(tag).collect();
+        let dup = tags[30].name.clone();
+        tags[10].name = dup.clone();
+        tags[45].name = dup.clone();
+        let cat = Catalogue::new(tags);
+        assert_eq!(cat.index_of(&dup), Some(10));
+    }
+
+    #[test]
+    fn every_name_finds_its_own_index() {
+        // Names in an order unrelated to their sort order, and names that are prefixes of
+        // others, which a sorted lookup must not confuse.
+        let mut tags: Vec<TagInfo> = (0..300).map(|i| tag((i * 7919) % 300)).collect();
+        tags[5].name = "a".into();
+        tags[6].name = "a/b".into();
+        tags[7].name = "a/".into();
+        let cat = Catalogue::new(tags);
+        for (i, t) in cat.tags().iter().enumerate() {
+            assert_eq!(cat.index_of(&t.name), Some(i as TagIndex), "{}", t.name);
+        }
+        assert_eq!(cat.index_of("a/b/"), None);
+        assert_eq!(cat.index_of(""), None);
+        assert_eq!(Catalogue::empty().index_of("a"), None);
     }
 
     #[test]
