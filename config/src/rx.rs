@@ -21,6 +21,8 @@ pub struct RxConfig {
     pub mqtt: Option<Mqtt>,
     /// `[postgres]`: the PostgreSQL sink; `None`: off.
     pub postgres: Option<Postgres>,
+    /// `[opcua_server]`: the read-only OPC UA mirror; `None`: off.
+    pub opcua_server: Option<crate::opcua_server::OpcUaServer>,
 }
 
 /// The embedded historian store: every history sample received, kept once per (tag, source
@@ -149,6 +151,7 @@ impl RxConfig {
                     "store",
                     "mqtt",
                     "postgres",
+                    "opcua_server",
                 ],
             );
             let link = root
@@ -185,6 +188,12 @@ impl RxConfig {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/gateway"));
             let mqtt = crate::sinks::parse_mqtt(&mut ctx, &root, &store_dir);
             let postgres = crate::sinks::parse_postgres(&mut ctx, &root, &store_dir);
+            let opcua_server = crate::opcua_server::parse_optional(
+                &mut ctx,
+                &root,
+                link.as_ref().map(|l| l.bind.ip()),
+                &store_dir,
+            );
             if let Some(s) = &store
                 && !s.enabled
             {
@@ -222,6 +231,7 @@ impl RxConfig {
                 store: store?,
                 mqtt: mqtt?,
                 postgres: postgres?,
+                opcua_server: opcua_server?,
             })
         });
         ctx.finish(config)

@@ -192,7 +192,10 @@ fn spool(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, sink: &str, store_dir: &Path) -> Op
 
 /// A password file: resolved against the config's directory, no permission bits for group or
 /// others, UTF-8, the first line is the password.
-fn password_file(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Option<(PathBuf, Secret)>> {
+pub(crate) fn password_file(
+    ctx: &mut Ctx<'_>,
+    t: &Tbl<'_, '_>,
+) -> Option<Option<(PathBuf, Secret)>> {
     let Some(p) = opt_string(ctx, t, "password_file")? else {
         return Some(None);
     };

@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod link;
 pub mod modbus_server;
+pub mod opcua;
 pub mod sinks;
 pub mod state;
 pub mod status;

@@ -39,6 +39,15 @@
 //! [`MAX_TAGS_PER_REGISTER`] tags per register; tags beyond either cap are not mirrored over
 //! Modbus and are counted (`modbus_tags_not_indexed`).
 //!
+//! Change feed: a sink that pushes values (the OPC UA mirror's subscriptions) calls
+//! [`State::enable_change_feed`], then waits on [`State::changed`] and drains
+//! [`State::take_changes`]. The feed is a set of tag indexes (one bit per catalogue tag, and the
+//! list of those set), plus two flags: every tag (the link went down or up, a new session:
+//! served qualities changed) and catalogue (a new catalogue replaced the indexes). A tag changed
+//! many times between two drains is listed once and the drain reads its latest value, so the
+//! feed holds at most one entry per tag whatever the sample rate, and costs a bit test per
+//! applied sample. Until a sink enables it, nothing is recorded.
+//!
 //! Locking: one `RwLock`. Writers hold it for a batch of samples or to swap in a catalogue
 //! (the Modbus index for a new catalogue is built before the lock is taken); readers hold it
 //! for one request. Nothing awaits while holding it.
@@ -232,6 +241,59 @@ impl ModbusIndex {
     }
 }
 
+/// What changed since the change feed was last drained.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// A new catalogue was installed: indexes from before it mean nothing now.
+    pub catalogue: bool,
+    /// Every tag's served quality may have changed (link down or up, new session).
+    pub all: bool,
+    /// Tags that received a value, each once, in the order first changed.
+    pub tags: Vec<TagIndex>,
+}
+
+/// The change feed's record (see the module doc).
+#[derive(Debug, Default)]
+struct ChangeSet {
+    enabled: bool,
+    /// One bit per catalogue index: set when the index is in `tags`.
+    marked: Vec<u64>,
+    tags: Vec<TagIndex>,
+    all: bool,
+    catalogue: bool,
+}
+
+impl ChangeSet {
+    fn mark(&mut self, tag: TagIndex) {
+        if !self.enabled {
+            return;
+        }
+        let Ok(i) = usize::try_from(tag) else { return };
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.marked.len() <= word {
+            self.marked.resize(word + 1, 0);
+        }
+        if self.marked[word] & bit == 0 {
+            self.marked[word] |= bit;
+            self.tags.push(tag);
+        }
+    }
+
+    /// Whether something was recorded (the caller then wakes the feed's reader).
+    fn mark_all(&mut self) -> bool {
+        self.all = true;
+        self.enabled
+    }
+
+    fn new_catalogue(&mut self) -> bool {
+        self.marked.clear();
+        self.tags.clear();
+        self.catalogue = true;
+        self.all = true;
+        self.enabled
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     catalogue: Option<Arc<Catalogue>>,
@@ -248,6 +310,7 @@ struct Inner {
     last_heartbeat: Option<Heartbeat>,
     last_heartbeat_at: Option<UnixNanos>,
     link_down_since: Option<UnixNanos>,
+    changes: ChangeSet,
 }
 
 impl Inner {
@@ -260,14 +323,20 @@ impl Inner {
         }
     }
 
-    fn start_session(&mut self, session: SessionId, counters: &Counters) {
+    /// Returns whether the change feed recorded something.
+    fn start_session(&mut self, session: SessionId, counters: &Counters) -> bool {
+        let mut changed = false;
         if self.session != Some(session) {
             self.session = Some(session);
             self.epoch += 1;
             add(&counters.sessions, 1);
+            changed = true;
         }
+        // Values received while the link was down were served Uncertain; now they are not.
+        changed |= matches!(self.link, LinkState::Down);
         self.link = LinkState::Up { session };
         self.link_down_since = None;
+        changed && self.changes.mark_all()
     }
 }
 
@@ -276,6 +345,8 @@ impl Inner {
 pub struct State {
     inner: RwLock<Inner>,
     counters: Counters,
+    /// Woken when the change feed recorded something.
+    changed: tokio::sync::Notify,
 }
 
 impl Default for State {
@@ -350,8 +421,49 @@ impl State {
                 last_heartbeat: None,
                 last_heartbeat_at: None,
                 link_down_since: None,
+                changes: ChangeSet::default(),
             }),
             counters: Counters::default(),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Starts recording changes for [`take_changes`](Self::take_changes). The first drain
+    /// reports every tag.
+    pub fn enable_change_feed(&self) {
+        let mut inner = self.write();
+        inner.changes.enabled = true;
+        inner.changes.mark_all();
+        inner.changes.catalogue = true;
+        drop(inner);
+        self.changed.notify_one();
+    }
+
+    /// Resolves once something was recorded since the last [`take_changes`](Self::take_changes)
+    /// (at once if it already was). One reader only.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// What changed since the last call. `buffer` is reused for the tag list (pass the
+    /// previous result's `tags` to avoid allocating).
+    pub fn take_changes(&self, mut buffer: Vec<TagIndex>) -> Changes {
+        buffer.clear();
+        let mut inner = self.write();
+        let c = &mut inner.changes;
+        std::mem::swap(&mut c.tags, &mut buffer);
+        for &tag in &buffer {
+            if let Some(word) = usize::try_from(tag / 64)
+                .ok()
+                .and_then(|w| c.marked.get_mut(w))
+            {
+                *word &= !(1u64 << (tag % 64));
+            }
+        }
+        Changes {
+            catalogue: std::mem::take(&mut c.catalogue),
+            all: std::mem::take(&mut c.all),
+            tags: buffer,
         }
     }
 
@@ -441,7 +553,11 @@ impl State {
         inner.catalogue = Some(catalogue);
         inner.values = values;
         inner.modbus = modbus;
+        let wake = inner.changes.new_catalogue();
         drop(inner);
+        if wake {
+            self.changed.notify_one();
+        }
 
         add(&self.counters.catalogues_applied, 1);
         add(&self.counters.modbus_tags_not_indexed, not_indexed);
@@ -495,10 +611,14 @@ impl State {
                             stream,
                             epoch: inner.epoch,
                         });
+                        inner.changes.mark(sample.tag);
                         out.applied += 1;
                     }
                 }
             }
+        }
+        if out.applied > 0 {
+            self.changed.notify_one();
         }
         let c = &self.counters;
         add(&c.samples_applied, out.applied);
@@ -513,17 +633,23 @@ impl State {
     /// Uncertain until the new session sends it again. A call with the current session only
     /// marks the link up.
     pub fn new_session(&self, session: SessionId) {
-        self.write().start_session(session, &self.counters);
+        let wake = self.write().start_session(session, &self.counters);
+        if wake {
+            self.changed.notify_one();
+        }
     }
 
     /// Records a heartbeat of `session`. Brings the link up (as a new session if the session
     /// differs from the last one seen).
     pub fn apply_heartbeat_of(&self, session: SessionId, heartbeat: Heartbeat, now: UnixNanos) {
         let mut inner = self.write();
-        inner.start_session(session, &self.counters);
+        let wake = inner.start_session(session, &self.counters);
         inner.last_heartbeat = Some(heartbeat);
         inner.last_heartbeat_at = Some(now);
         drop(inner);
+        if wake {
+            self.changed.notify_one();
+        }
         add(&self.counters.heartbeats, 1);
     }
 
@@ -531,12 +657,16 @@ impl State {
     /// and brings the link up. Before any session is known the link stays down.
     pub fn apply_heartbeat(&self, heartbeat: Heartbeat, now: UnixNanos) {
         let mut inner = self.write();
+        let mut wake = false;
         if let Some(session) = inner.session {
-            inner.start_session(session, &self.counters);
+            wake = inner.start_session(session, &self.counters);
         }
         inner.last_heartbeat = Some(heartbeat);
         inner.last_heartbeat_at = Some(now);
         drop(inner);
+        if wake {
+            self.changed.notify_one();
+        }
         add(&self.counters.heartbeats, 1);
     }
 
@@ -550,7 +680,11 @@ impl State {
         inner.link = LinkState::Down;
         inner.epoch += 1;
         inner.link_down_since = Some(now);
+        let wake = inner.changes.mark_all();
         drop(inner);
+        if wake {
+            self.changed.notify_one();
+        }
         add(&self.counters.link_downs, 1);
     }
 
@@ -877,6 +1011,86 @@ mod tests {
         let out = state.apply_samples(hash, &[sample(0, Value::UInt16(9), 11)], 2, Stream::Live);
         assert_eq!(out.unknown_catalogue, 1);
         assert_eq!(state.counters().catalogues_applied, 2);
+    }
+
+    #[test]
+    fn change_feed_lists_each_changed_tag_once() {
+        let (state, hash) = up_state();
+        // Off until enabled: nothing recorded.
+        state.apply_samples(hash, &[sample(0, Value::UInt16(1), 1)], 1, Stream::Live);
+        state.enable_change_feed();
+        let first = state.take_changes(Vec::new());
+        assert!(first.all && first.catalogue && first.tags.is_empty());
+        for t in 2..100 {
+            state.apply_samples(
+                hash,
+                &[
+                    sample(1, Value::Float(t as f32), t),
+                    sample(0, Value::UInt16(2), t),
+                ],
+                t,
+                Stream::Live,
+            );
+        }
+        let c = state.take_changes(first.tags);
+        assert_eq!(
+            c,
+            Changes {
+                catalogue: false,
+                all: false,
+                tags: vec![1, 0]
+            }
+        );
+        assert_eq!(state.take_changes(c.tags), Changes::default());
+        // Rejected samples record nothing; a tag drained can be recorded again.
+        state.apply_samples(hash, &[sample(9, Value::UInt16(1), 200)], 200, Stream::Live);
+        state.apply_samples(hash, &[sample(0, Value::UInt16(3), 201)], 201, Stream::Live);
+        assert_eq!(state.take_changes(Vec::new()).tags, vec![0]);
+        // Link down and back up: every tag's served quality.
+        state.mark_link_down(300);
+        assert!(state.take_changes(Vec::new()).all);
+        state.apply_heartbeat(heartbeat(hash), 301);
+        assert!(state.take_changes(Vec::new()).all);
+        state.apply_heartbeat(heartbeat(hash), 302);
+        assert_eq!(state.take_changes(Vec::new()), Changes::default());
+        // A new catalogue drops the indexes recorded against the old one.
+        state.apply_samples(hash, &[sample(0, Value::UInt16(4), 400)], 400, Stream::Live);
+        state.apply_catalogue(Catalogue::new(vec![tag(
+            "z",
+            ValueType::Boolean,
+            SourceAddress::Other("z".into()),
+        )]));
+        assert_eq!(
+            state.take_changes(Vec::new()),
+            Changes {
+                catalogue: true,
+                all: true,
+                tags: vec![]
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn change_feed_wakes_its_reader() {
+        let (state, hash) = up_state();
+        let state = Arc::new(state);
+        state.enable_change_feed();
+        state.changed().await;
+        state.take_changes(Vec::new());
+        let reader = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                state.changed().await;
+                state.take_changes(Vec::new())
+            })
+        };
+        tokio::task::yield_now().await;
+        state.apply_samples(hash, &[sample(1, Value::Float(1.0), 1)], 1, Stream::Live);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(got.tags, vec![1]);
     }
 
     #[test]
