@@ -13,6 +13,9 @@ use protocol::model::{ByteOrder, ModbusTable, ModbusType, WordOrder};
 pub struct TxConfig {
     pub link: TxLink,
     pub devices: Vec<ModbusDevice>,
+    /// `[[opcua]]`: OPC UA servers read by subscription or polling, in file order (their tags
+    /// follow the Modbus tags in the catalogue).
+    pub opcua: Vec<crate::opcua::OpcUaEndpoint>,
     /// `[http]`: the operators' HTTP server (metrics, health, status page); `None`: off.
     pub http: Option<HttpServer>,
     /// `[history]`: the history stream and its on-disk buffer; `None` when the table is absent
@@ -282,7 +285,7 @@ impl TxConfig {
         let mut ctx = Ctx::new(text, path);
         let config = ctx.parse_document(text).and_then(|doc| {
             let root = Tbl::root(&doc);
-            root.check_keys(&mut ctx, &["link", "modbus", "http", "history"]);
+            root.check_keys(&mut ctx, &["link", "modbus", "opcua", "http", "history"]);
             let link = root
                 .table(
                     &mut ctx,
@@ -292,7 +295,11 @@ impl TxConfig {
                     ),
                 )
                 .and_then(|l| parse_link(&mut ctx, &l));
-            let devices = parse_devices(&mut ctx, &root);
+            let mut device_names = HashMap::new();
+            let mut tag_names = HashMap::new();
+            let devices = parse_devices(&mut ctx, &root, &mut device_names, &mut tag_names);
+            let opcua =
+                crate::opcua::parse_endpoints(&mut ctx, &root, &mut device_names, &mut tag_names);
             let http = crate::http::parse_optional(
                 &mut ctx,
                 &root,
@@ -307,6 +314,7 @@ impl TxConfig {
             Some(TxConfig {
                 link: link?,
                 devices: devices?,
+                opcua: opcua?,
                 http: http?,
                 history: history?,
                 config_hash: common::config_hash(text),
@@ -645,16 +653,16 @@ fn parse_fec(
 }
 
 /// Where a device or tag was, for messages that relate two of them.
-struct Loc {
-    path: String,
-    line: usize,
-}
+use crate::opcua::Seen as Loc;
 
-fn parse_devices(ctx: &mut Ctx<'_>, root: &Tbl<'_, '_>) -> Option<Vec<ModbusDevice>> {
+fn parse_devices(
+    ctx: &mut Ctx<'_>,
+    root: &Tbl<'_, '_>,
+    device_names: &mut HashMap<String, Loc>,
+    tag_names: &mut HashMap<String, Loc>,
+) -> Option<Vec<ModbusDevice>> {
     let mut devices = Vec::new();
     let mut ok = true;
-    let mut device_names: HashMap<String, Loc> = HashMap::new();
-    let mut tag_names: HashMap<String, Loc> = HashMap::new();
     for d in root.array_of_tables(ctx, "modbus") {
         let name = d.string(
             ctx,
@@ -682,7 +690,7 @@ fn parse_devices(ctx: &mut Ctx<'_>, root: &Tbl<'_, '_>) -> Option<Vec<ModbusDevi
                 );
             }
         }
-        match parse_device(ctx, &d, name, &mut tag_names) {
+        match parse_device(ctx, &d, name, tag_names) {
             Some(dev) => devices.push(dev),
             None => ok = false,
         }
@@ -1086,7 +1094,7 @@ fn fixed_count(kind: ModbusType) -> u16 {
 }
 
 /// Path segments of `[A-Za-z0-9_.-]+` separated by `/`.
-fn check_tag_name(ctx: &mut Ctx<'_>, n: At<String>) -> Option<At<String>> {
+pub(crate) fn check_tag_name(ctx: &mut Ctx<'_>, n: At<String>) -> Option<At<String>> {
     let s = n.val.as_str();
     let problem = if s.is_empty() {
         Some("is empty".to_owned())

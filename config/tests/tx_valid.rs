@@ -38,6 +38,7 @@ fn minimal_config_gets_every_default() {
                 snapshot_period: Duration::from_secs(10),
             },
             devices: vec![],
+            opcua: vec![],
             http: None,
             history: None,
             // The first 8 bytes of `sha256sum` of the same text.
