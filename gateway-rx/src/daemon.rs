@@ -1,5 +1,5 @@
-//! Starts and stops the receiver's tasks: the link receiver, the Modbus mirror, the status
-//! log and, with `[http]`, the status server and its history sampler.
+//! Starts and stops the receiver's tasks: the link receiver, the Modbus mirror, the OPC UA
+//! mirror, the status log and, with `[http]`, the status server and its history sampler.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,10 @@ pub struct Receiver {
     stats: SharedStats,
     pub link_addr: SocketAddr,
     pub modbus_addr: Option<SocketAddr>,
+    /// Where the OPC UA mirror listens (the real port when the config said 0).
+    pub opcua_addr: Option<SocketAddr>,
+    /// The OPC UA mirror's endpoint URL, as it describes itself to clients.
+    pub opcua_endpoint: Option<String>,
     /// Where the status HTTP server listens, when `[http]` is configured.
     pub http_addr: Option<SocketAddr>,
     /// What metrics, health and the status page read.
@@ -31,6 +35,8 @@ pub struct Receiver {
     store: crate::store::HistoryStore,
     /// The sinks fed by the store (`[mqtt]`, `[postgres]`).
     sinks: Vec<crate::sinks::SinkHandle>,
+    /// Stops its server when dropped.
+    _opcua: Option<crate::opcua::OpcUaMirror>,
 }
 
 impl Receiver {
@@ -66,6 +72,15 @@ impl Receiver {
                 }
             }));
         }
+        let opcua = match &config.opcua_server {
+            Some(server) => {
+                let store = config.store.enabled.then(|| config.store.path.clone());
+                Some(crate::opcua::OpcUaMirror::start(server, state.clone(), store).await?)
+            }
+            None => None,
+        };
+        let opcua_addr = opcua.as_ref().map(|m| m.addr);
+        let opcua_endpoint = opcua.as_ref().map(|m| m.endpoint_url.clone());
         others.push(tokio::spawn(status_log(
             state.clone(),
             stats.clone(),
@@ -85,7 +100,8 @@ impl Receiver {
                 config.link.clone(),
                 link_alive.clone(),
             )
-            .with_sinks(monitors),
+            .with_sinks(monitors)
+            .with_opcua(opcua.as_ref().map(|m| m.monitor.clone())),
         );
         let mut http_addr = None;
         if let Some(http) = &config.http {
@@ -104,18 +120,27 @@ impl Receiver {
             link_alive.store(false, Ordering::Relaxed);
             result
         });
-        info!(link = %link_addr, modbus = ?modbus_addr, http = ?http_addr, "gateway-rx running");
+        info!(
+            link = %link_addr,
+            modbus = ?modbus_addr,
+            opcua = ?opcua_endpoint,
+            http = ?http_addr,
+            "gateway-rx running"
+        );
         Ok(Receiver {
             state,
             stats,
             link_addr,
             modbus_addr,
+            opcua_addr,
+            opcua_endpoint,
             http_addr,
             status,
             link,
             others,
             store,
             sinks,
+            _opcua: opcua,
         })
     }
 

@@ -76,6 +76,8 @@ pub struct RxStatus {
     history: Mutex<History>,
     /// The sinks fed by the store (`[mqtt]`, `[postgres]`).
     sinks: Vec<crate::sinks::SinkMonitor>,
+    /// The OPC UA mirror, when `[opcua_server]` is configured.
+    opcua: Option<crate::opcua::OpcUaMonitor>,
 }
 
 impl RxStatus {
@@ -100,7 +102,14 @@ impl RxStatus {
                 gaps_total: 0,
             }),
             sinks: Vec::new(),
+            opcua: None,
         }
+    }
+
+    /// Adds the OPC UA mirror's counters to the metrics and the status page.
+    pub fn with_opcua(mut self, opcua: Option<crate::opcua::OpcUaMonitor>) -> RxStatus {
+        self.opcua = opcua;
+        self
     }
 
     /// Adds the sinks' counters to the metrics.
@@ -485,6 +494,49 @@ impl RxStatus {
                 ],
             );
         }
+        if let Some(o) = &self.opcua {
+            let c = &o.counters;
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            e.labelled(
+                "gateway_rx_opcua_operations_total",
+                "counter",
+                "Operations on the read-only OPC UA mirror, by kind (each refused kind is a \
+                 write, call or node management item answered with a Bad code).",
+                "kind",
+                [
+                    ("read", get(&c.reads)),
+                    ("history_read", get(&c.history_reads)),
+                    ("write_refused", get(&c.writes_refused)),
+                    ("call_refused", get(&c.calls_refused)),
+                    ("node_management_refused", get(&c.node_management_refused)),
+                ],
+            );
+            e.counter(
+                "gateway_rx_opcua_history_values_total",
+                "Values returned by HistoryRead.",
+                get(&c.history_values),
+            );
+            e.counter(
+                "gateway_rx_opcua_data_changes_total",
+                "Tag changes handed to the OPC UA subscriptions.",
+                get(&c.data_changes),
+            );
+            e.gauge(
+                "gateway_rx_opcua_sessions",
+                "OPC UA sessions open now.",
+                o.sessions(),
+            );
+            e.gauge(
+                "gateway_rx_opcua_subscriptions",
+                "OPC UA subscriptions open now.",
+                o.subscriptions(),
+            );
+            e.gauge(
+                "gateway_rx_opcua_tags_not_served",
+                "Catalogue tags whose name cannot be laid out as OPC UA nodes.",
+                get(&c.tags_not_served),
+            );
+        }
         self.sink_metrics(e);
     }
 
@@ -677,6 +729,20 @@ impl RxStatus {
                     get(&m.illegal_value), get(&m.device_failure), get(&m.unknown_unit))],
                 ["connections accepted / refused / failed", format!("{} / {} / {}",
                     get(&m.connections_accepted), get(&m.connections_refused), get(&m.connections_failed))],
+            ]}));
+        }
+
+        if let Some(o) = &self.opcua {
+            let c = &o.counters;
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            tables.push(json!({ "title": "OPC UA mirror (read-only)", "columns": ["counter", "value"], "rows": [
+                ["endpoint", o.endpoint_url.clone()],
+                ["sessions / subscriptions open", format!("{} / {}", o.sessions(), o.subscriptions())],
+                ["values read", get(&c.reads)],
+                ["data changes to subscriptions", get(&c.data_changes)],
+                ["history reads / values", format!("{} / {}", get(&c.history_reads), get(&c.history_values))],
+                ["writes / calls / node management refused", format!("{} / {} / {}",
+                    get(&c.writes_refused), get(&c.calls_refused), get(&c.node_management_refused))],
             ]}));
         }
 
