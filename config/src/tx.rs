@@ -69,8 +69,11 @@ pub struct FecShape {
     pub repair_shards: u16,
     /// Number of FEC groups interleaved, against bursts of loss.
     pub interleave: u16,
-    /// A group that is not full after this long is closed and sent anyway.
+    /// A data datagram that is not full after this long is sent anyway.
     pub flush: Duration,
+    /// A block of groups that is not full after this long is closed and its repair shards
+    /// sent; at least `flush`.
+    pub block_span: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +144,11 @@ pub mod limits {
     pub const INTERLEAVE_DEFAULT: u16 = 4;
     pub const INTERLEAVE_MAX: u16 = 64;
     pub const FLUSH_MS_DEFAULT: u64 = 5;
+    /// The protocol's `encoder::DEFAULT_BLOCK_SPAN`.
+    pub const BLOCK_MS_DEFAULT: u64 = 50;
+    /// A receiver waits 200 ms for a gap to be repaired (`decoder::DEFAULT_GROUP_TIMEOUT`): a
+    /// block must close, and its repair arrive, well within that.
+    pub const BLOCK_MS_MAX: u64 = 150;
     /// Bytes of one FEC group, (data + repair) × shard bytes (the protocol's
     /// `fec::MAX_GROUP_BYTES`): what a receiver must buffer and decode at once.
     pub const GROUP_BYTES_MAX: u64 = 32 << 20;
@@ -180,7 +188,13 @@ const LINK_KEYS: &[&str] = &[
     "snapshot_period_s",
     "fec",
 ];
-const FEC_KEYS: &[&str] = &["data_shards", "repair_shards", "interleave", "flush_ms"];
+const FEC_KEYS: &[&str] = &[
+    "data_shards",
+    "repair_shards",
+    "interleave",
+    "flush_ms",
+    "block_ms",
+];
 const HISTORY_KEYS: &[&str] = &[
     "dir",
     "max_bytes",
@@ -584,8 +598,41 @@ fn parse_fec(
         "FEC groups sent interleaved",
         INTERLEAVE_DEFAULT.into(),
     );
-    let flush = common::duration_ms(ctx, t, "flush_ms", 1..=1000, FLUSH_MS_DEFAULT);
+    let flush = common::duration_ms(
+        ctx,
+        t,
+        "flush_ms",
+        1..=BLOCK_MS_MAX as i64,
+        FLUSH_MS_DEFAULT,
+    );
+    let block = common::duration_ms(
+        ctx,
+        t,
+        "block_ms",
+        1..=BLOCK_MS_MAX as i64,
+        BLOCK_MS_DEFAULT,
+    );
     let (data, repair, interleave) = (data? as u16, repair? as u16, interleave? as u16);
+    let (flush, block_span) = (flush?, block?);
+    if block_span < flush {
+        let at = if t.has("block_ms") {
+            "block_ms"
+        } else {
+            "flush_ms"
+        };
+        ctx.error(
+            t.offset_of(at),
+            t.key(at),
+            format!(
+                "block_ms ({} ms) is shorter than flush_ms ({} ms): a block must stay open at \
+                 least as long as a data datagram waits to fill; make block_ms at least {}",
+                block_span.as_millis(),
+                flush.as_millis(),
+                flush.as_millis()
+            ),
+        );
+        return None;
+    }
     if data + repair > GROUP_SHARDS_MAX {
         let at = if t.has("repair_shards") {
             "repair_shards"
@@ -648,7 +695,8 @@ fn parse_fec(
         data_shards: data,
         repair_shards: repair,
         interleave,
-        flush: flush?,
+        flush,
+        block_span,
     })
 }
 

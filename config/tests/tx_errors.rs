@@ -370,7 +370,31 @@ fn fec_ranges() {
         4,
         12,
         "link.fec.flush_ms",
-        &["from 1 to 1000 (milliseconds)"],
+        &["from 1 to 150 (milliseconds)"],
+    );
+    one(
+        &format!("{LINK}[link.fec]\nblock_ms = 200\n"),
+        4,
+        12,
+        "link.fec.block_ms",
+        &["from 1 to 150 (milliseconds)"],
+    );
+    one(
+        &format!("{LINK}[link.fec]\nflush_ms = 20\nblock_ms = 10\n"),
+        5,
+        12,
+        "link.fec.block_ms",
+        &[
+            "block_ms (10 ms) is shorter than flush_ms (20 ms)",
+            "at least 20",
+        ],
+    );
+    one(
+        &format!("{LINK}[link.fec]\nflush_ms = 80\n"),
+        4,
+        12,
+        "link.fec.flush_ms",
+        &["block_ms (50 ms) is shorter than flush_ms (80 ms)"],
     );
     one(
         &format!("{LINK}[link.fec]\ndata_shards = 0\n"),
@@ -384,7 +408,9 @@ fn fec_ranges() {
         4,
         1,
         "link.fec.foo",
-        &["valid keys in [link.fec] are: `data_shards`, `repair_shards`, `interleave`, `flush_ms`"],
+        &[
+            "valid keys in [link.fec] are: `data_shards`, `repair_shards`, `interleave`, `flush_ms`, `block_ms`",
+        ],
     );
 }
 

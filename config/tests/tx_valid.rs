@@ -30,6 +30,7 @@ fn minimal_config_gets_every_default() {
                     repair_shards: 16,
                     interleave: 4,
                     flush: Duration::from_millis(5),
+                    block_span: Duration::from_millis(50),
                 },
                 key: None,
                 key_file: None,
@@ -136,6 +137,7 @@ data_shards = 32
 repair_shards = 0
 interleave = 8
 flush_ms = 20
+block_ms = 120
 
 [[modbus]]
 name = "plc-2.a_b"
@@ -171,7 +173,8 @@ description = "Pump 3 speed"
             data_shards: 32,
             repair_shards: 0,
             interleave: 8,
-            flush: Duration::from_millis(20)
+            flush: Duration::from_millis(20),
+            block_span: Duration::from_millis(120),
         }
     );
     assert_eq!(

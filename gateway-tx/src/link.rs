@@ -116,6 +116,7 @@ impl LinkSender {
                 repair_shards: link.fec.repair_shards,
                 interleave: link.fec.interleave,
                 flush: link.fec.flush,
+                block_span: link.fec.block_span,
                 key: link.key,
             },
             session,

@@ -1,13 +1,20 @@
 //! The sending side: messages in, datagrams out.
 //!
-//! Messages are packed as frames into data payloads; each closed payload becomes a data
-//! datagram, sent at once, and a data shard of one of the block's FEC groups, assigned
-//! round-robin. When the block is full (`data_shards` per group), or the flush timer fires,
-//! every group of the block is closed and the repair shards are sent, round-robin across the
-//! groups too. A full block has `interleave` groups, so a burst of `interleave × repair_shards`
-//! consecutive losses costs each group at most `repair_shards` shards.
+//! Messages are packed as frames into data payloads; a payload is closed when full or when its
+//! oldest frame has waited `flush`, and becomes a data datagram, sent at once, and a data shard
+//! of one of the block's FEC groups, assigned round-robin. When the block is full
+//! (`data_shards` per group), or its oldest frame has waited `block_span`, every group of the
+//! block is closed and the repair shards are sent, round-robin across the groups too. A full
+//! block has `interleave` groups, so a burst of `interleave × repair_shards` consecutive losses
+//! costs each group at most `repair_shards` shards.
 //!
-//! On a link too slow to fill blocks within the flush time, interleaving would cut each block
+//! The two timers are separate because they cost different things: `flush` is latency for
+//! every value (a frame waits in its payload), `block_span` only for a value behind a lost
+//! datagram (the receiver delivers in order, so it waits for the repair). A block that stays
+//! open longer than the payload timer fills on a busy link, which is what lets interleaving
+//! spread a burst, and gets bigger groups on a quiet one, which need fewer repair shards.
+//!
+//! On a link too slow to fill blocks within the block span, interleaving would cut each block
 //! into groups of a shard or two, each needing several repair shards of its own to survive
 //! random loss. The encoder therefore adapts: a block closed early with `n` data datagrams makes
 //! the next block open `clamp(ceil(n / data_shards), 1, interleave)` groups, and a block that
@@ -30,6 +37,10 @@ pub const DEFAULT_DATA_SHARDS: u16 = 64;
 pub const DEFAULT_REPAIR_SHARDS: u16 = 16;
 pub const DEFAULT_INTERLEAVE: u16 = 4;
 pub const DEFAULT_FLUSH: Duration = Duration::from_millis(5);
+/// Long enough for a block to fill on a 100 Mb/s link carrying full datagrams (4 × 80 of 1500
+/// bytes in 38 ms), so the default interleave spreads a burst of 64 losses; short against the
+/// receiver's 200 ms wait for a gap (`decoder::DEFAULT_GROUP_TIMEOUT`).
+pub const DEFAULT_BLOCK_SPAN: Duration = Duration::from_millis(50);
 /// Ethernet MTU 1500 minus 20 (IPv4) and 8 (UDP).
 pub const DEFAULT_MAX_DATAGRAM: usize = 1472;
 /// Largest encoded message body the encoder accepts (and the decoder reassembles).
@@ -60,8 +71,11 @@ pub struct EncoderConfig {
     pub repair_shards: u16,
     /// FEC groups filled round-robin at once (D).
     pub interleave: u16,
-    /// Longest time a pushed message waits for its datagram and its group to fill.
+    /// Longest time a pushed message waits for its data datagram to fill.
     pub flush: Duration,
+    /// Longest time a block stays open after its first frame: when its repair shards go out at
+    /// the latest. At least `flush`.
+    pub block_span: Duration,
     /// Pre-shared key; `Some` authenticates and encrypts every datagram.
     pub key: Option<Psk>,
 }
@@ -74,6 +88,7 @@ impl std::fmt::Debug for EncoderConfig {
             .field("repair_shards", &self.repair_shards)
             .field("interleave", &self.interleave)
             .field("flush", &self.flush)
+            .field("block_span", &self.block_span)
             .field("key", &self.key.map(|_| "<redacted>"))
             .finish()
     }
@@ -87,6 +102,7 @@ impl Default for EncoderConfig {
             repair_shards: DEFAULT_REPAIR_SHARDS,
             interleave: DEFAULT_INTERLEAVE,
             flush: DEFAULT_FLUSH,
+            block_span: DEFAULT_BLOCK_SPAN,
             key: None,
         }
     }
@@ -190,6 +206,7 @@ pub struct Encoder {
     active: usize,
     repair_sizes: fec::RepairSizes,
     flush: Duration,
+    block_span: Duration,
     max_datagram: usize,
     key: Option<SessionKey>,
     layout: Layout,
@@ -199,8 +216,10 @@ pub struct Encoder {
     msg_seq: [u64; 4],
     /// The data datagram being filled: header space, shard prefix, then frames.
     payload: Vec<u8>,
+    /// When the oldest frame of the open payload was pushed.
+    payload_anchor: Option<Instant>,
     /// When the oldest frame not yet protected by a closed block was pushed.
-    anchor: Option<Instant>,
+    block_anchor: Option<Instant>,
     slots: Vec<Slot>,
     /// Data datagrams in the open block.
     block_len: usize,
@@ -239,6 +258,7 @@ impl Encoder {
             active: interleave,
             repair_sizes: fec::RepairSizes::new(config.data_shards, config.repair_shards),
             flush: config.flush,
+            block_span: config.block_span.max(config.flush),
             max_datagram: config.max_datagram,
             key,
             layout,
@@ -247,7 +267,8 @@ impl Encoder {
             next_group: 0,
             msg_seq: [0; 4],
             payload: Vec::new(),
-            anchor: None,
+            payload_anchor: None,
+            block_anchor: None,
             slots: (0..interleave).map(|_| Slot::default()).collect(),
             block_len: 0,
             queue: VecDeque::new(),
@@ -361,15 +382,32 @@ impl Encoder {
 
     /// When [`Encoder::handle_timeout`] must be called next, if anything is waiting.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.anchor.and_then(|a| a.checked_add(self.flush))
+        match (self.payload_due(), self.block_due()) {
+            (Some(p), Some(b)) => Some(p.min(b)),
+            (p, b) => p.or(b),
+        }
     }
 
-    /// Sends what has waited `flush` or longer: the partial payload and the open block.
+    fn payload_due(&self) -> Option<Instant> {
+        self.payload_anchor.and_then(|a| a.checked_add(self.flush))
+    }
+
+    fn block_due(&self) -> Option<Instant> {
+        self.block_anchor
+            .and_then(|a| a.checked_add(self.block_span))
+    }
+
+    /// Closes the partial payload once its oldest frame has waited `flush`, and the open block
+    /// (with the payload, so that its frames are protected too) once its oldest frame has
+    /// waited `block_span`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|t| t <= now) {
+        if self.block_due().is_some_and(|t| t <= now) {
             self.stats.timer_flushes += 1;
             self.close_payload();
             self.close_block();
+        } else if self.payload_due().is_some_and(|t| t <= now) {
+            self.stats.payload_flushes += 1;
+            self.close_payload();
         }
     }
 
@@ -425,7 +463,8 @@ impl Encoder {
         };
         frame::write_header(&h, &mut self.payload);
         self.payload.extend_from_slice(body);
-        self.anchor.get_or_insert(now);
+        self.payload_anchor.get_or_insert(now);
+        self.block_anchor.get_or_insert(now);
     }
 
     fn fresh_payload(&mut self) -> Vec<u8> {
@@ -450,6 +489,7 @@ impl Encoder {
         if frames == 0 {
             return;
         }
+        self.payload_anchor = None;
         let content_len = DATA_PREFIX_LEN + frames;
         let data_seq = self.next_data_seq;
         self.next_data_seq += 1;
@@ -499,7 +539,7 @@ impl Encoder {
     /// chooses how many groups the next block opens.
     fn close_block(&mut self) {
         if self.block_len == 0 {
-            self.anchor = None;
+            self.block_anchor = None;
             return;
         }
         let used = self.block_len.min(self.active);
@@ -571,7 +611,7 @@ impl Encoder {
             self.block_len.div_ceil(k).clamp(1, self.interleave)
         };
         self.block_len = 0;
-        self.anchor = None;
+        self.block_anchor = None;
     }
 
     /// Numbers, seals and checksums a datagram whose payload follows the header space in
@@ -794,12 +834,12 @@ mod tests {
     fn quiet_link_gets_design_repair_at_the_default_shape() {
         let t0 = Instant::now();
         let mut enc = Encoder::new(EncoderConfig::default(), 3).unwrap();
-        // One small message per flush period: each block is one data datagram, in one group
+        // One small message per block span: each block is one data datagram, in one group
         // (after the first block), with the 4 repair shards a lone shard needs.
         let mut t = t0;
         for i in 0..10u32 {
             enc.push(&msg(20), t).unwrap();
-            t += DEFAULT_FLUSH;
+            t += DEFAULT_BLOCK_SPAN;
             enc.handle_timeout(t);
             let out = drain(&mut enc);
             assert_eq!(out.len(), 5, "block {i}");
@@ -817,6 +857,70 @@ mod tests {
     }
 
     #[test]
+    fn payload_timer_sends_data_and_block_timer_sends_repair() {
+        let t0 = Instant::now();
+        let mut enc = Encoder::new(EncoderConfig::default(), 4).unwrap();
+        // One small message per flush period, ten in a block span: each goes out alone after
+        // `flush`, and the block collects all ten in one group (after the first block, which
+        // opens the full interleave) with the repair ten shards need, sent at the block span.
+        let mut t = t0;
+        let mut data = 0;
+        for round in 0..3 {
+            let opened = t;
+            for i in 0..10 {
+                enc.push(&msg(20), t).unwrap();
+                assert_eq!(
+                    enc.poll_timeout(),
+                    Some(t + DEFAULT_FLUSH),
+                    "round {round} msg {i}"
+                );
+                t += DEFAULT_FLUSH;
+                enc.handle_timeout(t);
+                let out = drain(&mut enc);
+                if i < 9 {
+                    assert_eq!(
+                        out.len(),
+                        1,
+                        "round {round} msg {i}: the data datagram alone"
+                    );
+                    assert!(!out[0].0.is_repair());
+                    assert_eq!(enc.poll_timeout(), Some(opened + DEFAULT_BLOCK_SPAN));
+                } else {
+                    // The tenth payload closes at the block span, with the block.
+                    assert_eq!(t, opened + DEFAULT_BLOCK_SPAN);
+                    let repairs: Vec<_> = out.iter().filter(|(h, _)| h.is_repair()).collect();
+                    assert_eq!(out.len() - repairs.len(), 1);
+                    if round > 0 {
+                        // k' = 10 gets R(10) = 7 repair shards: 0.7 per data datagram where
+                        // closing the block with every payload cost 4.
+                        assert_eq!(repairs.len(), 7, "round {round}");
+                        assert!(repairs.iter().all(|(h, _)| (h.k, h.m) == (10, 7)));
+                    }
+                    assert_eq!(enc.poll_timeout(), None);
+                }
+                data += 1;
+            }
+            assert_eq!(enc.block_groups(), 1);
+        }
+        assert_eq!(enc.stats().data_datagrams, data);
+        assert_eq!(enc.stats().timer_flushes, 3);
+        assert_eq!(enc.stats().payload_flushes, 27);
+    }
+
+    #[test]
+    fn block_span_is_never_shorter_than_flush() {
+        let t0 = Instant::now();
+        let cfg = EncoderConfig {
+            flush: Duration::from_millis(20),
+            block_span: Duration::from_millis(5),
+            ..EncoderConfig::default()
+        };
+        let mut enc = Encoder::new(cfg, 6).unwrap();
+        enc.push(&msg(20), t0).unwrap();
+        assert_eq!(enc.poll_timeout(), Some(t0 + Duration::from_millis(20)));
+    }
+
+    #[test]
     fn adaptive_interleave_follows_how_full_blocks_were() {
         let t0 = Instant::now();
         let (k, m, d) = (8u16, 2u16, 4u16);
@@ -829,7 +933,7 @@ mod tests {
                 enc.push(&msg(200), t).unwrap();
             }
             let early = enc.pending_datagrams();
-            enc.handle_timeout(t + DEFAULT_FLUSH);
+            enc.handle_timeout(t + DEFAULT_BLOCK_SPAN);
             (early, drain(enc))
         };
         let data_of = |out: &[(Header, Vec<u8>)]| -> Vec<(u64, u16)> {
@@ -852,13 +956,13 @@ mod tests {
         // ceil(3 / 8) = 1 group next: 5 data datagrams in group 3, with m = 2 repair shards
         // (the design count, 6, capped at m).
         assert_eq!(enc.block_groups(), 1);
-        let (early, out) = block(&mut enc, 5, t0 + Duration::from_millis(10));
+        let (early, out) = block(&mut enc, 5, t0 + Duration::from_millis(100));
         assert_eq!(early, 4);
         assert_eq!(data_of(&out), vec![(3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]);
         assert_eq!(repair_of(&out), vec![(3, 5, 5, 2), (3, 6, 5, 2)]);
         // A one-group block that fills (k = 8) closes itself; the next opens all 4 groups.
         assert_eq!(enc.block_groups(), 1);
-        let t = t0 + Duration::from_millis(20);
+        let t = t0 + Duration::from_millis(200);
         for _ in 0..9 {
             enc.push(&msg(200), t).unwrap();
         }
@@ -874,7 +978,7 @@ mod tests {
         // ceil(10 / 8) = 2 groups next.
         assert_eq!(enc.block_groups(), 2);
         // An explicit flush counts like the timer.
-        let t = t0 + Duration::from_millis(40);
+        let t = t0 + Duration::from_millis(400);
         for _ in 0..3 {
             enc.push(&msg(200), t).unwrap();
         }

@@ -20,8 +20,10 @@ pub struct EncoderStats {
     pub fragmented_messages: u64,
     /// FEC groups closed.
     pub groups: u64,
-    /// Blocks closed by the flush timer rather than by filling up.
+    /// Blocks closed by the block-span timer rather than by filling up.
     pub timer_flushes: u64,
+    /// Data datagrams closed by the payload (flush) timer rather than by filling up.
+    pub payload_flushes: u64,
     /// Groups whose repair shards could not be computed (never expected; see the log).
     pub fec_errors: u64,
 }

@@ -170,6 +170,7 @@ fn encoder(shape: &Shape, session: u64) -> Encoder {
             repair_shards: shape.m,
             interleave: shape.d,
             flush: Duration::from_millis(5),
+            block_span: Duration::from_millis(20),
             key: shape.key.then_some(KEY),
         },
         session,

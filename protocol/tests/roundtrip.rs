@@ -260,7 +260,14 @@ fn flush_timer_sends_partial_payloads_and_groups() {
     enc.handle_timeout(t0 + Duration::from_millis(4));
     assert_eq!(enc.pending_datagrams(), 0);
     enc.handle_timeout(deadline);
-    // One data datagram and the 4 repair shards a one-shard group needs for 5 % loss.
+    // The payload goes out at the flush deadline; its block stays open for the block span.
+    assert_eq!(enc.pending_datagrams(), 1);
+    let block_due = t0 + protocol::encoder::DEFAULT_BLOCK_SPAN;
+    assert_eq!(enc.poll_timeout(), Some(block_due));
+    enc.handle_timeout(block_due - Duration::from_millis(1));
+    assert_eq!(enc.pending_datagrams(), 1);
+    enc.handle_timeout(block_due);
+    // Then the 4 repair shards a one-shard group needs for 5 % loss.
     assert_eq!(enc.pending_datagrams(), 5);
     assert_eq!(enc.poll_timeout(), None);
     let mut buf = [0u8; 1500];

@@ -1237,6 +1237,7 @@ fn enc_delta(a: &EncoderStats, b: &EncoderStats) -> EncoderStats {
         fragmented_messages: a.fragmented_messages - b.fragmented_messages,
         groups: a.groups - b.groups,
         timer_flushes: a.timer_flushes - b.timer_flushes,
+        payload_flushes: a.payload_flushes - b.payload_flushes,
         fec_errors: a.fec_errors - b.fec_errors,
         ..EncoderStats::default()
     };

@@ -289,6 +289,7 @@ impl LinkShape {
                 repair_shards: link.fec.repair_shards,
                 interleave: link.fec.interleave,
                 flush: link.fec.flush,
+                block_span: link.fec.block_span,
                 key: link.key,
             },
             0,
