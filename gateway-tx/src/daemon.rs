@@ -5,7 +5,8 @@
 //! a valid config is applied in the same session and without restarting the link sender. The
 //! new tag table takes the current values of the tags whose name, type and source are
 //! unchanged; the link sender switches to it and sends its catalogue at once. Every device
-//! poller is restarted on the new table (tag indexes shift when tags are added or removed
+//! poller and OPC UA endpoint task is restarted on the new table (an endpoint opens a new
+//! session; its start-up HistoryRead is not repeated) (tag indexes shift when tags are added or removed
 //! before a device's own; polls resume within one interval, values are kept meanwhile). What
 //! cannot change live is refused, naming the key, and needs a restart: anything under
 //! `[link]`, `[http]` and `[history]`, and, with `[history]`, the tag list (the history
@@ -25,7 +26,8 @@ use tokio::task::JoinHandle;
 
 use crate::link::{HealthFn, LinkSender};
 use crate::modbus::{DeviceHealth, run_device};
-use crate::status::{DeviceStatus, TxSite, TxStatus};
+use crate::opcua::EndpointHealth;
+use crate::status::{DeviceStatus, EndpointStatus, TxSite, TxStatus};
 use crate::tags::TagTable;
 
 /// A running transmitter. Dropping it stops every task.
@@ -60,12 +62,23 @@ impl Transmitter {
         };
         let mut pollers = Vec::new();
         let healths: Healths = Arc::default();
-        let (device_pollers, devices) = start_pollers(&config, &table, &healths, &[])?;
+        let ep_healths: EndpointHealths = Arc::default();
+        let history_tap = history.as_ref().map(|h| h.tap());
+        let (mut device_pollers, devices) = start_pollers(&config, &table, &healths, &[])?;
+        let (endpoint_tasks, endpoints) =
+            start_endpoints(&config, &table, &ep_healths, &[], history_tap.clone())?;
+        device_pollers.extend(endpoint_tasks);
         let health: HealthFn = {
             let healths = healths.clone();
+            let ep_healths = ep_healths.clone();
             Arc::new(move || {
                 let healths = healths.lock().unwrap_or_else(|e| e.into_inner());
-                healths.iter().map(|(name, h)| h.snapshot(name)).collect()
+                let ep_healths = ep_healths.lock().unwrap_or_else(|e| e.into_inner());
+                healths
+                    .iter()
+                    .map(|(name, h)| h.snapshot(name))
+                    .chain(ep_healths.iter().map(|(name, h)| h.snapshot(name)))
+                    .collect()
             })
         };
         let session = new_session_id()?;
@@ -91,6 +104,7 @@ impl Transmitter {
             sender.counters(),
             link_alive.clone(),
         ));
+        status.set_endpoints(endpoints);
         pollers.push(tokio::spawn(status_log(
             sender.counters(),
             sender.encoder_stats(),
@@ -113,7 +127,6 @@ impl Transmitter {
                 Arc::new(TxSite(status.clone())),
             )));
         }
-        let history_tap = history.as_ref().map(|h| h.tap());
         let reloads = status.reloads.clone();
         Ok(Transmitter {
             session,
@@ -126,6 +139,7 @@ impl Transmitter {
                 table,
                 pollers: device_pollers,
                 healths,
+                ep_healths,
                 table_tx,
                 history_tap,
             }),
@@ -232,10 +246,25 @@ impl Transmitter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let (pollers, devices) =
+        let (mut pollers, devices) =
             start_pollers(&new, &table, &live.healths, &previous).map_err(|e| format!("{e:#}"))?;
+        let previous: Vec<(String, Arc<EndpointHealth>)> = live
+            .ep_healths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (tasks, endpoints) = start_endpoints(
+            &new,
+            &table,
+            &live.ep_healths,
+            &previous,
+            live.history_tap.clone(),
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        pollers.extend(tasks);
         live.pollers = pollers;
         self.status.replace(table.clone(), devices);
+        self.status.set_endpoints(endpoints);
         live.table_tx.send_replace((table.clone(), new.config_hash));
         let summary = ReloadSummary {
             tags: table.len(),
@@ -301,14 +330,17 @@ pub struct ReloadSummary {
 
 /// Each device's health by name, as the heartbeat reports it.
 type Healths = Arc<Mutex<Vec<(String, Arc<DeviceHealth>)>>>;
+/// Each OPC UA endpoint's health by name, reported with the devices'.
+type EndpointHealths = Arc<Mutex<Vec<(String, Arc<EndpointHealth>)>>>;
 
 /// What a live reload replaces.
 struct Live {
     config: TxConfig,
     table: Arc<TagTable>,
-    /// One per device.
+    /// One per device and one per OPC UA endpoint.
     pollers: Vec<JoinHandle<()>>,
     healths: Healths,
+    ep_healths: EndpointHealths,
     table_tx: tokio::sync::watch::Sender<(Arc<TagTable>, u64)>,
     history_tap: Option<Arc<crate::history::HistoryTap>>,
 }
@@ -347,6 +379,45 @@ fn start_pollers(
     }
     *healths.lock().unwrap_or_else(|e| e.into_inner()) = named;
     Ok((pollers, devices))
+}
+
+/// Starts one task per OPC UA endpoint of `config` on `table` (their tags follow every Modbus
+/// tag), and sets `healths` to theirs; an endpoint named in `previous` keeps its health (and
+/// does not repeat its start-up HistoryRead).
+fn start_endpoints(
+    config: &TxConfig,
+    table: &Arc<TagTable>,
+    healths: &EndpointHealths,
+    previous: &[(String, Arc<EndpointHealth>)],
+    history: Option<Arc<crate::history::HistoryTap>>,
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<EndpointStatus>)> {
+    let mut tasks = Vec::new();
+    let mut named = Vec::new();
+    let mut statuses = Vec::new();
+    let modbus_tags: usize = config.devices.iter().map(|d| d.tags.len()).sum();
+    let mut first = TagIndex::try_from(modbus_tags)?;
+    for ep in &config.opcua {
+        let health = previous
+            .iter()
+            .find(|(name, _)| *name == ep.name)
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default();
+        named.push((ep.name.clone(), health.clone()));
+        statuses.push(EndpointStatus {
+            config: ep.clone(),
+            health: health.clone(),
+        });
+        tasks.push(tokio::spawn(crate::opcua::run_endpoint(
+            ep.clone(),
+            first,
+            table.clone(),
+            health,
+            history.clone(),
+        )));
+        first += TagIndex::try_from(ep.tags.len())?;
+    }
+    *healths.lock().unwrap_or_else(|e| e.into_inner()) = named;
+    Ok((tasks, statuses))
 }
 
 /// The `[link]` keys that differ; none of them can change while the link runs.

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod history;
 pub mod link;
 pub mod modbus;
+pub mod opcua;
 pub mod pacer;
 pub mod status;
 pub mod tags;

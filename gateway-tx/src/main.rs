@@ -61,6 +61,105 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
+    /// Browse an OPC UA server (Browse and Read only): print its address space and
+    /// ready-to-paste `[[opcua.tag]]` entries for the variables found.
+    Browse(BrowseArgs),
+}
+
+#[derive(clap::Args)]
+struct BrowseArgs {
+    /// The server's endpoint URL, e.g. opc.tcp://10.0.0.5:4840/
+    url: String,
+    /// Start node (config syntax, e.g. "nsu=urn:plant;s=Line1"); the Objects folder by default.
+    #[arg(long)]
+    node: Option<String>,
+    /// Levels below the start node.
+    #[arg(long, default_value_t = 4)]
+    depth: usize,
+    /// none, basic256sha256 or aes128_sha256_rsaoaep.
+    #[arg(long, default_value = "none")]
+    security_policy: String,
+    /// none, sign or sign_and_encrypt.
+    #[arg(long, default_value = "none")]
+    security_mode: String,
+    /// User name (with --password-file); anonymous otherwise.
+    #[arg(long)]
+    user: Option<String>,
+    /// File whose first line is the password (mode 0600).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// The client's certificate directory (own/, private/, trusted/, rejected/).
+    #[arg(long, default_value = config::opcua::limits::PKI_DIR_DEFAULT)]
+    pki_dir: PathBuf,
+    /// "listed" (only certificates in trusted/) or "any" (commissioning only).
+    #[arg(long, default_value = "listed")]
+    trust_server: String,
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut q = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            c if c.is_control() => q.push_str(&format!("\\u{:04X}", c as u32)),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+/// Browses as `gateway-tx browse` asks; the options are checked as a `[[opcua]]` table would be.
+fn browse(a: BrowseArgs) -> anyhow::Result<()> {
+    let mut text = format!(
+        "[link]\ndestination = \"127.0.0.1:9\"\n[[opcua]]\nname = \"browse\"\nurl = {}\n\
+         security_policy = {}\nsecurity_mode = {}\npki_dir = {}\ntrust_server = {}\n\
+         timeout_ms = {}\n",
+        toml_string(&a.url),
+        toml_string(&a.security_policy),
+        toml_string(&a.security_mode),
+        toml_string(&a.pki_dir.to_string_lossy()),
+        toml_string(&a.trust_server),
+        a.timeout_ms,
+    );
+    if let Some(u) = &a.user {
+        text.push_str(&format!("user = {}\n", toml_string(u)));
+    }
+    if let Some(p) = &a.password_file {
+        text.push_str(&format!(
+            "password_file = {}\n",
+            toml_string(&p.to_string_lossy())
+        ));
+    }
+    let cwd = std::env::current_dir()
+        .unwrap_or_default()
+        .join("(command line)");
+    let c = TxConfig::parse(&text, &cwd).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ep = c
+        .opcua
+        .into_iter()
+        .next()
+        .context("no endpoint in the browse options")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(gateway_tx::opcua::browse::browse(
+        &ep,
+        a.node.as_deref(),
+        a.depth,
+    ))?;
+    println!("# Address space of {}", a.url);
+    for line in report.tree.lines() {
+        println!("#   {line}");
+    }
+    println!();
+    print!("{}", report.toml());
+    Ok(())
 }
 
 /// Writes a backfill request where the daemon looks for it and reports what the daemon says.
@@ -119,11 +218,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match TxConfig::load(&file) {
             Ok(c) => {
-                let tags: usize = c.devices.iter().map(|d| d.tags.len()).sum();
+                let tags: usize = c.devices.iter().map(|d| d.tags.len()).sum::<usize>()
+                    + c.opcua.iter().map(|e| e.tags.len()).sum::<usize>();
                 println!(
-                    "{}: ok ({} devices, {} tags)",
+                    "{}: ok ({} devices, {} OPC UA endpoints, {} tags)",
                     file.display(),
                     c.devices.len(),
+                    c.opcua.len(),
                     tags
                 );
                 ExitCode::SUCCESS
@@ -143,6 +244,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("gateway-tx backfill: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Browse(args) => match browse(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway-tx browse: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -29,11 +29,18 @@ pub struct DeviceStatus {
     pub health: Arc<DeviceHealth>,
 }
 
+/// One OPC UA endpoint as the status shows it: its config and the health its task writes.
+pub struct EndpointStatus {
+    pub config: config::opcua::OpcUaEndpoint,
+    pub health: Arc<crate::opcua::EndpointHealth>,
+}
+
 /// Everything of a running transmitter the status reads. Shared with the HTTP server.
 pub struct TxStatus {
     /// Replaced on a live reload (see [`TxStatus::replace`]).
     table: std::sync::RwLock<Arc<TagTable>>,
     devices: std::sync::RwLock<Arc<Vec<DeviceStatus>>>,
+    endpoints: std::sync::RwLock<Arc<Vec<EndpointStatus>>>,
     pub link: TxLink,
     pub session: u64,
     pub config_hash: u64,
@@ -76,6 +83,19 @@ impl TxStatus {
             .clone()
     }
 
+    /// The OPC UA endpoints now read.
+    pub fn endpoints(&self) -> Arc<Vec<EndpointStatus>> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// At start and after a live reload: the OPC UA endpoints.
+    pub fn set_endpoints(&self, endpoints: Vec<EndpointStatus>) {
+        *self.endpoints.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(endpoints);
+    }
+
     /// After a live reload: the new table and devices.
     pub fn replace(&self, table: Arc<TagTable>, devices: Vec<DeviceStatus>) {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
@@ -97,6 +117,7 @@ impl TxStatus {
             reloads: Arc::default(),
             table: std::sync::RwLock::new(table),
             devices: std::sync::RwLock::new(Arc::new(devices)),
+            endpoints: std::sync::RwLock::new(Arc::new(Vec::new())),
             link,
             session,
             config_hash,
@@ -130,13 +151,36 @@ impl TxStatus {
             bytes: get(&c.bytes_sent),
             pending: get(&c.pending_datagrams),
             queue: self.table().pending_changes() as u64,
-            polls_ok: self.devices().iter().map(|d| d.health.polls_ok()).sum(),
-            polls_failed: self.devices().iter().map(|d| d.health.polls_failed()).sum(),
-            connected: self
+            polls_ok: self
+                .devices()
+                .iter()
+                .map(|d| d.health.polls_ok())
+                .sum::<u64>()
+                + self
+                    .endpoints()
+                    .iter()
+                    .map(|e| e.health.base.polls_ok())
+                    .sum::<u64>(),
+            polls_failed: self
+                .devices()
+                .iter()
+                .map(|d| d.health.polls_failed())
+                .sum::<u64>()
+                + self
+                    .endpoints()
+                    .iter()
+                    .map(|e| e.health.base.polls_failed())
+                    .sum::<u64>(),
+            connected: (self
                 .devices()
                 .iter()
                 .filter(|d| d.health.connected())
-                .count() as u64,
+                .count()
+                + self
+                    .endpoints()
+                    .iter()
+                    .filter(|e| e.health.base.connected())
+                    .count()) as u64,
             tags: self.table().quality_counts(),
         }
     }
@@ -180,6 +224,13 @@ impl TxStatus {
             reasons.push(format!(
                 "all {} devices are down (not connected)",
                 self.devices().len()
+            ));
+        }
+        let endpoints = self.endpoints();
+        if !endpoints.is_empty() && !endpoints.iter().any(|e| e.health.base.connected()) {
+            reasons.push(format!(
+                "all {} OPC UA endpoints are down (no session)",
+                endpoints.len()
             ));
         }
         Health { reasons }
@@ -381,6 +432,43 @@ impl TxStatus {
                 .iter()
                 .map(|d| (d.config.name.as_str(), d.config.tags.len())),
         );
+        let endpoints = self.endpoints();
+        e.labelled(
+            "gateway_tx_opcua_up",
+            "gauge",
+            "1 while the OPC UA endpoint's session is open.",
+            "endpoint",
+            endpoints
+                .iter()
+                .map(|x| (x.config.name.as_str(), x.health.base.connected())),
+        );
+        e.labelled(
+            "gateway_tx_opcua_reconnects_total",
+            "counter",
+            "Sessions opened to the OPC UA endpoint after the first.",
+            "endpoint",
+            endpoints
+                .iter()
+                .map(|x| (x.config.name.as_str(), x.health.reconnects())),
+        );
+        e.labelled(
+            "gateway_tx_opcua_values_total",
+            "counter",
+            "Data changes received (subscription) or Read rounds done (poll) per endpoint.",
+            "endpoint",
+            endpoints
+                .iter()
+                .map(|x| (x.config.name.as_str(), x.health.base.polls_ok())),
+        );
+        e.labelled(
+            "gateway_tx_opcua_failures_total",
+            "counter",
+            "Failed connections, service calls and refused monitored items per endpoint.",
+            "endpoint",
+            endpoints
+                .iter()
+                .map(|x| (x.config.name.as_str(), x.health.base.polls_failed())),
+        );
     }
 
     pub fn status(&self, query: &Query) -> Json {
@@ -438,6 +526,42 @@ impl TxStatus {
             })
             .collect();
 
+        let endpoints = self.endpoints();
+        let opcua: Vec<Json> = endpoints
+            .iter()
+            .map(|x| {
+                json!({
+                    "name": x.config.name,
+                    "url": x.config.url,
+                    "mode": format!("{:?}", x.config.mode).to_lowercase(),
+                    "tags": x.config.tags.len(),
+                    "connected": x.health.base.connected(),
+                    "reconnects": x.health.reconnects(),
+                    "values": x.health.base.polls_ok(),
+                    "failures": x.health.base.polls_failed(),
+                    "last_error": x.health.base.last_error(),
+                })
+            })
+            .collect();
+        let opcua_rows: Vec<Json> = endpoints
+            .iter()
+            .map(|x| {
+                let connected = x.health.base.connected();
+                let error = x.health.base.last_error();
+                json!([
+                    x.config.name,
+                    x.config.url,
+                    { "text": if connected { "up" } else { "down" },
+                      "tone": if connected { "good" } else { "bad" } },
+                    x.health.reconnects(),
+                    x.health.base.polls_ok(),
+                    { "text": x.health.base.polls_failed(),
+                      "tone": if x.health.base.polls_failed() > 0 { "warn" } else { "" } },
+                    { "text": if error.is_empty() { "\u{2013}".to_owned() } else { error.clone() },
+                      "tone": if error.is_empty() { "" } else { "bad" } },
+                ])
+            })
+            .collect();
         let link_rows = vec![
             json!(["datagrams sent", get(&c.datagrams_sent)]),
             json!(["bytes sent (UDP payload)", get(&c.bytes_sent)]),
@@ -488,6 +612,7 @@ impl TxStatus {
                 "samples_superseded": self.table().superseded(),
             },
             "devices": devices,
+            "opcua": opcua,
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad,
                              "no_value": q.no_value },
             "history": self.history_json(),
@@ -529,6 +654,9 @@ impl TxStatus {
                     { "title": "Devices (Modbus TCP, read-only)",
                       "columns": ["device", "address", "state", "polls ok", "failed", "last poll", "last error"],
                       "rows": device_rows, "empty": "no devices configured", "wide": true },
+                    { "title": "OPC UA endpoints (read-only)",
+                      "columns": ["endpoint", "url", "state", "reconnects", "values", "failures", "last error"],
+                      "rows": opcua_rows, "empty": "no OPC UA endpoints configured", "wide": true },
                     { "title": "Link counters", "columns": ["counter", "value"], "rows": link_rows },
                     { "title": "Messages by stream", "columns": ["stream", "messages", "bytes"], "rows": stream_rows },
                 ],

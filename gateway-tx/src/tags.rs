@@ -54,8 +54,8 @@ pub struct Update {
 }
 
 impl TagTable {
-    /// Builds the table from the config: devices in file order, tags in file order. That order
-    /// is the catalogue order, so tag indexes are stable for an unchanged config.
+    /// Builds the table from the config: Modbus devices in file order, then OPC UA endpoints in
+    /// file order, each with its tags in file order. That order is the catalogue order, so tag indexes are stable for an unchanged config.
     pub fn from_config(config: &TxConfig) -> TagTable {
         let mut infos = Vec::new();
         let mut deadbands = Vec::new();
@@ -63,6 +63,26 @@ impl TagTable {
             for tag in &device.tags {
                 infos.push(modbus_tag_info(&device.name, device.unit_id, tag));
                 deadbands.push(tag.deadband);
+            }
+        }
+        // OPC UA tags follow, endpoints and tags in file order.
+        for ep in &config.opcua {
+            for tag in &ep.tags {
+                infos.push(TagInfo {
+                    name: tag.name.clone(),
+                    value_type: tag.value_type,
+                    unit: tag.unit.clone(),
+                    description: tag.description.clone(),
+                    source: SourceAddress::OpcUa {
+                        endpoint: ep.name.clone(),
+                        node_id: tag.node_text.clone(),
+                    },
+                });
+                // A percent deadband needs the variable's EURange: the server applies it.
+                deadbands.push(match tag.deadband_type {
+                    config::opcua::DeadbandType::Absolute => tag.deadband,
+                    config::opcua::DeadbandType::Percent => 0.0,
+                });
             }
         }
         TagTable::new(infos, deadbands)

@@ -1,0 +1,104 @@
+//! The async-opcua client of one endpoint: application certificate in the pki directory
+//! (created on first start), trust of server certificates, identity and timeouts.
+
+use std::path::Path;
+
+use config::opcua::{Identity, OpcUaEndpoint, SecurityMode, SecurityPolicy, TrustServer};
+use opcua::client::{Client, ClientBuilder, IdentityToken};
+use opcua::types::{EndpointDescription, MessageSecurityMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot create the OPC UA pki directory {dir}: {source}")]
+    Pki {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid OPC UA client settings: {0}")]
+    Settings(String),
+    #[error("cannot load the user certificate or key: {0}")]
+    UserCertificate(String),
+}
+
+/// The pki layout every OPC UA tool uses: `own/cert.der`, `private/private.pem`, `trusted/`
+/// (server certificates an engineer accepted), `rejected/` (unknown ones, refused and saved for
+/// the engineer to move to `trusted/`).
+pub fn prepare_pki(dir: &Path) -> Result<(), ClientError> {
+    for sub in ["own", "private", "trusted", "rejected"] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).map_err(|source| ClientError::Pki {
+            dir: d.display().to_string(),
+            source,
+        })?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = dir.join("private");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| ClientError::Pki {
+                dir: private.display().to_string(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// A client for `ep`, creating its certificate and key in `pki_dir` if absent.
+pub fn build(ep: &OpcUaEndpoint) -> Result<Client, ClientError> {
+    prepare_pki(&ep.pki_dir)?;
+    if ep.trust_server == TrustServer::Any {
+        tracing::warn!(
+            endpoint = %ep.name,
+            "trust_server = \"any\": every server certificate is accepted without checking; \
+             anyone on the path can impersonate the server. Use only for commissioning"
+        );
+    }
+    ClientBuilder::new()
+        .application_name("gateway-tx")
+        .application_uri("urn:gateway-tx")
+        .product_uri("urn:gateway-tx")
+        .pki_dir(&ep.pki_dir)
+        .create_sample_keypair(true)
+        .trust_server_certs(ep.trust_server == TrustServer::Any)
+        .verify_server_certs(true)
+        // Reconnection is the endpoint task's own (it re-resolves namespaces), not the
+        // library's.
+        .session_retry_limit(0)
+        .request_timeout(ep.timeout)
+        .publish_timeout(ep.timeout.max(ep.publishing_interval * 3))
+        .keep_alive_interval(ep.timeout.min(std::time::Duration::from_secs(5)))
+        .max_failed_keep_alive_count(2)
+        .session_timeout(60_000)
+        .session_name(format!("gateway-tx {}", ep.name))
+        .client()
+        .map_err(|e| ClientError::Settings(e.join("; ")))
+}
+
+/// The endpoint description `connect_to_matching_endpoint` looks for.
+pub fn endpoint_description(ep: &OpcUaEndpoint) -> EndpointDescription {
+    let policy = match ep.security_policy {
+        SecurityPolicy::None => opcua::crypto::SecurityPolicy::None,
+        SecurityPolicy::Basic256Sha256 => opcua::crypto::SecurityPolicy::Basic256Sha256,
+        SecurityPolicy::Aes128Sha256RsaOaep => opcua::crypto::SecurityPolicy::Aes128Sha256RsaOaep,
+    };
+    let mode = match ep.security_mode {
+        SecurityMode::None => MessageSecurityMode::None,
+        SecurityMode::Sign => MessageSecurityMode::Sign,
+        SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    };
+    (ep.url.as_str(), policy.to_str(), mode).into()
+}
+
+pub fn identity(ep: &OpcUaEndpoint) -> Result<IdentityToken, ClientError> {
+    Ok(match &ep.identity {
+        Identity::Anonymous => IdentityToken::Anonymous,
+        Identity::UserName { user, password, .. } => {
+            IdentityToken::new_user_name(user.clone(), password.expose().to_owned())
+        }
+        Identity::Certificate { cert, key } => IdentityToken::new_x509_path(cert, key)
+            .map_err(|e| ClientError::UserCertificate(e.to_string()))?,
+    })
+}

@@ -1,0 +1,285 @@
+//! One endpoint's task: connect, resolve the tags' node ids against the server's
+//! NamespaceArray, read (subscription or polling) until the connection is lost, mark the tags
+//! Bad, back off, and start over with a fresh session (subscriptions are recreated, never
+//! transferred: namespace indexes may have moved).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::opcua::{Mode, OpcUaEndpoint};
+use opcua::client::{Client, Session, SessionPollResult};
+use opcua::types::{AttributeId, NodeId, ReadValueId, StatusCode, TimestampsToReturn, Variant};
+use protocol::model::{Quality, TagIndex, ValueType};
+use tokio::sync::oneshot;
+
+use super::EndpointHealth;
+use super::{client, history_read, nodeid, poll, subscribe};
+use crate::history::HistoryTap;
+use crate::tags::{TagTable, Update};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// One tag of the endpoint as the readers see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub tag: TagIndex,
+    pub ty: ValueType,
+    pub node: NodeId,
+    /// Position in the endpoint's tag list.
+    pub local: usize,
+}
+
+/// A connected session and the task that drives it; dropping it stops the driver.
+pub(crate) struct Connection {
+    pub session: Arc<Session>,
+    /// Resolves with the status code when the connection is lost.
+    pub lost: oneshot::Receiver<StatusCode>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Runs the endpoint until aborted. Its tags are `first..first + ep.tags.len()` of `table`.
+pub async fn run_endpoint(
+    ep: OpcUaEndpoint,
+    first: TagIndex,
+    table: Arc<TagTable>,
+    health: Arc<EndpointHealth>,
+    history: Option<Arc<HistoryTap>>,
+) {
+    let mut client = match client::build(&ep) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(endpoint = %ep.name, error = %e, "OPC UA endpoint cannot start");
+            health.base.poll_failed(&e.to_string());
+            mark_all(&table, first, &ep, Quality::BAD_CONFIGURATION_ERROR);
+            return;
+        }
+    };
+    let identity = match client::identity(&ep) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(endpoint = %ep.name, error = %e, "OPC UA endpoint cannot start");
+            health.base.poll_failed(&e.to_string());
+            mark_all(&table, first, &ep, Quality::BAD_CONFIGURATION_ERROR);
+            return;
+        }
+    };
+    let historize = ep.tags.iter().any(|t| t.historize) && !ep.history_window.is_zero();
+    if historize && history.is_none() && health.take_history() {
+        tracing::info!(
+            endpoint = %ep.name,
+            "historize tags but no [history] section: the start-up HistoryRead is skipped"
+        );
+    }
+    let mut backoff = BACKOFF_MIN;
+    let mut sessions = 0u64;
+    loop {
+        let started = std::time::Instant::now();
+        let code = match connect(&mut client, &ep, identity.clone()).await {
+            Ok(mut conn) => {
+                sessions += 1;
+                if sessions > 1 || health.base.polls_ok() + health.base.polls_failed() > 0 {
+                    health.reconnected();
+                }
+                health.base.set_connected(true);
+                tracing::info!(endpoint = %ep.name, url = %ep.url, "OPC UA session open");
+                let code = serve(&mut conn, &ep, first, &table, &health, history.as_ref()).await;
+                let _ = tokio::time::timeout(ep.timeout, conn.session.disconnect()).await;
+                code
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %ep.name, url = %ep.url, error = %e, "OPC UA connection failed");
+                health.base.poll_failed(&e);
+                StatusCode::BadNotConnected
+            }
+        };
+        health.base.set_connected(false);
+        tracing::warn!(endpoint = %ep.name, status = %code, "OPC UA session lost; tags are Bad until it is back");
+        mark_all(&table, first, &ep, Quality::BAD_NOT_CONNECTED);
+        if started.elapsed() > BACKOFF_MAX {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Opens a session, within the endpoint's timeout.
+pub(crate) async fn connect(
+    client: &mut Client,
+    ep: &OpcUaEndpoint,
+    identity: opcua::client::IdentityToken,
+) -> Result<Connection, String> {
+    let (session, event_loop) = tokio::time::timeout(
+        ep.timeout,
+        client.connect_to_matching_endpoint(client::endpoint_description(ep), identity),
+    )
+    .await
+    .map_err(|_| format!("no answer from {} within {:?}", ep.url, ep.timeout))?
+    .map_err(|e| e.to_string())?;
+    session.disable_reconnects();
+    let (lost_tx, mut lost) = oneshot::channel();
+    let driver = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let stream = event_loop.enter();
+        tokio::pin!(stream);
+        let code = loop {
+            match stream.next().await {
+                Some(Ok(SessionPollResult::ConnectionLost(c)))
+                | Some(Ok(SessionPollResult::ReconnectFailed(c)))
+                | Some(Err(c)) => break c,
+                Some(Ok(_)) => {}
+                None => break StatusCode::BadNotConnected,
+            }
+        };
+        let _ = lost_tx.send(code);
+    });
+    let conn_driver = driver;
+    tokio::select! {
+        ok = session.wait_for_connection() => {
+            if !ok {
+                conn_driver.abort();
+                return Err("the session could not be established".to_owned());
+            }
+        }
+        code = &mut lost => {
+            conn_driver.abort();
+            return Err(format!("connection refused: {}", code.unwrap_or(StatusCode::BadNotConnected)));
+        }
+        _ = tokio::time::sleep(ep.timeout) => {
+            conn_driver.abort();
+            return Err(format!("no session with {} within {:?}", ep.url, ep.timeout));
+        }
+    }
+    Ok(Connection {
+        session,
+        lost,
+        driver: conn_driver,
+    })
+}
+
+/// Reads the endpoint's tags over `conn` until the connection is lost; returns why.
+async fn serve(
+    conn: &mut Connection,
+    ep: &OpcUaEndpoint,
+    first: TagIndex,
+    table: &Arc<TagTable>,
+    health: &Arc<EndpointHealth>,
+    history: Option<&Arc<HistoryTap>>,
+) -> StatusCode {
+    let namespaces = match read_namespaces(&conn.session).await {
+        Ok(n) => n,
+        Err(code) => {
+            health
+                .base
+                .poll_failed(&format!("reading the NamespaceArray: {code}"));
+            return code;
+        }
+    };
+    let now = crate::unix_now();
+    let mut items = Vec::new();
+    let mut unknown = Vec::new();
+    for (i, t) in ep.tags.iter().enumerate() {
+        let tag = first + i as TagIndex;
+        match nodeid::resolve(&t.node, &namespaces) {
+            Some(node) => items.push(Item {
+                tag,
+                ty: t.value_type,
+                node,
+                local: i,
+            }),
+            None => {
+                tracing::warn!(endpoint = %ep.name, tag = %t.name, node = %t.node_text, "namespace URI not in the server's NamespaceArray");
+                unknown.push(Update {
+                    tag,
+                    value: None,
+                    quality: Quality::BAD_NODE_ID_UNKNOWN,
+                    time: now,
+                });
+            }
+        }
+    }
+    table.apply(unknown);
+
+    let history_task = match history {
+        Some(tap)
+            if ep.tags.iter().any(|t| t.historize)
+                && !ep.history_window.is_zero()
+                && health.take_history() =>
+        {
+            let session = conn.session.clone();
+            let tap = tap.clone();
+            let hist_items: Vec<Item> = items
+                .iter()
+                .filter(|it| ep.tags[it.local].historize)
+                .cloned()
+                .collect();
+            let (window, per_request, name) = (
+                ep.history_window,
+                ep.history_values_per_request,
+                ep.name.clone(),
+            );
+            Some(AbortOnDrop(tokio::spawn(async move {
+                let n = history_read::read_window(&session, &hist_items, window, per_request, &tap)
+                    .await;
+                tracing::info!(endpoint = %name, samples = n, "start-up HistoryRead done");
+            })))
+        }
+        _ => None,
+    };
+
+    let code = match ep.mode {
+        Mode::Subscribe => subscribe::run(conn, ep, &items, table, health).await,
+        Mode::Poll => poll::run(conn, ep, &items, table, health).await,
+    };
+    drop(history_task);
+    code
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The server's NamespaceArray (index → URI).
+pub(crate) async fn read_namespaces(session: &Session) -> Result<Vec<String>, StatusCode> {
+    let read = ReadValueId {
+        node_id: nodeid::namespace_array_node(),
+        attribute_id: AttributeId::Value as u32,
+        ..Default::default()
+    };
+    let values = session
+        .read(&[read], TimestampsToReturn::Neither, 0.0)
+        .await
+        .map_err(|e| e.status())?;
+    let Some(Variant::Array(a)) = values.into_iter().next().and_then(|dv| dv.value) else {
+        return Err(StatusCode::BadUnexpectedError);
+    };
+    Ok(a.values
+        .iter()
+        .map(|v| match v {
+            Variant::String(s) => s.as_ref().to_owned(),
+            _ => String::new(),
+        })
+        .collect())
+}
+
+/// Gives every tag of the endpoint `quality`, keeping its last value.
+fn mark_all(table: &TagTable, first: TagIndex, ep: &OpcUaEndpoint, quality: Quality) {
+    let now = crate::unix_now();
+    table.apply((0..ep.tags.len()).map(|i| Update {
+        tag: first + i as TagIndex,
+        value: None,
+        quality,
+        time: now,
+    }));
+}
