@@ -11,6 +11,8 @@
 //! | set | unspecified | forward | `t >= start` (numValuesPerNode must be set) |
 //! | unspecified | set | reverse | `t <= end` (numValuesPerNode must be set) |
 //!
+//! Here `t` is a sample's source time as a DateTime shows it (truncated to 100 ns ticks; the
+//! store keeps nanoseconds, and a bound takes in or leaves out a whole tick).
 //! Both unspecified, or one unspecified with numValuesPerNode 0, is BadHistoryOperationInvalid.
 //! isReadModified is BadHistoryOperationUnsupported (the store keeps each (tag, time) once and
 //! no modification history). returnBounds is not supported: the values in the range are
@@ -131,6 +133,13 @@ fn read_page(conn: &Connection, c: &Cursor) -> Result<Page, rusqlite::Error> {
     Ok((out, next))
 }
 
+/// The last nanosecond of the DateTime tick (100 ns) starting at `t`: a client's DateTime
+/// names the whole tick, and stored times keep their nanoseconds, so a bound that includes a
+/// DateTime includes every sample within its tick (and one that excludes it, none).
+fn tick_end(t: UnixNanos) -> UnixNanos {
+    t.saturating_add(99)
+}
+
 /// The first cursor of a raw read, or the status that refuses it.
 pub fn first_cursor(
     tag: &str,
@@ -150,10 +159,10 @@ pub fn first_cursor(
             return Err(StatusCode::BadHistoryOperationInvalid);
         }
         (Some(s), None) => (s, i64::MAX, false),
-        (None, Some(e)) => (i64::MIN, e, true),
-        (Some(s), Some(e)) if s == e => (s, s, false),
-        (Some(s), Some(e)) if s < e => (s, e - 1, false),
-        (Some(s), Some(e)) => (e + 1, s, true),
+        (None, Some(e)) => (i64::MIN, tick_end(e), true),
+        (Some(s), Some(e)) if s == e => (s, tick_end(s), false),
+        (Some(s), Some(e)) if s < e => (s, e.saturating_sub(1), false),
+        (Some(s), Some(e)) => (tick_end(e).saturating_add(1), tick_end(s), true),
     };
     Ok(Cursor {
         tag: tag.to_owned(),
@@ -206,13 +215,13 @@ mod tests {
             (100, 199, false, MAX_VALUES_PER_RESPONSE)
         );
         let c = first_cursor("t", &dt(200), &dt(100), 5).unwrap();
-        assert_eq!((c.lo, c.hi, c.reverse, c.page), (101, 200, true, 5));
+        assert_eq!((c.lo, c.hi, c.reverse, c.page), (200, 299, true, 5));
         let c = first_cursor("t", &dt(100), &dt(100), 5).unwrap();
-        assert_eq!((c.lo, c.hi), (100, 100));
+        assert_eq!((c.lo, c.hi), (100, 199));
         let c = first_cursor("t", &dt(100), &DateTime::null(), 3).unwrap();
         assert_eq!((c.lo, c.hi, c.reverse), (100, i64::MAX, false));
         let c = first_cursor("t", &DateTime::null(), &dt(100), 3).unwrap();
-        assert_eq!((c.lo, c.hi, c.reverse), (i64::MIN, 100, true));
+        assert_eq!((c.lo, c.hi, c.reverse), (i64::MIN, 199, true));
         assert_eq!(
             first_cursor("t", &DateTime::null(), &dt(100), 0),
             Err(StatusCode::BadHistoryOperationInvalid)
