@@ -209,7 +209,7 @@ async fn connect(
     policy: opcua::crypto::SecurityPolicy,
     mode: MessageSecurityMode,
     identity: IdentityToken,
-) -> Option<Arc<Session>> {
+) -> Result<Arc<Session>, StatusCode> {
     let mut client = ClientBuilder::new()
         .application_name("gateway-rx test client")
         .application_uri("urn:gateway:rx:test-client")
@@ -225,12 +225,16 @@ async fn connect(
             identity,
         )
         .await
-        .ok()?;
-    event_loop.spawn();
-    let connected = timeout(Duration::from_secs(10), session.wait_for_connection())
-        .await
-        .unwrap_or(false);
-    connected.then_some(session)
+        .map_err(|e| e.status())?;
+    let event_loop = event_loop.spawn();
+    // A refused session ends the event loop; waiting for the connection alone would not end.
+    tokio::select! {
+        connected = session.wait_for_connection() => {
+            if connected { Ok(session) } else { Err(StatusCode::BadNotConnected) }
+        }
+        ended = event_loop => Err(ended.unwrap_or(StatusCode::BadInternalError)),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => Err(StatusCode::BadTimeout),
+    }
 }
 
 async fn anonymous(mirror: &OpcUaMirror, dir: &Path) -> Arc<Session> {
@@ -960,7 +964,11 @@ async fn secured_endpoint_with_user_name() {
         IdentityToken::UserName("historian".into(), "wrong".into()),
     )
     .await;
-    assert!(wrong.is_none(), "a wrong password is refused");
+    assert_eq!(
+        wrong.err(),
+        Some(StatusCode::BadIdentityTokenRejected),
+        "a wrong password is refused"
+    );
     let anon = connect(
         &mirror,
         dir.path(),
@@ -969,7 +977,11 @@ async fn secured_endpoint_with_user_name() {
         IdentityToken::Anonymous,
     )
     .await;
-    assert!(anon.is_none(), "anonymous is refused when not allowed");
+    assert_eq!(
+        anon.err(),
+        Some(StatusCode::BadSecurityPolicyRejected),
+        "the endpoint offers no anonymous token policy when anonymous is off"
+    );
     let none = connect(
         &mirror,
         dir.path(),
@@ -978,5 +990,38 @@ async fn secured_endpoint_with_user_name() {
         IdentityToken::UserName("historian".into(), "s3cret-enough".into()),
     )
     .await;
-    assert!(none.is_none(), "no None endpoint is offered");
+    assert_eq!(
+        none.err(),
+        Some(StatusCode::BadTcpEndpointUrlInvalid),
+        "no None endpoint is offered"
+    );
+
+    // Without insecure_trust_any_client_certificate, an unknown client certificate is refused
+    // and lands in rejected/; moved to trusted/, it is accepted.
+    drop(mirror);
+    let (state, _) = filled_state();
+    config.insecure_trust_any_client_certificate = false;
+    config.pki_dir = dir.path().join("strict-pki");
+    let mirror = OpcUaMirror::start(&config, state, None)
+        .await
+        .expect("mirror starts");
+    let user = || IdentityToken::UserName("historian".into(), "s3cret-enough".into());
+    let refused = connect(&mirror, dir.path(), secure.0, secure.1, user()).await;
+    assert!(
+        refused.is_err(),
+        "an untrusted client certificate is refused"
+    );
+    let rejected: Vec<_> = std::fs::read_dir(config.pki_dir.join("rejected"))
+        .expect("rejected/ exists")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let trusted = config.pki_dir.join("trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    let name = rejected[0].file_name().expect("file name");
+    std::fs::rename(&rejected[0], trusted.join(name)).unwrap();
+    let session = connect(&mirror, dir.path(), secure.0, secure.1, user())
+        .await
+        .expect("a trusted client certificate is accepted");
+    let _ = session.disconnect().await;
 }
