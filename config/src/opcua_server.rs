@@ -146,11 +146,18 @@ const MODE_ALIASES: &[(&str, &str)] = &[
     ("sign_and_encrypt", "SignAndEncrypt"),
 ];
 
-/// The endpoint offered when the config lists none.
-pub const ENDPOINT_DEFAULT: Endpoint = Endpoint {
-    policy: SecurityPolicy::Basic256Sha256,
-    mode: SecurityMode::SignAndEncrypt,
-};
+/// The endpoints offered when the config lists none: any client can read without setting up
+/// certificates, and one that can gets a signed and encrypted channel.
+pub const ENDPOINTS_DEFAULT: [Endpoint; 2] = [
+    Endpoint {
+        policy: SecurityPolicy::None,
+        mode: SecurityMode::None,
+    },
+    Endpoint {
+        policy: SecurityPolicy::Basic256Sha256,
+        mode: SecurityMode::SignAndEncrypt,
+    },
+];
 
 fn bool_or(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, key: &str, default: bool) -> Option<bool> {
     match t.boolean(ctx, key, Req::Optional) {
@@ -222,7 +229,7 @@ fn bind(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, link_ip: Option<IpAddr>) -> Option<S
 fn endpoints(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Vec<Endpoint>> {
     let tables = t.array_of_tables(ctx, "endpoint");
     if tables.is_empty() {
-        return (!t.has("endpoint")).then(|| vec![ENDPOINT_DEFAULT]);
+        return (!t.has("endpoint")).then(|| ENDPOINTS_DEFAULT.to_vec());
     }
     let mut ok = true;
     let mut seen: HashMap<Endpoint, usize> = HashMap::new();
@@ -428,6 +435,18 @@ fn parse(
             t.key("anonymous"),
             "with anonymous = false and no [[opcua_server.user]], no client could open a \
              session; add a user (name and password_file) or allow anonymous sessions",
+        );
+    }
+    if let (Some(endpoints), Some(users)) = (&endpoints, &users)
+        && !users.is_empty()
+        && endpoints.iter().all(|e| e.policy == SecurityPolicy::None)
+    {
+        ctx.error(
+            t.offset_of("user"),
+            t.key("user"),
+            "users log in only on a secure endpoint (on security policy \"None\" their \
+             passwords would cross the network in the clear); add an [[opcua_server.endpoint]] \
+             with security_policy = \"Basic256Sha256\" and security_mode = \"SignAndEncrypt\"",
         );
     }
     let max_sessions = count(

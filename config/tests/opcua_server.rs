@@ -64,10 +64,16 @@ fn off_without_the_table_and_defaults_with_it() {
             application_uri: "urn:gateway:rx".into(),
             pki_dir: "/var/lib/gateway/opcua-pki".into(),
             insecure_trust_any_client_certificate: false,
-            endpoints: vec![Endpoint {
-                policy: SecurityPolicy::Basic256Sha256,
-                mode: SecurityMode::SignAndEncrypt,
-            }],
+            endpoints: vec![
+                Endpoint {
+                    policy: SecurityPolicy::None,
+                    mode: SecurityMode::None,
+                },
+                Endpoint {
+                    policy: SecurityPolicy::Basic256Sha256,
+                    mode: SecurityMode::SignAndEncrypt,
+                },
+            ],
             anonymous: true,
             users: vec![],
             max_sessions: 20,
@@ -268,6 +274,16 @@ fn user_password_files_are_checked() {
     assert!(d[0].message.contains("missing required key"), "{}", d[0]);
 
     secret_file(dir.path(), "ok.pass", "x\n", 0o600);
+    let d = diags_at(
+        &format!(
+            "{RX}[opcua_server]\n[[opcua_server.endpoint]]\nsecurity_policy = \"None\"\n{user}password_file = \"ok.pass\"\n"
+        ),
+        &path,
+    );
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!((d[0].line, d[0].key.as_str()), (6, "opcua_server.user"));
+    assert!(d[0].message.contains("in the clear"), "{}", d[0]);
+
     let ok = "password_file = \"ok.pass\"\n";
     let d = diags_at(
         &format!(

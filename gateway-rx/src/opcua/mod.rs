@@ -73,7 +73,7 @@ use opcua::types::{
     Variant,
 };
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::state::State;
 use address_space::Layout;
@@ -234,10 +234,24 @@ impl OpcUaMirror {
             token_ids.push(id);
         }
         for e in &config.endpoints {
+            // On policy None a password would cross the network in the clear: anonymous only.
+            let tokens: &[String] = if e.policy == SecurityPolicy::None {
+                &token_ids[..usize::from(config.anonymous)]
+            } else {
+                &token_ids
+            };
+            if tokens.is_empty() {
+                warn!(
+                    policy = e.policy.name(),
+                    "OPC UA endpoint not offered: no login is allowed on it (anonymous is off, \
+                     and users log in on secure endpoints only)"
+                );
+                continue;
+            }
             let id = format!("{}_{}", e.policy.name(), e.mode.name());
             builder = builder.add_endpoint(
                 id,
-                ServerEndpoint::new("/", policy(e.policy), mode(e.mode), &token_ids),
+                ServerEndpoint::new("/", policy(e.policy), mode(e.mode), tokens),
             );
         }
         let limits = builder.limits_mut();
