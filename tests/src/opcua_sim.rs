@@ -450,6 +450,20 @@ impl OpcUaSim {
             .get_of_type::<SimNodeManager>()
             .ok_or_else(|| anyhow::anyhow!("sim node manager missing"))?;
         let task = tokio::spawn(server.run_with(listener));
+        // The node managers fill their address space when the server runs; values set before
+        // that would find no node.
+        let ns = handle
+            .get_namespace_index(&self.config.namespace_uri)
+            .ok_or_else(|| anyhow::anyhow!("namespace not registered"))?;
+        let folder = NodeId::new(ns, "Plant");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while manager.address_space().read().find(&folder).is_none() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the simulated namespace was not built"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.running = Some(Running {
             handle,
             manager,

@@ -31,7 +31,7 @@ pub(crate) struct Item {
 }
 
 /// A connected session and the task that drives it; dropping it stops the driver.
-pub(crate) struct Connection {
+pub struct Connection {
     pub session: Arc<Session>,
     /// Resolves with the status code when the connection is lost.
     pub lost: oneshot::Receiver<StatusCode>,
@@ -111,7 +111,7 @@ pub async fn run_endpoint(
 }
 
 /// Opens a session, within the endpoint's timeout.
-pub(crate) async fn connect(
+pub async fn connect(
     client: &mut Client,
     ep: &OpcUaEndpoint,
     identity: opcua::client::IdentityToken,

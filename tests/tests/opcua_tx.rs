@@ -1,0 +1,563 @@
+//! gateway-tx's OPC UA source against the in-process simulated server (tests::opcua_sim):
+//! values of every type with their source time and status, subscription and polled modes,
+//! namespaces by URI, every kind of node id, unknown nodes, server restarts, trust of a
+//! secured server's certificate, the start-up HistoryRead, `browse`, and that the server never
+//! sees a request that would change it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use config::tx::TxConfig;
+use gateway_tx::Transmitter;
+use gateway_tx::tags::TagTable;
+use protocol::model::{Quality, Sample, SourceAddress, Value, ValueType};
+use tests::opcua_sim::{ALL_TYPES, OpcUaSim, SimConfig, sample_value, type_var};
+
+const NS_URI: &str = "urn:plant:sim";
+const CONVERGE: Duration = Duration::from_secs(20);
+const BAD_NODE_ID_UNKNOWN: Quality = Quality(0x8034_0000);
+const BAD_NOT_CONNECTED: Quality = Quality(0x808A_0000);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+async fn sim(dir: &Path, secure: bool, load: usize) -> OpcUaSim {
+    OpcUaSim::start_new(
+        SimConfig {
+            namespace_uri: NS_URI.into(),
+            secure,
+            pki_dir: dir.join("server-pki"),
+            load_variables: load,
+        },
+        0,
+    )
+    .await
+    .expect("simulated OPC UA server")
+}
+
+fn q(s: &str) -> String {
+    assert!(!s.contains(['"', '\\']), "needs escaping: {s}");
+    format!("\"{s}\"")
+}
+
+/// A TX config with one endpoint on `sim`; `endpoint_extra` adds lines to `[[opcua]]`, `tags`
+/// are (tag name, node text, type name, extra lines).
+fn tx_config(
+    sim: &OpcUaSim,
+    pki: &Path,
+    endpoint_extra: &str,
+    tags: &[(String, String, &str, &str)],
+    top_extra: &str,
+) -> TxConfig {
+    let port = tests::free_udp_port().expect("udp port");
+    let mut s = format!(
+        "[link]\ndestination = \"127.0.0.1:{port}\"\n{top_extra}\n[[opcua]]\nname = \"sim\"\nurl = {}\n\
+         pki_dir = {}\ntimeout_ms = 2000\npublishing_interval_ms = 50\npoll_interval_ms = 50\n{endpoint_extra}\n",
+        q(&sim.url()),
+        q(&pki.display().to_string()),
+    );
+    for (name, node, ty, extra) in tags {
+        s.push_str(&format!(
+            "[[opcua.tag]]\nname = {}\nnode = {}\ntype = \"{ty}\"\nsampling_interval_ms = 20\n{extra}\n",
+            q(name),
+            q(node)
+        ));
+    }
+    TxConfig::parse(&s, Path::new("test/gateway-tx.toml"))
+        .unwrap_or_else(|e| panic!("TX config refused: {e}\n{s}"))
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < CONVERGE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn current(table: &TagTable, name: &str) -> Option<Sample> {
+    let i = table.infos().iter().position(|t| t.name == name)?;
+    table.current(i as u32)
+}
+
+/// Tags for every type's variable by namespace URI, plus the other node id kinds, an unknown
+/// node, and the right name under the index a naive client would use.
+fn type_tags(sim: &OpcUaSim) -> Vec<(String, String, &'static str, &'static str)> {
+    let mut tags: Vec<(String, String, &'static str, &'static str)> = ALL_TYPES
+        .iter()
+        .map(|t| {
+            (
+                format!("sim/{}", type_var(*t)),
+                sim.node_text(&type_var(*t)).expect("node"),
+                config::opcua::type_name(*t),
+                "",
+            )
+        })
+        .collect();
+    for (var, ty) in [
+        ("NumericId", "f64"),
+        ("GuidId", "i32"),
+        ("OpaqueId", "string"),
+    ] {
+        tags.push((
+            format!("sim/{var}"),
+            sim.node_text(var).expect("node"),
+            ty,
+            "",
+        ));
+    }
+    tags.push((
+        "sim/unknown".into(),
+        format!("nsu={NS_URI};s=NoSuchVariable"),
+        "f64",
+        "",
+    ));
+    // ns=2 is the extra namespace the simulator registers first; the variables are in ns=3.
+    tags.push(("sim/naive_index".into(), "ns=2;s=Double".into(), "f64", ""));
+    tags
+}
+
+/// Sets every type's variable to a fresh value with its own status and source time, and
+/// checks that the table shows each unchanged.
+async fn every_type_round_trip(sim: &OpcUaSim, table: &TagTable) {
+    let t0: i64 = 1_750_000_000_000_000_000;
+    let statuses = [
+        Quality::GOOD,
+        Quality(0x4092_0000), // UncertainSubNormal
+        Quality(0x0096_0000), // GoodLocalOverride
+        Quality(0x8040_0000), // BadSensorFailure: a Bad value still carries a value here
+    ];
+    let mut expect = Vec::new();
+    for (i, t) in ALL_TYPES.iter().enumerate() {
+        let v = sample_value(*t);
+        let quality = statuses[i % statuses.len()];
+        let time = t0 + i as i64 * 1_000_000_100;
+        sim.set(&type_var(*t), v.clone(), quality, time)
+            .expect("set");
+        expect.push((format!("sim/{}", type_var(*t)), v, quality, time));
+    }
+    for (name, v, quality, time) in &expect {
+        wait_for(&format!("{name} = {v:?}"), || {
+            current(table, name).is_some_and(|s| s.quality == *quality && s.time == *time)
+        })
+        .await;
+        let s = current(table, name).expect("value");
+        assert_eq!(&s.value, v, "{name}");
+    }
+    // The other node id kinds still hold the simulator's initial values.
+    for (name, v) in [
+        ("sim/NumericId", Value::Double(10.5)),
+        ("sim/GuidId", Value::Int32(42)),
+        ("sim/OpaqueId", Value::String("opaque".into())),
+    ] {
+        wait_for(name, || current(table, name).is_some_and(|s| s.value == v)).await;
+        assert_eq!(current(table, name).map(|s| s.quality), Some(Quality::GOOD));
+    }
+    for name in ["sim/unknown", "sim/naive_index"] {
+        wait_for(&format!("{name} BadNodeIdUnknown"), || {
+            current(table, name).is_some_and(|s| s.quality == BAD_NODE_ID_UNKNOWN)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_delivers_every_type_with_source_time_and_status() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    assert_eq!(
+        sim.namespace_index(),
+        Some(3),
+        "the sim's namespace must not be ns=2"
+    );
+    let config = tx_config(&sim, &dir.path().join("pki"), "", &type_tags(&sim), "");
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    let table = tx.table();
+    // Catalogue: OPC UA tags with their source address as configured.
+    let info = &table.infos()[0];
+    assert_eq!(info.value_type, ValueType::Boolean);
+    assert_eq!(
+        info.source,
+        SourceAddress::OpcUa {
+            endpoint: "sim".into(),
+            node_id: format!("nsu={NS_URI};s=Boolean"),
+        }
+    );
+    every_type_round_trip(&sim, &table).await;
+    let ep = &tx.status.endpoints()[0];
+    assert!(ep.health.base.connected());
+    assert_eq!(
+        sim.mutations().total(),
+        0,
+        "the server saw a writing request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_mismatch_keeps_last_value_with_bad_type_mismatch() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    // Int32 holds -123456, which an i16 tag cannot hold; UInt16 converts into u32 exactly.
+    let tags = vec![
+        (
+            "sim/narrow".to_owned(),
+            sim.node_text("Int32").expect("node"),
+            "i16",
+            "",
+        ),
+        (
+            "sim/wide".to_owned(),
+            sim.node_text("UInt16").expect("node"),
+            "u32",
+            "",
+        ),
+    ];
+    let config = tx_config(&sim, &dir.path().join("pki"), "", &tags, "");
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    let table = tx.table();
+    wait_for("wide", || {
+        current(&table, "sim/wide").is_some_and(|s| s.value == Value::UInt32(54_321))
+    })
+    .await;
+    wait_for("narrow BadTypeMismatch", || {
+        current(&table, "sim/narrow").is_some_and(|s| s.quality == Quality(0x8074_0000))
+    })
+    .await;
+    // An i16 that fits converts; then one that does not keeps it with BadTypeMismatch.
+    sim.set("Int32", Value::Int32(-5), Quality::GOOD, 1_000)
+        .expect("set");
+    wait_for("narrow = -5", || {
+        current(&table, "sim/narrow")
+            .is_some_and(|s| s.value == Value::Int16(-5) && s.quality == Quality::GOOD)
+    })
+    .await;
+    sim.set("Int32", Value::Int32(40_000), Quality::GOOD, 2_000)
+        .expect("set");
+    wait_for("narrow mismatch again", || {
+        current(&table, "sim/narrow").is_some_and(|s| s.quality == Quality(0x8074_0000))
+    })
+    .await;
+    assert_eq!(
+        current(&table, "sim/narrow").map(|s| s.value),
+        Some(Value::Int16(-5))
+    );
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_mode_delivers_every_type() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    let config = tx_config(
+        &sim,
+        &dir.path().join("pki"),
+        "mode = \"poll\"",
+        &type_tags(&sim),
+        "",
+    );
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    every_type_round_trip(&sim, &tx.table()).await;
+    assert!(tx.status.endpoints()[0].health.base.polls_ok() > 0);
+    assert_eq!(
+        sim.mutations().total(),
+        0,
+        "the server saw a writing request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_goes_bad_and_recovers_without_restarting_the_transmitter() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = sim(dir.path(), false, 0).await;
+    let tags = vec![(
+        "sim/speed".to_owned(),
+        sim.node_text("Double").expect("node"),
+        "f64",
+        "",
+    )];
+    let config = tx_config(&sim, &dir.path().join("pki"), "", &tags, "");
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    let table = tx.table();
+    sim.set("Double", Value::Double(1.0), Quality::GOOD, 10)
+        .expect("set");
+    wait_for("first value", || {
+        current(&table, "sim/speed").is_some_and(|s| s.value == Value::Double(1.0))
+    })
+    .await;
+    let port = sim.port;
+    sim.stop().await;
+    wait_for("BadNotConnected", || {
+        current(&table, "sim/speed").is_some_and(|s| s.quality == BAD_NOT_CONNECTED)
+    })
+    .await;
+    assert_eq!(
+        current(&table, "sim/speed").map(|s| s.value),
+        Some(Value::Double(1.0)),
+        "the last value is kept while Bad"
+    );
+    let health = tx.status.endpoints()[0].health.clone();
+    assert!(!health.base.connected());
+    sim.start().await.expect("restart");
+    assert_eq!(sim.port, port);
+    sim.set("Double", Value::Double(2.0), Quality::GOOD, 20)
+        .expect("set");
+    wait_for("Good again", || {
+        current(&table, "sim/speed")
+            .is_some_and(|s| s.value == Value::Double(2.0) && s.quality == Quality::GOOD)
+    })
+    .await;
+    assert!(health.base.connected());
+    assert!(health.reconnects() >= 1);
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secured_endpoint_refuses_an_unknown_server_certificate_until_it_is_trusted() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), true, 0).await;
+    let pki = dir.path().join("pki");
+    let tags = vec![(
+        "sim/speed".to_owned(),
+        sim.node_text("Double").expect("node"),
+        "f64",
+        "",
+    )];
+    let config = tx_config(
+        &sim,
+        &pki,
+        "security_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"",
+        &tags,
+        "",
+    );
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    let table = tx.table();
+    wait_for("the server certificate in rejected/", || {
+        !files_in(&pki.join("rejected")).is_empty()
+    })
+    .await;
+    // The client's own certificate and key were created on first start.
+    assert!(pki.join("own/cert.der").is_file());
+    assert!(pki.join("private/private.pem").is_file());
+    wait_for("tag Bad while untrusted", || {
+        current(&table, "sim/speed").is_some_and(|s| s.quality == BAD_NOT_CONNECTED)
+    })
+    .await;
+    let health = tx.status.endpoints()[0].health.clone();
+    assert!(!health.base.connected());
+    assert!(!health.base.last_error().is_empty());
+    // The engineer trusts it by moving the file.
+    for f in files_in(&pki.join("rejected")) {
+        let name = f.file_name().expect("file name").to_owned();
+        std::fs::rename(&f, pki.join("trusted").join(name)).expect("move to trusted/");
+    }
+    sim.set("Double", Value::Double(3.5), Quality::GOOD, 30)
+        .expect("set");
+    wait_for("values over the secured session", || {
+        current(&table, "sim/speed")
+            .is_some_and(|s| s.value == Value::Double(3.5) && s.quality == Quality::GOOD)
+    })
+    .await;
+    assert!(health.base.connected());
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_history_read_pushes_the_window_into_the_history_stream() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    // OPC UA DateTime has 100 ns resolution.
+    let now = gateway_tx::unix_now() / 100 * 100;
+    // 220 values in the window (the first 5 s after its start), 40 before it; 100 per
+    // request makes three pages.
+    let flow: Vec<(Value, Quality, i64)> = (0..260)
+        .map(|i| {
+            (
+                Value::Double(f64::from(i) * 0.5),
+                if i % 7 == 0 {
+                    Quality(0x4092_0000)
+                } else {
+                    Quality::GOOD
+                },
+                now - 2_995_000_000_000 + i64::from(i) * 10_000_000_000,
+            )
+        })
+        .collect();
+    sim.set_history("History.Flow", flow.clone());
+    let count: Vec<(Value, Quality, i64)> = (0..30u32)
+        .map(|i| {
+            (
+                Value::UInt32(i),
+                Quality::GOOD,
+                now - 60_000_000_000 + i64::from(i) * 1_000_000_000,
+            )
+        })
+        .collect();
+    sim.set_history("History.Count", count.clone());
+    let history_dir = dir.path().join("history");
+    let tags = vec![
+        (
+            "sim/flow".to_owned(),
+            sim.node_text("History.Flow").expect("node"),
+            "f64",
+            "historize = true",
+        ),
+        (
+            "sim/count".to_owned(),
+            sim.node_text("History.Count").expect("node"),
+            "u32",
+            "historize = true",
+        ),
+        (
+            "sim/live".to_owned(),
+            sim.node_text("Double").expect("node"),
+            "f64",
+            "",
+        ),
+    ];
+    let config = tx_config(
+        &sim,
+        &dir.path().join("pki"),
+        "history_window_s = 2600\nhistory_values_per_request = 100",
+        &tags,
+        &format!(
+            "[history]\ndir = {}\n",
+            q(&history_dir.display().to_string())
+        ),
+    );
+    let history = config.history.clone().expect("[history]");
+    let catalogue =
+        protocol::catalogue::Catalogue::new(TagTable::from_config(&config).infos().to_vec());
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    // 220 + 30 history samples plus the three tags' first live values.
+    wait_for("history appended", || {
+        tx.history_stats().is_some_and(|s| s.appended >= 253)
+    })
+    .await;
+    drop(tx);
+    let mut log = gateway_tx::history::HistoryLog::open(
+        gateway_tx::history::LogConfig::new(
+            history.dir.clone(),
+            history.max_bytes,
+            history.max_age,
+            history.carousel_window,
+        ),
+        catalogue.hash(),
+        catalogue.tags().iter().map(|t| t.name.clone()).collect(),
+        gateway_tx::unix_now(),
+    )
+    .expect("open the history log");
+    let records = gateway_tx::history::LogCursor::new(0)
+        .read(&mut log, 100_000)
+        .expect("read the history log");
+    let window_start = now - 2_600_000_000_000;
+    let of = |tag: u32| -> Vec<(Value, Quality, i64)> {
+        records
+            .iter()
+            .filter(|r| r.sample.tag == tag && r.sample.time >= window_start && r.sample.time < now)
+            .map(|r| (r.sample.value.clone(), r.sample.quality, r.sample.time))
+            .collect()
+    };
+    let expect_flow: Vec<_> = flow
+        .into_iter()
+        .filter(|(_, _, t)| *t >= window_start)
+        .collect();
+    assert_eq!(expect_flow.len(), 220);
+    assert_eq!(of(0), expect_flow);
+    assert_eq!(of(1), count);
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_prints_toml_the_config_accepts() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    let ep = tx_config(&sim, &dir.path().join("pki"), "", &[], "").opcua[0].clone();
+    let report = gateway_tx::opcua::browse::browse(&ep, Some(&format!("nsu={NS_URI};s=Plant")), 1)
+        .await
+        .expect("browse");
+    let toml = report.toml();
+    assert!(
+        report
+            .tree
+            .contains("Double (Variable, nsu=urn:plant:sim;s=Double)"),
+        "{}",
+        report.tree
+    );
+    let port = tests::free_udp_port().expect("port");
+    let text = format!(
+        "[link]\ndestination = \"127.0.0.1:{port}\"\n[[opcua]]\nname = \"sim\"\nurl = {}\n\n{toml}",
+        q(&sim.url())
+    );
+    let config = TxConfig::parse(&text, Path::new("browsed.toml"))
+        .unwrap_or_else(|e| panic!("browse output refused: {e}\n{text}"));
+    let tags = &config.opcua[0].tags;
+    for t in ALL_TYPES {
+        let tag = tags
+            .iter()
+            .find(|x| x.name == type_var(t))
+            .unwrap_or_else(|| panic!("no tag for {t:?} in\n{toml}"));
+        assert_eq!(tag.value_type, t);
+        assert_eq!(tag.node_text, format!("nsu={NS_URI};s={}", type_var(t)));
+    }
+    let double = tags.iter().find(|x| x.name == "Double").expect("Double");
+    assert_eq!(double.unit, "rpm");
+    assert_eq!(double.description, "simulated Double");
+    let guid = tags.iter().find(|x| x.name == "GuidId").expect("GuidId");
+    assert_eq!(
+        guid.node_text,
+        format!("nsu={NS_URI};g={}", tests::opcua_sim::GUID_NODE)
+    );
+    let opaque = tags
+        .iter()
+        .find(|x| x.name == "OpaqueId")
+        .expect("OpaqueId");
+    assert_eq!(opaque.node_text, format!("nsu={NS_URI};b=AQID"));
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+/// The counter the other tests rely on does count: a Write from a plain client reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_counts_writes() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    let ep = tx_config(&sim, &dir.path().join("pki"), "", &[], "").opcua[0].clone();
+    let mut client = gateway_tx::opcua::client::build(&ep).expect("client");
+    let conn = gateway_tx::opcua::endpoint::connect(
+        &mut client,
+        &ep,
+        opcua::client::IdentityToken::Anonymous,
+    )
+    .await
+    .expect("connect");
+    let ns = sim.namespace_index().expect("ns");
+    let write = opcua::types::WriteValue {
+        node_id: opcua::types::NodeId::new(ns, "Double"),
+        attribute_id: opcua::types::AttributeId::Value as u32,
+        value: opcua::types::DataValue::new_now(1.0f64),
+        ..Default::default()
+    };
+    let _ = conn.session.write(&[write]).await;
+    assert_eq!(sim.mutations().write.load(Ordering::Relaxed), 1);
+}
