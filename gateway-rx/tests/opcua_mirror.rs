@@ -1025,3 +1025,108 @@ async fn secured_endpoint_with_user_name() {
         .expect("a trusted client certificate is accepted");
     let _ = session.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_runs_the_mirror_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[link]\nbind = \"127.0.0.1:5600\"\n\n[opcua_server]\nbind = \"127.0.0.1:0\"\n\
+         namespace_uri = \"{NS_URI}\"\n\n[store]\npath = \"store/history.sqlite\"\n"
+    );
+    let mut config = config::rx::RxConfig::parse(&text, &dir.path().join("rx.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The link's own port does not matter here; the config refuses 0 for it.
+    config.link.bind = "127.0.0.1:0".parse().unwrap();
+    let receiver = gateway_rx::Receiver::start(config)
+        .await
+        .expect("receiver starts");
+    let addr = receiver.opcua_addr.expect("the mirror runs");
+    assert_ne!(addr.port(), 0);
+    let url = receiver.opcua_endpoint.clone().expect("endpoint URL");
+    assert_eq!(url, format!("opc.tcp://127.0.0.1:{}/", addr.port()));
+    assert!(
+        dir.path().join("store/opcua-pki/own/cert.der").is_file(),
+        "the server certificate is created beside the store on first start"
+    );
+
+    let cat = catalogue();
+    receiver.state.apply_catalogue(cat.clone());
+    receiver.state.new_session(3);
+    receiver.state.apply_samples(
+        cat.hash(),
+        &[sample(
+            &cat,
+            "site/area/pump3/speed",
+            Value::Double(12.5),
+            Quality::GOOD,
+            T0,
+        )],
+        RECEIVED,
+        Stream::Live,
+    );
+    let mut client = ClientBuilder::new()
+        .application_name("gateway-rx test client")
+        .application_uri("urn:gateway:rx:test-client")
+        .pki_dir(dir.path().join("client-pki"))
+        .create_sample_keypair(true)
+        .trust_server_certs(true)
+        .session_retry_limit(0)
+        .client()
+        .expect("client config");
+    let (session, event_loop) = client
+        .connect_to_matching_endpoint(
+            (
+                url.as_str(),
+                opcua::crypto::SecurityPolicy::None.to_str(),
+                MessageSecurityMode::None,
+            ),
+            IdentityToken::Anonymous,
+        )
+        .await
+        .expect("the default None endpoint");
+    event_loop.spawn();
+    assert!(
+        timeout(Duration::from_secs(10), session.wait_for_connection())
+            .await
+            .unwrap_or(false)
+    );
+    let ns = ns(&session).await;
+    let speed = id(ns, "site/area/pump3/speed");
+    let mut v = read(&session, &speed, AttributeId::Value).await;
+    for _ in 0..100 {
+        if v.value.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        v = read(&session, &speed, AttributeId::Value).await;
+    }
+    assert_eq!(v.value, Some(Variant::Double(12.5)));
+    let access = read(&session, &speed, AttributeId::AccessLevel).await;
+    assert_eq!(
+        access.value,
+        Some(Variant::Byte(1 | 4)),
+        "the store is on: HistoryRead"
+    );
+    let refused = session
+        .write(&[WriteValue {
+            node_id: speed.clone(),
+            attribute_id: AttributeId::Value as u32,
+            index_range: Default::default(),
+            value: DataValue::new_now(0.0f64),
+        }])
+        .await
+        .expect("write answered");
+    assert_eq!(refused, vec![StatusCode::BadNotWritable]);
+
+    let mut e = observe::prom::Exposition::new();
+    receiver.status.metrics(&mut e);
+    let text = e.finish();
+    let metric = |series: &str| observe::prom::find(&text, series);
+    assert_eq!(metric("gateway_rx_opcua_sessions"), Some(1.0), "{text}");
+    assert_eq!(
+        metric("gateway_rx_opcua_operations_total{kind=\"write_refused\"}"),
+        Some(1.0)
+    );
+    assert!(metric("gateway_rx_opcua_operations_total{kind=\"read\"}").unwrap_or(0.0) >= 1.0);
+    let _ = session.disconnect().await;
+}
