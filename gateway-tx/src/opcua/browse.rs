@@ -214,10 +214,7 @@ async fn children(
     };
     let mut out = Vec::new();
     let mut results = session.browse(&[desc], 1000, None).await.map_err(service)?;
-    loop {
-        let Some(r) = results.into_iter().next() else {
-            break;
-        };
+    while let Some(r) = results.into_iter().next() {
         for rd in r.references.unwrap_or_default() {
             if rd.node_id.server_index != 0 {
                 continue;
