@@ -1130,3 +1130,150 @@ async fn receiver_runs_the_mirror_from_its_config() {
     assert!(metric("gateway_rx_opcua_operations_total{kind=\"read\"}").unwrap_or(0.0) >= 1.0);
     let _ = session.disconnect().await;
 }
+
+/// Data changes per second reaching one subscriber that monitors 10,000 tags, all changing
+/// every 50 ms (200,000 changes/s offered). A figure, not a check:
+/// `cargo test -p gateway-rx --test opcua_mirror -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_10k_tags() {
+    const TAGS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(State::new());
+    let cat = Catalogue::new(
+        (0..TAGS)
+            .map(|i| tag(&format!("load/t{i:05}"), ValueType::Double, "", ""))
+            .collect(),
+    );
+    state.apply_catalogue(cat.clone());
+    state.new_session(1);
+    let batch = |k: i64| -> Vec<Sample> {
+        (0..TAGS)
+            .map(|i| Sample {
+                tag: i as u32,
+                value: Value::Double(k as f64 + i as f64 / 1e5),
+                quality: Quality::GOOD,
+                time: T0 + k * 1_000_000,
+            })
+            .collect()
+    };
+    state.apply_samples(cat.hash(), &batch(0), RECEIVED, Stream::Live);
+    let mut config = server_config(dir.path());
+    config.max_monitored_items_per_subscription = TAGS;
+    let mirror = OpcUaMirror::start(&config, state.clone(), None)
+        .await
+        .unwrap();
+    let session = anonymous(&mirror, dir.path()).await;
+    let ns = ns(&session).await;
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = count.clone();
+    let last = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        NodeId,
+        f64,
+    >::new()));
+    let last_in = last.clone();
+    let sub = session
+        .create_subscription(
+            Duration::from_millis(50),
+            100,
+            20,
+            0,
+            0,
+            true,
+            DataChangeCallback::new(move |v, item| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(Variant::Double(x)) = v.value {
+                    let mut last = last_in.lock().unwrap();
+                    last.insert(item.item_to_monitor().node_id.clone(), x);
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    for chunk in (0..TAGS).collect::<Vec<_>>().chunks(1000) {
+        let items = chunk
+            .iter()
+            .map(|i| MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId {
+                    node_id: id(ns, &format!("load/t{i:05}")),
+                    attribute_id: AttributeId::Value as u32,
+                    ..Default::default()
+                },
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    sampling_interval: 0.0,
+                    queue_size: 1,
+                    discard_oldest: true,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let r = session
+            .create_monitored_items(sub, TimestampsToReturn::Both, items)
+            .await
+            .unwrap();
+        assert!(r.iter().all(|r| r.result.status_code == StatusCode::Good));
+    }
+    // Initial values first.
+    let start = std::time::Instant::now();
+    while count.load(std::sync::atomic::Ordering::Relaxed) < TAGS as u64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "initial values: {} of {TAGS}",
+            count.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let feeder = {
+        let state = state.clone();
+        let cat = cat.clone();
+        std::thread::spawn(move || {
+            let begin = std::time::Instant::now();
+            let mut k = 1;
+            while begin.elapsed() < Duration::from_secs(5) {
+                state.apply_samples(cat.hash(), &batch(k), RECEIVED + k, Stream::Live);
+                k += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            k - 1
+        })
+    };
+    let before = count.load(std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::Instant::now();
+    let batches = tokio::task::spawn_blocking(move || feeder.join().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = count.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let secs = t.elapsed().as_secs_f64();
+    let offered = batches as u64 * TAGS as u64;
+    println!(
+        "10k tags: {offered} changes offered in {secs:.1} s ({:.0}/s), {got} data changes \
+         received ({:.0}/s, {:.0} % of offered; latest value wins between feed drains)",
+        offered as f64 / secs,
+        got as f64 / secs,
+        100.0 * got as f64 / offered as f64
+    );
+    // Whatever was coalesced on the way, every subscriber ends with each tag's latest value.
+    let final_k = batches;
+    let mut stale = 0;
+    for _ in 0..100 {
+        let last = last.lock().unwrap();
+        stale = (0..TAGS)
+            .filter(|&i| {
+                last.get(&id(ns, &format!("load/t{i:05}")))
+                    != Some(&(final_k as f64 + i as f64 / 1e5))
+            })
+            .count();
+        if stale == 0 {
+            break;
+        }
+        drop(last);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stale, 0,
+        "tags whose latest value never reached the subscriber"
+    );
+    let _ = session.disconnect().await;
+}

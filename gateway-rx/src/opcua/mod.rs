@@ -82,6 +82,11 @@ pub use node_manager::{MirrorNodeManager, MirrorNodes};
 /// The change feed is drained at most this often.
 pub const FEED_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Notifications in one Publish response at most, whatever the client asks: keeps a response
+/// for thousands of monitored items within message size limits (10,000 values in one
+/// response never reached async-opcua's client).
+pub const MAX_NOTIFICATIONS_PER_PUBLISH: u64 = 1000;
+
 /// Counters of the OPC UA mirror since it started.
 #[derive(Debug, Default)]
 pub struct OpcUaCounters {
@@ -258,6 +263,7 @@ impl OpcUaMirror {
         limits.subscriptions.max_subscriptions_per_session = config.max_subscriptions_per_session;
         limits.subscriptions.max_monitored_items_per_sub =
             config.max_monitored_items_per_subscription;
+        limits.subscriptions.max_notifications_per_publish = MAX_NOTIFICATIONS_PER_PUBLISH;
 
         let (server, handle) = builder
             .build()
@@ -354,7 +360,9 @@ async fn feed(
             );
         }
         let notified = {
-            let view = state.view();
+            // The state is locked per sampled item, not across the whole hand-over: the link
+            // task keeps writing meanwhile, and the lock order stays subscription cache, then
+            // state (nothing takes them the other way round).
             let sample = |id: &opcua::types::NodeId,
                           attribute: AttributeId,
                           range: &opcua::types::NumericRange,
@@ -365,6 +373,7 @@ async fn feed(
                 let opcua::types::Identifier::String(name) = &id.identifier else {
                     return None;
                 };
+                let view = state.view();
                 node_manager::served_value(&view, name.as_ref(), range, TimestampsToReturn::Both)
             };
             if changes.all || changes.catalogue {
