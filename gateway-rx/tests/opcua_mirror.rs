@@ -1258,17 +1258,18 @@ async fn throughput_10k_tags() {
     let final_k = batches;
     let mut stale = 0;
     for _ in 0..100 {
-        let last = last.lock().unwrap();
-        stale = (0..TAGS)
-            .filter(|&i| {
-                last.get(&id(ns, &format!("load/t{i:05}")))
-                    != Some(&(final_k as f64 + i as f64 / 1e5))
-            })
-            .count();
+        stale = {
+            let last = last.lock().unwrap();
+            (0..TAGS)
+                .filter(|&i| {
+                    last.get(&id(ns, &format!("load/t{i:05}")))
+                        != Some(&(final_k as f64 + i as f64 / 1e5))
+                })
+                .count()
+        };
         if stale == 0 {
             break;
         }
-        drop(last);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
