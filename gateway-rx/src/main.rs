@@ -141,11 +141,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => match RxConfig::load(&file) {
             Ok(c) => {
                 let mirror = c.modbus_server.as_ref().map(|m| m.bind.to_string());
+                let opcua = c.opcua_server.as_ref().map(|o| o.bind.to_string());
                 println!(
-                    "{}: ok (link {}, Modbus mirror {})",
+                    "{}: ok (link {}, Modbus mirror {}, OPC UA mirror {})",
                     file.display(),
                     c.link.bind,
-                    mirror.as_deref().unwrap_or("off")
+                    mirror.as_deref().unwrap_or("off"),
+                    opcua.as_deref().unwrap_or("off")
                 );
                 ExitCode::SUCCESS
             }
