@@ -433,6 +433,13 @@ impl OpcUaSim {
                 ),
             )
             .with_node_manager(builder);
+        // Room for load tests with thousands of variables in one subscription.
+        let limits = server.limits_mut();
+        limits.max_array_length = 1_000_000;
+        limits.max_message_size = 64 << 20;
+        limits.max_chunk_count = 1024;
+        limits.subscriptions.max_monitored_items_per_sub = 1_000_000;
+        limits.subscriptions.max_queued_notifications = 1000;
         if self.config.secure {
             server = server.add_endpoint(
                 "basic256sha256_sign_encrypt",

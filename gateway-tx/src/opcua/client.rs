@@ -72,6 +72,11 @@ pub fn build(ep: &OpcUaEndpoint) -> Result<Client, ClientError> {
         .keep_alive_interval(ep.timeout.min(std::time::Duration::from_secs(5)))
         .max_failed_keep_alive_count(2)
         .session_timeout(60_000)
+        // The library's defaults (1000-element arrays, 320 KiB messages) are below what
+        // thousands of tags in one Read or publish need; the server's own limits still apply.
+        .max_array_length(1_000_000)
+        .max_message_size(64 << 20)
+        .max_chunk_count(1024)
         .session_name(format!("gateway-tx {}", ep.name))
         .client()
         .map_err(|e| ClientError::Settings(e.join("; ")))

@@ -273,6 +273,37 @@ pub(crate) async fn read_namespaces(session: &Session) -> Result<Vec<String>, St
         .collect())
 }
 
+/// Nodes per Read and monitored items per CreateMonitoredItems when the server states no
+/// smaller limit.
+pub(crate) const PER_CALL_DEFAULT: usize = 1000;
+
+/// The server's MaxNodesPerRead and MaxMonitoredItemsPerCall (OperationLimits), each at most
+/// [`PER_CALL_DEFAULT`]; a limit the server does not state (or states as 0) is the default.
+pub(crate) async fn operation_limits(session: &Session) -> (usize, usize) {
+    use opcua::types::VariableId as V;
+    let read = |id: V| ReadValueId {
+        node_id: id.into(),
+        attribute_id: AttributeId::Value as u32,
+        ..Default::default()
+    };
+    let values = session
+        .read(
+            &[
+                read(V::Server_ServerCapabilities_OperationLimits_MaxNodesPerRead),
+                read(V::Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall),
+            ],
+            TimestampsToReturn::Neither,
+            0.0,
+        )
+        .await
+        .unwrap_or_default();
+    let limit = |i: usize| match values.get(i).and_then(|dv| dv.value.as_ref()) {
+        Some(Variant::UInt32(n)) if *n > 0 => (*n as usize).min(PER_CALL_DEFAULT),
+        _ => PER_CALL_DEFAULT,
+    };
+    (limit(0), limit(1))
+}
+
 /// Gives every tag of the endpoint `quality`, keeping its last value.
 fn mark_all(table: &TagTable, first: TagIndex, ep: &OpcUaEndpoint, quality: Quality) {
     let now = crate::unix_now();

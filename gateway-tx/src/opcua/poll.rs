@@ -11,9 +11,6 @@ use super::convert;
 use super::endpoint::{Connection, Item};
 use crate::tags::TagTable;
 
-/// Nodes per Read request.
-const NODES_PER_READ: usize = 1000;
-
 pub(crate) async fn run(
     conn: &mut Connection,
     ep: &OpcUaEndpoint,
@@ -29,6 +26,7 @@ pub(crate) async fn run(
             ..Default::default()
         })
         .collect();
+    let (per_read, _) = super::endpoint::operation_limits(&conn.session).await;
     let mut tick = tokio::time::interval(ep.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -37,10 +35,7 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
         }
         let started = std::time::Instant::now();
-        for (chunk, its) in reads
-            .chunks(NODES_PER_READ)
-            .zip(items.chunks(NODES_PER_READ))
-        {
+        for (chunk, its) in reads.chunks(per_read).zip(items.chunks(per_read)) {
             let values = match conn
                 .session
                 .read(chunk, TimestampsToReturn::Both, 0.0)

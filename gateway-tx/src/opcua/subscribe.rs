@@ -18,8 +18,9 @@ use super::convert;
 use super::endpoint::{Connection, Item};
 use crate::tags::{TagTable, Update};
 
-/// Monitored items created per request, so one request stays well inside message limits.
-const ITEMS_PER_REQUEST: usize = 1000;
+/// Notifications per publish response at most, so a burst of changes of thousands of tags
+/// comes in several messages within any server's and our decoding limits.
+const NOTIFICATIONS_PER_PUBLISH: u32 = 1000;
 
 pub(crate) async fn run(
     conn: &mut Connection,
@@ -63,7 +64,7 @@ pub(crate) async fn run(
             publishing,
             keep_alive * 3,
             keep_alive,
-            0,
+            NOTIFICATIONS_PER_PUBLISH,
             0,
             true,
             callbacks,
@@ -76,12 +77,13 @@ pub(crate) async fn run(
             return e.status();
         }
     };
+    let (_, per_call) = super::endpoint::operation_limits(&conn.session).await;
     let mut bad = Vec::new();
-    for (chunk_no, chunk) in items.chunks(ITEMS_PER_REQUEST).enumerate() {
+    for (chunk_no, chunk) in items.chunks(per_call).enumerate() {
         let requests: Vec<MonitoredItemCreateRequest> = chunk
             .iter()
             .enumerate()
-            .map(|(j, it)| request(ep, it, (chunk_no * ITEMS_PER_REQUEST + j + 1) as u32))
+            .map(|(j, it)| request(ep, it, (chunk_no * per_call + j + 1) as u32))
             .collect();
         match conn
             .session
