@@ -59,6 +59,9 @@ pub struct SimConfig {
     pub pki_dir: PathBuf,
     /// `Load.0` .. `Load.<n-1>`, Double, for load tests.
     pub load_variables: usize,
+    /// A user name and password accepted besides anonymous access (on the secured endpoint:
+    /// the None endpoint would carry the password in clear).
+    pub user: Option<(String, String)>,
 }
 
 /// Requests that would change the server, by service.
@@ -413,6 +416,7 @@ impl OpcUaSim {
             },
         );
         let tokens = [ANONYMOUS_USER_TOKEN_ID];
+        let secure_tokens = [ANONYMOUS_USER_TOKEN_ID, "sim-user"];
         let mut server = ServerBuilder::new()
             .application_name("opcua-sim")
             .application_uri("urn:opcua-sim")
@@ -440,14 +444,25 @@ impl OpcUaSim {
         limits.max_chunk_count = 1024;
         limits.subscriptions.max_monitored_items_per_sub = 1_000_000;
         limits.subscriptions.max_queued_notifications = 1000;
+        if let Some((user, password)) = &self.config.user {
+            server = server.add_user_token(
+                "sim-user",
+                opcua::server::ServerUserToken::user_pass(user.as_str(), password.as_str()),
+            );
+        }
         if self.config.secure {
+            let tokens: &[&str] = if self.config.user.is_some() {
+                &secure_tokens
+            } else {
+                &tokens
+            };
             server = server.add_endpoint(
                 "basic256sha256_sign_encrypt",
                 (
                     "/",
                     SecurityPolicy::Basic256Sha256,
                     MessageSecurityMode::SignAndEncrypt,
-                    &tokens as &[&str],
+                    tokens,
                 ),
             );
         }

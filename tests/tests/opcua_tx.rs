@@ -36,6 +36,7 @@ async fn sim(dir: &Path, secure: bool, load: usize) -> OpcUaSim {
             secure,
             pki_dir: dir.join("server-pki"),
             load_variables: load,
+            user: None,
         },
         0,
     )
@@ -278,6 +279,15 @@ async fn poll_mode_delivers_every_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_goes_bad_and_recovers_without_restarting_the_transmitter() {
+    restart_recovers("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_recovers_in_poll_mode_too() {
+    restart_recovers("mode = \"poll\"").await;
+}
+
+async fn restart_recovers(endpoint_extra: &str) {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sim = sim(dir.path(), false, 0).await;
@@ -287,7 +297,7 @@ async fn server_restart_goes_bad_and_recovers_without_restarting_the_transmitter
         "f64",
         "",
     )];
-    let config = tx_config(&sim, &dir.path().join("pki"), "", &tags, "");
+    let config = tx_config(&sim, &dir.path().join("pki"), endpoint_extra, &tags, "");
     let tx = Transmitter::start(config).await.expect("transmitter");
     let table = tx.table();
     sim.set("Double", Value::Double(1.0), Quality::GOOD, 10)
@@ -560,4 +570,116 @@ async fn the_simulator_counts_writes() {
     };
     let _ = conn.session.write(&[write]).await;
     assert_eq!(sim.mutations().write.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_name_identity_over_a_secured_endpoint() {
+    use std::os::unix::fs::PermissionsExt;
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = OpcUaSim::start_new(
+        SimConfig {
+            namespace_uri: NS_URI.into(),
+            secure: true,
+            pki_dir: dir.path().join("server-pki"),
+            load_variables: 0,
+            user: Some(("reader".into(), "s3cret".into())),
+        },
+        0,
+    )
+    .await
+    .expect("sim");
+    let tags = vec![(
+        "sim/speed".to_owned(),
+        sim.node_text("Double").expect("node"),
+        "f64",
+        "",
+    )];
+    let mut txs = Vec::new();
+    for (n, password) in [(0, "s3cret"), (1, "wrong")] {
+        let pw = dir.path().join(format!("password{n}"));
+        std::fs::write(&pw, format!("{password}\n")).expect("write");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // trust_server = "any": the escape for commissioning, accepted without trusted/.
+        let extra = format!(
+            "security_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"\n\
+             trust_server = \"any\"\nuser = \"reader\"\npassword_file = {}",
+            q(&pw.display().to_string())
+        );
+        let config = tx_config(&sim, &dir.path().join(format!("pki{n}")), &extra, &tags, "");
+        txs.push(Transmitter::start(config).await.expect("transmitter"));
+    }
+    sim.set("Double", Value::Double(4.25), Quality::GOOD, 40)
+        .expect("set");
+    let good = txs[0].table();
+    wait_for("values with the right password", || {
+        current(&good, "sim/speed").is_some_and(|s| s.value == Value::Double(4.25))
+    })
+    .await;
+    let refused = txs[1].status.endpoints()[0].health.clone();
+    wait_for("the wrong password refused", || {
+        !refused.base.last_error().is_empty()
+    })
+    .await;
+    assert!(!refused.base.connected());
+    assert_eq!(
+        current(&txs[1].table(), "sim/speed").map(|s| s.quality),
+        Some(BAD_NOT_CONNECTED)
+    );
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reload_restarts_the_endpoint_with_the_new_tags() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    let pki = dir.path().join("pki");
+    let one = vec![(
+        "sim/speed".to_owned(),
+        sim.node_text("Double").expect("node"),
+        "f64",
+        "",
+    )];
+    let config = tx_config(&sim, &pki, "", &one, "");
+    let link = config.link.clone();
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    sim.set("Double", Value::Double(5.0), Quality::GOOD, 50)
+        .expect("set");
+    let table = tx.table();
+    wait_for("first tag", || {
+        current(&table, "sim/speed").is_some_and(|s| s.value == Value::Double(5.0))
+    })
+    .await;
+    let mut two = one.clone();
+    two.insert(
+        0,
+        (
+            "sim/count".to_owned(),
+            sim.node_text("UInt32").expect("node"),
+            "u32",
+            "",
+        ),
+    );
+    let mut new = tx_config(&sim, &pki, "", &two, "");
+    new.link = link;
+    let summary = tx.reload(new).expect("reload applied");
+    assert_eq!(
+        (summary.tags, summary.added, summary.kept_values),
+        (2, 1, 1)
+    );
+    let table = tx.table();
+    assert_eq!(table.infos()[0].name, "sim/count");
+    wait_for("new tag after reload", || {
+        current(&table, "sim/count").is_some_and(|s| s.value == Value::UInt32(3_000_000_000))
+    })
+    .await;
+    sim.set("Double", Value::Double(6.0), Quality::GOOD, 60)
+        .expect("set");
+    wait_for("moved tag still read", || {
+        current(&table, "sim/speed").is_some_and(|s| s.value == Value::Double(6.0))
+    })
+    .await;
+    assert_eq!(tx.status.endpoints()[0].config.tags.len(), 2);
+    assert_eq!(sim.mutations().total(), 0);
 }

@@ -20,6 +20,7 @@ async fn run(tags: usize, seconds: u64) {
             secure: false,
             pki_dir: dir.path().join("server-pki"),
             load_variables: tags,
+            user: None,
         },
         0,
     )

@@ -71,7 +71,7 @@ pub async fn run_endpoint(
         }
     };
     let historize = ep.tags.iter().any(|t| t.historize) && !ep.history_window.is_zero();
-    if historize && history.is_none() && health.take_history() {
+    if historize && history.is_none() && health.history_pending() {
         tracing::info!(
             endpoint = %ep.name,
             "historize tags but no [history] section: the start-up HistoryRead is skipped"
@@ -211,10 +211,11 @@ async fn serve(
         Some(tap)
             if ep.tags.iter().any(|t| t.historize)
                 && !ep.history_window.is_zero()
-                && health.take_history() =>
+                && health.history_pending() =>
         {
             let session = conn.session.clone();
             let tap = tap.clone();
+            let health = health.clone();
             let hist_items: Vec<Item> = items
                 .iter()
                 .filter(|it| ep.tags[it.local].historize)
@@ -226,9 +227,13 @@ async fn serve(
                 ep.name.clone(),
             );
             Some(AbortOnDrop(tokio::spawn(async move {
-                let n = history_read::read_window(&session, &hist_items, window, per_request, &tap)
-                    .await;
-                tracing::info!(endpoint = %name, samples = n, "start-up HistoryRead done");
+                let (n, complete) =
+                    history_read::read_window(&session, &hist_items, window, per_request, &tap)
+                        .await;
+                if complete {
+                    health.history_finished();
+                }
+                tracing::info!(endpoint = %name, samples = n, complete, "start-up HistoryRead done");
             })))
         }
         _ => None,

@@ -20,14 +20,16 @@ use crate::history::HistoryTap;
 /// point is released (a window of days at a fast rate is better backfilled by the historian).
 pub const MAX_VALUES_PER_TAG: usize = 1_000_000;
 
-/// Reads the window of every item into `tap`; returns the number of samples pushed.
+/// Reads the window of every item into `tap`; returns the number of samples pushed and
+/// whether every item was read to its end (false when a request failed, e.g. the connection
+/// was lost; a node the server refuses counts as read).
 pub(crate) async fn read_window(
     session: &Arc<Session>,
     items: &[Item],
     window: Duration,
     per_request: u32,
     tap: &HistoryTap,
-) -> usize {
+) -> (usize, bool) {
     let end = crate::unix_now();
     let start = end.saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX));
     let details = ReadRawModifiedDetails {
@@ -38,6 +40,7 @@ pub(crate) async fn read_window(
         return_bounds: false,
     };
     let mut total = 0;
+    let mut complete = true;
     for it in items {
         let mut cp = ByteString::null();
         let mut read = 0usize;
@@ -61,6 +64,7 @@ pub(crate) async fn read_window(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(node = %it.node, error = %e, "HistoryRead failed");
+                    complete = false;
                     break;
                 }
             };
@@ -87,7 +91,7 @@ pub(crate) async fn read_window(
             cp = r.continuation_point;
         }
     }
-    total
+    (total, complete)
 }
 
 /// Tells the server to drop a continuation point we will not use.

@@ -25,7 +25,7 @@ use crate::modbus::DeviceHealth;
 pub struct EndpointHealth {
     pub base: DeviceHealth,
     reconnects: AtomicU64,
-    /// The start-up HistoryRead ran; a live reload does not repeat it.
+    /// The start-up HistoryRead completed; later sessions and live reloads do not repeat it.
     history_done: AtomicBool,
 }
 
@@ -43,9 +43,15 @@ impl EndpointHealth {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// True the first time only.
-    pub(crate) fn take_history(&self) -> bool {
-        !self.history_done.swap(true, Ordering::Relaxed)
+    /// Whether the start-up HistoryRead is still to do.
+    pub(crate) fn history_pending(&self) -> bool {
+        !self.history_done.load(Ordering::Relaxed)
+    }
+
+    /// The start-up HistoryRead completed (an interrupted one is redone on the next session:
+    /// the receiver's store keeps each tag and source time once).
+    pub(crate) fn history_finished(&self) {
+        self.history_done.store(true, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self, name: &str) -> protocol::message::SourceHealth {
