@@ -9,7 +9,10 @@ use config::opcua_server::{Endpoint, OpcUaServer, SecurityMode, SecurityPolicy, 
 use config::sinks::Secret;
 use gateway_rx::opcua::OpcUaMirror;
 use gateway_rx::state::State;
-use opcua::client::{ClientBuilder, DataChangeCallback, HistoryReadAction, IdentityToken, Session};
+use opcua::client::{
+    ClientBuilder, DataChangeCallback, HistoryReadAction, HistoryUpdateAction, IdentityToken,
+    Session,
+};
 use opcua::types::{
     AddNodesItem, AttributeId, BrowseDescription, BrowseDirection, ByteString, CallMethodRequest,
     DataChangeFilter, DataChangeTrigger, DataTypeId, DataValue, DateTime, EUInformation,
@@ -18,6 +21,7 @@ use opcua::types::{
     QualifiedName, ReadRawModifiedDetails, ReadValueId, ReferenceTypeId, StatusCode,
     TimestampsToReturn, UAString, Variant, WriteValue,
 };
+use opcua::types::{PerformUpdateType, UpdateDataDetails};
 use protocol::catalogue::Catalogue;
 use protocol::message::Stream;
 use protocol::model::{Quality, Sample, SourceAddress, TagInfo, UnixNanos, Value, ValueType};
@@ -883,6 +887,43 @@ async fn history_read_pages_through_the_store() {
             StatusCode::Good,
             StatusCode::BadNoContinuationPoints
         ]
+    );
+
+    // HistoryUpdate is refused and the store keeps what it had.
+    let updated = session
+        .history_update(&[HistoryUpdateAction::UpdateDataDetails(UpdateDataDetails {
+            node_id: speed.clone(),
+            perform_insert_replace: PerformUpdateType::Replace,
+            update_values: Some(vec![DataValue {
+                value: Some(Variant::Double(-1.0)),
+                source_timestamp: Some(gateway_rx::opcua::convert::date_time(T0).0),
+                ..DataValue::null()
+            }]),
+        })])
+        .await
+        .expect("history update answered");
+    assert!(
+        matches!(
+            updated[0].status_code,
+            StatusCode::BadUserAccessDenied | StatusCode::BadHistoryOperationUnsupported
+        ),
+        "history update: {}",
+        updated[0].status_code
+    );
+    let r = session
+        .history_read(
+            raw(T0, Some(T0 + 1), 0, false),
+            TimestampsToReturn::Both,
+            false,
+            &[node(ByteString::null())],
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        history_values(&r).first().map(|v| v.0),
+        Some(0.0),
+        "unchanged"
     );
 
     // Modified values are not kept; a tag with nothing stored answers Good with no values.
