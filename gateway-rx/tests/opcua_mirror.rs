@@ -685,6 +685,20 @@ async fn subscription_gets_samples_and_link_quality() {
     }
     assert_eq!(back.status, Some(StatusCode::Good));
     assert!(mirror.monitor.subscriptions() >= 1);
+
+    // A tag removed from the catalogue: its monitored item hears BadNodeIdUnknown.
+    let without: Vec<TagInfo> = cat
+        .tags()
+        .iter()
+        .filter(|t| t.name != "site/area/pump3/speed")
+        .cloned()
+        .collect();
+    state.apply_catalogue(Catalogue::new(without));
+    let mut gone = next_change(&mut rx, "tag removed").await;
+    while gone.status != Some(StatusCode::BadNodeIdUnknown) {
+        gone = next_change(&mut rx, "BadNodeIdUnknown").await;
+    }
+    assert_eq!(gone.value, None);
     let _ = session.disconnect().await;
 }
 
