@@ -107,7 +107,9 @@ struct Var {
 enum Identifier {
     Numeric(u32),
     String(String),
-    Guid([u8; 16]),
+    /// Parsed by async-opcua itself (not by the gateway's config parser), so a byte-order
+    /// mistake in the gateway's GUID handling cannot cancel out against the same one here.
+    Guid(Guid),
     Opaque(Vec<u8>),
 }
 
@@ -116,7 +118,7 @@ impl Identifier {
         match self {
             Identifier::Numeric(n) => NodeId::new(ns, *n),
             Identifier::String(s) => NodeId::new(ns, s.as_str()),
-            Identifier::Guid(g) => NodeId::new(ns, Guid::from_bytes(*g)),
+            Identifier::Guid(g) => NodeId::new(ns, g.clone()),
             Identifier::Opaque(b) => NodeId::new(ns, ByteString::from(b.clone())),
         }
     }
@@ -246,8 +248,8 @@ impl OpcUaSim {
             Value::Double(10.5),
             false,
         );
-        let guid = config::opcua::parse_guid(GUID_NODE)
-            .ok_or_else(|| anyhow::anyhow!("bad GUID constant"))?;
+        let guid = <Guid as std::str::FromStr>::from_str(GUID_NODE)
+            .map_err(|e| anyhow::anyhow!("bad GUID constant: {e}"))?;
         add("GuidId", Identifier::Guid(guid), Value::Int32(42), false);
         add(
             "OpaqueId",
@@ -316,11 +318,7 @@ impl OpcUaSim {
         Some(match &v.id {
             Identifier::Numeric(n) => format!("nsu={};i={n}", self.config.namespace_uri),
             Identifier::String(s) => format!("nsu={};s={s}", self.config.namespace_uri),
-            Identifier::Guid(g) => format!(
-                "nsu={};g={}",
-                self.config.namespace_uri,
-                config::opcua::guid_text(g)
-            ),
+            Identifier::Guid(g) => format!("nsu={};g={g}", self.config.namespace_uri),
             Identifier::Opaque(b) => format!(
                 "nsu={};b={}",
                 self.config.namespace_uri,

@@ -20,9 +20,19 @@ pub fn resolve(r: &NodeRef, namespaces: &[String]) -> Option<NodeId> {
     Some(match &r.identifier {
         Identifier::Numeric(n) => NodeId::new(ns, *n),
         Identifier::String(s) => NodeId::new(ns, s.as_str()),
-        Identifier::Guid(g) => NodeId::new(ns, Guid::from_bytes(*g)),
+        Identifier::Guid(g) => NodeId::new(ns, Guid::from_bytes(swap_guid_fields(*g))),
         Identifier::Opaque(b) => NodeId::new(ns, ByteString::from(b.clone())),
     })
+}
+
+/// The config keeps a GUID's bytes in text order (RFC 4122: every field big-endian, as
+/// written); async-opcua's `Guid::from_bytes`/`to_bytes` take the OPC UA binary layout, whose
+/// first three fields are little-endian. Swapping those fields converts either way.
+fn swap_guid_fields(mut g: [u8; 16]) -> [u8; 16] {
+    g[0..4].reverse();
+    g[4..6].reverse();
+    g[6..8].reverse();
+    g
 }
 
 /// The NodeId as config text with its namespace by URI when the server names it (`nsu=`),
@@ -32,7 +42,7 @@ pub fn to_config_text(id: &NodeId, namespaces: &[String]) -> String {
     let identifier = match &id.identifier {
         I::Numeric(n) => Identifier::Numeric(*n),
         I::String(s) => Identifier::String(s.as_ref().to_owned()),
-        I::Guid(g) => Identifier::Guid(g.to_bytes()),
+        I::Guid(g) => Identifier::Guid(swap_guid_fields(g.to_bytes())),
         I::ByteString(b) => Identifier::Opaque(b.value.clone().unwrap_or_default()),
     };
     let namespace = match namespaces.get(usize::from(id.namespace)) {
@@ -50,6 +60,16 @@ pub fn to_config_text(id: &NodeId, namespaces: &[String]) -> String {
 mod tests {
     use super::*;
     use config::opcua::parse_node;
+
+    #[test]
+    fn guid_text_means_what_async_opcua_parses() {
+        let text = "72962b91-fa75-4ae6-8d28-b404dc7daf63";
+        let r = parse_node(&format!("ns=1;g={text}")).expect("node");
+        let id = resolve(&r, &[]).expect("resolved");
+        let parsed: Guid = text.parse().expect("guid");
+        assert_eq!(id, NodeId::new(1, parsed));
+        assert_eq!(to_config_text(&id, &[]), format!("ns=1;g={text}"));
+    }
 
     #[test]
     fn uri_resolves_to_the_servers_index() {
