@@ -319,6 +319,13 @@ async fn restart_recovers(endpoint_extra: &str) {
     );
     let health = tx.status.endpoints()[0].health.clone();
     assert!(!health.base.connected());
+    let reasons = tx.status.health().reasons;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "all 1 OPC UA endpoints are down (no session)"),
+        "{reasons:?}"
+    );
     sim.start().await.expect("restart");
     assert_eq!(sim.port, port);
     sim.set("Double", Value::Double(2.0), Quality::GOOD, 20)
@@ -330,6 +337,21 @@ async fn restart_recovers(endpoint_extra: &str) {
     .await;
     assert!(health.base.connected());
     assert!(health.reconnects() >= 1);
+    // What operators see: /metrics and the status page.
+    let mut e = observe::prom::Exposition::new();
+    tx.status.metrics(&mut e);
+    let metrics = e.finish();
+    assert!(
+        metrics.contains("gateway_tx_opcua_up{endpoint=\"sim\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gateway_tx_opcua_reconnects_total{endpoint=\"sim\"} "));
+    let status = tx.status.status(&observe::Query::default());
+    let ep = &status["opcua"][0];
+    assert_eq!(ep["name"], "sim");
+    assert_eq!(ep["connected"], true);
+    assert!(ep["reconnects"].as_u64().is_some_and(|n| n >= 1), "{ep}");
+    assert!(tx.status.health().reasons.is_empty());
     assert_eq!(sim.mutations().total(), 0);
 }
 

@@ -30,17 +30,38 @@ pub(crate) struct Item {
     pub local: usize,
 }
 
-/// A connected session and the task that drives it; dropping it stops the driver.
+/// A connected session and the task that drives it. Dropping it (the endpoint task aborted
+/// by a live reload or a shutdown) closes the session on the server, within a second, before
+/// stopping the driver: servers have few sessions, and an abandoned one holds its slot until
+/// it times out.
 pub struct Connection {
     pub session: Arc<Session>,
     /// Resolves with the status code when the connection is lost.
     pub lost: oneshot::Receiver<StatusCode>,
-    driver: tokio::task::JoinHandle<()>,
+    driver: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How long closing a dropped session may take.
+const CLOSE_ON_DROP: Duration = Duration::from_secs(1);
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.driver.abort();
+        let Some(driver) = self.driver.take() else {
+            return;
+        };
+        if driver.is_finished() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let session = self.session.clone();
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(CLOSE_ON_DROP, session.disconnect()).await;
+                    driver.abort();
+                });
+            }
+            Err(_) => driver.abort(),
+        }
     }
 }
 
@@ -89,9 +110,8 @@ pub async fn run_endpoint(
                 }
                 health.base.set_connected(true);
                 tracing::info!(endpoint = %ep.name, url = %ep.url, "OPC UA session open");
-                let code = serve(&mut conn, &ep, first, &table, &health, history.as_ref()).await;
-                let _ = tokio::time::timeout(ep.timeout, conn.session.disconnect()).await;
-                code
+                // Dropping `conn` closes the session if the server still has it.
+                serve(&mut conn, &ep, first, &table, &health, history.as_ref()).await
             }
             Err(e) => {
                 tracing::warn!(endpoint = %ep.name, url = %ep.url, error = %e, "OPC UA connection failed");
@@ -160,7 +180,7 @@ pub async fn connect(
     Ok(Connection {
         session,
         lost,
-        driver: conn_driver,
+        driver: Some(conn_driver),
     })
 }
 
