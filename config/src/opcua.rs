@@ -62,7 +62,9 @@ pub struct OpcUaEndpoint {
     pub tags: Vec<OpcUaTag>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An OPC UA security policy, for gateway-tx's endpoints and gateway-rx's mirror alike (both
+/// configs spell it the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SecurityPolicy {
     None,
     Basic256Sha256,
@@ -78,13 +80,41 @@ impl SecurityPolicy {
             SecurityPolicy::Aes128Sha256RsaOaep => "Aes128_Sha256_RsaOaep",
         }
     }
+
+    /// How the config spells it.
+    pub fn config_name(self) -> &'static str {
+        POLICIES
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("?", |(n, _)| n)
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An OPC UA message security mode, for both daemons' configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SecurityMode {
     None,
     Sign,
     SignAndEncrypt,
+}
+
+impl SecurityMode {
+    /// The mode as OPC UA names it (`SignAndEncrypt`).
+    pub fn uri_name(self) -> &'static str {
+        match self {
+            SecurityMode::None => "None",
+            SecurityMode::Sign => "Sign",
+            SecurityMode::SignAndEncrypt => "SignAndEncrypt",
+        }
+    }
+
+    /// How the config spells it.
+    pub fn config_name(self) -> &'static str {
+        MODES
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("?", |(n, _)| n)
+    }
 }
 
 /// How the transmitter identifies itself to the server.
@@ -332,22 +362,22 @@ const TAG_KEYS: &[&str] = &[
     "unit",
     "description",
 ];
-const POLICIES: &[(&str, SecurityPolicy)] = &[
+pub(crate) const POLICIES: &[(&str, SecurityPolicy)] = &[
     ("none", SecurityPolicy::None),
     ("basic256sha256", SecurityPolicy::Basic256Sha256),
     ("aes128_sha256_rsaoaep", SecurityPolicy::Aes128Sha256RsaOaep),
 ];
-const POLICY_ALIASES: &[(&str, &str)] = &[
+pub(crate) const POLICY_ALIASES: &[(&str, &str)] = &[
     ("basic256_sha256", "basic256sha256"),
     ("aes128sha256rsaoaep", "aes128_sha256_rsaoaep"),
     ("aes128_sha256_rsa_oaep", "aes128_sha256_rsaoaep"),
 ];
-const MODES: &[(&str, SecurityMode)] = &[
+pub(crate) const MODES: &[(&str, SecurityMode)] = &[
     ("none", SecurityMode::None),
     ("sign", SecurityMode::Sign),
     ("sign_and_encrypt", SecurityMode::SignAndEncrypt),
 ];
-const MODE_ALIASES: &[(&str, &str)] = &[
+pub(crate) const MODE_ALIASES: &[(&str, &str)] = &[
     ("signandencrypt", "sign_and_encrypt"),
     ("sign_encrypt", "sign_and_encrypt"),
     ("encrypt", "sign_and_encrypt"),

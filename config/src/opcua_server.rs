@@ -61,40 +61,8 @@ pub struct Endpoint {
     pub mode: SecurityMode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SecurityPolicy {
-    None,
-    Basic256Sha256,
-    Aes128Sha256RsaOaep,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SecurityMode {
-    None,
-    Sign,
-    SignAndEncrypt,
-}
-
-impl SecurityPolicy {
-    /// The name used in the config and by OPC UA tools.
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityPolicy::None => "None",
-            SecurityPolicy::Basic256Sha256 => "Basic256Sha256",
-            SecurityPolicy::Aes128Sha256RsaOaep => "Aes128_Sha256_RsaOaep",
-        }
-    }
-}
-
-impl SecurityMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityMode::None => "None",
-            SecurityMode::Sign => "Sign",
-            SecurityMode::SignAndEncrypt => "SignAndEncrypt",
-        }
-    }
-}
+use crate::opcua::{MODE_ALIASES, MODES, POLICIES, POLICY_ALIASES};
+pub use crate::opcua::{SecurityMode, SecurityPolicy};
 
 /// A user name and its password (read from a file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,30 +89,6 @@ const KEYS: &[&str] = &[
 ];
 const ENDPOINT_KEYS: &[&str] = &["security_policy", "security_mode"];
 const USER_KEYS: &[&str] = &["name", "password_file"];
-
-const POLICIES: &[(&str, SecurityPolicy)] = &[
-    ("None", SecurityPolicy::None),
-    ("Basic256Sha256", SecurityPolicy::Basic256Sha256),
-    ("Aes128_Sha256_RsaOaep", SecurityPolicy::Aes128Sha256RsaOaep),
-];
-/// Spellings other tools use, for the suggestion only.
-const POLICY_ALIASES: &[(&str, &str)] = &[
-    ("none", "None"),
-    ("basic256sha256", "Basic256Sha256"),
-    ("aes128sha256rsaoaep", "Aes128_Sha256_RsaOaep"),
-    ("aes128_sha256_rsaoaep", "Aes128_Sha256_RsaOaep"),
-];
-const MODES: &[(&str, SecurityMode)] = &[
-    ("None", SecurityMode::None),
-    ("Sign", SecurityMode::Sign),
-    ("SignAndEncrypt", SecurityMode::SignAndEncrypt),
-];
-const MODE_ALIASES: &[(&str, &str)] = &[
-    ("none", "None"),
-    ("sign", "Sign"),
-    ("signandencrypt", "SignAndEncrypt"),
-    ("sign_and_encrypt", "SignAndEncrypt"),
-];
 
 /// The endpoints offered when the config lists none: any client can read without setting up
 /// certificates, and one that can gets a signed and encrypted channel.
@@ -240,8 +184,8 @@ fn endpoints(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Vec<Endpoint>> {
             ctx,
             "security_policy",
             Req::Required(
-                "give one of \"None\", \"Basic256Sha256\", \"Aes128_Sha256_RsaOaep\", like \
-                 security_policy = \"Basic256Sha256\"",
+                "give one of \"none\", \"basic256sha256\", \"aes128_sha256_rsaoaep\", like \
+                 security_policy = \"basic256sha256\"",
             ),
             POLICIES,
             POLICY_ALIASES,
@@ -263,9 +207,9 @@ fn endpoints(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Vec<Endpoint>> {
                 ctx.error(
                     m.span.start,
                     &m.key,
-                    "security policy \"None\" has no signing or encryption; use \
-                     security_mode = \"None\" with it, or a secure policy such as \
-                     \"Basic256Sha256\" for \"Sign\" or \"SignAndEncrypt\"",
+                    "security policy \"none\" has no signing or encryption; use \
+                     security_mode = \"none\" with it, or a secure policy such as \
+                     \"basic256sha256\" for \"sign\" or \"sign_and_encrypt\"",
                 );
                 ok = false;
                 continue;
@@ -276,8 +220,8 @@ fn endpoints(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Vec<Endpoint>> {
                     e.key("security_mode"),
                     format!(
                         "missing required key `security_mode` in [[opcua_server.endpoint]]; \
-                         with security_policy = \"{}\" give \"Sign\" or \"SignAndEncrypt\"",
-                        policy.val.name()
+                         with security_policy = \"{}\" give \"sign\" or \"sign_and_encrypt\"",
+                        policy.val.config_name()
                     ),
                 );
                 ok = false;
@@ -288,9 +232,9 @@ fn endpoints(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Vec<Endpoint>> {
                     m.span.start,
                     &m.key,
                     format!(
-                        "security_mode \"None\" goes only with security_policy \"None\"; with \
-                         \"{}\" give \"Sign\" or \"SignAndEncrypt\"",
-                        p.name()
+                        "security_mode \"none\" goes only with security_policy \"none\"; with \
+                         \"{}\" give \"sign\" or \"sign_and_encrypt\"",
+                        p.config_name()
                     ),
                 );
                 ok = false;
@@ -310,8 +254,8 @@ fn endpoints(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Vec<Endpoint>> {
                 format!(
                     "endpoint {}/{} is already listed at line {first}; list each policy and \
                      mode once",
-                    endpoint.policy.name(),
-                    endpoint.mode.name()
+                    endpoint.policy.config_name(),
+                    endpoint.mode.config_name()
                 ),
             );
             ok = false;
@@ -446,7 +390,7 @@ fn parse(
             t.key("user"),
             "users log in only on a secure endpoint (on security policy \"None\" their \
              passwords would cross the network in the clear); add an [[opcua_server.endpoint]] \
-             with security_policy = \"Basic256Sha256\" and security_mode = \"SignAndEncrypt\"",
+             with security_policy = \"basic256sha256\" and security_mode = \"sign_and_encrypt\"",
         );
     }
     let max_sessions = count(

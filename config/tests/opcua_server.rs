@@ -103,11 +103,11 @@ max_monitored_items_per_subscription = 100
 max_history_continuation_points = 4
 
 [[opcua_server.endpoint]]
-security_policy = \"None\"
+security_policy = \"none\"
 
 [[opcua_server.endpoint]]
-security_policy = \"Aes128_Sha256_RsaOaep\"
-security_mode = \"Sign\"
+security_policy = \"aes128_sha256_rsaoaep\"
+security_mode = \"sign\"
 
 [[opcua_server.user]]
 name = \"historian\"
@@ -196,35 +196,35 @@ fn errors_name_the_line_and_key() {
     );
     one(
         diags(&format!(
-            "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"Sign\"\n"
+            "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"sign\"\n"
         )),
         5,
         19,
         "opcua_server.endpoint[0].security_policy",
         &[
-            "did you mean \"Basic256Sha256\"?",
-            "\"Aes128_Sha256_RsaOaep\"",
+            "did you mean \"basic256sha256\"?",
+            "\"aes128_sha256_rsaoaep\"",
         ],
     );
     one(
         diags(&format!(
-            "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"None\"\n"
+            "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"none\"\n"
         )),
         6,
         17,
         "opcua_server.endpoint[0].security_mode",
-        &["\"Sign\" or \"SignAndEncrypt\""],
+        &["\"sign\" or \"sign_and_encrypt\""],
     );
     one(
         diags(&format!(
-            "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"Basic256Sha256\"\n"
+            "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"basic256sha256\"\n"
         )),
         4,
         1,
         "opcua_server.endpoint[0].security_mode",
         &["missing required key `security_mode`"],
     );
-    let twice = "[[opcua_server.endpoint]]\nsecurity_policy = \"None\"\n";
+    let twice = "[[opcua_server.endpoint]]\nsecurity_policy = \"none\"\n";
     one(
         diags(&format!("{RX}{t}{twice}{twice}")),
         6,
@@ -276,7 +276,7 @@ fn user_password_files_are_checked() {
     secret_file(dir.path(), "ok.pass", "x\n", 0o600);
     let d = diags_at(
         &format!(
-            "{RX}[opcua_server]\n[[opcua_server.endpoint]]\nsecurity_policy = \"None\"\n{user}password_file = \"ok.pass\"\n"
+            "{RX}[opcua_server]\n[[opcua_server.endpoint]]\nsecurity_policy = \"none\"\n{user}password_file = \"ok.pass\"\n"
         ),
         &path,
     );

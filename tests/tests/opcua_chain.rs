@@ -73,8 +73,8 @@ async fn start_rx(dir: &Path, link_port: u16, secure: Option<&Secure>) -> Receiv
     if let Some(s) = secure {
         let pw = password_file(dir, "mirror-user.password", &s.mirror_user.1);
         text.push_str(&format!(
-            "anonymous = false\n\n[[opcua_server.endpoint]]\nsecurity_policy = \"Basic256Sha256\"\n\
-             security_mode = \"SignAndEncrypt\"\n\n[[opcua_server.user]]\nname = \"{}\"\n\
+            "anonymous = false\n\n[[opcua_server.endpoint]]\nsecurity_policy = \"basic256sha256\"\n\
+             security_mode = \"sign_and_encrypt\"\n\n[[opcua_server.user]]\nname = \"{}\"\n\
              password_file = {}\n",
             s.mirror_user.0,
             q(&pw)

@@ -247,13 +247,13 @@ impl OpcUaMirror {
             };
             if tokens.is_empty() {
                 warn!(
-                    policy = e.policy.name(),
+                    policy = e.policy.uri_name(),
                     "OPC UA endpoint not offered: no login is allowed on it (anonymous is off, \
                      and users log in on secure endpoints only)"
                 );
                 continue;
             }
-            let id = format!("{}_{}", e.policy.name(), e.mode.name());
+            let id = format!("{}_{}", e.policy.uri_name(), e.mode.uri_name());
             builder = builder.add_endpoint(
                 id,
                 ServerEndpoint::new("/", policy(e.policy), mode(e.mode), tokens),

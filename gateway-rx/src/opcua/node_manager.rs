@@ -144,6 +144,11 @@ impl InMemoryNodeManagerImpl for MirrorNodes {
         self.counters
             .reads
             .fetch_add(nodes.len() as u64, Ordering::Relaxed);
+        // The address space follows a new catalogue a moment after the state has it (the feed
+        // task syncs it): a tag is served only once its node exists, so a value is never
+        // readable at a node that Browse, DataType or a subscription would call unknown. Lock
+        // order: address space, then state (as everywhere).
+        let space = space.read();
         let mut out = Vec::with_capacity(nodes.len());
         {
             let view = self.state.view();
@@ -151,12 +156,13 @@ impl InMemoryNodeManagerImpl for MirrorNodes {
                 let served = self
                     .tag_name(&n.node_id)
                     .filter(|_| n.attribute_id == AttributeId::Value)
+                    .filter(|_| space.node_exists(&n.node_id))
                     .and_then(|name| served_value(&view, name, &n.index_range, which));
                 out.push(served);
             }
         }
-        // Anything else (a folder, the EngineeringUnits property): as the address space holds it.
-        let space = space.read();
+        // Anything else (a folder, the EngineeringUnits property, a node not (yet) there): as
+        // the address space holds it.
         out.into_iter()
             .zip(nodes)
             .map(|(v, n)| v.unwrap_or_else(|| space.read(context, n, max_age, which)))
