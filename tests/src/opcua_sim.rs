@@ -442,6 +442,8 @@ impl OpcUaSim {
         limits.max_chunk_count = 1024;
         limits.subscriptions.max_monitored_items_per_sub = 1_000_000;
         limits.subscriptions.max_queued_notifications = 1000;
+        limits.subscriptions.min_sampling_interval_ms = 10.0;
+        limits.subscriptions.min_publishing_interval_ms = 10.0;
         if let Some((user, password)) = &self.config.user {
             server = server.add_user_token(
                 "sim-user",

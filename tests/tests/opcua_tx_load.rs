@@ -35,7 +35,7 @@ async fn run(tags: usize, seconds: u64) {
     );
     for i in 0..tags {
         s.push_str(&format!(
-            "[[opcua.tag]]\nname = \"load/t{i}\"\nnode = \"nsu=urn:plant:load;s=Load.{i}\"\ntype = \"f64\"\nsampling_interval_ms = 0\nqueue_size = 1\n"
+            "[[opcua.tag]]\nname = \"load/t{i}\"\nnode = \"nsu=urn:plant:load;s=Load.{i}\"\ntype = \"f64\"\nsampling_interval_ms = 0\nqueue_size = 10\n"
         ));
     }
     let config = TxConfig::parse(&s, Path::new("load.toml")).expect("config");
@@ -64,7 +64,9 @@ async fn run(tags: usize, seconds: u64) {
                 .map(|n| (n.as_str(), Value::Double(rounds as f64), Quality::GOOD, t)),
         )
         .expect("set");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A new value for every tag each 20 ms at most: more than the subscription's 100 ms
+        // publishing interval delivers, so what arrives is what the client side can take.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Wait for the last round to arrive everywhere.
     let last = Value::Double(rounds as f64);
