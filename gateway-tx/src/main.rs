@@ -138,7 +138,27 @@ fn browse(a: BrowseArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir()
         .unwrap_or_default()
         .join("(command line)");
-    let c = TxConfig::parse(&text, &cwd).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Problems are named by the option that caused them, not by the generated table's keys.
+    let c = TxConfig::parse(&text, &cwd).map_err(|e| {
+        let lines: Vec<String> = e
+            .diagnostics()
+            .iter()
+            .map(|d| {
+                let key = d.key.trim_start_matches("opcua[0].");
+                let option = if key == "url" {
+                    "URL".to_owned()
+                } else {
+                    format!("--{}", key.replace('_', "-"))
+                };
+                format!("{option}: {}", d.message)
+            })
+            .collect();
+        if lines.is_empty() {
+            anyhow::anyhow!("{e}")
+        } else {
+            anyhow::anyhow!("{}", lines.join("\n"))
+        }
+    })?;
     let ep = c
         .opcua
         .into_iter()
