@@ -99,15 +99,11 @@ pub async fn run_endpoint(
         );
     }
     let mut backoff = BACKOFF_MIN;
-    let mut sessions = 0u64;
     loop {
         let started = std::time::Instant::now();
         let code = match connect(&mut client, &ep, identity.clone()).await {
             Ok(mut conn) => {
-                sessions += 1;
-                if sessions > 1 || health.base.polls_ok() + health.base.polls_failed() > 0 {
-                    health.reconnected();
-                }
+                health.session_opened();
                 health.base.set_connected(true);
                 tracing::info!(endpoint = %ep.name, url = %ep.url, "OPC UA session open");
                 // Dropping `conn` closes the session if the server still has it.

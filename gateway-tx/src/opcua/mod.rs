@@ -24,7 +24,8 @@ use crate::modbus::DeviceHealth;
 #[derive(Debug, Default)]
 pub struct EndpointHealth {
     pub base: DeviceHealth,
-    reconnects: AtomicU64,
+    /// Sessions opened, live reloads included.
+    sessions: AtomicU64,
     /// The start-up HistoryRead completed; later sessions and live reloads do not repeat it.
     history_done: AtomicBool,
 }
@@ -34,13 +35,13 @@ impl EndpointHealth {
         EndpointHealth::default()
     }
 
-    /// Sessions opened after the first.
+    /// Sessions opened after the first (a live reload opens one too).
     pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
+        self.sessions.load(Ordering::Relaxed).saturating_sub(1)
     }
 
-    pub(crate) fn reconnected(&self) {
-        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn session_opened(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the start-up HistoryRead is still to do.
