@@ -58,11 +58,21 @@ fn tx_config(
     tags: &[(String, String, &str, &str)],
     top_extra: &str,
 ) -> TxConfig {
+    tx_config_url(&sim.url(), pki, endpoint_extra, tags, top_extra)
+}
+
+fn tx_config_url(
+    url: &str,
+    pki: &Path,
+    endpoint_extra: &str,
+    tags: &[(String, String, &str, &str)],
+    top_extra: &str,
+) -> TxConfig {
     let port = tests::free_udp_port().expect("udp port");
     let mut s = format!(
         "[link]\ndestination = \"127.0.0.1:{port}\"\n{top_extra}\n[[opcua]]\nname = \"sim\"\nurl = {}\n\
          pki_dir = {}\ntimeout_ms = 2000\npublishing_interval_ms = 50\npoll_interval_ms = 50\n{endpoint_extra}\n",
-        q(&sim.url()),
+        q(url),
         q(&pki.display().to_string()),
     );
     for (name, node, ty, extra) in tags {
@@ -703,5 +713,116 @@ async fn live_reload_restarts_the_endpoint_with_the_new_tags() {
     })
     .await;
     assert_eq!(tx.status.endpoints()[0].config.tags.len(), 2);
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+/// A TCP relay to the simulator that can swallow everything in both directions while keeping
+/// the connections open: a network that drops packets, not a server that closes.
+struct Blackhole {
+    port: u16,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn blackhole(target: u16) -> Blackhole {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut r: tokio::net::tcp::OwnedReadHalf,
+        mut w: tokio::net::tcp::OwnedWriteHalf,
+        swallow: Arc<AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if swallow.load(Ordering::Relaxed) {
+                continue;
+            }
+            if w.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let port = listener.local_addr().expect("addr").port();
+    let swallow = Arc::new(AtomicBool::new(false));
+    let s = swallow.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((inbound, _)) = listener.accept().await {
+            let s = s.clone();
+            conns.spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::join!(pump(ri, wo, s.clone()), pump(ro, wi, s));
+            });
+        }
+    });
+    Blackhole {
+        port,
+        swallow,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_drop_goes_bad_and_recovers_through_a_relay() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim(dir.path(), false, 0).await;
+    let relay = blackhole(sim.port).await;
+    // The server advertises its own port; the transmitter must keep to the configured one.
+    let url = format!("opc.tcp://127.0.0.1:{}/", relay.port);
+    let tags = vec![(
+        "sim/speed".to_owned(),
+        sim.node_text("Double").expect("node"),
+        "f64",
+        "",
+    )];
+    let config = tx_config_url(&url, &dir.path().join("pki"), "", &tags, "");
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    let table = tx.table();
+    sim.set("Double", Value::Double(7.0), Quality::GOOD, 70)
+        .expect("set");
+    wait_for("value through the relay", || {
+        current(&table, "sim/speed").is_some_and(|s| s.value == Value::Double(7.0))
+    })
+    .await;
+    relay.swallow.store(true, Ordering::Relaxed);
+    let dropped = Instant::now();
+    wait_for("BadNotConnected after the network drop", || {
+        current(&table, "sim/speed").is_some_and(|s| s.quality == BAD_NOT_CONNECTED)
+    })
+    .await;
+    let detected = dropped.elapsed();
+    println!("network drop noticed after {detected:?}");
+    relay.swallow.store(false, Ordering::Relaxed);
+    sim.set("Double", Value::Double(8.0), Quality::GOOD, 80)
+        .expect("set");
+    wait_for("Good again after the network is back", || {
+        current(&table, "sim/speed")
+            .is_some_and(|s| s.value == Value::Double(8.0) && s.quality == Quality::GOOD)
+    })
+    .await;
+    assert!(
+        detected < Duration::from_secs(15),
+        "a silent network took {detected:?} to notice"
+    );
     assert_eq!(sim.mutations().total(), 0);
 }

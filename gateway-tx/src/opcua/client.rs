@@ -82,19 +82,54 @@ pub fn build(ep: &OpcUaEndpoint) -> Result<Client, ClientError> {
         .map_err(|e| ClientError::Settings(e.join("; ")))
 }
 
-/// The endpoint description `connect_to_matching_endpoint` looks for.
-pub fn endpoint_description(ep: &OpcUaEndpoint) -> EndpointDescription {
-    let policy = match ep.security_policy {
+fn policy(ep: &OpcUaEndpoint) -> opcua::crypto::SecurityPolicy {
+    match ep.security_policy {
         SecurityPolicy::None => opcua::crypto::SecurityPolicy::None,
         SecurityPolicy::Basic256Sha256 => opcua::crypto::SecurityPolicy::Basic256Sha256,
         SecurityPolicy::Aes128Sha256RsaOaep => opcua::crypto::SecurityPolicy::Aes128Sha256RsaOaep,
-    };
-    let mode = match ep.security_mode {
+    }
+}
+
+fn mode(ep: &OpcUaEndpoint) -> MessageSecurityMode {
+    match ep.security_mode {
         SecurityMode::None => MessageSecurityMode::None,
         SecurityMode::Sign => MessageSecurityMode::Sign,
         SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    }
+}
+
+/// The server's endpoint with the configured security policy and mode, from GetEndpoints on
+/// the configured URL, with that URL in place of the one the server advertises: servers behind
+/// NAT or a port forward, or advertising a host name the OT network cannot resolve, are
+/// reached where the config says.
+pub async fn select_endpoint(
+    client: &Client,
+    ep: &OpcUaEndpoint,
+) -> Result<EndpointDescription, String> {
+    let (policy, mode) = (policy(ep), mode(ep));
+    let offered = client
+        .get_server_endpoints_from_url(ep.url.as_str())
+        .await
+        .map_err(|e| format!("GetEndpoints: {e}"))?;
+    let found = offered.iter().find(|e| {
+        e.security_mode == mode
+            && opcua::crypto::SecurityPolicy::from_uri(e.security_policy_uri.as_ref()) == policy
+    });
+    let Some(found) = found else {
+        let list: Vec<String> = offered
+            .iter()
+            .map(|e| format!("{} {:?}", e.security_policy_uri, e.security_mode))
+            .collect();
+        return Err(format!(
+            "the server offers no endpoint with security policy {} and mode {:?}; it offers: {}",
+            ep.security_policy.uri_name(),
+            mode,
+            list.join(", ")
+        ));
     };
-    (ep.url.as_str(), policy.to_str(), mode).into()
+    let mut found = found.clone();
+    found.endpoint_url = ep.url.as_str().into();
+    Ok(found)
 }
 
 pub fn identity(ep: &OpcUaEndpoint) -> Result<IdentityToken, ClientError> {

@@ -132,13 +132,12 @@ pub async fn connect(
     ep: &OpcUaEndpoint,
     identity: opcua::client::IdentityToken,
 ) -> Result<Connection, String> {
-    let (session, event_loop) = tokio::time::timeout(
-        ep.timeout,
-        client.connect_to_matching_endpoint(client::endpoint_description(ep), identity),
-    )
-    .await
-    .map_err(|_| format!("no answer from {} within {:?}", ep.url, ep.timeout))?
-    .map_err(|e| e.to_string())?;
+    let endpoint = tokio::time::timeout(ep.timeout, client::select_endpoint(client, ep))
+        .await
+        .map_err(|_| format!("no answer from {} within {:?}", ep.url, ep.timeout))??;
+    let (session, event_loop) = client
+        .connect_to_endpoint_directly(endpoint, identity)
+        .map_err(|e| e.to_string())?;
     session.disable_reconnects();
     let (lost_tx, mut lost) = oneshot::channel();
     let driver = tokio::spawn(async move {
