@@ -416,6 +416,9 @@ impl OpcUaSim {
         let tokens = [ANONYMOUS_USER_TOKEN_ID];
         let secure_tokens = [ANONYMOUS_USER_TOKEN_ID, "sim-user"];
         let mut server = ServerBuilder::new()
+            // A plant server that publishes every 10 ms (async-opcua's default tick is 100 ms),
+            // so that what the tests and benchmarks time is the gateway, not this server.
+            .subscription_poll_interval_ms(10)
             .application_name("opcua-sim")
             .application_uri("urn:opcua-sim")
             .product_uri("urn:opcua-sim")

@@ -79,8 +79,9 @@ use crate::state::State;
 use address_space::Layout;
 pub use node_manager::{MirrorNodeManager, MirrorNodes};
 
-/// The change feed is drained at most this often.
-pub const FEED_INTERVAL: Duration = Duration::from_millis(20);
+/// The change feed is drained at most this often, and subscriptions tick as often: a subscriber
+/// waits about this long on average for a change (plus its publishing interval).
+pub const FEED_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Notifications in one Publish response at most, whatever the client asks: keeps a response
 /// for thousands of monitored items within message size limits (10,000 values in one
@@ -223,6 +224,10 @@ impl OpcUaMirror {
             .port(addr.port())
             .discovery_urls(vec![endpoint_url.clone()])
             .diagnostics_enabled(true)
+            // async-opcua ticks subscriptions every 100 ms by default, which floors a
+            // subscriber's latency at about that; the mirror hands changes over every
+            // FEED_INTERVAL, so its subscriptions tick as often.
+            .subscription_poll_interval_ms(FEED_INTERVAL.as_millis() as u64)
             .max_sessions(config.max_sessions)
             .max_history_continuation_points(config.max_history_continuation_points)
             .with_node_manager(InMemoryNodeManagerBuilder::new(
@@ -264,6 +269,11 @@ impl OpcUaMirror {
         limits.subscriptions.max_monitored_items_per_sub =
             config.max_monitored_items_per_subscription;
         limits.subscriptions.max_notifications_per_publish = MAX_NOTIFICATIONS_PER_PUBLISH;
+        // A sampling interval of 0 (report every change as it comes) is kept, not raised to
+        // the library's 100 ms: values are pushed by the feed, not sampled, and a non-zero
+        // interval would hold back (and re-time) a change that follows another within it.
+        limits.subscriptions.min_sampling_interval_ms = 0.0;
+        limits.subscriptions.min_publishing_interval_ms = FEED_INTERVAL.as_secs_f64() * 1000.0;
 
         let (server, handle) = builder
             .build()
