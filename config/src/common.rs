@@ -162,3 +162,24 @@ pub(crate) fn dir_path(
         None => path.to_path_buf(),
     })
 }
+
+/// Group or other permission bits on a secret file, as a message tail ("is readable or
+/// writable by group or others (mode 0644); run `chmod 600 ...`"); `None` when only its owner
+/// has any.
+pub(crate) fn loose_mode(path: &std::path::Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "is readable or writable by group or others (mode {:04o}); run `chmod 600 {}` \
+                 so that only its owner can read it",
+                mode & 0o7777,
+                path.display()
+            ));
+        }
+    }
+    let _ = path;
+    None
+}

@@ -30,8 +30,6 @@ pub mod limits {
     pub const HISTORY_VALUES_PER_REQUEST_MAX: u32 = 100_000;
     pub const QUEUE_SIZE_DEFAULT: u32 = 10;
     pub const QUEUE_SIZE_MAX: u32 = 10_000;
-    /// Files a user could point `password_file` at by mistake are not read whole.
-    pub const PASSWORD_FILE_MAX_BYTES: u64 = 4096;
 }
 use limits::*;
 
@@ -704,7 +702,7 @@ fn parse_identity(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Identity> {
                 ctx.error(u.span.start, &u.key, "the user name is empty; give the server account's name or remove `user` and `password_file` for anonymous access");
                 return None;
             }
-            let (path, password) = read_password(ctx, &p)?;
+            let (path, password) = crate::sinks::read_password_file(ctx, &p)?;
             Some(Identity::UserName {
                 user: u.val,
                 password,
@@ -741,7 +739,7 @@ fn parse_identity(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Identity> {
                     ok = false;
                 }
             }
-            if ok && let Some(why) = loose_mode(&key_path) {
+            if ok && let Some(why) = common::loose_mode(&key_path) {
                 ctx.error(
                     k.span.start,
                     &k.key,
@@ -780,90 +778,6 @@ fn parse_identity(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Identity> {
             None
         }
     }
-}
-
-/// Group or other permission bits on a secret file, as a message tail.
-fn loose_mode(path: &std::path::Path) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Some(format!(
-                "is readable or writable by group or others (mode {:04o}); run `chmod 600 {}` \
-                 so that only its owner can read it",
-                mode & 0o7777,
-                path.display()
-            ));
-        }
-    }
-    let _ = path;
-    None
-}
-
-/// A password file, as the sinks' `password_file`: resolved against the config's directory,
-/// no permission bits for group or others, UTF-8, the first line is the password.
-fn read_password(ctx: &mut Ctx<'_>, p: &At<String>) -> Option<(PathBuf, Secret)> {
-    let path = common::dir_path(ctx, p, "the password file")?;
-    let shown = path.display().to_string();
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) => m,
-        Err(e) => {
-            ctx.error(
-                p.span.start,
-                &p.key,
-                format!(
-                    "cannot read password file {shown}: {e}; the path is relative to this \
-                     config file's directory; write the password on its first line and \
-                     `chmod 600` the file"
-                ),
-            );
-            return None;
-        }
-    };
-    if !meta.is_file() || meta.len() > PASSWORD_FILE_MAX_BYTES {
-        ctx.error(
-            p.span.start,
-            &p.key,
-            format!("password file {shown} is not a small regular file; write the password on its first line"),
-        );
-        return None;
-    }
-    if let Some(why) = loose_mode(&path) {
-        ctx.error(p.span.start, &p.key, format!("password file {shown} {why}"));
-        return None;
-    }
-    let text = match std::fs::read(&path).map(String::from_utf8) {
-        Ok(Ok(t)) => t,
-        Ok(Err(_)) => {
-            ctx.error(
-                p.span.start,
-                &p.key,
-                format!("password file {shown} is not UTF-8 text"),
-            );
-            return None;
-        }
-        Err(e) => {
-            ctx.error(
-                p.span.start,
-                &p.key,
-                format!(
-                    "cannot read password file {shown}: {e}; check that the daemon's user owns it"
-                ),
-            );
-            return None;
-        }
-    };
-    let password = text.lines().next().unwrap_or("").to_owned();
-    if password.is_empty() {
-        ctx.error(
-            p.span.start,
-            &p.key,
-            format!("password file {shown} is empty; write the password on its first line"),
-        );
-        return None;
-    }
-    Some((path, Secret::new(password)))
 }
 
 fn parse_tag(

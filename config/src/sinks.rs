@@ -10,6 +10,9 @@ use crate::walk::{At, Ctx, Req, Tbl};
 
 /// Defaults and limits of the sinks' tables.
 pub mod limits {
+    /// Largest password file accepted: a password is one line, so anything bigger is a
+    /// mistake (a key, a log) rather than a secret to load.
+    pub const PASSWORD_FILE_MAX_BYTES: u64 = 4096;
     pub const SPOOL_MAX_BYTES_DEFAULT: u64 = 1 << 30;
     pub const SPOOL_MAX_BYTES_MIN: u64 = 1 << 20;
     pub const SPOOL_MAX_BYTES_MAX: u64 = 1 << 50;
@@ -199,7 +202,14 @@ pub(crate) fn password_file(
     let Some(p) = opt_string(ctx, t, "password_file")? else {
         return Some(None);
     };
-    let path = common::dir_path(ctx, &p, "the password file")?;
+    read_password_file(ctx, &p).map(Some)
+}
+
+/// A password file named by `p`: resolved against the config's directory, a small regular
+/// file, no permission bits for group or others, UTF-8; the first line is the password. Used
+/// by every key that names one (sinks, OPC UA users and endpoints).
+pub(crate) fn read_password_file(ctx: &mut Ctx<'_>, p: &At<String>) -> Option<(PathBuf, Secret)> {
+    let path = common::dir_path(ctx, p, "the password file")?;
     let shown = path.display().to_string();
     let meta = match std::fs::metadata(&path) {
         Ok(m) => m,
@@ -216,24 +226,21 @@ pub(crate) fn password_file(
             return None;
         }
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            ctx.error(
-                p.span.start,
-                &p.key,
-                format!(
-                    "password file {shown} is readable or writable by group or others (mode \
-                     {:04o}); run `chmod 600 {shown}` so that only its owner can read it",
-                    mode & 0o7777
-                ),
-            );
-            return None;
-        }
+    if !meta.is_file() || meta.len() > PASSWORD_FILE_MAX_BYTES {
+        ctx.error(
+            p.span.start,
+            &p.key,
+            format!(
+                "password file {shown} is not a small regular file; write the password on its \
+                 first line"
+            ),
+        );
+        return None;
     }
-    let _ = &meta;
+    if let Some(why) = common::loose_mode(&path) {
+        ctx.error(p.span.start, &p.key, format!("password file {shown} {why}"));
+        return None;
+    }
     let text = match std::fs::read(&path).map(String::from_utf8) {
         Ok(Ok(t)) => t,
         Ok(Err(_)) => {
@@ -264,7 +271,7 @@ pub(crate) fn password_file(
         );
         return None;
     }
-    Some(Some((path, Secret(password))))
+    Some((path, Secret(password)))
 }
 
 fn port(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, default: u16) -> Option<u16> {

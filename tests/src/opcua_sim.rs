@@ -188,26 +188,9 @@ pub fn sample_value(t: ValueType) -> Value {
     }
 }
 
-fn data_type(t: ValueType) -> DataTypeId {
-    match t {
-        ValueType::Boolean => DataTypeId::Boolean,
-        ValueType::Int16 => DataTypeId::Int16,
-        ValueType::Int32 => DataTypeId::Int32,
-        ValueType::Int64 => DataTypeId::Int64,
-        ValueType::UInt16 => DataTypeId::UInt16,
-        ValueType::UInt32 => DataTypeId::UInt32,
-        ValueType::UInt64 => DataTypeId::UInt64,
-        ValueType::Float => DataTypeId::Float,
-        ValueType::Double => DataTypeId::Double,
-        ValueType::String => DataTypeId::String,
-        ValueType::DateTime => DataTypeId::DateTime,
-        ValueType::ByteString => DataTypeId::ByteString,
-    }
-}
-
 fn data_value(v: &Value, q: Quality, t: UnixNanos) -> DataValue {
     DataValue {
-        value: Some(gateway_tx::opcua::convert::to_variant(v)),
+        value: Some(gateway_rx::opcua::convert::variant(v)),
         status: Some(StatusCode::from(q.0)),
         source_timestamp: Some(gateway_tx::opcua::convert::to_datetime(t)),
         server_timestamp: Some(DateTime::now()),
@@ -589,7 +572,7 @@ impl InMemoryNodeManagerImpl for SimImpl {
         for (name, v) in vars {
             let id = v.id.node(self.ns);
             let mut b = VariableBuilder::new(&id, name.as_str(), name.as_str())
-                .data_type(data_type(v.ty))
+                .data_type(gateway_rx::opcua::convert::data_type(v.ty))
                 .value(v.value.value.clone().unwrap_or(Variant::Empty))
                 .description(format!("simulated {name}"))
                 .organized_by(folder.clone());

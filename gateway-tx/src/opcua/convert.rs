@@ -130,24 +130,6 @@ fn from_integer(i: i128, ty: ValueType) -> Option<Value> {
     }
 }
 
-/// A value of the model as a Variant (for the simulated server and tests).
-pub fn to_variant(v: &Value) -> Variant {
-    match v {
-        Value::Boolean(b) => Variant::Boolean(*b),
-        Value::Int16(n) => Variant::Int16(*n),
-        Value::Int32(n) => Variant::Int32(*n),
-        Value::Int64(n) => Variant::Int64(*n),
-        Value::UInt16(n) => Variant::UInt16(*n),
-        Value::UInt32(n) => Variant::UInt32(*n),
-        Value::UInt64(n) => Variant::UInt64(*n),
-        Value::Float(f) => Variant::Float(*f),
-        Value::Double(d) => Variant::Double(*d),
-        Value::String(s) => Variant::String(s.as_str().into()),
-        Value::DateTime(t) => Variant::DateTime(Box::new(to_datetime(*t))),
-        Value::ByteString(b) => Variant::ByteString(b.clone().into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
