@@ -285,6 +285,9 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf, watch: bool) -> anyhow::Result<()> {
+    // Stamped before loading: a change made while the daemon starts is then seen by --watch
+    // (at worst the same content is reloaded once), never missed.
+    let mut stamp = file_stamp(&path);
     let config = TxConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -300,7 +303,6 @@ fn run(path: PathBuf, watch: bool) -> anyhow::Result<()> {
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                     .context("installing the SIGHUP handler")?;
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            let mut stamp = file_stamp(&path);
             loop {
                 tokio::select! {
                     _ = hangup.recv() => {
