@@ -308,9 +308,10 @@ impl LinkSender {
             sources: (self.health)(),
         };
         self.push(&Message::Heartbeat(heartbeat), now)?;
-        // A heartbeat must not wait for a group to fill: it is what tells the receiver the
-        // link is alive.
-        self.encoder.flush(now);
+        // A heartbeat must not wait for its datagram to fill: it is what tells the receiver
+        // the link is alive. Its block stays open, though: closing it early would cut the
+        // block's groups short and, with them, the burst of loss they survive.
+        self.encoder.flush_payload(now);
         Ok(())
     }
 

@@ -380,6 +380,13 @@ impl Encoder {
         self.close_block();
     }
 
+    /// Closes the partial payload now, so what was pushed goes out at once, and leaves the
+    /// block open to fill: for a message that must not wait (a heartbeat) without cutting the
+    /// block short, which would shrink its groups and the burst they survive.
+    pub fn flush_payload(&mut self, _now: Instant) {
+        self.close_payload();
+    }
+
     /// When [`Encoder::handle_timeout`] must be called next, if anything is waiting.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.payload_due(), self.block_due()) {
@@ -905,6 +912,30 @@ mod tests {
         assert_eq!(enc.stats().data_datagrams, data);
         assert_eq!(enc.stats().timer_flushes, 3);
         assert_eq!(enc.stats().payload_flushes, 27);
+    }
+
+    #[test]
+    fn flush_payload_sends_the_datagram_and_keeps_the_block_open() {
+        let t0 = Instant::now();
+        let mut enc = Encoder::new(EncoderConfig::default(), 7).unwrap();
+        enc.push(&msg(20), t0).unwrap();
+        enc.flush_payload(t0);
+        let out = drain(&mut enc);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].0.is_repair());
+        // The block still waits for more data, with its timer from the first frame.
+        assert_eq!(enc.poll_timeout(), Some(t0 + DEFAULT_BLOCK_SPAN));
+        for _ in 0..3 {
+            enc.push(&msg(20), t0).unwrap();
+            enc.flush_payload(t0);
+        }
+        assert_eq!(drain(&mut enc).len(), 3, "data datagrams only");
+        enc.handle_timeout(t0 + DEFAULT_BLOCK_SPAN);
+        let out = drain(&mut enc);
+        assert!(out.iter().all(|(h, _)| h.is_repair()));
+        // The first block opens the full interleave: four groups of one shard, 4 repair each.
+        assert_eq!(out.len(), 16);
+        assert_eq!(enc.stats().timer_flushes, 1);
     }
 
     #[test]

@@ -272,7 +272,7 @@ fn scenarios(cut_secs: u64) -> Vec<Scenario> {
             name: "burst-64-fec8x8",
             impairment: "as burst-64, FEC 8+8 x8 block 100 ms".to_string(),
             expect: "exact accounting as in burst-64; FEC rebuilds what bursts take from full \
-                     blocks (a burst in a block the block timer or a heartbeat closed early, \
+                     blocks (a burst in a block its timer closed early, \
                      with proportionally fewer repair shards, is lost)",
             kind: Kind::Burst,
             fec: BURST_FEC,
@@ -804,7 +804,7 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                         "{bursts} bursts of 64: {repairable} data datagrams repaired, {unrecoverable} unrecoverable"
                     ));
                     if sc.fec == BURST_FEC {
-                        // How many bursts fall in blocks the block timer or a heartbeat closed
+                        // How many bursts fall in blocks their timer closed
                         // before they were full depends on the rate the machine sustains.
                         row.check(
                             repairable > 0,
