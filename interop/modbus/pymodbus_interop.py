@@ -41,6 +41,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import Failures, die_with_parent, free_port, on_sigterm  # noqa: E402
+
 import pymodbus
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.pdu import ExceptionResponse
@@ -191,41 +194,6 @@ class PlcCounters:
 
 
 # --- Helpers -------------------------------------------------------------------------------------
-
-
-def die_with_parent() -> None:
-    """In the child before exec: SIGKILL when this script dies, even by SIGKILL (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def on_sigterm(_signum, _frame) -> None:
-    raise KeyboardInterrupt  # unwinds through the finally that kills the daemons
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Failures:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.passed: list[str] = []
-
-    def check(self, ok: bool, what: str, detail: str = "") -> bool:
-        if ok:
-            self.passed.append(what)
-            print(f"  ok    {what}")
-        else:
-            self.items.append(f"{what}: {detail}")
-            print(f"  FAIL  {what}: {detail}")
-        return ok
 
 
 async def read(client: AsyncModbusTcpClient, table: str, address: int, count: int,

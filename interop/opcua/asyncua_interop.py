@@ -45,6 +45,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import Failures, die_with_parent, free_port, on_sigterm  # noqa: E402
+
 import asyncua
 from asyncua import Client, Server, ua
 from asyncua.server.history import HistoryDict
@@ -129,41 +132,6 @@ VARS: list[Var] = [
 ]
 HISTORIZED = Var("interop/line1/flow_history", "s=Line1.FlowHistory", ua.VariantType.Double,
                  "f64", 0.0, time=t(0))
-
-
-def die_with_parent() -> None:
-    """In the child before exec: SIGKILL when this script dies, even by SIGKILL (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def on_sigterm(_signum, _frame) -> None:
-    raise KeyboardInterrupt  # unwinds through the finally that kills the daemons
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Failures:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.passed: list[str] = []
-
-    def check(self, ok: bool, what: str, detail: str = "") -> bool:
-        if ok:
-            self.passed.append(what)
-            print(f"  ok    {what}")
-        else:
-            self.items.append(f"{what}: {detail}")
-            print(f"  FAIL  {what}: {detail}")
-        return ok
 
 
 # Every request the plant server receives, by service name. asyncua's processor dispatches
