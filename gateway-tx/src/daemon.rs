@@ -63,10 +63,10 @@ impl Transmitter {
         let mut pollers = Vec::new();
         let healths: Healths = Arc::default();
         let ep_healths: EndpointHealths = Arc::default();
-        let history_tap = history.as_ref().map(|h| h.tap());
+        let history_hooks = history.as_ref().map(|h| h.hooks());
         let (mut device_pollers, devices) = start_pollers(&config, &table, &healths, &[])?;
         let (endpoint_tasks, endpoints) =
-            start_endpoints(&config, &table, &ep_healths, &[], history_tap.clone())?;
+            start_endpoints(&config, &table, &ep_healths, &[], history_hooks.as_ref())?;
         device_pollers.extend(endpoint_tasks);
         let health: HealthFn = {
             let healths = healths.clone();
@@ -141,7 +141,7 @@ impl Transmitter {
                 healths,
                 ep_healths,
                 table_tx,
-                history_tap,
+                history: history_hooks,
             }),
             reloads,
             history,
@@ -218,7 +218,7 @@ impl Transmitter {
             fixed.push("history");
         }
         let table = Arc::new(TagTable::from_config(&new));
-        if live.history_tap.is_some() && table.infos() != live.table.infos() {
+        if live.history.is_some() && table.infos() != live.table.infos() {
             fixed.push("devices.tags (with [history], the tag list)");
         }
         if !fixed.is_empty() {
@@ -237,8 +237,8 @@ impl Transmitter {
         for p in live.pollers.drain(..) {
             p.abort();
         }
-        if let Some(tap) = &live.history_tap {
-            table.set_history(tap.clone());
+        if let Some(h) = &live.history {
+            table.set_history(h.tap.clone());
         }
         let kept_values = table.carry_over(&live.table);
         let previous: Vec<(String, Arc<DeviceHealth>)> = live
@@ -258,7 +258,7 @@ impl Transmitter {
             &table,
             &live.ep_healths,
             &previous,
-            live.history_tap.clone(),
+            live.history.as_ref(),
         )
         .map_err(|e| format!("{e:#}"))?;
         pollers.extend(tasks);
@@ -342,7 +342,7 @@ struct Live {
     healths: Healths,
     ep_healths: EndpointHealths,
     table_tx: tokio::sync::watch::Sender<(Arc<TagTable>, u64)>,
-    history_tap: Option<Arc<crate::history::HistoryTap>>,
+    history: Option<crate::history::SourceHooks>,
 }
 
 /// Starts one poller per device of `config` on `table`, and sets `healths` to theirs; a
@@ -383,13 +383,14 @@ fn start_pollers(
 
 /// Starts one task per OPC UA endpoint of `config` on `table` (their tags follow every Modbus
 /// tag), and sets `healths` to theirs; an endpoint named in `previous` keeps its health (and
-/// does not repeat its start-up HistoryRead).
+/// does not repeat its start-up HistoryRead). With a history, an endpoint with historized tags
+/// also gets a task serving backfills from its historian.
 fn start_endpoints(
     config: &TxConfig,
     table: &Arc<TagTable>,
     healths: &EndpointHealths,
     previous: &[(String, Arc<EndpointHealth>)],
-    history: Option<Arc<crate::history::HistoryTap>>,
+    history: Option<&crate::history::SourceHooks>,
 ) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<EndpointStatus>)> {
     let mut tasks = Vec::new();
     let mut named = Vec::new();
@@ -412,9 +413,34 @@ fn start_endpoints(
             first,
             table.clone(),
             health,
-            history.clone(),
+            history.map(|h| h.tap.clone()),
         )));
+        if let Some(h) = history {
+            let historized = crate::opcua::backfill::historized(ep);
+            if !historized.is_empty() {
+                let names = historized
+                    .iter()
+                    .map(|&i| ep.tags[i].name.clone())
+                    .collect();
+                let reads = h.historians.register(&ep.name, names);
+                tasks.push(tokio::spawn(crate::opcua::backfill::run(
+                    ep.clone(),
+                    first,
+                    reads,
+                    h.tap.clone(),
+                )));
+            }
+        }
         first += TagIndex::try_from(ep.tags.len())?;
+    }
+    if let Some(h) = history {
+        let with_history: Vec<&str> = config
+            .opcua
+            .iter()
+            .filter(|ep| ep.tags.iter().any(|t| t.historize))
+            .map(|ep| ep.name.as_str())
+            .collect();
+        h.historians.retain(&with_history);
     }
     *healths.lock().unwrap_or_else(|e| e.into_inner()) = named;
     Ok((tasks, statuses))

@@ -57,6 +57,11 @@ enum Command {
         /// Only this tag; repeat for more. All tags when absent.
         #[arg(long)]
         tag: Vec<String>,
+        /// Where from: `auto` re-sends what the buffer holds and reads what is older than the
+        /// buffer from the source historians (historized OPC UA tags); `buffer` or
+        /// `historian` only.
+        #[arg(long, value_enum, default_value_t = gateway_tx::history::backfill::Source::Auto)]
+        source: gateway_tx::history::backfill::Source,
         /// Seconds to wait for the daemon to take the request and report (0: do not wait).
         #[arg(long, default_value_t = 10)]
         wait: u64,
@@ -188,6 +193,7 @@ fn backfill(
     from: String,
     to: String,
     tags: Vec<String>,
+    source: gateway_tx::history::backfill::Source,
     wait: u64,
 ) -> anyhow::Result<()> {
     use config::timefmt::parse_rfc3339;
@@ -202,7 +208,7 @@ fn backfill(
             config.display()
         );
     };
-    let id = backfill::submit(&history.dir, from, to, tags)
+    let id = backfill::submit(&history.dir, from, to, tags, source)
         .with_context(|| format!("writing the request into {}", history.dir.display()))?;
     println!("backfill request {id} written");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
@@ -210,15 +216,27 @@ fn backfill(
     while std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(200));
         if let Some(st) = backfill::read_status(&history.dir, &id) {
-            if last.as_ref() != Some(&st.state) {
+            let shown: (String, Vec<_>) = (
+                st.state.clone(),
+                st.historian.iter().map(|p| p.state).collect(),
+            );
+            if last.as_ref() != Some(&shown) {
                 println!(
-                    "{}: {} (scanned {}, re-sent {}) {}",
+                    "{}: {} (buffer: scanned {}, re-sent {}) {}",
                     st.id, st.state, st.scanned, st.sent, st.message
                 );
-                last = Some(st.state.clone());
+                for p in &st.historian {
+                    println!(
+                        "  historian {}: {:?}, {} tags, {} values read {}",
+                        p.source, p.state, p.tags, p.values, p.message
+                    );
+                }
+                last = Some(shown);
             }
-            if st.state == "done" || st.state == "rejected" {
-                return Ok(());
+            match st.state.as_str() {
+                "done" => return Ok(()),
+                "failed" | "rejected" => anyhow::bail!("backfill {}: {}", st.id, st.message),
+                _ => {}
             }
         }
     }
@@ -259,8 +277,9 @@ fn main() -> ExitCode {
             from,
             to,
             tag,
+            source,
             wait,
-        } => match backfill(config, from, to, tag, wait) {
+        } => match backfill(config, from, to, tag, source, wait) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("gateway-tx backfill: {e:#}");

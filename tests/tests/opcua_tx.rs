@@ -826,3 +826,240 @@ async fn network_drop_goes_bad_and_recovers_through_a_relay() {
     );
     assert_eq!(sim.mutations().total(), 0);
 }
+
+/// Waits for the daemon to finish backfill request `id` and returns its final status.
+async fn backfill_status(
+    history_dir: &Path,
+    id: &str,
+) -> gateway_tx::history::backfill::BackfillStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = gateway_tx::history::backfill::read_status(history_dir, id)
+            && st.is_final()
+        {
+            return st;
+        }
+        assert!(start.elapsed() < CONVERGE, "backfill {id} not finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
+    use gateway_tx::history::backfill::{self, Source};
+    use gateway_tx::history::historian::PartState;
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = sim(dir.path(), false, 0).await;
+    let now = gateway_tx::unix_now() / 100 * 100;
+    let day = 86_400_000_000_000i64;
+    // Two and one days old: long before the transmitter (and its buffer) started, and outside
+    // the start-up window.
+    let flow: Vec<(Value, Quality, i64)> = (0..300)
+        .map(|i| {
+            (
+                Value::Double(f64::from(i) * 0.25),
+                if i % 11 == 0 {
+                    Quality(0x4092_0000)
+                } else {
+                    Quality::GOOD
+                },
+                now - 2 * day + i64::from(i) * 10_000_000_000,
+            )
+        })
+        .collect();
+    sim.set_history("History.Flow", flow.clone());
+    let count: Vec<(Value, Quality, i64)> = (0..30u32)
+        .map(|i| {
+            (
+                Value::UInt32(i * 3),
+                Quality::GOOD,
+                now - day + i64::from(i) * 1_000_000_000,
+            )
+        })
+        .collect();
+    sim.set_history("History.Count", count.clone());
+    let history_dir = dir.path().join("history");
+    let tags = vec![
+        (
+            "sim/flow".to_owned(),
+            sim.node_text("History.Flow").expect("node"),
+            "f64",
+            "historize = true",
+        ),
+        (
+            "sim/count".to_owned(),
+            sim.node_text("History.Count").expect("node"),
+            "u32",
+            "historize = true",
+        ),
+        (
+            "sim/nope".to_owned(),
+            format!("nsu={NS_URI};s=History.Nope"),
+            "f64",
+            "historize = true",
+        ),
+    ];
+    let config = tx_config(
+        &sim,
+        &dir.path().join("pki"),
+        "history_window_s = 60\nhistory_values_per_request = 64",
+        &tags,
+        &format!(
+            "[history]\ndir = {}\n",
+            q(&history_dir.display().to_string())
+        ),
+    );
+    let history = config.history.clone().expect("[history]");
+    let catalogue =
+        protocol::catalogue::Catalogue::new(TagTable::from_config(&config).infos().to_vec());
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    let both = vec!["sim/flow".to_owned(), "sim/count".to_owned()];
+
+    // The buffer alone holds nothing that old; no historian part.
+    let id = backfill::submit(
+        &history_dir,
+        now - 3 * day,
+        now - 3_600_000_000_000,
+        both.clone(),
+        Source::Buffer,
+    )
+    .expect("submit");
+    let st = backfill_status(&history_dir, &id).await;
+    assert_eq!(
+        (st.state.as_str(), st.sent, st.historian.len()),
+        ("done", 0, 0),
+        "{st:?}"
+    );
+
+    // Older than the buffer: `auto` asks the historian, 64 values a page.
+    let id = backfill::submit(
+        &history_dir,
+        now - 3 * day,
+        now - 3_600_000_000_000,
+        both.clone(),
+        Source::Auto,
+    )
+    .expect("submit");
+    let st = backfill_status(&history_dir, &id).await;
+    assert_eq!(st.state, "done", "{st:?}");
+    assert_eq!(st.historian.len(), 1, "{st:?}");
+    let part = &st.historian[0];
+    assert_eq!(
+        (part.source.as_str(), part.tags, part.state),
+        ("sim", 2, PartState::Done)
+    );
+    assert_eq!(part.values, 330, "{st:?}");
+
+    // Those values went into the buffer (the carousel covers them too): now the buffer
+    // alone re-sends them.
+    let id = backfill::submit(
+        &history_dir,
+        now - 3 * day,
+        now - 3_600_000_000_000,
+        both.clone(),
+        Source::Buffer,
+    )
+    .expect("submit");
+    let st = backfill_status(&history_dir, &id).await;
+    assert_eq!(
+        (st.state.as_str(), st.sent, st.historian.len()),
+        ("done", 330, 0),
+        "{st:?}"
+    );
+
+    // Both ends inclusive: values 100..=109 of the flow.
+    let id = backfill::submit(
+        &history_dir,
+        flow[100].2,
+        flow[109].2,
+        vec!["sim/flow".to_owned()],
+        Source::Historian,
+    )
+    .expect("submit");
+    let st = backfill_status(&history_dir, &id).await;
+    assert_eq!(
+        (st.state.as_str(), st.historian[0].values),
+        ("done", 10),
+        "{st:?}"
+    );
+
+    // A node the server does not have: the part fails and says which.
+    let id = backfill::submit(
+        &history_dir,
+        now - 3 * day,
+        now,
+        vec!["sim/nope".to_owned()],
+        Source::Historian,
+    )
+    .expect("submit");
+    let st = backfill_status(&history_dir, &id).await;
+    assert_eq!(st.state, "failed", "{st:?}");
+    assert!(
+        st.message.contains("History.Nope") && st.message.contains("BadNodeIdUnknown"),
+        "{}",
+        st.message
+    );
+
+    // The server is down: the read is retried, then fails with the reason.
+    sim.stop().await;
+    let id = backfill::submit(
+        &history_dir,
+        now - 3 * day,
+        now,
+        Vec::new(),
+        Source::Historian,
+    )
+    .expect("submit");
+    let st = backfill_status(&history_dir, &id).await;
+    assert_eq!(st.state, "failed", "{st:?}");
+    assert!(
+        st.message.contains("no complete read after 3 attempts"),
+        "{}",
+        st.message
+    );
+
+    drop(tx);
+    // What the historian gave went into the history stream's buffer: every value with its
+    // quality and source time (the narrow read's ten again; the receiver keeps them once).
+    let mut log = gateway_tx::history::HistoryLog::open(
+        gateway_tx::history::LogConfig::new(
+            history.dir.clone(),
+            history.max_bytes,
+            history.max_age,
+            history.carousel_window,
+        ),
+        catalogue.hash(),
+        catalogue.tags().iter().map(|t| t.name.clone()).collect(),
+        gateway_tx::unix_now(),
+    )
+    .expect("open the history log");
+    let records = gateway_tx::history::LogCursor::new(0)
+        .read(&mut log, 100_000)
+        .expect("read the history log");
+    let of = |tag: u32| -> Vec<(Value, Quality, i64)> {
+        let mut v: Vec<_> = records
+            .iter()
+            .filter(|r| {
+                // The variables' live values carry the simulator's fixed start time (2023).
+                r.sample.tag == tag
+                    && (now - 3 * day..now - 3_600_000_000_000).contains(&r.sample.time)
+            })
+            .map(|r| (r.sample.value.clone(), r.sample.quality, r.sample.time))
+            .collect();
+        v.sort_by_key(|s| s.2);
+        v.dedup_by(|a, b| a.2 == b.2);
+        v
+    };
+    assert_eq!(of(0), flow);
+    assert_eq!(of(1), count);
+    let flow_records = records
+        .iter()
+        .filter(|r| r.sample.tag == 0 && (now - 3 * day..now - day).contains(&r.sample.time))
+        .count();
+    assert_eq!(
+        flow_records, 310,
+        "300 from the range read, 10 from the narrow one"
+    );
+    assert_eq!(sim.mutations().total(), 0);
+}

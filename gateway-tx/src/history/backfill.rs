@@ -1,10 +1,12 @@
 //! Operator backfill requests, made on the OT box and nowhere else.
 //!
-//! `gateway-tx backfill --from .. --to .. [--tag ..]` writes a request file into
+//! `gateway-tx backfill --from .. --to .. [--tag ..] [--source ..]` writes a request file into
 //! `<history dir>/backfill/` (written under a temporary name, then renamed, so the daemon never
 //! reads half a request). The running daemon looks there about once a second, takes each
 //! request (deleting the file), and re-sends the matching samples from its buffer within the
-//! carousel's share of the link, before the carousel. It reports progress in
+//! carousel's share of the link, before the carousel; the part of the range older than the
+//! buffer is read from the sources' own historians where they have one (see `historian.rs`
+//! and [`Source`]). It reports progress in
 //! `<id>.status` beside it, which the command line shows. Nothing of this touches the link side:
 //! the daemon has no input from there.
 //!
@@ -17,9 +19,26 @@ use std::path::{Path, PathBuf};
 use protocol::model::UnixNanos;
 use serde::{Deserialize, Serialize};
 
+use super::historian::HistorianPart;
+
 pub const MAX_PENDING: usize = 16;
 pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
 pub const MAX_STATUS_FILES: usize = 64;
+
+/// Where a backfill is served from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The buffer re-sends what it holds; the part of the range older than the buffer's
+    /// oldest segment comes from the source historians (historized OPC UA tags).
+    #[default]
+    Auto,
+    /// The transmitter's buffer only.
+    Buffer,
+    /// The source historians only, for the whole range (e.g. values the plant's historian
+    /// holds that the gateway never saw, or a buffer that was wiped).
+    Historian,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackfillRequest {
@@ -30,13 +49,16 @@ pub struct BackfillRequest {
     /// Tag names; empty means every tag.
     #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub source: Source,
     pub requested_at: UnixNanos,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackfillStatus {
     pub id: String,
-    /// `queued`, `running`, `done` or `rejected`.
+    /// `queued`, `running`, `done`, `failed` (a historian read failed; what the buffer holds
+    /// was still re-sent) or `rejected`.
     pub state: String,
     pub from: UnixNanos,
     pub to: UnixNanos,
@@ -48,8 +70,18 @@ pub struct BackfillStatus {
     /// The oldest sequence number the buffer held when the request was taken: samples older
     /// than the buffer cannot be re-sent.
     pub oldest_seq: u64,
+    /// Reads from the source historians, one per source.
+    #[serde(default)]
+    pub historian: Vec<HistorianPart>,
     pub message: String,
     pub updated_at: UnixNanos,
+}
+
+impl BackfillStatus {
+    /// Whether the daemon is finished with the request.
+    pub fn is_final(&self) -> bool {
+        matches!(self.state.as_str(), "done" | "failed" | "rejected")
+    }
 }
 
 pub fn request_dir(history_dir: &Path) -> PathBuf {
@@ -62,6 +94,7 @@ pub fn submit(
     from: UnixNanos,
     to: UnixNanos,
     tags: Vec<String>,
+    source: Source,
 ) -> std::io::Result<String> {
     let dir = request_dir(history_dir);
     std::fs::create_dir_all(&dir)?;
@@ -72,6 +105,7 @@ pub fn submit(
         from,
         to,
         tags,
+        source,
         requested_at: now,
     };
     let text = serde_json::to_vec_pretty(&req).map_err(std::io::Error::other)?;
@@ -185,14 +219,14 @@ mod tests {
     #[test]
     fn submit_take_and_status() {
         let dir = tempfile::tempdir().unwrap();
-        let id = submit(dir.path(), 10, 20, vec!["a/b".into()]).unwrap();
+        let id = submit(dir.path(), 10, 20, vec!["a/b".into()], Source::Historian).unwrap();
         std::fs::write(request_dir(dir.path()).join("zz.request"), b"{not json").unwrap();
         let taken = take_requests(dir.path(), 10);
         assert_eq!(taken.len(), 2);
         let req = taken[0].as_ref().unwrap();
         assert_eq!(
-            (req.from, req.to, req.tags.clone()),
-            (10, 20, vec!["a/b".into()])
+            (req.from, req.to, req.tags.clone(), req.source),
+            (10, 20, vec!["a/b".into()], Source::Historian)
         );
         assert_eq!(req.id, id);
         assert!(
@@ -215,6 +249,7 @@ mod tests {
             scanned: 5,
             sent: 3,
             oldest_seq: 0,
+            historian: Vec::new(),
             message: String::new(),
             updated_at: 1,
         };
@@ -237,6 +272,7 @@ mod tests {
                     scanned: 0,
                     sent: 0,
                     oldest_seq: 0,
+                    historian: Vec::new(),
                     message: String::new(),
                     updated_at: 0,
                 },

@@ -475,6 +475,12 @@ impl HistoryLog {
             .map_or(self.next_seq, |s| s.header.first_seq)
     }
 
+    /// When the oldest segment held was started: the buffer holds nothing appended before
+    /// (`None` when it holds nothing).
+    pub fn held_since(&self) -> Option<UnixNanos> {
+        self.segments.first().map(|s| s.header.created_at)
+    }
+
     /// Tag names of a catalogue version the log has used.
     pub fn names(&mut self, hash: CatalogueHash) -> Option<Arc<Vec<String>>> {
         if let Some(n) = self.names.get(&hash) {

@@ -17,6 +17,8 @@
 //!   (seq given here, in report order)       │
 //!                                           ├─ live: each record once, as soon as appended
 //!                                           ├─ backfill: operator ranges, within the share
+//!                                           │   (older than the buffer: asks the source
+//!                                           │    historians, whose values come in at the tap)
 //!                                           └─ carousel: the last window, over and over,
 //!                                              oldest first, within the share
 //!                                                   ▼
@@ -43,6 +45,7 @@
 //! that sample, keeps an open gap for it.
 
 pub mod backfill;
+pub mod historian;
 pub mod log;
 pub mod segment;
 mod sender;
@@ -64,6 +67,9 @@ pub use log::{HistoryLog, LogConfig, LogCursor, LogError, LogStats, Record};
 
 /// Samples waiting for the disk, at most.
 pub const TAP_CAPACITY: usize = 256 * 1024;
+/// Bulk producers wait while the tap holds more than this (a quarter: the rest is room for
+/// live samples while the disk catches up).
+pub const TAP_BULK_LIMIT: usize = TAP_CAPACITY / 4;
 /// Appended records waiting in memory to be sent live, at most.
 pub const LIVE_MEMORY: usize = 64 * 1024;
 /// History messages waiting for the link sender, at most.
@@ -136,10 +142,24 @@ impl HistoryTap {
         self.lock().next_seq
     }
 
+    /// Samples waiting for the disk. Bulk producers (historian reads) wait while it is over
+    /// [`TAP_BULK_LIMIT`] so they never push live samples out of a full tap.
+    pub fn pending(&self) -> usize {
+        self.lock().queue.len()
+    }
+
     /// Samples dropped because the tap was full.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
     }
+}
+
+/// What sources hand history to: the tap, and the registry where sources with a historian
+/// offer to serve backfills.
+#[derive(Debug, Clone)]
+pub struct SourceHooks {
+    pub tap: Arc<HistoryTap>,
+    pub historians: Arc<historian::Historians>,
 }
 
 /// History messages ready for the link, in order. Bounded; the history thread waits for room.
@@ -323,6 +343,7 @@ pub struct History {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     log_id: u64,
+    historians: Arc<historian::Historians>,
 }
 
 impl History {
@@ -347,6 +368,7 @@ impl History {
         let outlet = Arc::new(HistoryOutlet::default());
         let stats = Arc::new(HistoryStats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let historians = Arc::new(historian::Historians::default());
         let mut thread_state = sender::Sender::new(
             log,
             tap.clone(),
@@ -355,6 +377,7 @@ impl History {
             shape,
             config.carousel_window,
             names,
+            historians.clone(),
         );
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -368,7 +391,20 @@ impl History {
             stop,
             thread: Some(thread),
             log_id,
+            historians,
         })
+    }
+
+    /// Where sources with a historian register to serve backfills.
+    pub fn historians(&self) -> Arc<historian::Historians> {
+        self.historians.clone()
+    }
+
+    pub fn hooks(&self) -> SourceHooks {
+        SourceHooks {
+            tap: self.tap(),
+            historians: self.historians(),
+        }
     }
 
     pub fn tap(&self) -> Arc<HistoryTap> {

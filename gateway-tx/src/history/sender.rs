@@ -13,7 +13,8 @@ use protocol::message::{CatalogueHash, HistoryBatch, Message};
 use protocol::model::{Sample, TagIndex};
 use tracing::{info, warn};
 
-use super::backfill::{self, BackfillStatus, MAX_PENDING};
+use super::backfill::{self, BackfillStatus, MAX_PENDING, Source};
+use super::historian::{self, HistorianProgress, Historians, PartState};
 use super::log::{HistoryLog, LogCursor, Record};
 use super::{HistoryOutlet, HistoryStats, HistoryTap, LIVE_MEMORY, LinkShape};
 
@@ -37,6 +38,8 @@ struct Job {
     tags: Option<HashSet<String>>,
     cursor: LogCursor,
     end: u64,
+    /// The historian parts' progress, in the order of `status.historian`.
+    parts: Vec<Arc<HistorianProgress>>,
 }
 
 pub(super) struct Sender {
@@ -60,6 +63,9 @@ pub(super) struct Sender {
     live_cursor: Option<LogCursor>,
     carousel: Option<(LogCursor, u64)>,
     jobs: VecDeque<Job>,
+    /// Jobs whose buffer part is done, waiting for their historian parts.
+    waiting: Vec<Job>,
+    historians: Arc<Historians>,
     tokens: f64,
     token_cap: f64,
     last_refill: Instant,
@@ -78,6 +84,7 @@ impl Sender {
         shape: LinkShape,
         window: Duration,
         names: Vec<String>,
+        historians: Arc<Historians>,
     ) -> Sender {
         let now = Instant::now();
         let head = log.head();
@@ -105,6 +112,8 @@ impl Sender {
             live_cursor: None,
             carousel: None,
             jobs: VecDeque::new(),
+            waiting: Vec::new(),
+            historians,
             tokens: 0.0,
             token_cap,
             last_refill: now,
@@ -237,6 +246,11 @@ impl Sender {
                 job.status.state = "running".into();
                 self.write_job_status(&mut job);
             }
+            if job.cursor.next_seq >= job.end {
+                // Nothing asked of the buffer (`--source historian`).
+                self.buffer_part_done(job);
+                continue;
+            }
             let records = match job.cursor.read(&mut self.log, READ_CHUNK) {
                 Ok(r) => r,
                 Err(e) => {
@@ -265,23 +279,55 @@ impl Sender {
                 self.emit(first, samples, true);
             }
             if done {
-                job.status.state = "done".into();
-                job.status.message = format!(
-                    "re-sent {} of {} samples scanned",
-                    job.status.sent, job.status.scanned
-                );
-                self.write_job_status(&mut job);
-                self.stats.backfills_done.fetch_add(1, Ordering::Relaxed);
-                info!(
-                    id = job.status.id,
-                    scanned = job.status.scanned,
-                    sent = job.status.sent,
-                    "backfill done"
-                );
+                self.buffer_part_done(job);
             } else {
                 self.jobs.push_front(job);
             }
         }
+    }
+
+    /// The buffer has re-sent its part; the job ends when its historian parts have too.
+    fn buffer_part_done(&mut self, mut job: Job) {
+        if job.parts.iter().all(|p| p.state().is_final()) {
+            self.finish(job);
+        } else {
+            self.write_job_status(&mut job);
+            self.waiting.push(job);
+        }
+    }
+
+    fn finish(&mut self, mut job: Job) {
+        let failed: Vec<String> = job
+            .status
+            .historian
+            .iter()
+            .filter(|p| p.state == PartState::Failed)
+            .map(|p| format!("historian {}: {}", p.source, p.message))
+            .collect();
+        let from_historians: u64 = job.status.historian.iter().map(|p| p.values).sum();
+        job.status.state = if failed.is_empty() { "done" } else { "failed" }.into();
+        job.status.message = format!(
+            "re-sent {} of {} samples scanned in the buffer",
+            job.status.sent, job.status.scanned
+        );
+        if !job.status.historian.is_empty() {
+            job.status.message += &format!("; {from_historians} values read from the historians");
+        }
+        for f in &failed {
+            job.status.message += "; ";
+            job.status.message += f;
+        }
+        self.write_job_status(&mut job);
+        self.stats.backfills_done.fetch_add(1, Ordering::Relaxed);
+        info!(
+            id = job.status.id,
+            state = job.status.state,
+            scanned = job.status.scanned,
+            sent = job.status.sent,
+            historian_values = from_historians,
+            historian_failures = failed.len(),
+            "backfill done"
+        );
     }
 
     /// The carousel: the samples appended within the window, oldest first, over and over.
@@ -493,6 +539,16 @@ impl Sender {
             self.tap_dropped_logged = dropped;
         }
         self.take_backfill_requests();
+        for mut job in std::mem::take(&mut self.waiting) {
+            if job.parts.iter().all(|p| p.state().is_final()) {
+                // Refreshes the parts one last time before the final status.
+                self.write_job_status(&mut job);
+                self.finish(job);
+            } else {
+                self.write_job_status(&mut job);
+                self.waiting.push(job);
+            }
+        }
         if let Some(mut job) = self.jobs.pop_front() {
             if job.status.state == "running" {
                 self.write_job_status(&mut job);
@@ -502,7 +558,7 @@ impl Sender {
     }
 
     fn take_backfill_requests(&mut self) {
-        let room = MAX_PENDING.saturating_sub(self.jobs.len());
+        let room = MAX_PENDING.saturating_sub(self.jobs.len() + self.waiting.len());
         if room == 0 {
             return;
         }
@@ -514,22 +570,52 @@ impl Sender {
                     let start = self
                         .log
                         .seq_of_segment_active_since(req.from.saturating_sub(CLOCK_SLACK_NS));
-                    let end = self.live_next;
                     let oldest = self.log.oldest_seq();
+                    // The buffer part: nothing when only the historians are asked.
+                    let end = match req.source {
+                        Source::Historian => start,
+                        Source::Auto | Source::Buffer => self.live_next,
+                    };
+                    let tags = (!req.tags.is_empty())
+                        .then(|| req.tags.iter().cloned().collect::<HashSet<_>>());
+                    let historian_range = match req.source {
+                        Source::Buffer => None,
+                        Source::Historian => Some((req.from, req.to)),
+                        // What the buffer cannot hold: appended before its oldest segment
+                        // (the source times of those samples are earlier still, give or take
+                        // the clock slack).
+                        Source::Auto => match self.log.held_since() {
+                            None => Some((req.from, req.to)),
+                            Some(since) if req.from < since + CLOCK_SLACK_NS => {
+                                Some((req.from, req.to.min(since + CLOCK_SLACK_NS)))
+                            }
+                            Some(_) => None,
+                        },
+                    };
+                    let (parts, progress): (Vec<_>, Vec<_>) = match historian_range {
+                        Some((from, to)) => self
+                            .historians
+                            .dispatch(&req.id, from, to, tags.as_ref())
+                            .into_iter()
+                            .unzip(),
+                        None => (Vec::new(), Vec::new()),
+                    };
                     info!(
                         id = req.id,
                         from = req.from,
                         to = req.to,
                         tags = req.tags.len(),
+                        source = ?req.source,
                         start_seq = start,
                         end_seq = end,
+                        historian_parts = parts.len(),
                         "backfill requested"
                     );
                     let mut job = Job {
-                        tags: (!req.tags.is_empty())
-                            .then(|| req.tags.iter().cloned().collect::<HashSet<_>>()),
+                        tags,
                         cursor: LogCursor::new(start),
                         end,
+                        parts: progress,
                         status: BackfillStatus {
                             id: req.id,
                             state: "queued".into(),
@@ -539,6 +625,7 @@ impl Sender {
                             scanned: 0,
                             sent: 0,
                             oldest_seq: oldest,
+                            historian: parts,
                             message: String::new(),
                             updated_at: now,
                         },
@@ -559,6 +646,7 @@ impl Sender {
                             scanned: 0,
                             sent: 0,
                             oldest_seq: self.log.oldest_seq(),
+                            historian: Vec::new(),
                             message: bad.why,
                             updated_at: now,
                         },
@@ -569,6 +657,9 @@ impl Sender {
     }
 
     fn write_job_status(&self, job: &mut Job) {
+        for (part, progress) in job.status.historian.iter_mut().zip(&job.parts) {
+            historian::refresh(part, progress);
+        }
         job.status.updated_at = crate::unix_now();
         backfill::write_status(self.log.dir(), &job.status);
     }

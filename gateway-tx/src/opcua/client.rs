@@ -48,6 +48,11 @@ pub fn prepare_pki(dir: &Path) -> Result<(), ClientError> {
 
 /// A client for `ep`, creating its certificate and key in `pki_dir` if absent.
 pub fn build(ep: &OpcUaEndpoint) -> Result<Client, ClientError> {
+    // An endpoint's live session and its backfill session build clients on the same pki
+    // directory; two at once would both create a key pair and one would find the other's
+    // half-written (async-opcua then runs without a certificate). One build at a time.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     prepare_pki(&ep.pki_dir)?;
     if ep.trust_server == TrustServer::Any {
         tracing::warn!(

@@ -1,23 +1,24 @@
-//! The start-up HistoryRead: for `historize` tags, the raw values of the last
-//! `history_window`, page by page (`history_values_per_request` values per node and request,
-//! the server's continuation points between pages), pushed into the history stream.
+//! HistoryRead of `historize` tags into the history stream: the raw values of the last
+//! `history_window` at start-up, and operators' backfill ranges (`backfill.rs`), page by page
+//! (`history_values_per_request` values per node and request, the server's continuation
+//! points between pages).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use opcua::client::{HistoryReadAction, Session};
 use opcua::types::{
-    ByteString, DataValue, HistoryData, HistoryReadValueId, NumericRange, QualifiedName,
-    ReadRawModifiedDetails, TimestampsToReturn,
+    ByteString, DataValue, HistoryData, HistoryReadValueId, NodeId, NumericRange, QualifiedName,
+    ReadRawModifiedDetails, StatusCode, TimestampsToReturn,
 };
-use protocol::model::{Sample, Value, ValueType};
+use protocol::model::{Sample, UnixNanos, Value, ValueType};
 
 use super::convert;
 use super::endpoint::Item;
-use crate::history::HistoryTap;
+use crate::history::{HistoryTap, TAP_BULK_LIMIT};
 
 /// Values read per tag at most; past it the read stops early and the server's continuation
-/// point is released (a window of days at a fast rate is better backfilled by the historian).
+/// point is released (more is a job for an export from the historian itself).
 pub const MAX_VALUES_PER_TAG: usize = 1_000_000;
 
 /// Reads the window of every item into `tap`; returns the number of samples pushed and
@@ -32,15 +33,47 @@ pub(crate) async fn read_window(
 ) -> (usize, bool) {
     let end = crate::unix_now();
     let start = end.saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX));
+    let r = read_range(session, items, start, end, per_request, tap, &|_| {}).await;
+    (r.values as usize, r.complete)
+}
+
+/// What [`read_range`] did.
+#[derive(Debug, Default)]
+pub(crate) struct RangeRead {
+    pub values: u64,
+    /// Every item was read to its end (or refused by the server).
+    pub complete: bool,
+    /// Nodes the server refused, with its status code.
+    pub refused: Vec<(NodeId, StatusCode)>,
+    /// Why the read stopped early, when it did.
+    pub error: Option<String>,
+}
+
+/// Reads the raw values of every item with a source time in `from..=to` into `tap`, page by
+/// page, waiting while the tap is full enough that live samples could be crowded out;
+/// `on_values` hears of each page.
+pub(crate) async fn read_range(
+    session: &Arc<Session>,
+    items: &[Item],
+    from: UnixNanos,
+    to: UnixNanos,
+    per_request: u32,
+    tap: &HistoryTap,
+    on_values: &(dyn Fn(u64) + Sync),
+) -> RangeRead {
+    // OPC UA times have 100 ns ticks, and servers differ on whether the end time is included
+    // (Part 11 leaves it to the bounds); ask one tick wider on each side and keep the range.
     let details = ReadRawModifiedDetails {
         is_read_modified: false,
-        start_time: convert::to_datetime(start),
-        end_time: convert::to_datetime(end),
+        start_time: convert::to_datetime(from),
+        end_time: convert::to_datetime(to.saturating_add(200)),
         num_values_per_node: per_request,
         return_bounds: false,
     };
-    let mut total = 0;
-    let mut complete = true;
+    let mut out = RangeRead {
+        complete: true,
+        ..Default::default()
+    };
     for it in items {
         let mut cp = ByteString::null();
         let mut read = 0usize;
@@ -64,12 +97,14 @@ pub(crate) async fn read_window(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(node = %it.node, error = %e, "HistoryRead failed");
-                    complete = false;
-                    break;
+                    out.complete = false;
+                    out.error = Some(format!("HistoryRead of {} failed: {e}", it.node));
+                    return out;
                 }
             };
             if r.status_code.is_bad() {
                 tracing::warn!(node = %it.node, status = %r.status_code, "HistoryRead refused");
+                out.refused.push((it.node.clone(), r.status_code));
                 break;
             }
             let values = r
@@ -78,8 +113,18 @@ pub(crate) async fn read_window(
                 .and_then(|h| h.data_values)
                 .unwrap_or_default();
             read += values.len();
-            total += values.len();
-            tap.push(values.iter().map(|dv| sample(it, dv)));
+            let samples: Vec<Sample> = values
+                .iter()
+                .map(|dv| sample(it, dv))
+                .filter(|s| (from..=to).contains(&s.time))
+                .collect();
+            let n = samples.len() as u64;
+            while tap.pending() > TAP_BULK_LIMIT {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tap.push(samples);
+            out.values += n;
+            on_values(n);
             if r.continuation_point.is_null() {
                 break;
             }
@@ -91,7 +136,7 @@ pub(crate) async fn read_window(
             cp = r.continuation_point;
         }
     }
-    (total, complete)
+    out
 }
 
 /// Tells the server to drop a continuation point we will not use.

@@ -4,6 +4,7 @@
 //! HistoryRead and the session and subscription services are ever called: never Write, Call,
 //! node management or HistoryUpdate (DESIGN.md: read-only towards the plant).
 
+pub mod backfill;
 pub mod browse;
 pub mod client;
 pub mod convert;
