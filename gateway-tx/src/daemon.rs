@@ -105,6 +105,9 @@ impl Transmitter {
             link_alive.clone(),
         ));
         status.set_endpoints(endpoints);
+        if let Some(h) = &history {
+            status.set_history_stream(h.stats());
+        }
         pollers.push(tokio::spawn(status_log(
             sender.counters(),
             sender.encoder_stats(),

@@ -53,6 +53,8 @@ pub struct TxStatus {
     pub started: Instant,
     pub started_unix_ms: i64,
     history: Mutex<Ring<Sample>>,
+    /// The history stream's counters, with `[history]`.
+    history_stream: std::sync::OnceLock<Arc<crate::history::HistoryStats>>,
 }
 
 /// One second of history.
@@ -127,7 +129,17 @@ impl TxStatus {
             started: Instant::now(),
             started_unix_ms: observe::unix_ms(),
             history: Mutex::new(Ring::new(history::CAPACITY)),
+            history_stream: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shows the history stream's counters (`[history]` configured).
+    pub fn set_history_stream(&self, stats: Arc<crate::history::HistoryStats>) {
+        let _ = self.history_stream.set(stats);
+    }
+
+    fn history_stream(&self) -> Option<crate::history::HistoryStatsSnapshot> {
+        self.history_stream.get().map(|s| s.snapshot())
     }
 
     pub fn link_alive(&self) -> bool {
@@ -323,6 +335,9 @@ impl TxStatus {
             "FEC groups whose repair shards could not be computed (never expected).",
             enc.fec_errors,
         );
+        if let Some(h) = self.history_stream() {
+            crate::history::report::metrics(&h, e);
+        }
         e.gauge(
             "gateway_tx_link_rate_limit_bits_per_second",
             "Configured link rate: the pacer never exceeds it (IP and UDP headers included).",
@@ -587,7 +602,8 @@ impl TxStatus {
 
         let tags = self.tag_rows(query, now);
         let fec = &self.link.fec;
-        json!({
+        let history_stream = self.history_stream();
+        let mut page = json!({
             "daemon": "gateway-tx",
             "version": env!("CARGO_PKG_VERSION"),
             "now_ms": observe::unix_ms(),
@@ -616,6 +632,7 @@ impl TxStatus {
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad,
                              "no_value": q.no_value },
             "history": self.history_json(),
+            "history_stream": history_stream.as_ref().map(crate::history::report::json),
             "tags": tags,
             "view": {
                 "title": "gateway-tx",
@@ -661,7 +678,15 @@ impl TxStatus {
                     { "title": "Messages by stream", "columns": ["stream", "messages", "bytes"], "rows": stream_rows },
                 ],
             },
-        })
+        });
+        if let (Some(h), Some(tables)) = (&history_stream, page["view"]["tables"].as_array_mut()) {
+            tables.push(
+                json!({ "title": "History stream (buffer, carousel, backfills)",
+                                "columns": ["counter", "value"],
+                                "rows": crate::history::report::rows(h) }),
+            );
+        }
+        page
     }
 
     fn tag_rows(&self, query: &Query, now: i64) -> Json {

@@ -67,7 +67,8 @@ impl Hist {
             None,
             common::POLL_MS,
             &format!(
-                "\n[history]\ndir = {}\ncarousel_window_s = {window_s}\nmax_age_s = 3600\n",
+                "\n[history]\ndir = {}\ncarousel_window_s = {window_s}\nmax_age_s = 3600\n\
+                 [http]\nbind = \"127.0.0.1:0\"\n",
                 toml_path(&dir.path().join("tx-history"))
             ),
         );
@@ -339,8 +340,14 @@ async fn operator_backfill_resends_a_range() {
         .keys()
         .filter(|(n, t)| *n == name && *t >= first_time && *t <= last_time)
         .count() as u64;
-    let id = backfill::submit(&h.tx_dir(), first_time, last_time, vec![name.clone()])
-        .expect("writing the request");
+    let id = backfill::submit(
+        &h.tx_dir(),
+        first_time,
+        last_time,
+        vec![name.clone()],
+        backfill::Source::Auto,
+    )
+    .expect("writing the request");
     let started = Instant::now();
     let status = loop {
         if let Some(st) = backfill::read_status(&h.tx_dir(), &id)
@@ -368,4 +375,50 @@ async fn operator_backfill_resends_a_range() {
             .all(|e| e.path().extension().is_none_or(|x| x != "request")),
         "the request was taken"
     );
+
+    // The status page and the metrics show the history stream's counters.
+    let addr = h.tx.as_ref().and_then(|t| t.http_addr).expect("[http]");
+    let metrics = http_get(addr, "/metrics").await;
+    let m = |series: &str| {
+        observe::prom::find(&metrics, series).unwrap_or_else(|| panic!("{series} in\n{metrics}"))
+    };
+    assert_eq!(m("gateway_tx_history_backfills_total"), 1.0);
+    assert!(m("gateway_tx_history_samples_sent_total{kind=\"backfill\"}") >= expected as f64);
+    assert!(m("gateway_tx_history_samples_sent_total{kind=\"live\"}") > 0.0);
+    assert!(m("gateway_tx_history_appended_total") >= m("gateway_tx_history_head_seq") - 1.0);
+    assert!(m("gateway_tx_history_buffer_bytes") > 0.0);
+    assert_eq!(m("gateway_tx_history_lost_total{reason=\"tap_full\"}"), 0.0);
+    let body = http_get(addr, "/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    assert_eq!(status["history_stream"]["backfills_done"], 1, "{status}");
+    let tables = status["view"]["tables"].as_array().expect("tables");
+    let table = tables
+        .iter()
+        .find(|t| {
+            t["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("History stream"))
+        })
+        .expect("a History stream table");
+    assert!(
+        table["rows"].as_array().expect("rows").iter().any(
+            |r| r[0] == "backfills done" && r[1].as_str().is_some_and(|v| v.starts_with("1 ("))
+        ),
+        "{table}"
+    );
+}
+
+/// The body of an HTTP GET (the daemons' status server closes after each answer).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("answer");
+    let text = String::from_utf8(raw).expect("UTF-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }

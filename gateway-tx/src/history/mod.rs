@@ -47,6 +47,7 @@
 pub mod backfill;
 pub mod historian;
 pub mod log;
+pub mod report;
 pub mod segment;
 mod sender;
 
@@ -369,16 +370,14 @@ impl History {
         let stats = Arc::new(HistoryStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let historians = Arc::new(historian::Historians::default());
-        let mut thread_state = sender::Sender::new(
-            log,
-            tap.clone(),
-            outlet.clone(),
-            stats.clone(),
-            shape,
-            config.carousel_window,
-            names,
-            historians.clone(),
-        );
+        let shared = sender::Shared {
+            tap: tap.clone(),
+            outlet: outlet.clone(),
+            stats: stats.clone(),
+            historians: historians.clone(),
+        };
+        let mut thread_state =
+            sender::Sender::new(log, shared, shape, config.carousel_window, names);
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("history".into())

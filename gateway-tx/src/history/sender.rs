@@ -42,6 +42,14 @@ struct Job {
     parts: Vec<Arc<HistorianProgress>>,
 }
 
+/// What the history thread shares with the rest of the daemon.
+pub(super) struct Shared {
+    pub tap: Arc<HistoryTap>,
+    pub outlet: Arc<HistoryOutlet>,
+    pub stats: Arc<HistoryStats>,
+    pub historians: Arc<Historians>,
+}
+
 pub(super) struct Sender {
     log: HistoryLog,
     tap: Arc<HistoryTap>,
@@ -78,14 +86,17 @@ pub(super) struct Sender {
 impl Sender {
     pub(super) fn new(
         log: HistoryLog,
-        tap: Arc<HistoryTap>,
-        outlet: Arc<HistoryOutlet>,
-        stats: Arc<HistoryStats>,
+        shared: Shared,
         shape: LinkShape,
         window: Duration,
         names: Vec<String>,
-        historians: Arc<Historians>,
     ) -> Sender {
+        let Shared {
+            tap,
+            outlet,
+            stats,
+            historians,
+        } = shared;
         let now = Instant::now();
         let head = log.head();
         let name_index = names
