@@ -18,6 +18,9 @@ temporary configs, and checks:
   * history the plant's historian held before gateway-tx started (read by gateway-tx with
     HistoryRead and continuation points, since the plant answers 20 values a page) is
     served by the mirror's HistoryRead, paged with continuation points;
+  * older history, outside gateway-tx's start-up window, arrives after an operator's
+    `gateway-tx backfill --source auto` (the transmitter's buffer never held it, so it is
+    read from the plant's historian) and is then served by the mirror's HistoryRead;
   * Write on the mirror fails (BadNotWritable or BadUserAccessDenied) and changes nothing;
     Call and AddNodes fail;
   * the plant server received no Write, Call, AddNodes, DeleteNodes, AddReferences,
@@ -61,6 +64,9 @@ CHANGING_SERVICES = {
     "AddReferencesRequest", "DeleteReferencesRequest", "HistoryUpdateRequest",
 }
 HISTORY_VALUES = 50
+# Two days old: outside the start-up window, only a backfill brings them.
+OLD_VALUES = 40
+OLD_AGE = timedelta(days=2)
 PLANT_PAGE = 20  # values per HistoryRead page the plant answers
 
 
@@ -180,7 +186,10 @@ async def start_plant(port: int) -> tuple[Server, int, dict[str, ua.NodeId]]:
         nodes[v.name] = node.nodeid
     hist = server.get_node(nodes[HISTORIZED.name])
     await server.iserver.history_manager.storage.new_historized_node(hist.nodeid, None)
-    for dv in history:
+    old = [ua.DataValue(ua.Variant(-float(i), ua.VariantType.Double),
+                        SourceTimestamp=now - OLD_AGE + timedelta(minutes=i))
+           for i in range(OLD_VALUES)]
+    for dv in old + history:
         await server.iserver.history_manager.storage.save_node_value(hist.nodeid, dv)
     await hist.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(True))
     await hist.write_attribute(ua.AttributeIds.AccessLevel, ua.DataValue(
@@ -358,6 +367,40 @@ async def run(bin_dir: Path, deadline_s: float, work: Path, fails: Failures) -> 
         fails.check(plant_reads >= HISTORY_VALUES // PLANT_PAGE,
                     "gateway-tx followed the plant's continuation points",
                     f"{plant_reads} HistoryRead requests at the plant")
+
+        # 4b. Older history only the plant's historian holds: an operator's backfill.
+        now = datetime.now(timezone.utc)
+        start, end = now - OLD_AGE - timedelta(hours=1), now - OLD_AGE + timedelta(hours=1)
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        before = REQUESTS["HistoryReadRequest"]
+        # Not subprocess.run: the plant serves from this event loop and must keep answering.
+        bf = await asyncio.create_subprocess_exec(
+            str(bin_dir / "gateway-tx"), "backfill", "--config", str(tx_toml),
+            "--from", start.strftime(fmt), "--to", end.strftime(fmt),
+            "--tag", HISTORIZED.name, "--wait", str(int(deadline_s)),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        raw, _ = await asyncio.wait_for(bf.communicate(), deadline_s + 10)
+        out = raw.decode(errors="replace")
+        fails.check(bf.returncode == 0 and f"{OLD_VALUES} values read" in out,
+                    "gateway-tx backfill --source auto reads what its buffer never held from "
+                    "the plant's historian", out.strip())
+        fails.check(REQUESTS["HistoryReadRequest"] > before,
+                    "the backfill asked the plant with HistoryRead",
+                    f"{REQUESTS['HistoryReadRequest'] - before} new requests")
+        old_details = ua.ReadRawModifiedDetails(IsReadModified=False, StartTime=start,
+                                                EndTime=end, NumValuesPerNode=0,
+                                                ReturnBounds=False)
+        old_values: list[float] = []
+        hist_deadline = time.monotonic() + deadline_s
+        while time.monotonic() < hist_deadline:
+            res = await hnode.history_read(old_details)
+            old_values = [dv.Value.Value for dv in res.HistoryData.DataValues or []]
+            if len(old_values) >= OLD_VALUES:
+                break
+            await asyncio.sleep(0.3)
+        fails.check(old_values == [-float(i) for i in range(OLD_VALUES)],
+                    f"the mirror serves the {OLD_VALUES} backfilled values in order, each once",
+                    f"got {len(old_values)}: {old_values[:10]}")
 
         # 5. The mirror refuses Write, Call and AddNodes.
         target = mirror.get_node(mnodes["interop/int32"])
