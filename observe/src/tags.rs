@@ -1,7 +1,8 @@
 //! Tag rows of the status JSON, the same on both sides: name, value, unit, quality and its
 //! tone, age, source address and description.
 
-use protocol::model::{ModbusTable, Quality, SourceAddress, TagInfo, UnixNanos, Value};
+use protocol::model::{ModbusTable, Quality, UnixNanos, Value};
+use protocol::tag_ref::{SourceRef, TagRef};
 use serde_json::{Value as Json, json};
 
 /// Longest value text shown (a long string or byte string is cut, with an ellipsis).
@@ -18,10 +19,11 @@ pub fn quality_tone(q: Quality) -> &'static str {
     }
 }
 
-/// Where a tag comes from, in a few words: `plc1 u1 holding 100`.
-pub fn source_text(source: &SourceAddress) -> String {
-    match source {
-        SourceAddress::Modbus(a) => {
+/// Where a tag comes from, in a few words: `plc1 u1 holding 100`. Takes a
+/// `&SourceAddress` or a [`SourceRef`].
+pub fn source_text<'a>(source: impl Into<SourceRef<'a>>) -> String {
+    match source.into() {
+        SourceRef::Modbus(a) => {
             let table = match a.table {
                 ModbusTable::Coil => "coil",
                 ModbusTable::DiscreteInput => "discrete",
@@ -30,8 +32,8 @@ pub fn source_text(source: &SourceAddress) -> String {
             };
             format!("{} u{} {table} {}", a.device, a.unit_id, a.address)
         }
-        SourceAddress::OpcUa { endpoint, node_id } => format!("{endpoint} {node_id}"),
-        SourceAddress::Other(s) => s.clone(),
+        SourceRef::OpcUa { endpoint, node_id } => format!("{endpoint} {node_id}"),
+        SourceRef::Other(s) => s.to_owned(),
     }
 }
 
@@ -47,9 +49,15 @@ pub fn value_text(v: &Value) -> String {
 }
 
 /// One row of the tag table. `value` is the value, its quality as served and its source time;
-/// `None` when the tag never had one.
-pub fn row(info: &TagInfo, value: Option<(&Value, Quality, UnixNanos)>, now: UnixNanos) -> Json {
-    let source = source_text(&info.source);
+/// `None` when the tag never had one. `info` is a `&TagInfo` (the transmitter's table) or a
+/// [`TagRef`] (the receiver's catalogue).
+pub fn row<'a>(
+    info: impl Into<TagRef<'a>>,
+    value: Option<(&Value, Quality, UnixNanos)>,
+    now: UnixNanos,
+) -> Json {
+    let info = info.into();
+    let source = source_text(info.source);
     match value {
         Some((v, q, time)) => json!({
             "name": info.name,
@@ -75,12 +83,13 @@ pub fn row(info: &TagInfo, value: Option<(&Value, Quality, UnixNanos)>, now: Uni
 }
 
 /// Whether a tag matches a status query's filter (name, unit, description or source).
-pub fn matches(query: &crate::Query, info: &TagInfo) -> bool {
+pub fn matches<'a>(query: &crate::Query, info: impl Into<TagRef<'a>>) -> bool {
+    let info = info.into();
     query.tags.is_empty()
         || query.matches(&[
-            &info.name,
-            &info.unit,
-            &info.description,
-            &source_text(&info.source),
+            info.name,
+            info.unit,
+            info.description,
+            &source_text(info.source),
         ])
 }

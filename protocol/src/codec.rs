@@ -1,8 +1,8 @@
 //! The one place that knows how message bodies are serialised (postcard 1.x, whose wire format
 //! is frozen and documented). Swapping the codec means changing only this file.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
 
 #[derive(Debug, thiserror::Error)]
 #[error("message body does not decode: {0}")]
@@ -30,10 +30,73 @@ pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, EncodeError> {
 
 /// Decodes a whole body; trailing bytes are an error, since a frame holds exactly one body.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, rest) = postcard::take_from_bytes(bytes)?;
+    decode_borrowed(bytes)
+}
+
+/// As [`decode`], for types that borrow from `bytes` (strings as `&str`), so that stored
+/// encodings can be read without copying them.
+pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, DecodeError> {
+    let (value, rest) = decode_prefix(bytes)?;
     if rest.is_empty() {
         Ok(value)
     } else {
         Err(DecodeError(postcard::Error::DeserializeBadEncoding))
+    }
+}
+
+/// Decodes one value from the start of `bytes` and returns it with the bytes after it: reads
+/// the leading field of a stored encoding without decoding the rest.
+pub fn decode_prefix<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<(T, &'de [u8]), DecodeError> {
+    Ok(postcard::take_from_bytes(bytes)?)
+}
+
+/// The bytes a sequence of `len` elements starts with. The encoding of a sequence is these
+/// bytes followed by each element's encoding, so a long list can be stored, hashed or sent as
+/// its elements' encodings without ever encoding the whole list at once.
+pub fn seq_header(len: usize) -> Vec<u8> {
+    struct Header(usize);
+    impl Serialize for Header {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            s.serialize_seq(Some(self.0))?.end()
+        }
+    }
+    // A seq of known length only writes its length, which cannot fail; the empty fallback is
+    // never reached.
+    postcard::to_allocvec(&Header(len)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_header_then_elements_is_the_sequence() {
+        for len in [0usize, 1, 127, 128, 300, 16_384, 70_000] {
+            let items: Vec<String> = (0..len).map(|i| format!("item{i}")).collect();
+            let mut piecewise = seq_header(len);
+            for item in &items {
+                encode_into(item, &mut piecewise).unwrap();
+            }
+            assert_eq!(piecewise, encode(&items).unwrap(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn prefix_and_borrowed_decoding() {
+        let bytes = encode(&("name", 7u32)).unwrap();
+        let (name, rest): (&str, &[u8]) = decode_prefix(&bytes).unwrap();
+        assert_eq!(name, "name");
+        assert_eq!(decode_borrowed::<u32>(rest).unwrap(), 7);
+        assert!(
+            decode_borrowed::<&str>(&bytes).is_err(),
+            "trailing bytes refused"
+        );
+        assert!(
+            decode_prefix::<&str>(&bytes[..3]).is_err(),
+            "truncated refused"
+        );
     }
 }

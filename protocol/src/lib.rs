@@ -15,6 +15,7 @@ pub mod model;
 pub mod registers;
 mod session;
 pub mod stats;
+pub mod tag_ref;
 pub mod window;
 pub mod wire;
 

@@ -21,6 +21,7 @@
 use thiserror::Error;
 
 use crate::model::{ByteOrder, ModbusAddress, ModbusType, Value, ValueType, WordOrder};
+use crate::tag_ref::ModbusRef;
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RegisterError {
@@ -72,8 +73,10 @@ pub fn type_width(kind: ModbusType) -> Option<u16> {
 
 /// Registers (or bits, in a bit table) the tag occupies: the type's width, or the configured
 /// length for strings. This, not `addr.count`, is what [`decode`] expects for fixed-width types,
-/// so a stale count can never make the codec read past the value.
-pub fn register_count(addr: &ModbusAddress) -> u16 {
+/// so a stale count can never make the codec read past the value. Takes a `&ModbusAddress` or
+/// a [`ModbusRef`] (a catalogue's view).
+pub fn register_count<'a>(addr: impl Into<ModbusRef<'a>>) -> u16 {
+    let addr = addr.into();
     if addr.table.is_bits() {
         return 1;
     }
