@@ -51,8 +51,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use config::rx::{ModbusServer, OnBadQuality};
-use protocol::model::{ModbusAddress, ModbusTable, SourceAddress, TagIndex};
+use protocol::model::{ModbusAddress, ModbusTable, TagIndex};
 use protocol::registers;
+use protocol::tag_ref::SourceRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -363,9 +364,10 @@ impl Mirror {
 
     /// All the words of one tag as they should be served, or exception 04.
     fn tag_words(&self, view: &StateView<'_>, tag: TagIndex) -> Result<Vec<u16>, ExceptionCode> {
-        let Some(SourceAddress::Modbus(addr)) = view.tag(tag).map(|t| &t.source) else {
+        let Some(SourceRef::Modbus(addr)) = view.tag(tag).map(|t| t.source) else {
             return Err(ExceptionCode::ServerDeviceFailure);
         };
+        let addr = &addr.to_address();
         let policy = self.shared.on_bad_quality;
         let zeros = || vec![0u16; usize::from(registers::register_count(addr))];
         let Some(served) = view.value(tag) else {

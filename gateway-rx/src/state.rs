@@ -58,9 +58,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use protocol::catalogue::Catalogue;
 use protocol::message::{CatalogueHash, Heartbeat, Stream};
-use protocol::model::{
-    ModbusTable, Quality, Sample, SourceAddress, TagIndex, TagInfo, UnixNanos, Value,
-};
+use protocol::model::{ModbusTable, Quality, Sample, TagIndex, UnixNanos, Value};
+use protocol::tag_ref::{SourceRef, TagRef};
 
 /// A transmitter session id, chosen at random when the transmitter starts.
 pub type SessionId = u64;
@@ -198,8 +197,8 @@ impl ModbusIndex {
     fn build(catalogue: &Catalogue) -> ModbusIndex {
         let mut index = ModbusIndex::default();
         let mut entries = 0usize;
-        for (i, tag) in catalogue.tags().iter().enumerate() {
-            let (Ok(tag_index), SourceAddress::Modbus(addr)) = (TagIndex::try_from(i), &tag.source)
+        for (i, tag) in catalogue.iter().enumerate() {
+            let (Ok(tag_index), SourceRef::Modbus(addr)) = (TagIndex::try_from(i), tag.source)
             else {
                 continue;
             };
@@ -211,7 +210,7 @@ impl ModbusIndex {
             let map = index
                 .keys
                 .entry(ModbusKey {
-                    device: addr.device.clone(),
+                    device: addr.device.to_owned(),
                     unit_id: addr.unit_id,
                     table: addr.table,
                 })
@@ -365,7 +364,7 @@ impl StateView<'_> {
         self.inner.catalogue.as_deref()
     }
 
-    pub fn tag(&self, index: TagIndex) -> Option<&TagInfo> {
+    pub fn tag(&self, index: TagIndex) -> Option<TagRef<'_>> {
         self.catalogue()?.get(index)
     }
 
@@ -535,8 +534,8 @@ impl State {
         let mut inner = self.write();
         if let Some(old) = inner.catalogue.take() {
             let mut old_values = std::mem::take(&mut inner.values);
-            for (slot, tag) in values.iter_mut().zip(catalogue.tags()) {
-                let Some(old_index) = old.index_of(&tag.name) else {
+            for (slot, tag) in values.iter_mut().zip(catalogue.iter()) {
+                let Some(old_index) = old.index_of(tag.name) else {
                     continue;
                 };
                 let same = old.get(old_index).is_some_and(|old_tag| {
@@ -581,11 +580,11 @@ impl State {
                 None => out.unknown_catalogue = samples.len() as u64,
                 Some(cat) => {
                     for sample in samples {
-                        let Some(tag) = cat.get(sample.tag) else {
+                        let Some(value_type) = cat.value_type(sample.tag) else {
                             out.bad_index += 1;
                             continue;
                         };
-                        if tag.value_type != sample.value.value_type() {
+                        if value_type != sample.value.value_type() {
                             out.type_mismatch += 1;
                             continue;
                         }
@@ -709,7 +708,9 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::model::{ByteOrder, ModbusAddress, ModbusType, ValueType, WordOrder};
+    use protocol::model::{
+        ByteOrder, ModbusAddress, ModbusType, SourceAddress, TagInfo, ValueType, WordOrder,
+    };
 
     fn modbus(device: &str, table: ModbusTable, address: u16, kind: ModbusType) -> SourceAddress {
         SourceAddress::Modbus(ModbusAddress {

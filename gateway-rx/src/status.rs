@@ -838,7 +838,7 @@ impl RxStatus {
         };
         let mut matched = 0usize;
         let mut rows = Vec::new();
-        for (i, info) in catalogue.tags().iter().enumerate() {
+        for (i, info) in catalogue.iter().enumerate() {
             if !observe::tags::matches(query, info) {
                 continue;
             }

@@ -494,12 +494,7 @@ async fn address_space_values_and_refusals() {
     }
 
     // Catalogue change: a tag appears, one disappears, one changes type, no restart.
-    let mut tags: Vec<TagInfo> = cat
-        .tags()
-        .iter()
-        .filter(|t| t.name != "site/bad")
-        .cloned()
-        .collect();
+    let mut tags: Vec<TagInfo> = cat.tags().iter().filter(|t| t.name != "site/bad").collect();
     tags.push(tag(
         "site/area/pump4/flow",
         ValueType::Float,
@@ -691,7 +686,6 @@ async fn subscription_gets_samples_and_link_quality() {
         .tags()
         .iter()
         .filter(|t| t.name != "site/area/pump3/speed")
-        .cloned()
         .collect();
     state.apply_catalogue(Catalogue::new(without));
     let mut gone = next_change(&mut rx, "tag removed").await;

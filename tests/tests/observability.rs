@@ -255,7 +255,7 @@ async fn metrics_health_and_status_pages_after_loss_a_cut_and_a_stop() {
             .expect("the string tag");
         let v = view.value(index).expect("a value");
         (
-            cat.get(index).expect("the tag").name.clone(),
+            cat.get(index).expect("the tag").name.to_owned(),
             observe::tags::value_text(v.value),
         )
     };

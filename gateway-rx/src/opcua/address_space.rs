@@ -15,7 +15,8 @@ use opcua::types::{
     UAString, VariableTypeId, Variant,
 };
 use protocol::catalogue::Catalogue;
-use protocol::model::{TagInfo, ValueType};
+use protocol::model::ValueType;
+use protocol::tag_ref::TagRef;
 
 use super::convert;
 
@@ -100,12 +101,12 @@ impl Layout {
         history: bool,
     ) -> SyncOutcome {
         let mut out = SyncOutcome::default();
-        let mut wanted: HashMap<&str, &TagInfo> = HashMap::with_capacity(catalogue.len());
+        let mut wanted: HashMap<&str, TagRef<'_>> = HashMap::with_capacity(catalogue.len());
         self.ids.clear();
-        for tag in catalogue.tags() {
-            if servable(&tag.name) {
-                wanted.insert(tag.name.as_str(), tag);
-                self.ids.push(Some(tag_node_id(ns, &tag.name)));
+        for tag in catalogue {
+            if servable(tag.name) {
+                wanted.insert(tag.name, tag);
+                self.ids.push(Some(tag_node_id(ns, tag.name)));
             } else {
                 out.skipped += 1;
                 self.ids.push(None);
@@ -118,7 +119,7 @@ impl Layout {
             .filter(|(name, built)| {
                 wanted
                     .get(name.as_str())
-                    .is_none_or(|t| built_of(t) != **built)
+                    .is_none_or(|t| built_of(*t) != **built)
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -158,12 +159,12 @@ impl Layout {
                 .insert(space);
             }
         }
-        for tag in catalogue.tags() {
-            if !servable(&tag.name) || self.tags.contains_key(&tag.name) {
+        for tag in catalogue {
+            if !servable(tag.name) || self.tags.contains_key(tag.name) {
                 continue;
             }
             insert_variable(space, ns, tag, history);
-            self.tags.insert(tag.name.clone(), built_of(tag));
+            self.tags.insert(tag.name.to_owned(), built_of(tag));
             out.added += 1;
         }
         out.added -= out.rebuilt.min(out.added);
@@ -171,34 +172,31 @@ impl Layout {
     }
 }
 
-fn built_of(tag: &TagInfo) -> Built {
+fn built_of(tag: TagRef<'_>) -> Built {
     Built {
         value_type: tag.value_type,
-        unit: tag.unit.clone(),
-        description: tag.description.clone(),
+        unit: tag.unit.to_owned(),
+        description: tag.description.to_owned(),
     }
 }
 
-fn insert_variable(space: &mut AddressSpace, ns: u16, tag: &TagInfo, history: bool) {
-    let id = tag_node_id(ns, &tag.name);
+fn insert_variable(space: &mut AddressSpace, ns: u16, tag: TagRef<'_>, history: bool) {
+    let id = tag_node_id(ns, tag.name);
     let mut access = AccessLevel::CURRENT_READ;
     if history {
         access |= AccessLevel::HISTORY_READ;
     }
-    let mut builder = VariableBuilder::new(
-        &id,
-        QualifiedName::new(ns, leaf(&tag.name)),
-        leaf(&tag.name),
-    )
-    .data_type(convert::data_type(tag.value_type))
-    .value_rank(-1)
-    .access_level(access)
-    .user_access_level(access)
-    .historizing(history)
-    .has_type_definition(VariableTypeId::BaseDataVariableType)
-    .organized_by(parent_id(ns, &tag.name));
+    let mut builder =
+        VariableBuilder::new(&id, QualifiedName::new(ns, leaf(tag.name)), leaf(tag.name))
+            .data_type(convert::data_type(tag.value_type))
+            .value_rank(-1)
+            .access_level(access)
+            .user_access_level(access)
+            .historizing(history)
+            .has_type_definition(VariableTypeId::BaseDataVariableType)
+            .organized_by(parent_id(ns, tag.name));
     if !tag.description.is_empty() {
-        builder = builder.description(LocalizedText::new("", &tag.description));
+        builder = builder.description(LocalizedText::new("", tag.description));
     }
     builder.insert(space);
     if !tag.unit.is_empty() {
@@ -206,11 +204,11 @@ fn insert_variable(space: &mut AddressSpace, ns: u16, tag: &TagInfo, history: bo
             namespace_uri: UAString::null(),
             // -1: no UNECE code is known for a free-text unit.
             unit_id: -1,
-            display_name: LocalizedText::new("", &tag.unit),
-            description: LocalizedText::new("", &tag.unit),
+            display_name: LocalizedText::new("", tag.unit),
+            description: LocalizedText::new("", tag.unit),
         };
         VariableBuilder::new(
-            &eu_node_id(ns, &tag.name),
+            &eu_node_id(ns, tag.name),
             QualifiedName::new(0, "EngineeringUnits"),
             "EngineeringUnits",
         )

@@ -229,17 +229,17 @@ impl Publisher {
             let Some(cat) = view.catalogue() else {
                 return Vec::new();
             };
-            for (i, info) in cat.tags().iter().enumerate() {
+            for (i, info) in cat.iter().enumerate() {
                 let Some(v) = view.value(i as u32) else {
                     continue;
                 };
                 let newer = self
                     .published
-                    .get(info.name.as_str())
+                    .get(info.name)
                     .is_none_or(|t| v.source_time > *t);
                 if newer {
                     picked.push((
-                        info.name.clone(),
+                        info.name.to_owned(),
                         v.source_time,
                         payload(v.value, v.quality, v.source_time, v.received_at),
                     ));

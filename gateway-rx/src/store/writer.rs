@@ -314,7 +314,7 @@ impl Writer {
         }
         let names = match self.state.catalogue().filter(|c| c.hash() == hash) {
             Some(c) => {
-                let names: Vec<String> = c.tags().iter().map(|t| t.name.clone()).collect();
+                let names: Vec<String> = c.iter().map(|t| t.name.to_owned()).collect();
                 db::save_catalogue(conn, hash, &names)?;
                 Some(names)
             }

@@ -5,17 +5,28 @@
 //! [`CatalogueAssembler`], which yields the catalogue once every tag of one version is present
 //! and the assembled list hashes to the version's hash. Chunks of successive rounds of the same
 //! version combine, so a chunk lost in one round is filled by the next.
+//!
+//! A catalogue keeps its tags encoded (see `encoded.rs` for why and what it costs) and hands
+//! them out as [`TagRef`] views; [`Catalogue::tags`] decodes owned [`TagInfo`]s for the few
+//! callers that want them.
 
-use std::collections::BTreeMap;
+mod assembler;
+mod encoded;
+#[cfg(test)]
+mod testing;
+
+pub use assembler::{AssembleError, AssemblyProgress, CatalogueAssembler};
 
 use crate::codec;
 use crate::message::{CatalogueChunk, CatalogueHash, Message};
-use crate::model::{TagIndex, TagInfo};
+use crate::model::{TagIndex, TagInfo, ValueType};
+use crate::tag_ref::TagRef;
+use encoded::EncodedTags;
 
 /// One version of the ordered tag list, with its hash.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Catalogue {
-    tags: Vec<TagInfo>,
+    tags: EncodedTags,
     hash: CatalogueHash,
     /// Tag indexes sorted by (name, index), for lookups by name. A sorted index costs 4 bytes
     /// a tag where a `HashMap<String, _>` cost about 110 (a second copy of every name plus the
@@ -25,17 +36,30 @@ pub struct Catalogue {
     by_name: Vec<TagIndex>,
 }
 
+impl std::fmt::Debug for Catalogue {
+    // The tags themselves would be megabytes of bytes in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalogue")
+            .field("hash", &format_args!("{:016x}", self.hash))
+            .field("tags", &self.len())
+            .finish()
+    }
+}
+
 /// The hash naming a tag list: the first 8 bytes, big-endian, of the SHA-256 of
 /// `codec::encode(tags)`.
 pub fn hash_tags(tags: &[TagInfo]) -> CatalogueHash {
-    // postcard only fails for sequences of unknown length or custom serde errors; the derived
-    // impls of the model never produce either. Should that ever change, both sides still
-    // agree on the hash of an empty encoding, and the receiver's hash check catches any
-    // disagreement instead of a panic here.
-    let digest = match codec::encode(&tags) {
-        Ok(bytes) => ring::digest::digest(&ring::digest::SHA256, &bytes),
-        Err(_) => ring::digest::digest(&ring::digest::SHA256, &[]),
-    };
+    let encoded = EncodedTags::from_tags(tags);
+    hash_encoded(&encoded)
+}
+
+/// [`hash_tags`] of a list already encoded: the list's encoding is its sequence header
+/// followed by the stored bytes, so nothing is encoded again.
+fn hash_encoded(tags: &EncodedTags) -> CatalogueHash {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(&codec::seq_header(tags.len()));
+    digest.update(tags.bytes());
+    let digest = digest.finish();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest.as_ref()[..8]);
     u64::from_be_bytes(first)
@@ -43,15 +67,22 @@ pub fn hash_tags(tags: &[TagInfo]) -> CatalogueHash {
 
 impl Catalogue {
     pub fn new(tags: Vec<TagInfo>) -> Catalogue {
-        let hash = hash_tags(&tags);
+        Catalogue::from_tags(&tags)
+    }
+
+    pub fn from_tags(tags: &[TagInfo]) -> Catalogue {
+        Catalogue::from_encoded(EncodedTags::from_tags(tags))
+    }
+
+    fn from_encoded(tags: EncodedTags) -> Catalogue {
+        let hash = hash_encoded(&tags);
         // Catalogues beyond u32::MAX tags cannot be indexed on the wire; the assembler's cap
         // keeps received ones far below that.
         let indexable = tags.len().min(TagIndex::MAX as usize);
         let mut by_name: Vec<TagIndex> = (0..indexable as TagIndex).collect();
         by_name.sort_unstable_by(|&a, &b| {
-            tags[a as usize]
-                .name
-                .cmp(&tags[b as usize].name)
+            tags.name_bytes(a as usize)
+                .cmp(&tags.name_bytes(b as usize))
                 .then(a.cmp(&b))
         });
         Catalogue {
@@ -63,27 +94,11 @@ impl Catalogue {
 
     /// An empty catalogue (hash of the empty list).
     pub fn empty() -> Catalogue {
-        Catalogue::new(Vec::new())
+        Catalogue::from_tags(&[])
     }
 
     pub fn hash(&self) -> CatalogueHash {
         self.hash
-    }
-
-    pub fn tags(&self) -> &[TagInfo] {
-        &self.tags
-    }
-
-    pub fn get(&self, index: TagIndex) -> Option<&TagInfo> {
-        self.tags.get(usize::try_from(index).ok()?)
-    }
-
-    pub fn index_of(&self, name: &str) -> Option<TagIndex> {
-        let first = self
-            .by_name
-            .partition_point(|&i| self.tags[i as usize].name.as_str() < name);
-        let &index = self.by_name.get(first)?;
-        (self.tags[index as usize].name == name).then_some(index)
     }
 
     pub fn len(&self) -> usize {
@@ -94,8 +109,43 @@ impl Catalogue {
         self.tags.is_empty()
     }
 
-    pub fn into_tags(self) -> Vec<TagInfo> {
-        self.tags
+    /// The tag at `index`, decoded in place (no allocation).
+    pub fn get(&self, index: TagIndex) -> Option<TagRef<'_>> {
+        self.tags.get(usize::try_from(index).ok()?)
+    }
+
+    /// The tag's value type, without decoding the tag: for checking every received sample.
+    pub fn value_type(&self, index: TagIndex) -> Option<ValueType> {
+        self.tags.value_type(usize::try_from(index).ok()?)
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<TagIndex> {
+        let name = name.as_bytes();
+        let first = self
+            .by_name
+            .partition_point(|&i| self.tags.name_bytes(i as usize) < Some(name));
+        let &index = self.by_name.get(first)?;
+        (self.tags.name_bytes(index as usize) == Some(name)).then_some(index)
+    }
+
+    /// Every tag in index order, as views.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            tags: &self.tags,
+            next: 0,
+        }
+    }
+
+    /// Every tag in index order, each decoded into an owned [`TagInfo`] as it is reached
+    /// (an allocation per string): for small catalogues and callers that keep the tags. A
+    /// receiver's catalogue can hold millions of tags; read those with [`iter`](Self::iter).
+    pub fn tags(&self) -> Tags<'_> {
+        Tags(self)
+    }
+
+    /// Heap bytes held by the catalogue, for status pages and memory budgets.
+    pub fn heap_bytes(&self) -> usize {
+        self.tags.heap_bytes() + self.by_name.capacity() * std::mem::size_of::<TagIndex>()
     }
 
     /// Splits the tag list into chunks for the link. Each chunk, wrapped as
@@ -104,7 +154,7 @@ impl Catalogue {
     /// or refuse it). An empty catalogue gives one chunk with no tags, so the receiver still
     /// learns it.
     pub fn chunks(&self, max_body_bytes: usize) -> Vec<CatalogueChunk> {
-        let total_tags = u32::try_from(self.tags.len()).unwrap_or(u32::MAX);
+        let total_tags = u32::try_from(self.len()).unwrap_or(u32::MAX);
         let header = |first_index: u32| -> usize {
             let empty = Message::Catalogue(CatalogueChunk {
                 hash: self.hash,
@@ -118,18 +168,13 @@ impl Catalogue {
         };
 
         let mut chunks = Vec::new();
-        let mut scratch = Vec::new();
         let mut start = 0usize;
-        while start < self.tags.len() || chunks.is_empty() {
+        while start < self.len() || chunks.is_empty() {
             let first_index = u32::try_from(start).unwrap_or(u32::MAX);
             let mut size = header(first_index);
             let mut end = start;
-            while end < self.tags.len() {
-                scratch.clear();
-                let tag_size = match codec::encode_into(&self.tags[end], &mut scratch) {
-                    Ok(()) => scratch.len(),
-                    Err(_) => 0,
-                };
+            while end < self.len() {
+                let tag_size = self.tags.encoded(end).map_or(0, <[u8]>::len);
                 if end > start && size + tag_size > max_body_bytes {
                     break;
                 }
@@ -140,7 +185,10 @@ impl Catalogue {
                 hash: self.hash,
                 total_tags,
                 first_index,
-                tags: self.tags[start..end].to_vec(),
+                tags: (start..end)
+                    .filter_map(|i| self.tags.get(i))
+                    .map(|t| t.to_info())
+                    .collect(),
             });
             if end == start {
                 // Only the empty catalogue gets here.
@@ -152,288 +200,152 @@ impl Catalogue {
     }
 }
 
-/// Why a chunk was refused or an assembled version discarded. None of these stop the
-/// assembler; the caller counts and logs them.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AssembleError {
-    #[error("catalogue chunk for {hash:016x} says {got} tags but earlier chunks said {expected}")]
-    TotalMismatch {
-        hash: CatalogueHash,
-        expected: u32,
-        got: u32,
-    },
-    #[error(
-        "catalogue chunk for {hash:016x} covers tags {first_index}..{first_index}+{len} beyond the total of {total_tags}"
-    )]
-    OutOfRange {
-        hash: CatalogueHash,
-        total_tags: u32,
-        first_index: u32,
-        len: usize,
-    },
-    #[error("catalogue {hash:016x} has {total_tags} tags, above the limit of {limit}")]
-    TooLarge {
-        hash: CatalogueHash,
-        total_tags: u32,
-        limit: usize,
-    },
-    #[error("catalogue assembled for {expected:016x} hashes to {actual:016x}; discarded")]
-    HashMismatch {
-        expected: CatalogueHash,
-        actual: CatalogueHash,
-    },
+/// The tags of a catalogue as views, in index order. See [`Catalogue::iter`].
+#[derive(Debug, Clone)]
+pub struct Iter<'a> {
+    tags: &'a EncodedTags,
+    next: usize,
 }
 
-/// Progress of one version being assembled, for status pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AssemblyProgress {
-    pub hash: CatalogueHash,
-    pub received: usize,
-    pub total: u32,
-}
+impl<'a> Iterator for Iter<'a> {
+    type Item = TagRef<'a>;
 
-#[derive(Debug)]
-struct Pending {
-    hash: CatalogueHash,
-    total: u32,
-    /// Only the tags received so far, so a chunk claiming a huge total costs nothing until
-    /// tags actually arrive.
-    tags: BTreeMap<u32, TagInfo>,
-    last_touched: u64,
-}
+    fn next(&mut self) -> Option<TagRef<'a>> {
+        let tag = self.tags.get(self.next)?;
+        self.next += 1;
+        Some(tag)
+    }
 
-/// Reassembles catalogue versions from chunks that may arrive in any order, duplicated, lost
-/// in one round and repeated in the next, or interleaved with chunks of another version after
-/// a config change.
-///
-/// Bounds: at most `max_versions` versions in progress (the least recently fed is dropped to
-/// make room for a new one) and at most `max_tags` tags announced across them (a version
-/// announcing more than that on its own is refused). A chunk whose total differs from the one
-/// its version's earlier chunks gave is refused and the version in progress discarded, so
-/// the next round rebuilds it. Each version completes at most once in a
-/// row: chunks of the version last yielded are ignored until another version completes or
-/// [`reset`](Self::reset) is called.
-///
-/// A stale version whose chunks were still in flight could in principle complete after a
-/// newer one; the heartbeat names the transmitter's current catalogue, so the caller should
-/// prefer that one.
-#[derive(Debug)]
-pub struct CatalogueAssembler {
-    pending: Vec<Pending>,
-    last_completed: Option<CatalogueHash>,
-    max_versions: usize,
-    max_tags: usize,
-    clock: u64,
-}
-
-impl Default for CatalogueAssembler {
-    fn default() -> Self {
-        Self::new()
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.tags.len().saturating_sub(self.next);
+        (left, Some(left))
     }
 }
 
-impl CatalogueAssembler {
-    pub const DEFAULT_MAX_VERSIONS: usize = 2;
-    pub const DEFAULT_MAX_TAGS: usize = 4_000_000;
+impl ExactSizeIterator for Iter<'_> {}
 
-    pub fn new() -> Self {
-        Self::with_limits(Self::DEFAULT_MAX_VERSIONS, Self::DEFAULT_MAX_TAGS)
+impl<'a> IntoIterator for &'a Catalogue {
+    type Item = TagRef<'a>;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+/// The tags of a catalogue decoded into owned [`TagInfo`]s. See [`Catalogue::tags`].
+#[derive(Debug, Clone, Copy)]
+pub struct Tags<'a>(&'a Catalogue);
+
+/// The iterator of [`Tags`].
+pub type OwnedIter<'a> = std::iter::Map<Iter<'a>, fn(TagRef<'a>) -> TagInfo>;
+
+impl<'a> Tags<'a> {
+    pub fn iter(&self) -> OwnedIter<'a> {
+        fn owned(tag: TagRef<'_>) -> TagInfo {
+            tag.to_info()
+        }
+        self.0.iter().map(owned as fn(TagRef<'a>) -> TagInfo)
     }
 
-    /// `max_versions` is at least 1.
-    pub fn with_limits(max_versions: usize, max_tags: usize) -> Self {
-        CatalogueAssembler {
-            pending: Vec::new(),
-            last_completed: None,
-            max_versions: max_versions.max(1),
-            max_tags,
-            clock: 0,
-        }
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
-    /// Forgets everything: versions in progress and the last one completed. For a new session.
-    pub fn reset(&mut self) {
-        self.pending.clear();
-        self.last_completed = None;
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
-    pub fn progress(&self) -> Vec<AssemblyProgress> {
-        self.pending
-            .iter()
-            .map(|p| AssemblyProgress {
-                hash: p.hash,
-                received: p.tags.len(),
-                total: p.total,
-            })
-            .collect()
+    pub fn to_vec(&self) -> Vec<TagInfo> {
+        self.iter().collect()
     }
+}
 
-    /// Feeds one chunk. Returns the catalogue when this chunk completes a version whose hash
-    /// verifies.
-    pub fn add(&mut self, chunk: CatalogueChunk) -> Result<Option<Catalogue>, AssembleError> {
-        let CatalogueChunk {
-            hash,
-            total_tags,
-            first_index,
-            tags,
-        } = chunk;
+impl<'a> IntoIterator for Tags<'a> {
+    type Item = TagInfo;
+    type IntoIter = OwnedIter<'a>;
 
-        let end = u64::from(first_index) + tags.len() as u64;
-        if end > u64::from(total_tags) {
-            return Err(AssembleError::OutOfRange {
-                hash,
-                total_tags,
-                first_index,
-                len: tags.len(),
-            });
-        }
-        if usize::try_from(total_tags).map_or(true, |t| t > self.max_tags) {
-            return Err(AssembleError::TooLarge {
-                hash,
-                total_tags,
-                limit: self.max_tags,
-            });
-        }
-        if self.last_completed == Some(hash) {
-            return Ok(None);
-        }
-
-        self.clock += 1;
-        let pos = match self.pending.iter().position(|p| p.hash == hash) {
-            Some(pos) => {
-                let expected = self.pending[pos].total;
-                if expected != total_tags {
-                    // Which of the two is wrong cannot be told; keeping the first would let
-                    // one bad chunk block the version for good, so start it afresh.
-                    self.pending.swap_remove(pos);
-                    return Err(AssembleError::TotalMismatch {
-                        hash,
-                        expected,
-                        got: total_tags,
-                    });
-                }
-                pos
-            }
-            None => {
-                self.make_room(total_tags);
-                self.pending.push(Pending {
-                    hash,
-                    total: total_tags,
-                    tags: BTreeMap::new(),
-                    last_touched: 0,
-                });
-                self.pending.len() - 1
-            }
-        };
-
-        let pending = &mut self.pending[pos];
-        pending.last_touched = self.clock;
-        // A duplicate index overwrites: should two rounds disagree, the hash check below
-        // discards the version and the next round starts it afresh.
-        for (index, tag) in (first_index..).zip(tags) {
-            pending.tags.insert(index, tag);
-        }
-        if pending.tags.len() < usize::try_from(pending.total).unwrap_or(usize::MAX) {
-            return Ok(None);
-        }
-
-        let done = self.pending.swap_remove(pos);
-        let catalogue = Catalogue::new(done.tags.into_values().collect());
-        if catalogue.hash() != hash {
-            return Err(AssembleError::HashMismatch {
-                expected: hash,
-                actual: catalogue.hash(),
-            });
-        }
-        self.last_completed = Some(hash);
-        Ok(Some(catalogue))
-    }
-
-    /// Drops the least recently fed versions until a new one announcing `total` tags fits.
-    fn make_room(&mut self, total: u32) {
-        let total = usize::try_from(total).unwrap_or(usize::MAX);
-        loop {
-            let announced: usize = self
-                .pending
-                .iter()
-                .map(|p| usize::try_from(p.total).unwrap_or(usize::MAX))
-                .fold(0, usize::saturating_add);
-            let full = self.pending.len() >= self.max_versions
-                || announced.saturating_add(total) > self.max_tags;
-            if !full || self.pending.is_empty() {
-                return;
-            }
-            if let Some(oldest) = self
-                .pending
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, p)| p.last_touched)
-                .map(|(i, _)| i)
-            {
-                self.pending.swap_remove(oldest);
-            }
-        }
+    fn into_iter(self) -> OwnedIter<'a> {
+        self.iter()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        ByteOrder, ModbusAddress, ModbusTable, ModbusType, SourceAddress, ValueType, WordOrder,
-    };
-    use proptest::prelude::*;
-
-    fn tag(i: usize) -> TagInfo {
-        TagInfo {
-            name: format!("site/area/line/pump{i}/speed"),
-            value_type: if i % 2 == 1 {
-                ValueType::UInt16
-            } else {
-                ValueType::Float
-            },
-            unit: "rpm".into(),
-            description: "x".repeat(i % 37),
-            source: if i % 3 < 1 {
-                SourceAddress::OpcUa {
-                    endpoint: "opc.tcp://plc:4840".into(),
-                    node_id: format!("ns=2;i={i}"),
-                }
-            } else {
-                SourceAddress::Modbus(ModbusAddress {
-                    device: "plc1".into(),
-                    unit_id: 1,
-                    table: ModbusTable::HoldingRegister,
-                    address: i as u16,
-                    kind: ModbusType::U16,
-                    count: 1,
-                    byte_order: ByteOrder::Big,
-                    word_order: WordOrder::Big,
-                    scale: 1.0,
-                    offset: 0.0,
-                })
-            },
-        }
-    }
-
-    fn catalogue(n: usize) -> Catalogue {
-        Catalogue::new((0..n).map(tag).collect())
-    }
-
-    fn encoded_len(chunk: &CatalogueChunk) -> usize {
-        codec::encode(&Message::Catalogue(chunk.clone()))
-            .map(|b| b.len())
-            .unwrap()
-    }
+    use crate::catalogue::testing::{catalogue, encoded_len, tag};
 
     #[test]
     fn hash_is_first_8_bytes_of_sha256_of_encoding() {
-        let cat = catalogue(5);
-        let bytes = codec::encode(&cat.tags().to_vec()).unwrap();
-        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-        let expected = u64::from_be_bytes(digest.as_ref()[..8].try_into().unwrap());
-        assert_eq!(cat.hash(), expected);
-        assert_ne!(cat.hash(), catalogue(6).hash());
+        for n in [0, 1, 5, 127, 128, 300] {
+            let tags: Vec<TagInfo> = (0..n).map(tag).collect();
+            let bytes = codec::encode(&tags).unwrap();
+            let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            let expected = u64::from_be_bytes(digest.as_ref()[..8].try_into().unwrap());
+            assert_eq!(catalogue(n).hash(), expected, "{n} tags");
+            assert_eq!(hash_tags(&tags), expected, "{n} tags");
+        }
+        assert_ne!(catalogue(5).hash(), catalogue(6).hash());
+    }
+
+    #[test]
+    fn hashes_are_those_of_the_list_encoding_before_compact_storage() {
+        // Computed by the catalogue that held a Vec<TagInfo> and hashed codec::encode(&tags):
+        // a transmitter and a receiver of either version name a catalogue the same.
+        assert_eq!(catalogue(300).hash(), 0x0cea_cb12_49ad_9362);
+        assert_eq!(Catalogue::empty().hash(), 0x6e34_0b9c_ffb3_7a98);
+    }
+
+    #[test]
+    fn views_and_owned_tags_give_back_the_input() {
+        let tags: Vec<TagInfo> = (0..120).map(tag).collect();
+        let cat = Catalogue::from_tags(&tags);
+        assert_eq!(cat.iter().len(), 120);
+        for (i, (view, original)) in cat.iter().zip(&tags).enumerate() {
+            assert_eq!(view, TagRef::from(original));
+            assert_eq!(cat.get(i as TagIndex), Some(view));
+            assert_eq!(cat.value_type(i as TagIndex), Some(original.value_type));
+        }
+        assert_eq!(cat.tags().to_vec(), tags);
+        assert_eq!(cat.tags().len(), 120);
+        assert_eq!((&cat).into_iter().count(), 120);
+        assert_eq!(cat.value_type(120), None);
+        assert_eq!(cat, Catalogue::new(tags));
+    }
+
+    #[test]
+    fn large_catalogue_is_compact_and_every_name_resolves() {
+        // The shape of the receiver-memory bench's tags, at a tenth of its size.
+        let n = 100_000usize;
+        let tags: Vec<TagInfo> = (0..n)
+            .map(|i| TagInfo {
+                name: format!("bench/area{}/line{}/tag{i}", i / 10_000, (i / 100) % 100),
+                value_type: ValueType::Double,
+                unit: "m3/h".into(),
+                description: String::new(),
+                source: crate::model::SourceAddress::Other(format!("synthetic:{i}")),
+            })
+            .collect();
+        let cat = Catalogue::from_tags(&tags);
+        assert_eq!(cat.hash(), hash_tags(&tags));
+        // 30-odd bytes of name, 5 of unit, 17 of source, 4 of framing; 13 of bookkeeping.
+        let per_tag = cat.heap_bytes() / n;
+        assert!(per_tag <= 72, "{per_tag} bytes a tag");
+        for i in (0..n).step_by(7) {
+            assert_eq!(cat.index_of(&tags[i].name), Some(i as TagIndex));
+            assert_eq!(
+                cat.get(i as TagIndex).map(|t| t.name),
+                Some(tags[i].name.as_str())
+            );
+        }
+        assert_eq!(cat.index_of("bench/area9/line99/tag100000"), None);
+
+        let mut asm = CatalogueAssembler::new();
+        let mut got = None;
+        for chunk in cat.chunks(1400).into_iter().rev() {
+            got = got.or(asm.add(chunk).unwrap());
+        }
+        assert_eq!(got.as_ref(), Some(&cat));
     }
 
     #[test]
@@ -443,7 +355,7 @@ mod tests {
         assert_eq!(cat.index_of("site/area/line/pump7/speed"), Some(7));
         assert_eq!(cat.index_of("nope"), None);
         assert_eq!(
-            cat.get(7).map(|t| t.name.as_str()),
+            cat.get(7).map(|t| t.name),
             Some("site/area/line/pump7/speed")
         );
         assert_eq!(cat.get(10), None);
@@ -454,7 +366,7 @@ mod tests {
         let mut tags = vec![tag(1), tag(2)];
         tags[1].name = tags[0].name.clone();
         let cat = Catalogue::new(tags);
-        assert_eq!(cat.index_of(&cat.tags()[0].name), Some(0));
+        assert_eq!(cat.index_of(cat.get(0).unwrap().name), Some(0));
 
         // Three copies among names out of order: still the first, wherever the copies sit.
         let mut tags: Vec<TagInfo> = (0..50).rev().map(tag).collect();
@@ -474,8 +386,8 @@ mod tests {
         tags[6].name = "a/b".into();
         tags[7].name = "a/".into();
         let cat = Catalogue::new(tags);
-        for (i, t) in cat.tags().iter().enumerate() {
-            assert_eq!(cat.index_of(&t.name), Some(i as TagIndex), "{}", t.name);
+        for (i, t) in cat.iter().enumerate() {
+            assert_eq!(cat.index_of(t.name), Some(i as TagIndex), "{}", t.name);
         }
         assert_eq!(cat.index_of("a/b/"), None);
         assert_eq!(cat.index_of(""), None);
@@ -498,7 +410,7 @@ mod tests {
             }
             assert_eq!(next, 500);
             let joined: Vec<TagInfo> = chunks.into_iter().flat_map(|c| c.tags).collect();
-            assert_eq!(joined, cat.tags());
+            assert_eq!(joined, cat.tags().to_vec());
         }
         assert_eq!(cat.chunks(1 << 20).len(), 1);
         assert!(cat.chunks(1200).len() > 10);
@@ -513,241 +425,5 @@ mod tests {
         let alone = chunks.iter().find(|c| c.first_index == 2).unwrap();
         assert_eq!(alone.tags.len(), 1);
         assert_eq!(chunks.iter().map(|c| c.tags.len()).sum::<usize>(), 4);
-    }
-
-    #[test]
-    fn empty_catalogue_round_trips() {
-        let cat = Catalogue::empty();
-        let chunks = cat.chunks(1000);
-        assert_eq!(chunks.len(), 1);
-        let mut asm = CatalogueAssembler::new();
-        let got = asm.add(chunks[0].clone()).unwrap().unwrap();
-        assert_eq!(got, cat);
-    }
-
-    #[test]
-    fn lost_chunk_filled_by_next_round_and_yields_once() {
-        let cat = catalogue(100);
-        let chunks = cat.chunks(600);
-        assert!(chunks.len() > 3);
-        let mut asm = CatalogueAssembler::new();
-        for (i, c) in chunks.iter().enumerate() {
-            if i != 2 {
-                assert_eq!(asm.add(c.clone()).unwrap(), None);
-            }
-        }
-        let mut yielded = 0;
-        for c in &chunks {
-            if let Some(got) = asm.add(c.clone()).unwrap() {
-                assert_eq!(got, cat);
-                yielded += 1;
-            }
-        }
-        assert_eq!(yielded, 1);
-        // Further rounds of the same version do not yield again.
-        for c in &chunks {
-            assert_eq!(asm.add(c.clone()).unwrap(), None);
-        }
-        // After a reset they do.
-        asm.reset();
-        let mut again = None;
-        for c in &chunks {
-            again = again.or(asm.add(c.clone()).unwrap());
-        }
-        assert_eq!(again, Some(cat));
-    }
-
-    #[test]
-    fn interleaved_versions_both_complete() {
-        let a = catalogue(40);
-        let b = catalogue(41);
-        let ca = a.chunks(500);
-        let cb = b.chunks(500);
-        let mut asm = CatalogueAssembler::new();
-        let mut got = Vec::new();
-        for i in 0..ca.len().max(cb.len()) {
-            for c in [ca.get(i), cb.get(i)].into_iter().flatten() {
-                if let Some(cat) = asm.add(c.clone()).unwrap() {
-                    got.push(cat.hash());
-                }
-            }
-        }
-        got.sort();
-        let mut want = vec![a.hash(), b.hash()];
-        want.sort();
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn inconsistent_chunks_are_refused() {
-        let cat = catalogue(10);
-        let mut asm = CatalogueAssembler::new();
-        let mut c = cat.chunks(300)[0].clone();
-        asm.add(c.clone()).unwrap();
-        c.total_tags = 11;
-        assert!(matches!(
-            asm.add(c.clone()),
-            Err(AssembleError::TotalMismatch { .. })
-        ));
-        assert!(
-            asm.progress().is_empty(),
-            "the suspect version is discarded"
-        );
-        c.total_tags = 10;
-        c.first_index = 9;
-        assert!(matches!(
-            asm.add(c.clone()),
-            Err(AssembleError::OutOfRange { .. })
-        ));
-        c.first_index = u32::MAX;
-        assert!(matches!(
-            asm.add(c.clone()),
-            Err(AssembleError::OutOfRange { .. })
-        ));
-        let huge = CatalogueChunk {
-            hash: 1,
-            total_tags: u32::MAX,
-            first_index: 0,
-            tags: vec![],
-        };
-        assert!(matches!(asm.add(huge), Err(AssembleError::TooLarge { .. })));
-    }
-
-    #[test]
-    fn a_chunk_with_a_wrong_total_does_not_block_the_version() {
-        let cat = catalogue(30);
-        let chunks = cat.chunks(500);
-        let mut forged = chunks[1].clone();
-        forged.total_tags += 5;
-        let mut asm = CatalogueAssembler::new();
-        asm.add(forged).unwrap();
-        let mut got = None;
-        for round in 0..2 {
-            for c in &chunks {
-                match asm.add(c.clone()) {
-                    Ok(Some(done)) => got = Some(done),
-                    Ok(None) => {}
-                    Err(e) => assert!(round == 0, "{e}"),
-                }
-            }
-        }
-        assert_eq!(got, Some(cat));
-    }
-
-    #[test]
-    fn hash_mismatch_discards_version() {
-        let cat = catalogue(3);
-        let mut chunks = cat.chunks(1 << 20);
-        chunks[0].tags[1].unit = "forged".into();
-        let mut asm = CatalogueAssembler::new();
-        assert!(matches!(
-            asm.add(chunks[0].clone()),
-            Err(AssembleError::HashMismatch { .. })
-        ));
-        assert!(asm.progress().is_empty());
-        assert_eq!(asm.add(cat.chunks(1 << 20)[0].clone()).unwrap(), Some(cat));
-    }
-
-    #[test]
-    fn versions_in_progress_are_bounded() {
-        let mut asm = CatalogueAssembler::with_limits(2, 100);
-        for h in 0..10u64 {
-            let c = CatalogueChunk {
-                hash: h,
-                total_tags: 50,
-                first_index: 0,
-                tags: vec![tag(0)],
-            };
-            asm.add(c).unwrap();
-            assert!(asm.progress().len() <= 2);
-            let announced: u32 = asm.progress().iter().map(|p| p.total).sum();
-            assert!(announced <= 100);
-        }
-        // A version that alone fills the cap evicts the others.
-        asm.add(CatalogueChunk {
-            hash: 99,
-            total_tags: 100,
-            first_index: 0,
-            tags: vec![],
-        })
-        .unwrap();
-        assert_eq!(asm.progress().len(), 1);
-    }
-
-    fn arb_chunk() -> impl Strategy<Value = CatalogueChunk> {
-        (
-            0u64..4,
-            prop_oneof![0u32..20, any::<u32>()],
-            prop_oneof![0u32..20, any::<u32>()],
-            proptest::collection::vec(0usize..30, 0..8),
-        )
-            .prop_map(|(hash, total_tags, first_index, tags)| CatalogueChunk {
-                hash,
-                total_tags,
-                first_index,
-                tags: tags.into_iter().map(tag).collect(),
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn any_order_with_duplicates_and_losses_yields_exact_catalogue(
-            n in 0usize..60,
-            max in 80usize..2000,
-            order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..200),
-            lost in proptest::collection::vec(any::<bool>(), 0..60),
-        ) {
-            let cat = catalogue(n);
-            let chunks = cat.chunks(max);
-            let mut asm = CatalogueAssembler::new();
-            let mut yielded = Vec::new();
-            // Round 1: random picks (duplicates, some chunks never picked) minus lost ones.
-            for idx in &order {
-                let i = idx.index(chunks.len());
-                if lost.get(i).copied().unwrap_or(false) {
-                    continue;
-                }
-                if let Some(c) = asm.add(chunks[i].clone()).unwrap() {
-                    yielded.push(c);
-                }
-            }
-            // Round 2: everything, in reverse order.
-            for c in chunks.iter().rev() {
-                if let Some(c) = asm.add(c.clone()).unwrap() {
-                    yielded.push(c);
-                }
-            }
-            prop_assert_eq!(yielded.len(), 1);
-            prop_assert_eq!(&yielded[0], &cat);
-        }
-
-        #[test]
-        fn malicious_chunks_never_panic(chunks in proptest::collection::vec(arb_chunk(), 0..50)) {
-            let mut asm = CatalogueAssembler::with_limits(2, 1000);
-            for c in chunks {
-                let _ = asm.add(c);
-                prop_assert!(asm.progress().len() <= 2);
-                prop_assert!(asm.progress().iter().map(|p| p.received).sum::<usize>() <= 1000);
-            }
-        }
-
-        #[test]
-        fn malicious_chunks_interleaved_with_real_ones_do_not_block_it(
-            junk in proptest::collection::vec(arb_chunk(), 0..20),
-        ) {
-            let cat = catalogue(25);
-            let chunks = cat.chunks(400);
-            let mut asm = CatalogueAssembler::new();
-            for c in junk {
-                let _ = asm.add(c);
-            }
-            let mut got = None;
-            for c in &chunks {
-                if let Ok(Some(c)) = asm.add(c.clone()) {
-                    got = Some(c);
-                }
-            }
-            prop_assert_eq!(got, Some(cat));
-        }
     }
 }
