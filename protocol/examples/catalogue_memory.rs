@@ -5,6 +5,8 @@
 //! `cargo run --release -p protocol --example catalogue_memory [-- 1000000]`
 
 use protocol::catalogue::{Catalogue, CatalogueAssembler};
+use protocol::codec;
+use protocol::message::Message;
 use protocol::model::{SourceAddress, TagInfo, ValueType};
 
 fn rss_kib() -> u64 {
@@ -16,13 +18,23 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+fn trim() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel.
+    unsafe { malloc_trim(0) };
+}
+
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let base = rss_kib();
-    let chunks = {
+    // As the link delivers them: each chunk as its encoded message, decoded one at a time, so
+    // what stays resident after assembly is what a receiver keeps.
+    let chunks: Vec<Vec<u8>> = {
         let tags: Vec<TagInfo> = (0..n)
             .map(|i| TagInfo {
                 name: format!("bench/area{}/line{}/tag{i}", i / 10_000, (i / 100) % 100),
@@ -32,12 +44,21 @@ fn main() {
                 source: SourceAddress::Other(format!("synthetic:{i}")),
             })
             .collect();
-        Catalogue::new(tags).chunks(1400)
+        Catalogue::new(tags)
+            .chunks(1400)
+            .into_iter()
+            .filter_map(|c| codec::encode(&Message::Catalogue(c)).ok())
+            .collect()
     };
+    // The transmitter's side of the run is gone; only the encoded chunks remain.
+    trim();
     let with_chunks = rss_kib();
     let mut assembler = CatalogueAssembler::new();
     let mut done = None;
-    for chunk in chunks {
+    for bytes in &chunks {
+        let Ok(Message::Catalogue(chunk)) = codec::decode::<Message>(bytes) else {
+            continue;
+        };
         if let Ok(Some(c)) = assembler.add(chunk) {
             done = Some(c);
         }
@@ -48,19 +69,17 @@ fn main() {
     };
     let assembled = rss_kib();
     drop(assembler);
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel.
-    unsafe { malloc_trim(0) };
+    drop(chunks);
+    trim();
     let trimmed = rss_kib();
     println!(
-        "{n} tags: chunks {:.0} B/tag; after assembly (chunks consumed) {:.0} B/tag; after malloc_trim {:.0} B/tag; \
-         size_of::<TagInfo>() = {} B; {} tags in the catalogue",
+        "{n} tags: encoded chunks {:.0} B/tag; after assembly (chunks still held) {:.0} B/tag; after dropping them and malloc_trim {:.0} B/tag; \
+         size_of::<TagInfo>() = {} B; {} tags in the catalogue, {:.0} B/tag of heap by its own count",
         (with_chunks - base) as f64 * 1024.0 / n as f64,
         (assembled - base) as f64 * 1024.0 / n as f64,
         (trimmed - base) as f64 * 1024.0 / n as f64,
         std::mem::size_of::<TagInfo>(),
         catalogue.len(),
+        catalogue.heap_bytes() as f64 / n as f64,
     );
 }
