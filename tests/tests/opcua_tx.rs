@@ -504,7 +504,7 @@ async fn start_up_history_read_pushes_the_window_into_the_history_stream() {
             history.carousel_window,
         ),
         catalogue.hash(),
-        catalogue.tags().iter().map(|t| t.name.clone()).collect(),
+        catalogue.iter().map(|t| t.name.to_owned()).collect(),
         gateway_tx::unix_now(),
     )
     .expect("open the history log");
@@ -1030,7 +1030,7 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
             history.carousel_window,
         ),
         catalogue.hash(),
-        catalogue.tags().iter().map(|t| t.name.clone()).collect(),
+        catalogue.iter().map(|t| t.name.to_owned()).collect(),
         gateway_tx::unix_now(),
     )
     .expect("open the history log");

@@ -361,7 +361,7 @@ impl History {
             config.max_age,
             config.carousel_window,
         );
-        let names: Vec<String> = catalogue.tags().iter().map(|t| t.name.clone()).collect();
+        let names: Vec<String> = catalogue.iter().map(|t| t.name.to_owned()).collect();
         let log = HistoryLog::open(cfg, catalogue.hash(), names.clone(), crate::unix_now())
             .with_context(|| format!("opening the history buffer in {}", config.dir.display()))?;
         let log_id = log.log_id();
