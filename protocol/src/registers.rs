@@ -175,9 +175,11 @@ pub fn encode(
         return Err(mismatch());
     }
     let bits: u64 = if addr.is_unscaled() {
-        match kind {
-            ModbusType::F32 => f64_to_f32(kind, value_f64(value))?.to_bits().into(),
-            ModbusType::F64 => value_f64(value).to_bits(),
+        match (kind, value) {
+            // The plant's bits, as read: through f64 a signalling NaN would come back quiet.
+            (ModbusType::F32, Value::Float(f)) => f.to_bits().into(),
+            (ModbusType::F32, _) => f64_to_f32(kind, value_f64(value))?.to_bits().into(),
+            (ModbusType::F64, _) => value_f64(value).to_bits(),
             _ => {
                 let i = match exact_integer(value) {
                     Some(i) => i,
@@ -473,6 +475,16 @@ mod tests {
             Err(RegisterError::OutOfRange { .. })
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn signalling_nan_keeps_its_bits() {
+        // 0xFF90_0000 is a signalling NaN: converted through f64 it would come back quiet
+        // (0xFFD0_0000), and the mirror would serve other registers than the PLC's.
+        let a = addr(ModbusType::F32, B::Big, W::Big);
+        let regs = [0xFF90, 0x0000];
+        let v = decode(&a, &regs).unwrap();
+        assert_eq!(enc(&a, &v), regs);
     }
 
     #[test]
