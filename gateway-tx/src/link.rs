@@ -8,7 +8,6 @@
 //! Datagrams leave in batches of equal length (GSO, see `crate::udp`), each batch paced as a
 //! whole.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +17,7 @@ use config::tx::TxLink;
 use protocol::catalogue::Catalogue;
 use protocol::codec;
 use protocol::encoder::{Encoder, EncoderConfig};
-use protocol::message::{
-    CatalogueChunk, Heartbeat, Message, SampleBatch, SourceHealth, TxCounters,
-};
+use protocol::message::{Heartbeat, Message, SampleBatch, SourceHealth, TxCounters};
 use protocol::model::Sample;
 use protocol::stats::EncoderStats;
 use tokio::net::UdpSocket;
@@ -84,9 +81,10 @@ pub struct LinkSender {
     /// so a receiver that missed the first one (or started just after) is not left without a
     /// catalogue, and so without values, for a whole interval.
     catalogue_gap: Duration,
-    /// Chunks of the catalogue round in progress, sent a few per pass so that a large
-    /// catalogue never holds live values back for the whole time it takes to send.
-    catalogue_queue: VecDeque<CatalogueChunk>,
+    /// Where the catalogue round in progress goes on: its chunks are built and sent a few per
+    /// pass, so that a large catalogue never holds live values back for the whole time it
+    /// takes to build or send.
+    catalogue_next: Option<usize>,
     next_snapshot: Instant,
     snapshot_cursor: usize,
     shared_stats: SharedEncoderStats,
@@ -150,7 +148,7 @@ impl LinkSender {
             next_heartbeat: now,
             next_catalogue: now,
             catalogue_gap: Duration::from_secs(1).min(link.catalogue_interval),
-            catalogue_queue: VecDeque::new(),
+            catalogue_next: None,
             next_snapshot: now + SNAPSHOT_TICK,
             snapshot_cursor: 0,
             shared_stats: SharedEncoderStats::default(),
@@ -208,7 +206,7 @@ impl LinkSender {
         self.next_catalogue = now;
         self.catalogue_gap = Duration::from_secs(1).min(self.link.catalogue_interval);
         // What is left of the old catalogue's round describes tags that may be gone.
-        self.catalogue_queue.clear();
+        self.catalogue_next = None;
         info!(
             tags = self.catalogue.len(),
             catalogue = format_args!("{:016x}", self.catalogue.hash()),
@@ -258,7 +256,7 @@ impl LinkSender {
             if let Some(t) = self.encoder.poll_timeout() {
                 wake = wake.min(t);
             }
-            if !self.catalogue_queue.is_empty() {
+            if self.catalogue_next.is_some() {
                 wake = now;
             }
             tokio::select! {
@@ -272,13 +270,9 @@ impl LinkSender {
 
     /// Starts a round of the catalogue, unless one is still going out.
     fn send_catalogue(&mut self) {
-        if self.catalogue_queue.is_empty() {
-            self.catalogue_queue = self.catalogue.chunks(self.body_budget).into();
-            debug!(
-                tags = self.catalogue.len(),
-                chunks = self.catalogue_queue.len(),
-                "catalogue round started"
-            );
+        if self.catalogue_next.is_none() {
+            self.catalogue_next = Some(0);
+            debug!(tags = self.catalogue.len(), "catalogue round started");
         }
     }
 
@@ -287,9 +281,11 @@ impl LinkSender {
     /// delays them by one pass, not by the whole catalogue.
     fn send_catalogue_chunks(&mut self, now: Instant) -> anyhow::Result<()> {
         for _ in 0..CATALOGUE_CHUNKS_PER_PASS {
-            let Some(chunk) = self.catalogue_queue.pop_front() else {
+            let Some(start) = self.catalogue_next else {
                 break;
             };
+            let (chunk, next) = self.catalogue.chunk_at(start, self.body_budget);
+            self.catalogue_next = next;
             self.push(&Message::Catalogue(chunk), now)?;
         }
         Ok(())

@@ -154,49 +154,52 @@ impl Catalogue {
     /// or refuse it). An empty catalogue gives one chunk with no tags, so the receiver still
     /// learns it.
     pub fn chunks(&self, max_body_bytes: usize) -> Vec<CatalogueChunk> {
-        let total_tags = u32::try_from(self.len()).unwrap_or(u32::MAX);
-        let header = |first_index: u32| -> usize {
-            let empty = Message::Catalogue(CatalogueChunk {
-                hash: self.hash,
-                total_tags,
-                first_index,
-                tags: Vec::new(),
-            });
-            // The empty chunk encodes its length as one byte; a full one needs up to 5 (a
-            // u32 varint). Over-estimating by 4 bytes keeps the bound safe.
-            codec::encode(&empty).map_or(32, |b| b.len()) + 4
-        };
-
         let mut chunks = Vec::new();
-        let mut start = 0usize;
-        while start < self.len() || chunks.is_empty() {
-            let first_index = u32::try_from(start).unwrap_or(u32::MAX);
-            let mut size = header(first_index);
-            let mut end = start;
-            while end < self.len() {
-                let tag_size = self.tags.encoded(end).map_or(0, <[u8]>::len);
-                if end > start && size + tag_size > max_body_bytes {
-                    break;
-                }
-                size += tag_size;
-                end += 1;
-            }
-            chunks.push(CatalogueChunk {
-                hash: self.hash,
-                total_tags,
-                first_index,
-                tags: (start..end)
-                    .filter_map(|i| self.tags.get(i))
-                    .map(|t| t.to_info())
-                    .collect(),
-            });
-            if end == start {
-                // Only the empty catalogue gets here.
-                break;
-            }
-            start = end;
+        let mut next = Some(0);
+        while let Some(start) = next {
+            let (chunk, after) = self.chunk_at(start, max_body_bytes);
+            chunks.push(chunk);
+            next = after;
         }
         chunks
+    }
+
+    /// The chunk of [`chunks`](Self::chunks) that starts at tag `start`, and where the next
+    /// one starts (`None` after the last). A sender going through a large catalogue a few
+    /// chunks at a time builds each when it is sent: building all of a million-tag catalogue's
+    /// chunks at once would hold live values back for as long as that takes.
+    pub fn chunk_at(&self, start: usize, max_body_bytes: usize) -> (CatalogueChunk, Option<usize>) {
+        let total_tags = u32::try_from(self.len()).unwrap_or(u32::MAX);
+        let first_index = u32::try_from(start).unwrap_or(u32::MAX);
+        let empty = Message::Catalogue(CatalogueChunk {
+            hash: self.hash,
+            total_tags,
+            first_index,
+            tags: Vec::new(),
+        });
+        // The empty chunk encodes its length as one byte; a full one needs up to 5 (a u32
+        // varint). Over-estimating by 4 bytes keeps the bound safe.
+        let mut size = codec::encode(&empty).map_or(32, |b| b.len()) + 4;
+        let mut end = start;
+        while end < self.len() {
+            let tag_size = self.tags.encoded(end).map_or(0, <[u8]>::len);
+            if end > start && size + tag_size > max_body_bytes {
+                break;
+            }
+            size += tag_size;
+            end += 1;
+        }
+        let chunk = CatalogueChunk {
+            hash: self.hash,
+            total_tags,
+            first_index,
+            tags: (start..end)
+                .filter_map(|i| self.tags.get(i))
+                .map(|t| t.to_info())
+                .collect(),
+        };
+        // `end == start` only for the empty catalogue (or a start past the end).
+        (chunk, (end > start && end < self.len()).then_some(end))
     }
 }
 
