@@ -17,6 +17,9 @@ pub struct Impairments {
     /// Chance that a datagram starts a burst of `burst_len` consecutive losses.
     pub burst: f64,
     pub burst_len: u32,
+    /// Datagrams after a burst during which no new burst starts: 0 lets bursts overlap or
+    /// follow each other closely (two in one FEC block are one loss of twice the length).
+    pub burst_gap: u32,
     pub duplicate: f64,
     /// Chance that a datagram is held back and released after `reorder_depth` later ones.
     pub reorder: f64,
@@ -101,7 +104,7 @@ async fn run(
     let mut rng = XorShift(seed | 1);
     let mut buf = vec![0u8; 65536];
     let mut held: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut burst_left = 0u32;
+    let mut bursts = LossState::default();
     loop {
         let Ok(n) = inbound.recv(&mut buf).await else {
             continue;
@@ -109,18 +112,7 @@ async fn run(
         counters.received.fetch_add(1, Ordering::Relaxed);
         let imp = impairments.lock().map(|i| i.clone()).unwrap_or_default();
         let mut out: Vec<Vec<u8>> = Vec::new();
-        let lost = if imp.cut {
-            burst_left = 0;
-            true
-        } else if burst_left > 0 {
-            burst_left -= 1;
-            true
-        } else if rng.chance(imp.burst) {
-            burst_left = imp.burst_len.saturating_sub(1);
-            true
-        } else {
-            rng.chance(imp.loss)
-        };
+        let lost = bursts.lose(&imp, &mut rng);
         // Held datagrams are released after `depth` later arrivals, lost or not.
         let mut i = 0;
         while i < held.len() {
@@ -159,6 +151,45 @@ async fn run(
     }
 }
 
+/// Which datagrams the relay drops: random loss, and bursts that start at random but never
+/// within `burst_gap` datagrams of the previous one's end.
+#[derive(Debug)]
+struct LossState {
+    burst_left: u32,
+    since_burst: u32,
+}
+
+impl Default for LossState {
+    fn default() -> LossState {
+        LossState {
+            burst_left: 0,
+            since_burst: u32::MAX,
+        }
+    }
+}
+
+impl LossState {
+    fn lose(&mut self, imp: &Impairments, rng: &mut XorShift) -> bool {
+        if imp.cut {
+            self.burst_left = 0;
+            true
+        } else if self.burst_left > 0 {
+            self.burst_left -= 1;
+            if self.burst_left == 0 {
+                self.since_burst = 0;
+            }
+            true
+        } else if self.since_burst >= imp.burst_gap && rng.chance(imp.burst) {
+            self.burst_left = imp.burst_len.saturating_sub(1);
+            self.since_burst = if self.burst_left == 0 { 0 } else { u32::MAX };
+            true
+        } else {
+            self.since_burst = self.since_burst.saturating_add(1);
+            rng.chance(imp.loss)
+        }
+    }
+}
+
 /// xorshift64*: reproducible impairments from a seed, with no dependency for a test tool.
 struct XorShift(u64);
 
@@ -172,5 +203,33 @@ impl XorShift {
 
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(imp: &Impairments, n: usize) -> String {
+        let mut state = LossState::default();
+        let mut rng = XorShift(7);
+        (0..n)
+            .map(|_| if state.lose(imp, &mut rng) { 'L' } else { '.' })
+            .collect()
+    }
+
+    #[test]
+    fn bursts_keep_their_gap() {
+        let mut imp = Impairments {
+            burst: 1.0,
+            burst_len: 4,
+            burst_gap: 3,
+            ..Impairments::default()
+        };
+        assert_eq!(pattern(&imp, 15), "LLLL...LLLL...L");
+        imp.burst_gap = 0;
+        assert_eq!(pattern(&imp, 6), "LLLLLL");
+        imp.burst = 0.0;
+        assert_eq!(pattern(&imp, 4), "....");
     }
 }

@@ -501,6 +501,7 @@ fn parse_impairments(words: &[&str]) -> anyhow::Result<Impairments> {
             "loss" => i.loss = v.parse()?,
             "burst" => i.burst = v.parse()?,
             "burst_len" => i.burst_len = v.parse()?,
+            "burst_gap" => i.burst_gap = v.parse()?,
             "duplicate" => i.duplicate = v.parse()?,
             "reorder" => i.reorder = v.parse()?,
             "reorder_depth" => i.reorder_depth = v.parse()?,
