@@ -388,6 +388,7 @@ fn start_pollers(
 /// tag), and sets `healths` to theirs; an endpoint named in `previous` keeps its health (and
 /// does not repeat its start-up HistoryRead). With a history, an endpoint with historized tags
 /// also gets a task serving backfills from its historian.
+#[cfg(feature = "opcua")]
 fn start_endpoints(
     config: &TxConfig,
     table: &Arc<TagTable>,
@@ -447,6 +448,24 @@ fn start_endpoints(
     }
     *healths.lock().unwrap_or_else(|e| e.into_inner()) = named;
     Ok((tasks, statuses))
+}
+
+/// Built without OPC UA: a config with endpoints is refused rather than silently not read.
+#[cfg(not(feature = "opcua"))]
+fn start_endpoints(
+    config: &TxConfig,
+    _table: &Arc<TagTable>,
+    healths: &EndpointHealths,
+    _previous: &[(String, Arc<EndpointHealth>)],
+    _history: Option<&crate::history::SourceHooks>,
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<EndpointStatus>)> {
+    anyhow::ensure!(
+        config.opcua.is_empty(),
+        "the config has [[opcua]] endpoints, but this gateway-tx was built without OPC UA \
+         (cargo feature `opcua`)"
+    );
+    healths.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    Ok((Vec::new(), Vec::new()))
 }
 
 /// The `[link]` keys that differ; none of them can change while the link runs.

@@ -104,6 +104,7 @@ struct BrowseArgs {
 }
 
 /// A TOML basic string.
+#[cfg(feature = "opcua")]
 fn toml_string(s: &str) -> String {
     let mut q = String::from("\"");
     for c in s.chars() {
@@ -119,6 +120,7 @@ fn toml_string(s: &str) -> String {
 }
 
 /// Browses as `gateway-tx browse` asks; the options are checked as a `[[opcua]]` table would be.
+#[cfg(feature = "opcua")]
 fn browse(a: BrowseArgs) -> anyhow::Result<()> {
     let mut text = format!(
         "[link]\ndestination = \"127.0.0.1:9\"\n[[opcua]]\nname = \"browse\"\nurl = {}\n\
@@ -185,6 +187,11 @@ fn browse(a: BrowseArgs) -> anyhow::Result<()> {
     println!();
     print!("{}", report.toml());
     Ok(())
+}
+
+#[cfg(not(feature = "opcua"))]
+fn browse(_: BrowseArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this gateway-tx was built without OPC UA (cargo feature `opcua`)")
 }
 
 /// Writes a backfill request where the daemon looks for it and reports what the daemon says.

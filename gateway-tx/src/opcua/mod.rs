@@ -4,18 +4,28 @@
 //! HistoryRead and the session and subscription services are ever called: never Write, Call,
 //! node management or HistoryUpdate (DESIGN.md: read-only towards the plant).
 
+#[cfg(feature = "opcua")]
 pub mod backfill;
+#[cfg(feature = "opcua")]
 pub mod browse;
+#[cfg(feature = "opcua")]
 pub mod client;
+#[cfg(feature = "opcua")]
 pub mod convert;
+#[cfg(feature = "opcua")]
 pub mod endpoint;
+#[cfg(feature = "opcua")]
 pub mod history_read;
+#[cfg(feature = "opcua")]
 pub mod nodeid;
+#[cfg(feature = "opcua")]
 mod poll;
+#[cfg(feature = "opcua")]
 mod subscribe;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+#[cfg(feature = "opcua")]
 pub use endpoint::run_endpoint;
 
 use crate::modbus::DeviceHealth;
@@ -41,17 +51,20 @@ impl EndpointHealth {
         self.sessions.load(Ordering::Relaxed).saturating_sub(1)
     }
 
+    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
     pub(crate) fn session_opened(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the start-up HistoryRead is still to do.
+    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
     pub(crate) fn history_pending(&self) -> bool {
         !self.history_done.load(Ordering::Relaxed)
     }
 
     /// The start-up HistoryRead completed (an interrupted one is redone on the next session:
     /// the receiver's store keeps each tag and source time once).
+    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
     pub(crate) fn history_finished(&self) {
         self.history_done.store(true, Ordering::Relaxed);
     }
