@@ -86,6 +86,29 @@ fn tx_config_url(
         .unwrap_or_else(|e| panic!("TX config refused: {e}\n{s}"))
 }
 
+/// [`tx_config`] with `[history]` in `dir/history`.
+fn history_config(
+    sim: &OpcUaSim,
+    dir: &Path,
+    endpoint_extra: &str,
+    tags: &[(String, String, &str, &str)],
+) -> TxConfig {
+    let history = format!(
+        "[history]\ndir = {}\n",
+        q(&dir.join("history").display().to_string())
+    );
+    tx_config(sim, &dir.join("pki"), endpoint_extra, tags, &history)
+}
+
+/// Every sample in the transmitter's history buffer in `dir`, in sequence order.
+fn buffered(dir: &Path) -> Vec<Sample> {
+    gateway_tx::history::log::read_records(dir)
+        .expect("read the history buffer")
+        .into_iter()
+        .map(|(_, _, sample)| sample)
+        .collect()
+}
+
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -476,19 +499,12 @@ async fn start_up_history_read_pushes_the_window_into_the_history_stream() {
             "",
         ),
     ];
-    let config = tx_config(
+    let config = history_config(
         &sim,
-        &dir.path().join("pki"),
+        dir.path(),
         "history_window_s = 2600\nhistory_values_per_request = 100",
         &tags,
-        &format!(
-            "[history]\ndir = {}\n",
-            q(&history_dir.display().to_string())
-        ),
     );
-    let history = config.history.clone().expect("[history]");
-    let catalogue =
-        protocol::catalogue::Catalogue::new(TagTable::from_config(&config).infos().to_vec());
     let tx = Transmitter::start(config).await.expect("transmitter");
     // 220 + 30 history samples plus the three tags' first live values.
     wait_for("history appended", || {
@@ -496,27 +512,13 @@ async fn start_up_history_read_pushes_the_window_into_the_history_stream() {
     })
     .await;
     drop(tx);
-    let mut log = gateway_tx::history::HistoryLog::open(
-        gateway_tx::history::LogConfig::new(
-            history.dir.clone(),
-            history.max_bytes,
-            history.max_age,
-            history.carousel_window,
-        ),
-        catalogue.hash(),
-        catalogue.iter().map(|t| t.name.to_owned()).collect(),
-        gateway_tx::unix_now(),
-    )
-    .expect("open the history log");
-    let records = gateway_tx::history::LogCursor::new(0)
-        .read(&mut log, 100_000)
-        .expect("read the history log");
+    let records = buffered(&history_dir);
     let window_start = now - 2_600_000_000_000;
     let of = |tag: u32| -> Vec<(Value, Quality, i64)> {
         records
             .iter()
-            .filter(|r| r.sample.tag == tag && r.sample.time >= window_start && r.sample.time < now)
-            .map(|r| (r.sample.value.clone(), r.sample.quality, r.sample.time))
+            .filter(|r| r.tag == tag && r.time >= window_start && r.time < now)
+            .map(|r| (r.value.clone(), r.quality, r.time))
             .collect()
     };
     let expect_flow: Vec<_> = flow
@@ -900,19 +902,12 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
             "historize = true",
         ),
     ];
-    let config = tx_config(
+    let config = history_config(
         &sim,
-        &dir.path().join("pki"),
+        dir.path(),
         "history_window_s = 60\nhistory_values_per_request = 64",
         &tags,
-        &format!(
-            "[history]\ndir = {}\n",
-            q(&history_dir.display().to_string())
-        ),
     );
-    let history = config.history.clone().expect("[history]");
-    let catalogue =
-        protocol::catalogue::Catalogue::new(TagTable::from_config(&config).infos().to_vec());
     let tx = Transmitter::start(config).await.expect("transmitter");
     let both = vec!["sim/flow".to_owned(), "sim/count".to_owned()];
 
@@ -1022,30 +1017,15 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
     drop(tx);
     // What the historian gave went into the history stream's buffer: every value with its
     // quality and source time (the narrow read's ten again; the receiver keeps them once).
-    let mut log = gateway_tx::history::HistoryLog::open(
-        gateway_tx::history::LogConfig::new(
-            history.dir.clone(),
-            history.max_bytes,
-            history.max_age,
-            history.carousel_window,
-        ),
-        catalogue.hash(),
-        catalogue.iter().map(|t| t.name.to_owned()).collect(),
-        gateway_tx::unix_now(),
-    )
-    .expect("open the history log");
-    let records = gateway_tx::history::LogCursor::new(0)
-        .read(&mut log, 100_000)
-        .expect("read the history log");
+    let records = buffered(&history_dir);
     let of = |tag: u32| -> Vec<(Value, Quality, i64)> {
         let mut v: Vec<_> = records
             .iter()
             .filter(|r| {
                 // The variables' live values carry the simulator's fixed start time (2023).
-                r.sample.tag == tag
-                    && (now - 3 * day..now - 3_600_000_000_000).contains(&r.sample.time)
+                r.tag == tag && (now - 3 * day..now - 3_600_000_000_000).contains(&r.time)
             })
-            .map(|r| (r.sample.value.clone(), r.sample.quality, r.sample.time))
+            .map(|r| (r.value.clone(), r.quality, r.time))
             .collect();
         v.sort_by_key(|s| s.2);
         v.dedup_by(|a, b| a.2 == b.2);
@@ -1055,7 +1035,7 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
     assert_eq!(of(1), count);
     let flow_records = records
         .iter()
-        .filter(|r| r.sample.tag == 0 && (now - 3 * day..now - day).contains(&r.sample.time))
+        .filter(|r| r.tag == 0 && (now - 3 * day..now - day).contains(&r.time))
         .count();
     assert_eq!(
         flow_records, 310,
