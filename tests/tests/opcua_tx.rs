@@ -829,11 +829,17 @@ async fn network_drop_goes_bad_and_recovers_through_a_relay() {
     assert_eq!(sim.mutations().total(), 0);
 }
 
-/// Waits for the daemon to finish backfill request `id` and returns its final status.
-async fn backfill_status(
+/// Asks the running daemon for a backfill and returns its final status.
+async fn backfill(
     history_dir: &Path,
-    id: &str,
+    from: i64,
+    to: i64,
+    tags: Vec<String>,
+    source: gateway_tx::history::backfill::Source,
 ) -> gateway_tx::history::backfill::BackfillStatus {
+    let id = gateway_tx::history::backfill::submit(history_dir, from, to, tags, source)
+        .expect("submit the request");
+    let id = id.as_str();
     let start = Instant::now();
     loop {
         if let Some(st) = gateway_tx::history::backfill::read_status(history_dir, id)
@@ -848,7 +854,7 @@ async fn backfill_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
-    use gateway_tx::history::backfill::{self, Source};
+    use gateway_tx::history::backfill::Source;
     use gateway_tx::history::historian::PartState;
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -912,15 +918,14 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
     let both = vec!["sim/flow".to_owned(), "sim/count".to_owned()];
 
     // The buffer alone holds nothing that old; no historian part.
-    let id = backfill::submit(
+    let st = backfill(
         &history_dir,
         now - 3 * day,
         now - 3_600_000_000_000,
         both.clone(),
         Source::Buffer,
     )
-    .expect("submit");
-    let st = backfill_status(&history_dir, &id).await;
+    .await;
     assert_eq!(
         (st.state.as_str(), st.sent, st.historian.len()),
         ("done", 0, 0),
@@ -928,15 +933,14 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
     );
 
     // Older than the buffer: `auto` asks the historian, 64 values a page.
-    let id = backfill::submit(
+    let st = backfill(
         &history_dir,
         now - 3 * day,
         now - 3_600_000_000_000,
         both.clone(),
         Source::Auto,
     )
-    .expect("submit");
-    let st = backfill_status(&history_dir, &id).await;
+    .await;
     assert_eq!(st.state, "done", "{st:?}");
     assert_eq!(st.historian.len(), 1, "{st:?}");
     let part = &st.historian[0];
@@ -948,15 +952,14 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
 
     // Those values went into the buffer (the carousel covers them too): now the buffer
     // alone re-sends them.
-    let id = backfill::submit(
+    let st = backfill(
         &history_dir,
         now - 3 * day,
         now - 3_600_000_000_000,
         both.clone(),
         Source::Buffer,
     )
-    .expect("submit");
-    let st = backfill_status(&history_dir, &id).await;
+    .await;
     assert_eq!(
         (st.state.as_str(), st.sent, st.historian.len()),
         ("done", 330, 0),
@@ -964,15 +967,14 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
     );
 
     // Both ends inclusive: values 100..=109 of the flow.
-    let id = backfill::submit(
+    let st = backfill(
         &history_dir,
         flow[100].2,
         flow[109].2,
         vec!["sim/flow".to_owned()],
         Source::Historian,
     )
-    .expect("submit");
-    let st = backfill_status(&history_dir, &id).await;
+    .await;
     assert_eq!(
         (st.state.as_str(), st.historian[0].values),
         ("done", 10),
@@ -980,15 +982,14 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
     );
 
     // A node the server does not have: the part fails and says which.
-    let id = backfill::submit(
+    let st = backfill(
         &history_dir,
         now - 3 * day,
         now,
         vec!["sim/nope".to_owned()],
         Source::Historian,
     )
-    .expect("submit");
-    let st = backfill_status(&history_dir, &id).await;
+    .await;
     assert_eq!(st.state, "failed", "{st:?}");
     assert!(
         st.message.contains("History.Nope") && st.message.contains("BadNodeIdUnknown"),
@@ -998,15 +999,14 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
 
     // The server is down: the read is retried, then fails with the reason.
     sim.stop().await;
-    let id = backfill::submit(
+    let st = backfill(
         &history_dir,
         now - 3 * day,
         now,
         Vec::new(),
         Source::Historian,
     )
-    .expect("submit");
-    let st = backfill_status(&history_dir, &id).await;
+    .await;
     assert_eq!(st.state, "failed", "{st:?}");
     assert!(
         st.message.contains("no complete read after 3 attempts"),
