@@ -253,15 +253,30 @@ fn repairable_losses(dgrams: &[Vec<u8>], rng: &mut Rng, percent: u64, burst: usi
     drop
 }
 
-/// Reorders with each datagram moving at most `max_shift` places later, and duplicates some.
-fn shuffle(dgrams: Vec<Vec<u8>>, rng: &mut Rng, max_shift: u64, dup_percent: u64) -> Vec<Vec<u8>> {
+/// The datagrams `drop` does not drop, each with its place in the sent sequence.
+fn kept_with_places(dgrams: &[Vec<u8>], drop: &[bool]) -> Vec<(u64, Vec<u8>)> {
+    (0u64..)
+        .zip(dgrams.iter().zip(drop))
+        .filter(|(_, (_, d))| !**d)
+        .map(|(place, (g, _))| (place, g.clone()))
+        .collect()
+}
+
+/// Reorders as a link does, with each datagram overtaken at most by those sent up to
+/// `max_shift` places after it (places in the *sent* sequence, lost datagrams included: that is
+/// what the decoder's reorder allowance counts), and duplicates some.
+fn shuffle(
+    dgrams: Vec<(u64, Vec<u8>)>,
+    rng: &mut Rng,
+    max_shift: u64,
+    dup_percent: u64,
+) -> Vec<Vec<u8>> {
     let mut keyed: Vec<(u64, usize, Vec<u8>)> = Vec::new();
-    for (i, d) in dgrams.into_iter().enumerate() {
-        let i = i as u64;
+    for (place, d) in dgrams {
         if rng.chance(dup_percent) {
-            keyed.push((i + rng.below(max_shift + 20), keyed.len(), d.clone()));
+            keyed.push((place + rng.below(max_shift + 20), keyed.len(), d.clone()));
         }
-        keyed.push((i + rng.below(max_shift + 1), keyed.len(), d));
+        keyed.push((place + rng.below(max_shift + 1), keyed.len(), d));
     }
     keyed.sort_by_key(|(k, tie, _)| (*k, *tie));
     keyed.into_iter().map(|(_, _, d)| d).collect()
@@ -386,12 +401,7 @@ proptest! {
         let dgrams = encode(&mut enc, &msgs, &mut rng, &mut now);
         let burst = usize::from(shape.d) * usize::from(shape.m);
         let drop = repairable_losses(&dgrams, &mut rng, percent, burst);
-        let kept: Vec<Vec<u8>> = dgrams
-            .iter()
-            .zip(&drop)
-            .filter(|(_, d)| !**d)
-            .map(|(g, _)| g.clone())
-            .collect();
+        let kept = kept_with_places(&dgrams, &drop);
         let kept = shuffle(kept, &mut rng, shift, 10);
         let mut dec = decoder(shape.key);
         let mut events = feed(&mut dec, &kept, now);
@@ -434,13 +444,8 @@ proptest! {
                 *d = true;
             }
         }
-        let mut kept: Vec<Vec<u8>> = lossy
-            .iter()
-            .zip(&drop)
-            .filter(|(_, d)| !**d)
-            .map(|(g, _)| g.clone())
-            .collect();
-        kept.extend(clean);
+        let mut kept = kept_with_places(&lossy, &drop);
+        kept.extend((lossy.len() as u64..).zip(clean));
         let kept = shuffle(kept, &mut rng, shift, 5);
         let mut dec = decoder(shape.key);
         let mut events = feed(&mut dec, &kept, now);
@@ -628,12 +633,7 @@ proptest! {
         let dgrams = encode(&mut enc, &msgs, &mut rng, &mut now);
         let burst = usize::from(shape.d) * usize::from(shape.m);
         let drop = repairable_losses(&dgrams, &mut rng, percent, burst);
-        let kept: Vec<Vec<u8>> = dgrams
-            .iter()
-            .zip(&drop)
-            .filter(|(_, d)| !**d)
-            .map(|(g, _)| g.clone())
-            .collect();
+        let kept = kept_with_places(&dgrams, &drop);
         let kept = shuffle(kept, &mut rng, shift, 10);
         let mut dec = decoder(shape.key);
         let (mut events, end) = feed_timed(&mut dec, &kept, now, Duration::from_micros(step_us));
@@ -672,13 +672,8 @@ proptest! {
                 *d = true;
             }
         }
-        let mut kept: Vec<Vec<u8>> = lossy
-            .iter()
-            .zip(&drop)
-            .filter(|(_, d)| !**d)
-            .map(|(g, _)| g.clone())
-            .collect();
-        kept.extend(clean);
+        let mut kept = kept_with_places(&lossy, &drop);
+        kept.extend((lossy.len() as u64..).zip(clean));
         let kept = shuffle(kept, &mut rng, shift, 5);
         let mut dec = decoder(shape.key);
         let (mut events, end) = feed_timed(&mut dec, &kept, now, Duration::from_micros(step_us));
