@@ -94,24 +94,32 @@ impl LinkReceiver {
             tokio::select! {
                 r = self.udp.recv(&mut handle) => {
                     r.context("receiving from the link socket")?;
-                    // Drain what else is queued before handling events, so a burst is decoded
-                    // in one pass.
-                    for _ in 0..DRAIN_BATCHES {
-                        let n = self
-                            .udp
-                            .try_recv(&mut handle)
-                            .context("receiving from the link socket")?;
-                        if n == 0 {
-                            break;
-                        }
-                    }
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
-            let now = Instant::now();
-            if self.decoder.poll_timeout().is_some_and(|t| t <= now) {
-                self.decoder.handle_timeout(now);
+            // Drain what else is queued before handling events, so a burst is decoded in one
+            // pass; and learn whether the socket is empty. The decoder's timers may only run
+            // then: after a stall (a descheduled process, a busy host) the rest of a group can
+            // be waiting in this socket, and a timer run first would give it up.
+            let mut empty_at = None;
+            for _ in 0..DRAIN_BATCHES {
+                let checked = Instant::now();
+                let n = self
+                    .udp
+                    .try_recv(&mut handle)
+                    .context("receiving from the link socket")?;
+                if n == 0 {
+                    empty_at = Some(checked);
+                    break;
+                }
             }
+            if let Some(at) = empty_at
+                && self.decoder.poll_timeout().is_some_and(|t| t <= at)
+            {
+                // Every datagram that arrived before `at` has been handed over.
+                self.decoder.handle_timeout(at);
+            }
+            let now = Instant::now();
             while let Some(event) = self.decoder.poll_event() {
                 self.handle(event, now);
             }

@@ -62,7 +62,11 @@ impl BatchReceiver {
         }
     }
 
-    /// Reads one batch if datagrams wait, without waiting; 0 when none did.
+    /// Reads one batch if datagrams wait, without waiting; 0 when none did, which the kernel
+    /// said: the read is always made (the socket is nonblocking), not skipped on tokio's
+    /// readiness, which lags the kernel until the reactor next polls. Right after a stall that
+    /// lag would report an empty socket while datagrams wait, and the caller runs the decoder's
+    /// timers only on an empty socket.
     pub fn try_recv(&mut self, mut f: impl FnMut(&[u8], Instant)) -> io::Result<usize> {
         let BatchReceiver {
             socket,
@@ -70,15 +74,19 @@ impl BatchReceiver {
             buf,
             meta,
         } = self;
-        let received = socket.try_io(Interest::READABLE, || {
-            let mut slots = buf.chunks_mut(SLOT_BYTES);
-            let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
-                std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-            state.recv((&*socket).into(), &mut bufs, meta)
-        });
-        let filled = match received {
+        let mut slots = buf.chunks_mut(SLOT_BYTES);
+        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+        let filled = match state.recv((&*socket).into(), &mut bufs, meta) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Tell tokio, so that `readable` waits for the next datagram. It clears its
+                // readiness only if no newer event came in since it set it: nothing is missed.
+                let _ = socket.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+                return Ok(0);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
             Err(e) => return Err(e),
         };

@@ -142,7 +142,7 @@ impl Decoder {
         self.out.stats.bytes_received += bytes.len() as u64;
         let result = self.receive(bytes, now);
         if let Some(s) = &mut self.session {
-            s.service(now, &mut self.out);
+            s.on_arrival(now, &mut self.out);
         }
         match result {
             Ok(()) => {
@@ -166,6 +166,13 @@ impl Decoder {
     }
 
     /// Gives up incomplete groups and gaps that have waited `group_timeout`.
+    ///
+    /// Call it only once every datagram that arrived before `now` has been given to
+    /// [`Decoder::handle_datagram`] (a receiver: when its socket reads empty). These give-ups
+    /// judge what has *arrived*; a receiver that was descheduled for longer than the timeout
+    /// would otherwise give up groups whose last shards wait in its own socket buffer, and
+    /// count as lost what the link delivered. A receiver that never catches up loses nothing
+    /// by it: the reorder window and [`MAX_BUFFERED_BYTES`] bound what waits.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(s) = &mut self.session {
             s.service(now, &mut self.out);
@@ -408,6 +415,36 @@ mod tests {
         assert_eq!(s.data_datagrams_lost, 3);
         assert_eq!(s.lost(Stream::Live), 3);
         assert_eq!(s.delivered(Stream::Live), 17);
+    }
+
+    /// A receiver descheduled for longer than the group timeout reads the rest of a group from
+    /// its socket late: what the link delivered is repaired and delivered, not given up.
+    #[test]
+    fn a_receiver_that_reads_late_still_repairs_what_arrived_in_time() {
+        let t0 = Instant::now();
+        // Blocks of 4 data + 1 repair; data 1 of group 0 is lost on the link.
+        let all = stream(20, 4, 1, t0);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        assert_eq!(dec.handle_datagram(&all[0], t0), None);
+        let late = t0 + DEFAULT_GROUP_TIMEOUT * 2;
+        for d in all.iter().skip(2) {
+            assert_eq!(dec.handle_datagram(d, late), None);
+        }
+        // Only now, with the socket read empty, do the timers run.
+        dec.handle_timeout(late);
+        let seqs: Vec<u64> = events(&mut dec)
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, (0..20).collect::<Vec<u64>>());
+        let s = dec.stats();
+        assert_eq!(
+            (s.datagrams_repaired, s.data_datagrams_lost, s.late),
+            (1, 0, 0)
+        );
     }
 
     #[test]

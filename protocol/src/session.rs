@@ -653,8 +653,16 @@ impl Session {
         self.drain(out);
     }
 
-    /// Give-ups: blocks that ended and had their reordering allowance, groups open longer
-    /// than the group timeout, and gaps in front of data datagrams held that long.
+    /// The give-ups a datagram's arrival can prove: blocks that ended and had their reordering
+    /// allowance (in datagrams *and* time, so a receiver that reads its socket late still sees
+    /// every datagram sent before the fence first).
+    pub fn on_arrival(&mut self, now: Instant, out: &mut Out) {
+        self.apply_fences(now, out);
+    }
+
+    /// All give-ups: those of [`Session::on_arrival`], groups open longer than the group
+    /// timeout, and gaps in front of data datagrams held that long. The caller must have
+    /// handed over every datagram that arrived before `now` (see `Decoder::handle_timeout`).
     pub fn service(&mut self, now: Instant, out: &mut Out) {
         self.apply_fences(now, out);
         while let Some(&(t, id)) = self.group_order.front() {

@@ -32,6 +32,7 @@
 //! - `DIODE_ALLOW_STALE=1` runs release binaries older than the daemons' sources (by default
 //!   that is a reason to skip, or to fail under `CI=true`).
 
+use anyhow::Context as _;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -212,11 +213,15 @@ enum Kind {
     Reorder,
     Duplicate,
     Corrupt,
+    /// gateway-rx descheduled now and then (SIGSTOP/SIGCONT), as on a busy host.
+    Stall,
     RxRestart,
     TxRestart,
     Cut(u64),
     PlcUnplug,
-    Garbage { key: bool },
+    Garbage {
+        key: bool,
+    },
 }
 
 struct Scenario {
@@ -295,6 +300,13 @@ fn scenarios(cut_secs: u64) -> Vec<Scenario> {
             "every corrupted datagram rejected (CRC failures = corrupted datagrams with a valid magic); \
              FEC repairs them as erasures exactly as the observer computes; no corrupted value delivered",
             Kind::Corrupt,
+        ),
+        s(
+            "rx-stall",
+            "relay: 3 % random loss; gateway-rx stopped (SIGSTOP) for 300 ms every 1.5 s",
+            "reading its socket late costs nothing: gateway-rx repairs exactly what an ideal \
+             erasure decoder can and counts the rest as lost, as in burst-64",
+            Kind::Stall,
         ),
         s(
             "rx-restart",
@@ -412,7 +424,7 @@ fn run_scenario(bed: &mut Bed, sc: &Scenario) -> Row {
 fn uses_relay(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Burst | Kind::Reorder | Kind::Duplicate | Kind::Corrupt
+        Kind::Burst | Kind::Reorder | Kind::Duplicate | Kind::Corrupt | Kind::Stall
     )
 }
 
@@ -450,6 +462,21 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
         Kind::Reorder => {
             run.relay_set("reorder=0.05 reorder_depth=20")?;
             run.watch(WINDOW)?;
+        }
+        Kind::Stall => {
+            run.relay_set("loss=0.03")?;
+            let mut stalls = 0;
+            let t = Instant::now();
+            while t.elapsed() < WINDOW {
+                run.watch(Duration::from_millis(1200))?;
+                let rx = run.rx.as_ref().context("gateway-rx is not running")?;
+                rx.signal("STOP")?;
+                std::thread::sleep(Duration::from_millis(300));
+                rx.signal("CONT")?;
+                stalls += 1;
+            }
+            row.notes
+                .push(format!("gateway-rx stopped {stalls} times for 300 ms"));
         }
         Kind::Duplicate => {
             run.relay_set("duplicate=0.05")?;
@@ -639,6 +666,12 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
     if !matches!(sc.kind, Kind::Cut(_)) {
         row.dropped = impairment_drops;
     }
+    if wire.it_no_ports > 0 {
+        row.notes.push(format!(
+            "{} datagrams reached the IT box while no gateway-rx listened",
+            wire.it_no_ports
+        ));
+    }
     if wire.it_rcvbuf_errors > 0 {
         row.notes.push(format!(
             "{} datagrams dropped in IT socket buffers (host overload)",
@@ -758,7 +791,7 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                 "more lost and repaired than dropped",
             );
         }
-        Kind::Burst | Kind::Reorder | Kind::Duplicate | Kind::Corrupt => {
+        Kind::Burst | Kind::Reorder | Kind::Duplicate | Kind::Corrupt | Kind::Stall => {
             let s = relay_stats.unwrap_or_default();
             let f = |k: &str| field(&s, k).unwrap_or(0);
             row.dropped = f("dropped");
@@ -845,6 +878,16 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                     row.check(
                         rx.lost == 0 && rx.repaired == 0,
                         "duplicates caused loss or repair",
+                    );
+                }
+                Kind::Stall => {
+                    row.check(
+                        repairable > 0,
+                        "the relay's loss left nothing for FEC to repair",
+                    );
+                    row.check(
+                        rcvbuf_clean,
+                        "the stalls overflowed gateway-rx's socket buffer",
                     );
                 }
                 Kind::Corrupt => {
@@ -989,13 +1032,25 @@ impl Run<'_> {
         let log = self.rx_log();
         let c = config.to_string_lossy().to_string();
         let args = ["--log-format", "json", "run", "--config", c.as_str()];
-        self.rx = Some(Proc::spawn(
-            NS_IT,
-            &self.bed.bins.rx,
-            &args,
-            &log,
-            "gateway-rx",
-        )?);
+        let mut rx = Proc::spawn(NS_IT, &self.bed.bins.rx, &args, &log, "gateway-rx")?;
+        // Whatever the transmitter sends before the link socket exists is refused by the
+        // kernel (UDP NoPorts), uncounted by gateway-rx: start it only once gateway-rx listens,
+        // as a slow host may take a while to get there.
+        let t = Instant::now();
+        while log_count(&log, "link socket bound") == 0 {
+            anyhow::ensure!(
+                rx.running(),
+                "gateway-rx exited while starting; see {}",
+                log.display()
+            );
+            anyhow::ensure!(
+                t.elapsed() < READY_TIMEOUT,
+                "gateway-rx did not bind its link socket within {} s",
+                READY_TIMEOUT.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.rx = Some(rx);
         Ok(())
     }
 
@@ -1306,6 +1361,7 @@ impl Bed {
         };
         let it_rules = ns_output(NS_IT, &["nft", "list", "table", "inet", "gateway_it"])?;
         let ot_rules = ns_output(NS_OT, &["nft", "list", "table", "inet", "gateway_ot"])?;
+        let it_snmp = ns_output(NS_IT, &["cat", "/proc/net/snmp"])?;
         let rule = |text: &str, needles: &[&str]| -> u64 {
             text.lines()
                 .filter(|l| needles.iter().all(|n| l.contains(n)))
@@ -1325,11 +1381,8 @@ impl Bed {
                 "Udp",
                 "InDatagrams",
             ),
-            it_rcvbuf_errors: snmp(
-                &ns_output(NS_IT, &["cat", "/proc/net/snmp"])?,
-                "Udp",
-                "RcvbufErrors",
-            ),
+            it_rcvbuf_errors: snmp(&it_snmp, "Udp", "RcvbufErrors"),
+            it_no_ports: snmp(&it_snmp, "Udp", "NoPorts"),
         })
     }
 }
@@ -1375,6 +1428,8 @@ struct Wire {
     ot_blocked_in: u64,
     ot_udp_in: u64,
     it_rcvbuf_errors: u64,
+    /// UDP datagrams that reached the IT box when no socket listened on their port.
+    it_no_ports: u64,
 }
 
 impl Wire {
@@ -1389,6 +1444,7 @@ impl Wire {
             ot_blocked_in: self.ot_blocked_in - b.ot_blocked_in,
             ot_udp_in: self.ot_udp_in - b.ot_udp_in,
             it_rcvbuf_errors: self.it_rcvbuf_errors - b.it_rcvbuf_errors,
+            it_no_ports: self.it_no_ports - b.it_no_ports,
         }
     }
 }
@@ -1473,6 +1529,16 @@ impl Proc {
             }
         }
         self.kill();
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -{name} {} failed", self.child.id());
+        Ok(())
     }
 
     fn kill(&mut self) {
