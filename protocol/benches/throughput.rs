@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use protocol::encoder::{DEFAULT_DATA_SHARDS, DEFAULT_REPAIR_SHARDS};
 use protocol::fec::{GroupDecoder, GroupEncoder};
-use protocol::message::{Message, SampleBatch};
+use protocol::message::{HistoryBatch, Message, SampleBatch};
 use protocol::model::{Quality, Sample, Value};
 use protocol::{Decoder, DecoderConfig, Encoder, EncoderConfig};
 
@@ -154,6 +154,52 @@ fn decode(key: bool, dgrams: &[Vec<u8>]) -> usize {
 }
 
 const BATCH: usize = 2_048;
+
+/// Bulk history as a backfill sends it: messages of about 90 kB (the e2e bench's bulk case),
+/// each many fragments, of `Double` samples with source times a millisecond apart.
+fn history_messages(n: usize) -> Vec<Message> {
+    const SAMPLES: usize = 4_096;
+    let base = 1_780_000_000_000_000_000i64;
+    (0..n)
+        .map(|m| {
+            let first = (m * SAMPLES) as u64;
+            Message::History(HistoryBatch {
+                catalogue: 0x0123_4567_89ab_cdef,
+                log: 0x5eed,
+                first_seq: first,
+                head_seq: first + SAMPLES as u64,
+                oldest_seq: 0,
+                samples: (0..SAMPLES)
+                    .map(|i| Sample {
+                        tag: (i % 1000) as u32,
+                        value: Value::Double(i as f64 * 0.37),
+                        quality: Quality::GOOD,
+                        time: base + (first as i64 + i as i64) * 1_000_000,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The bulk path with a key at the default FEC shape: what CPU a GiB of history costs each
+/// side in the protocol alone (no sockets).
+fn bulk(c: &mut Criterion) {
+    let msgs = history_messages(16);
+    let mut buf = vec![0u8; 2048];
+    let mut dgrams = Vec::new();
+    let mut enc = Encoder::new(config(true), 1).unwrap();
+    let wire = encode(&mut enc, &msgs, &mut buf, &mut dgrams);
+    let mut g = c.benchmark_group("bulk history, auth");
+    g.throughput(Throughput::Bytes(wire));
+    g.bench_function("encode", |b| {
+        b.iter(|| encode_only(&mut enc, &msgs, &mut buf))
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| assert_eq!(decode(true, &dgrams), msgs.len()))
+    });
+    g.finish();
+}
 
 fn pipeline(c: &mut Criterion) {
     for key in [false, true] {
@@ -312,6 +358,27 @@ fn summary(dur: Duration) {
             1.0 / (1.0 / e + 1.0 / d) / udp_gbps,
         );
     }
+    let msgs = history_messages(16);
+    let mut buf = vec![0u8; 2048];
+    let mut dgrams = Vec::new();
+    let mut enc = Encoder::new(config(true), 1).unwrap();
+    let wire = encode(&mut enc, &msgs, &mut buf, &mut dgrams);
+    let e = rate(dur, wire, || {
+        encode_only(&mut enc, &msgs, &mut buf);
+    });
+    let d = rate(dur, wire, || {
+        decode(true, &dgrams);
+    });
+    // CPU-seconds per GiB of wire bytes, one core busy: 8 × 2^30 bits / rate.
+    let per_gib = |gbps: f64| 8.0 * 1.073_741_824 / gbps;
+    eprintln!(
+        "  bulk history with key: encode {e:.2} Gb/s ({:.2}x UDP, {:.2} CPU-s/GiB), decode {d:.2} Gb/s \
+         ({:.2}x UDP, {:.2} CPU-s/GiB)",
+        e / udp_gbps,
+        per_gib(e),
+        d / udp_gbps,
+        per_gib(d),
+    );
 }
 
 fn main() {
@@ -322,6 +389,7 @@ fn main() {
         .configure_from_args();
     fec_encode(&mut c);
     pipeline(&mut c);
+    bulk(&mut c);
     c.final_summary();
     // `cargo test --benches` runs each benchmark once; keep the summary short there.
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
