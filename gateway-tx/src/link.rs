@@ -245,6 +245,14 @@ impl LinkSender {
                 self.encoder.handle_timeout(now);
             }
             self.transmit().await?;
+            // Everything encoded has gone out. With more waiting (a backfill, a catalogue
+            // round) the pacer keeps counting the time until the next pass as owed; without,
+            // the sender is idle and credit builds up to one burst only.
+            let backlogged = self.catalogue_next.is_some()
+                || self.history.as_ref().is_some_and(|h| !h.is_empty());
+            if !backlogged {
+                self.pacer.idle(Instant::now());
+            }
             if let Ok(mut shared) = self.shared_stats.lock() {
                 shared.clone_from(self.encoder.stats());
             }

@@ -28,8 +28,8 @@ pub struct Pacer {
     catch_up: f64,
     credit: f64,
     last: Instant,
-    /// The last request was refused: the sender has data and sleeps until it may send.
-    waiting: bool,
+    /// The sender said it has nothing more to send ([`Pacer::idle`]); any request ends it.
+    idle: bool,
 }
 
 impl Pacer {
@@ -48,7 +48,7 @@ impl Pacer {
             catch_up: burst.max(bytes_per_sec * MAX_CATCH_UP.as_secs_f64()),
             credit: 0.0,
             last: now,
-            waiting: false,
+            idle: true,
         }
     }
 
@@ -75,29 +75,35 @@ impl Pacer {
         now: Instant,
     ) -> Result<(), Duration> {
         self.refill(now);
+        self.idle = false;
         let cost = (payload + datagrams * IP_UDP_OVERHEAD) as f64;
         if self.credit >= cost {
             self.credit -= cost;
-            self.waiting = false;
             Ok(())
         } else {
-            self.waiting = true;
             let wait = (cost - self.credit) / self.bytes_per_sec;
             Err(Duration::from_secs_f64(wait.max(1e-6)))
         }
     }
 
+    /// The sender has nothing more to send for now: from `now` on, credit builds up to one
+    /// burst only. Until it says so, it is taken to have data waiting, and the time it spends
+    /// between requests (encoding the next messages, or descheduled on a busy host) earns
+    /// credit up to the catch-up limit, as a late wake-up does: otherwise every such gap longer
+    /// than the burst would be lost to the rate (measured: 0.875 of 1000 Mb/s in the bulk
+    /// bench on 2 busy cores).
+    pub fn idle(&mut self, now: Instant) {
+        self.refill(now);
+        self.idle = true;
+    }
+
     /// Credit earned since the last call: at most one burst after an idle period; while the
-    /// sender was waiting for credit, what its late wake-up earned too (up to the catch-up
-    /// limit). Credit already owed is never taken back.
+    /// sender had data, what it earned meanwhile too (up to the catch-up limit). Credit already
+    /// owed is never taken back.
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now.max(self.last);
-        let cap = if self.waiting {
-            self.catch_up
-        } else {
-            self.burst
-        };
+        let cap = if self.idle { self.burst } else { self.catch_up };
         self.credit = (self.credit + elapsed * self.bytes_per_sec).min(cap.max(self.credit));
     }
 }
@@ -223,6 +229,43 @@ mod tests {
         }
     }
 
+    /// A sender that always has data but loses the CPU between batches (encoding the next
+    /// message, descheduled on a busy host for longer than the burst) still holds the rate:
+    /// the time it was busy is owed to it like a late wake-up.
+    #[test]
+    fn a_backlogged_sender_busy_between_batches_holds_the_rate() {
+        for rate in [100_000_000u64, 1_000_000_000] {
+            let start = Instant::now();
+            let mut now = start;
+            let mut pacer = Pacer::new(rate, 16 * 1500, start);
+            let span = Duration::from_secs(10);
+            let mut bytes = 0u64;
+            let mut turn = 0u64;
+            while now < start + span {
+                let n = (pacer.available(now) / 1428).clamp(1, 45);
+                match pacer.try_send_batch(n, n * 1400, now) {
+                    Ok(()) => {
+                        bytes += (n * 1428) as u64;
+                        turn += 1;
+                        // Mostly a little work; every 100th batch, 5 ms off the CPU (the
+                        // sender can still move 5 Gb/s on average).
+                        now += if turn.is_multiple_of(100) {
+                            Duration::from_millis(5)
+                        } else {
+                            Duration::from_micros(50)
+                        };
+                    }
+                    Err(wait) => now += wait,
+                }
+            }
+            let ratio = bytes as f64 * 8.0 / span.as_secs_f64() / rate as f64;
+            assert!(
+                (0.99..=1.01).contains(&ratio),
+                "rate {rate}: achieved {ratio} of the rate"
+            );
+        }
+    }
+
     /// Once the sender has caught up and goes quiet, idle time buys one burst again, not the
     /// catch-up allowance.
     #[test]
@@ -234,6 +277,7 @@ mod tests {
         let t = start + Duration::from_millis(10);
         assert_eq!(pacer.available(t), 10_000);
         pacer.try_send_batch(6, 6 * 1472, t).unwrap();
+        pacer.idle(t);
         // An hour idle adds at most one burst to what is left.
         let later = t + Duration::from_secs(3600);
         assert!(pacer.available(later) <= 3_000);
