@@ -295,6 +295,21 @@ fn rate(dur: Duration, bytes: u64, mut f: impl FnMut()) -> f64 {
     (n * bytes) as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// Encoder and Decoder rates (Gb/s of wire bytes) for `msgs`, each measured for `dur`.
+fn encode_decode_rates(dur: Duration, key: bool, msgs: &[Message]) -> (f64, f64) {
+    let mut buf = vec![0u8; 2048];
+    let mut dgrams = Vec::new();
+    let mut enc = Encoder::new(config(key), 1).unwrap();
+    let wire = encode(&mut enc, msgs, &mut buf, &mut dgrams);
+    let e = rate(dur, wire, || {
+        encode_only(&mut enc, msgs, &mut buf);
+    });
+    let d = rate(dur, wire, || {
+        decode(key, &dgrams);
+    });
+    (e, d)
+}
+
 fn summary(dur: Duration) {
     eprintln!(
         "\nsummary ({} ms per figure, one thread each):",
@@ -338,17 +353,7 @@ fn summary(dur: Duration) {
     }
     for key in [false, true] {
         let label = if key { "with key   " } else { "without key" };
-        let msgs = messages(key, BATCH);
-        let mut buf = vec![0u8; 2048];
-        let mut dgrams = Vec::new();
-        let mut enc = Encoder::new(config(key), 1).unwrap();
-        let wire = encode(&mut enc, &msgs, &mut buf, &mut dgrams);
-        let e = rate(dur, wire, || {
-            encode_only(&mut enc, &msgs, &mut buf);
-        });
-        let d = rate(dur, wire, || {
-            decode(key, &dgrams);
-        });
+        let (e, d) = encode_decode_rates(dur, key, &messages(key, BATCH));
         eprintln!(
             "  protocol {label}: encode {e:.2} Gb/s ({:.2}x UDP), decode {d:.2} Gb/s ({:.2}x UDP), \
              encode+decode on one core {:.2} Gb/s ({:.2}x UDP)",
@@ -358,17 +363,7 @@ fn summary(dur: Duration) {
             1.0 / (1.0 / e + 1.0 / d) / udp_gbps,
         );
     }
-    let msgs = history_messages(16);
-    let mut buf = vec![0u8; 2048];
-    let mut dgrams = Vec::new();
-    let mut enc = Encoder::new(config(true), 1).unwrap();
-    let wire = encode(&mut enc, &msgs, &mut buf, &mut dgrams);
-    let e = rate(dur, wire, || {
-        encode_only(&mut enc, &msgs, &mut buf);
-    });
-    let d = rate(dur, wire, || {
-        decode(true, &dgrams);
-    });
+    let (e, d) = encode_decode_rates(dur, true, &history_messages(16));
     // CPU-seconds per GiB of wire bytes, one core busy: 8 × 2^30 bits / rate.
     let per_gib = |gbps: f64| 8.0 * 1.073_741_824 / gbps;
     eprintln!(

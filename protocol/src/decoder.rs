@@ -388,14 +388,7 @@ mod tests {
                 session: 77
             }
         ));
-        let seqs: Vec<u64> = ev
-            .iter()
-            .filter_map(|e| match e {
-                Event::Message { seq, .. } => Some(*seq),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(seqs, (100..300).collect::<Vec<u64>>());
+        assert_eq!(message_seqs(&ev), (100..300).collect::<Vec<u64>>());
         let s = dec.stats();
         assert_eq!(s.messages_lost, [0; 4]);
         assert_eq!(s.data_datagrams_lost, 0);
@@ -432,14 +425,10 @@ mod tests {
         }
         // Only now, with the socket read empty, do the timers run.
         dec.handle_timeout(late);
-        let seqs: Vec<u64> = events(&mut dec)
-            .iter()
-            .filter_map(|e| match e {
-                Event::Message { seq, .. } => Some(*seq),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(seqs, (0..20).collect::<Vec<u64>>());
+        assert_eq!(
+            message_seqs(&events(&mut dec)),
+            (0..20).collect::<Vec<u64>>()
+        );
         let s = dec.stats();
         assert_eq!(
             (s.datagrams_repaired, s.data_datagrams_lost, s.late),
@@ -524,13 +513,17 @@ mod tests {
         out
     }
 
-    fn delivered(ev: &[(Instant, Event)]) -> Vec<u64> {
-        ev.iter()
-            .filter_map(|(_, e)| match e {
+    fn message_seqs<'a>(ev: impl IntoIterator<Item = &'a Event>) -> Vec<u64> {
+        ev.into_iter()
+            .filter_map(|e| match e {
                 Event::Message { seq, .. } => Some(*seq),
                 _ => None,
             })
             .collect()
+    }
+
+    fn delivered(ev: &[(Instant, Event)]) -> Vec<u64> {
+        message_seqs(ev.iter().map(|(_, e)| e))
     }
 
     #[test]
