@@ -77,18 +77,22 @@ impl BatchReceiver {
         let mut slots = buf.chunks_mut(SLOT_BYTES);
         let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-        let filled = match state.recv((&*socket).into(), &mut bufs, meta) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Tell tokio, so that `readable` waits for the next datagram. It clears its
-                // readiness only if no newer event came in since it set it: nothing is missed.
-                let _ = socket.try_io(Interest::READABLE, || {
-                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                });
-                return Ok(0);
+        let filled = loop {
+            match state.recv((&*socket).into(), &mut bufs, meta) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Tell tokio, so that `readable` waits for the next datagram. It clears its
+                    // readiness only if no newer event came in since it set it: nothing is
+                    // missed.
+                    let _ = socket.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                    return Ok(0);
+                }
+                // A signal is not the kernel saying the socket is empty: read again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
-            Err(e) => return Err(e),
         };
         let now = Instant::now();
         let mut datagrams = 0;
