@@ -16,7 +16,11 @@
 //! - Stop and start again on the same port ([`OpcUaSim::stop`], [`OpcUaSim::start`]); the
 //!   values survive.
 //! - Optionally a Basic256Sha256 SignAndEncrypt endpoint beside the None endpoint, with the
-//!   server's own pki directory.
+//!   server's own pki directory; and ([`SimSecurity`], [`OpcUaSim::start_with`]) any other
+//!   secured endpoints, and X.509 user certificates accepted as identities.
+//! - Who read values of the simulated namespace, with which security policy, mode and user
+//!   token ([`OpcUaSim::readers`]), so tests can prove that a session really used what they
+//!   configured rather than some other endpoint the server also offers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,7 +37,7 @@ use opcua::server::node_manager::memory::{
 };
 use opcua::server::node_manager::{
     AddNodeItem, AddReferenceItem, DeleteNodeItem, DeleteReferenceItem, HistoryNode,
-    HistoryUpdateNode, MethodCall, RequestContext, ServerContext, WriteNode,
+    HistoryUpdateNode, MethodCall, ParsedReadValueId, RequestContext, ServerContext, WriteNode,
 };
 use opcua::server::{ANONYMOUS_USER_TOKEN_ID, ContinuationPoint, ServerBuilder, ServerHandle};
 use opcua::sync::RwLock;
@@ -62,6 +66,38 @@ pub struct SimConfig {
     /// A user name and password accepted besides anonymous access (on the secured endpoint:
     /// the None endpoint would carry the password in clear).
     pub user: Option<(String, String)>,
+}
+
+/// Security offered beyond [`SimConfig`] (which the benches and older tests build as a
+/// struct literal, so new options live here rather than as new fields there).
+#[derive(Debug, Clone, Default)]
+pub struct SimSecurity {
+    /// Secured endpoints offered besides the None endpoint (and besides the Basic256Sha256
+    /// SignAndEncrypt one of [`SimConfig::secure`]). Each accepts anonymous sessions, the
+    /// [`SimConfig::user`] and the [`SimSecurity::user_certificates`].
+    pub endpoints: Vec<(SecurityPolicy, MessageSecurityMode)>,
+    /// User certificates (`.der` or `.pem` files) whose holders may open sessions with an
+    /// X.509 identity on the secured endpoints; any other user certificate is refused
+    /// (BadIdentityTokenRejected). The n-th is the user token `sim-x509-<n>` in
+    /// [`Reader::user_token`].
+    pub user_certificates: Vec<PathBuf>,
+}
+
+/// The user token id of the n-th of [`SimSecurity::user_certificates`].
+pub fn x509_token_id(n: usize) -> String {
+    format!("sim-x509-{n}")
+}
+
+/// The user token id of [`SimConfig::user`].
+pub const USER_TOKEN_ID: &str = "sim-user";
+
+/// How a session that read values of the simulated namespace was secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    pub security_policy_uri: String,
+    pub security_mode: MessageSecurityMode,
+    /// [`ANONYMOUS_USER_TOKEN_ID`] (`ANONYMOUS`), [`USER_TOKEN_ID`] or [`x509_token_id`].
+    pub user_token: String,
 }
 
 /// Requests that would change the server, by service.
@@ -137,8 +173,10 @@ struct State {
 pub struct OpcUaSim {
     pub port: u16,
     config: SimConfig,
+    security: SimSecurity,
     state: Arc<Mutex<State>>,
     mutations: Arc<Mutations>,
+    readers: Arc<Mutex<Vec<Reader>>>,
     running: Option<Running>,
 }
 
@@ -201,6 +239,15 @@ fn data_value(v: &Value, q: Quality, t: UnixNanos) -> DataValue {
 impl OpcUaSim {
     /// Builds the variables and starts serving on 127.0.0.1:`port` (0: a free port).
     pub async fn start_new(config: SimConfig, port: u16) -> anyhow::Result<OpcUaSim> {
+        OpcUaSim::start_with(config, SimSecurity::default(), port).await
+    }
+
+    /// [`OpcUaSim::start_new`] with more security options.
+    pub async fn start_with(
+        config: SimConfig,
+        security: SimSecurity,
+        port: u16,
+    ) -> anyhow::Result<OpcUaSim> {
         let mut state = State::default();
         let t0 = 1_700_000_000_000_000_000;
         let mut add = |name: &str, id: Identifier, v: Value, historized: bool| {
@@ -267,8 +314,10 @@ impl OpcUaSim {
         let mut sim = OpcUaSim {
             port,
             config,
+            security,
             state: Arc::new(Mutex::new(state)),
             mutations: Arc::default(),
+            readers: Arc::default(),
             running: None,
         };
         sim.start().await?;
@@ -281,6 +330,23 @@ impl OpcUaSim {
 
     pub fn mutations(&self) -> &Mutations {
         &self.mutations
+    }
+
+    /// Every distinct (security policy, mode, user token) of the sessions that read values of
+    /// the simulated namespace (Read, or a new monitored item's first value) since the start,
+    /// in the order first seen.
+    pub fn readers(&self) -> Vec<Reader> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The server's own certificate (created in its pki directory on first start).
+    pub fn certificate(&self) -> anyhow::Result<opcua::crypto::X509> {
+        opcua::crypto::CertificateStore::new(&self.config.pki_dir)
+            .read_own_cert()
+            .map_err(|e| anyhow::anyhow!("the simulator's certificate: {e}"))
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -384,6 +450,7 @@ impl OpcUaSim {
         let port = self.port;
         let state = self.state.clone();
         let mutations = self.mutations.clone();
+        let readers = self.readers.clone();
         let uri = self.config.namespace_uri.clone();
         let builder = InMemoryNodeManagerBuilder::new(
             move |context: ServerContext, address_space: &mut AddressSpace| {
@@ -393,11 +460,21 @@ impl OpcUaSim {
                     &uri,
                     state.clone(),
                     mutations.clone(),
+                    readers.clone(),
                 )
             },
         );
         let tokens = [ANONYMOUS_USER_TOKEN_ID];
-        let secure_tokens = [ANONYMOUS_USER_TOKEN_ID, "sim-user"];
+        // Passwords and certificates only on secured endpoints: on None a password would
+        // cross in the clear, and an X.509 token has no server certificate to sign against.
+        let mut secure_tokens = vec![ANONYMOUS_USER_TOKEN_ID.to_owned()];
+        if self.config.user.is_some() {
+            secure_tokens.push(USER_TOKEN_ID.to_owned());
+        }
+        for n in 0..self.security.user_certificates.len() {
+            secure_tokens.push(x509_token_id(n));
+        }
+        let secure_tokens: Vec<&str> = secure_tokens.iter().map(String::as_str).collect();
         let mut server = ServerBuilder::new()
             // A plant server that publishes every 10 ms (async-opcua's default tick is 100 ms),
             // so that what the tests and benchmarks time is the gateway, not this server.
@@ -432,24 +509,39 @@ impl OpcUaSim {
         limits.subscriptions.min_publishing_interval_ms = 10.0;
         if let Some((user, password)) = &self.config.user {
             server = server.add_user_token(
-                "sim-user",
+                USER_TOKEN_ID,
                 opcua::server::ServerUserToken::user_pass(user.as_str(), password.as_str()),
             );
         }
+        for (n, cert) in self.security.user_certificates.iter().enumerate() {
+            // async-opcua reads the file when the server is built and, if it cannot, silently
+            // accepts no certificate at all: a test would then see a refusal for the wrong
+            // reason. Read it here first so that a bad path fails the start.
+            opcua::crypto::CertificateStore::read_cert(cert)
+                .map_err(|e| anyhow::anyhow!("user certificate {}: {e}", cert.display()))?;
+            server = server.add_user_token(
+                x509_token_id(n),
+                opcua::server::ServerUserToken::x509(format!("sim-x509-user-{n}"), cert),
+            );
+        }
+        let mut secured = self.security.endpoints.clone();
         if self.config.secure {
-            let tokens: &[&str] = if self.config.user.is_some() {
-                &secure_tokens
-            } else {
-                &tokens
-            };
-            server = server.add_endpoint(
-                "basic256sha256_sign_encrypt",
+            secured.insert(
+                0,
                 (
-                    "/",
                     SecurityPolicy::Basic256Sha256,
                     MessageSecurityMode::SignAndEncrypt,
-                    tokens,
                 ),
+            );
+        }
+        for (policy, mode) in secured {
+            anyhow::ensure!(
+                policy != SecurityPolicy::None && mode != MessageSecurityMode::None,
+                "the simulator always offers the None endpoint; list only secured ones"
+            );
+            server = server.add_endpoint(
+                format!("{}_{mode}", policy.to_str()),
+                ("/", policy, mode, secure_tokens.as_slice()),
             );
         }
         let (server, handle) = server.build().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -511,6 +603,7 @@ struct SimImpl {
     ns: u16,
     state: Arc<Mutex<State>>,
     mutations: Arc<Mutations>,
+    readers: Arc<Mutex<Vec<Reader>>>,
 }
 
 /// Where a HistoryRead continues: the index of the next value.
@@ -525,6 +618,7 @@ impl SimImpl {
         uri: &str,
         state: Arc<Mutex<State>>,
         mutations: Arc<Mutations>,
+        readers: Arc<Mutex<Vec<Reader>>>,
     ) -> SimImpl {
         let idx = add_namespaces(&context, address_space, &[EXTRA_NAMESPACE, uri]);
         let namespaces = [EXTRA_NAMESPACE, uri]
@@ -543,6 +637,7 @@ impl SimImpl {
             ns,
             state,
             mutations,
+            readers,
         }
     }
 
@@ -613,6 +708,36 @@ impl InMemoryNodeManagerImpl for SimImpl {
 
     fn namespaces(&self) -> Vec<NamespaceMetadata> {
         self.namespaces.clone()
+    }
+
+    /// The library's own read, after noting how the reading session is secured. Monitored
+    /// items read their first value through here too, so subscribers are seen as well.
+    async fn read_values(
+        &self,
+        context: &RequestContext,
+        address_space: &RwLock<AddressSpace>,
+        nodes: &[&ParsedReadValueId],
+        max_age: f64,
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Vec<DataValue> {
+        let reader = {
+            let session = context.session().read();
+            Reader {
+                security_policy_uri: session.security_policy_uri().to_owned(),
+                security_mode: session.message_security_mode(),
+                user_token: context.user_token().0.clone(),
+            }
+        };
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if !readers.contains(&reader) {
+            readers.push(reader);
+        }
+        drop(readers);
+        let address_space = address_space.read();
+        nodes
+            .iter()
+            .map(|n| address_space.read(context, n, max_age, timestamps_to_return))
+            .collect()
     }
 
     async fn history_read_raw_modified(

@@ -4,7 +4,8 @@
 //! value and Variant type, DataType, source timestamp and StatusCode. The plant restarts (tags
 //! go Bad on the mirror, then recover by themselves); writes to the mirror are refused; the
 //! plant never sees a request that would change it; and the same chain with Basic256Sha256
-//! SignAndEncrypt and user names on both legs, each side trusting the other's certificate the
+//! SignAndEncrypt, and with Aes128_Sha256_RsaOaep (Sign towards the plant, SignAndEncrypt on
+//! the mirror), and user names on both legs, each side trusting the other's certificate the
 //! way an engineer does (moving it from rejected/ to trusted/).
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,9 @@ use opcua::types::{
     MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn, Variant, WriteValue,
 };
 use protocol::model::{Quality, UnixNanos, Value, ValueType};
-use tests::opcua_sim::{ALL_TYPES, OpcUaSim, SimConfig, sample_value, type_var};
+use tests::opcua_sim::{
+    ALL_TYPES, OpcUaSim, Reader, SimConfig, SimSecurity, USER_TOKEN_ID, sample_value, type_var,
+};
 
 const PLANT_NS: &str = "urn:plant:chain";
 const MIRROR_NS: &str = "urn:gateway:mirror:chain";
@@ -62,6 +65,10 @@ struct Secure {
     plant_user: (String, PathBuf),
     /// The mirror's user, with its password.
     mirror_user: (String, String),
+    /// gateway-tx's `security_policy` and `security_mode` towards the plant, as configured.
+    plant_security: (&'static str, &'static str),
+    /// The mirror's one `[[opcua_server.endpoint]]`: policy and mode, as configured.
+    mirror_security: (&'static str, &'static str),
 }
 
 async fn start_rx(dir: &Path, link_port: u16, secure: Option<&Secure>) -> Receiver {
@@ -73,9 +80,11 @@ async fn start_rx(dir: &Path, link_port: u16, secure: Option<&Secure>) -> Receiv
     if let Some(s) = secure {
         let pw = password_file(dir, "mirror-user.password", &s.mirror_user.1);
         text.push_str(&format!(
-            "anonymous = false\n\n[[opcua_server.endpoint]]\nsecurity_policy = \"basic256sha256\"\n\
-             security_mode = \"sign_and_encrypt\"\n\n[[opcua_server.user]]\nname = \"{}\"\n\
+            "anonymous = false\n\n[[opcua_server.endpoint]]\nsecurity_policy = \"{}\"\n\
+             security_mode = \"{}\"\n\n[[opcua_server.user]]\nname = \"{}\"\n\
              password_file = {}\n",
+            s.mirror_security.0,
+            s.mirror_security.1,
             s.mirror_user.0,
             q(&pw)
         ));
@@ -105,8 +114,10 @@ async fn start_tx(
     );
     if let Some(s) = secure {
         text.push_str(&format!(
-            "security_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"\n\
+            "security_policy = \"{}\"\nsecurity_mode = \"{}\"\n\
              user = \"{}\"\npassword_file = {}\n",
+            s.plant_security.0,
+            s.plant_security.1,
             s.plant_user.0,
             q(&s.plant_user.1)
         ));
@@ -476,6 +487,8 @@ async fn secured_on_both_legs_with_user_names_and_trust_lists() {
             password_file(dir.path(), "plant-reader.password", "plant-pw-1"),
         ),
         mirror_user: ("historian".into(), "mirror-pw-2".into()),
+        plant_security: ("basic256sha256", "sign_and_encrypt"),
+        mirror_security: ("basic256sha256", "sign_and_encrypt"),
     };
     let sim = OpcUaSim::start_new(
         SimConfig {
@@ -521,6 +534,113 @@ async fn secured_on_both_legs_with_user_names_and_trust_lists() {
     let n = nodes(&plant, &mirror).await;
     let took = wait_equal(&plant, &mirror, &n, "secured chain").await;
     eprintln!("secured chain: mirror equals the plant after {took:?}");
+    assert_eq!(sim.mutations().total(), 0);
+    assert_ne!(tx.session, 0);
+    let _ = mirror.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes128_sha256_rsaoaep_on_both_legs_with_user_names() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let secure = Secure {
+        plant_user: (
+            "plant-reader".into(),
+            password_file(dir.path(), "plant-reader.password", "plant-pw-1"),
+        ),
+        mirror_user: ("historian".into(), "mirror-pw-2".into()),
+        plant_security: ("aes128_sha256_rsaoaep", "sign"),
+        mirror_security: ("aes128_sha256_rsaoaep", "sign_and_encrypt"),
+    };
+    // The plant offers Aes128_Sha256_RsaOaep Sign as its only secured endpoint.
+    let sim = OpcUaSim::start_with(
+        SimConfig {
+            namespace_uri: PLANT_NS.into(),
+            secure: false,
+            pki_dir: dir.path().join("plant-pki"),
+            load_variables: 0,
+            user: Some(("plant-reader".into(), "plant-pw-1".into())),
+        },
+        SimSecurity {
+            endpoints: vec![(
+                SecurityPolicy::Aes128Sha256RsaOaep,
+                MessageSecurityMode::Sign,
+            )],
+            user_certificates: Vec::new(),
+        },
+        0,
+    )
+    .await
+    .expect("simulated plant");
+    set_plant_values(&sim);
+    let link_port = tests::free_udp_port().unwrap();
+    let rx = start_rx(dir.path(), link_port, Some(&secure)).await;
+    let tx = start_tx(dir.path(), link_port, &sim, Some(&secure)).await;
+    trust_rejected(&dir.path().join("tx-pki"), "gateway-tx").await;
+
+    let mirror_url = rx.opcua_endpoint.clone().expect("mirror endpoint");
+    let client_pki = dir.path().join("client-pki");
+    // The mirror offers exactly what its config lists: no None endpoint (anonymous is off and
+    // passwords never go over None), no Basic256Sha256 default.
+    let discovery = ClientBuilder::new()
+        .application_name("gateway chain test discovery")
+        .application_uri("urn:gateway:chain:test-discovery")
+        .pki_dir(dir.path().join("discovery-pki"))
+        .create_sample_keypair(true)
+        .trust_server_certs(true)
+        .client()
+        .expect("client config");
+    let offered: Vec<(String, MessageSecurityMode)> = discovery
+        .get_server_endpoints_from_url(mirror_url.as_str())
+        .await
+        .expect("GetEndpoints on the mirror")
+        .iter()
+        .map(|e| (e.security_policy_uri.to_string(), e.security_mode))
+        .collect();
+    assert_eq!(
+        offered,
+        vec![(
+            SecurityPolicy::Aes128Sha256RsaOaep.to_uri().to_owned(),
+            MessageSecurityMode::SignAndEncrypt
+        )]
+    );
+    let secured = |identity| {
+        connect(
+            &mirror_url,
+            &client_pki,
+            SecurityPolicy::Aes128Sha256RsaOaep,
+            MessageSecurityMode::SignAndEncrypt,
+            identity,
+        )
+    };
+    let user = || IdentityToken::UserName("historian".into(), "mirror-pw-2".into());
+    assert!(secured(user()).await.is_err(), "untrusted client refused");
+    trust_rejected(&dir.path().join("mirror-pki"), "gateway-rx").await;
+    let mirror = secured(user())
+        .await
+        .expect("trusted client, right password, Aes128_Sha256_RsaOaep SignAndEncrypt");
+    let wrong = secured(IdentityToken::UserName("historian".into(), "nope".into())).await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+
+    let plant = anonymous(&sim.url(), &client_pki).await;
+    let n = nodes(&plant, &mirror).await;
+    let took = wait_equal(&plant, &mirror, &n, "Aes128_Sha256_RsaOaep chain").await;
+    eprintln!("Aes128_Sha256_RsaOaep chain: mirror equals the plant after {took:?}");
+    // gateway-tx read the plant as its user over Aes128_Sha256_RsaOaep Sign (the only other
+    // reader is this test's anonymous client on None).
+    let gateway = Reader {
+        security_policy_uri: SecurityPolicy::Aes128Sha256RsaOaep.to_uri().to_owned(),
+        security_mode: MessageSecurityMode::Sign,
+        user_token: USER_TOKEN_ID.to_owned(),
+    };
+    let readers = sim.readers();
+    assert!(readers.contains(&gateway), "{readers:?}");
+    assert!(
+        readers
+            .iter()
+            .all(|r| *r == gateway || r.security_mode == MessageSecurityMode::None),
+        "{readers:?}"
+    );
     assert_eq!(sim.mutations().total(), 0);
     assert_ne!(tx.session, 0);
     let _ = mirror.disconnect().await;

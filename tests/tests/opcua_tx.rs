@@ -1,8 +1,10 @@
 //! gateway-tx's OPC UA source against the in-process simulated server (tests::opcua_sim):
 //! values of every type with their source time and status, subscription and polled modes,
 //! namespaces by URI, every kind of node id, unknown nodes, server restarts, trust of a
-//! secured server's certificate, the start-up HistoryRead, `browse`, and that the server never
-//! sees a request that would change it.
+//! secured server's certificate, the security policies and modes gateway-tx offers
+//! (Basic256Sha256, Aes128_Sha256_RsaOaep; Sign, SignAndEncrypt), user name and X.509 user
+//! certificate identities, the start-up HistoryRead, `browse`, and that the server never sees a
+//! request that would change it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -11,8 +13,12 @@ use std::time::{Duration, Instant};
 use config::tx::TxConfig;
 use gateway_tx::Transmitter;
 use gateway_tx::tags::TagTable;
+use opcua::crypto::SecurityPolicy;
+use opcua::types::MessageSecurityMode;
 use protocol::model::{Quality, Sample, SourceAddress, Value, ValueType};
-use tests::opcua_sim::{ALL_TYPES, OpcUaSim, SimConfig, sample_value, type_var};
+use tests::opcua_sim::{
+    ALL_TYPES, OpcUaSim, Reader, SimConfig, SimSecurity, sample_value, type_var, x509_token_id,
+};
 
 const NS_URI: &str = "urn:plant:sim";
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -655,6 +661,11 @@ async fn user_name_identity_over_a_secured_endpoint() {
         !refused.base.last_error().is_empty()
     })
     .await;
+    let error = refused.base.last_error();
+    assert!(
+        error.contains("refused user \"reader\"") && error.contains("BadIdentityTokenRejected"),
+        "{error}"
+    );
     assert!(!refused.base.connected());
     assert_eq!(
         current(&txs[1].table(), "sim/speed").map(|s| s.quality),
@@ -1041,5 +1052,246 @@ async fn backfill_reads_what_the_buffer_never_held_from_the_source_historian() {
         flow_records, 310,
         "300 from the range read, 10 from the narrow one"
     );
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+/// Puts the simulator's own certificate into `pki/trusted/` under the name async-opcua looks
+/// for, as an engineer does after checking its fingerprint: the transmitter then connects
+/// with `trust_server = "listed"` (the default) at once.
+fn trust_sim(sim: &OpcUaSim, pki: &Path) {
+    let cert = sim.certificate().expect("the simulator's certificate");
+    let trusted = pki.join("trusted");
+    std::fs::create_dir_all(&trusted).expect("trusted/");
+    let der = cert.to_der().expect("DER of the simulator's certificate");
+    std::fs::write(
+        trusted.join(opcua::crypto::CertificateStore::cert_file_name(&cert)),
+        der,
+    )
+    .expect("write to trusted/");
+}
+
+/// The simulator offering `endpoints` beside its None endpoint, accepting `user_certificates`
+/// as X.509 identities.
+async fn sim_with(
+    dir: &Path,
+    endpoints: Vec<(SecurityPolicy, MessageSecurityMode)>,
+    user_certificates: Vec<PathBuf>,
+) -> OpcUaSim {
+    OpcUaSim::start_with(
+        SimConfig {
+            namespace_uri: NS_URI.into(),
+            secure: false,
+            pki_dir: dir.join("server-pki"),
+            load_variables: 0,
+            user: None,
+        },
+        SimSecurity {
+            endpoints,
+            user_certificates,
+        },
+        0,
+    )
+    .await
+    .expect("simulated OPC UA server")
+}
+
+fn anonymous_reader(policy: SecurityPolicy, mode: MessageSecurityMode) -> Reader {
+    Reader {
+        security_policy_uri: policy.to_uri().to_owned(),
+        security_mode: mode,
+        user_token: opcua::server::ANONYMOUS_USER_TOKEN_ID.to_owned(),
+    }
+}
+
+/// Every type's value, status and source time over an Aes128_Sha256_RsaOaep endpoint in
+/// `mode`, the only secured endpoint the simulator offers (beside None), and proof from the
+/// server's side that the reading session used that policy and mode.
+async fn aes128_sha256_rsaoaep_round_trip(mode_config: &str, mode: MessageSecurityMode) {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim_with(
+        dir.path(),
+        vec![(SecurityPolicy::Aes128Sha256RsaOaep, mode)],
+        Vec::new(),
+    )
+    .await;
+    let pki = dir.path().join("pki");
+    trust_sim(&sim, &pki);
+    let extra =
+        format!("security_policy = \"aes128_sha256_rsaoaep\"\nsecurity_mode = \"{mode_config}\"");
+    let config = tx_config(&sim, &pki, &extra, &type_tags(&sim), "");
+    let tx = Transmitter::start(config).await.expect("transmitter");
+    every_type_round_trip(&sim, &tx.table()).await;
+    let health = tx.status.endpoints()[0].health.clone();
+    assert!(health.base.connected());
+    assert_eq!(
+        sim.readers(),
+        vec![anonymous_reader(SecurityPolicy::Aes128Sha256RsaOaep, mode)],
+        "every read came over the configured policy and mode, none over the None endpoint"
+    );
+    assert!(
+        files_in(&pki.join("rejected")).is_empty(),
+        "the pre-trusted server certificate was accepted"
+    );
+    assert_eq!(sim.mutations().total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes128_sha256_rsaoaep_sign_delivers_values_with_status_and_source_time() {
+    aes128_sha256_rsaoaep_round_trip("sign", MessageSecurityMode::Sign).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes128_sha256_rsaoaep_sign_and_encrypt_delivers_values_with_status_and_source_time() {
+    aes128_sha256_rsaoaep_round_trip("sign_and_encrypt", MessageSecurityMode::SignAndEncrypt).await;
+}
+
+/// A user certificate (DER) and its private key (PEM, mode 0600 as the config requires),
+/// self-signed by async-opcua's crypto.
+fn user_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let cert = dir.join(format!("{name}.der"));
+    let key = dir.join(format!("{name}.pem"));
+    let data = opcua::crypto::X509Data {
+        key_size: 2048,
+        common_name: name.to_owned(),
+        organization: "gateway tests".to_owned(),
+        organizational_unit: "OT".to_owned(),
+        country: "DE".to_owned(),
+        state: "Berlin".to_owned(),
+        alt_host_names: Vec::<String>::new().into(),
+        certificate_duration_days: 30,
+    };
+    opcua::crypto::CertificateStore::create_certificate_and_key(&data, false, &cert, &key)
+        .expect("create a user certificate");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509_user_certificate_identity_is_accepted_only_for_the_trusted_certificate() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (trusted_cert, trusted_key) = user_certificate(dir.path(), "operator");
+    let (unknown_cert, unknown_key) = user_certificate(dir.path(), "intruder");
+    // Over Basic256Sha256 SignAndEncrypt and Aes128_Sha256_RsaOaep Sign; the server knows
+    // only the first certificate.
+    let sim = sim_with(
+        dir.path(),
+        vec![
+            (
+                SecurityPolicy::Basic256Sha256,
+                MessageSecurityMode::SignAndEncrypt,
+            ),
+            (
+                SecurityPolicy::Aes128Sha256RsaOaep,
+                MessageSecurityMode::Sign,
+            ),
+        ],
+        vec![trusted_cert.clone()],
+    )
+    .await;
+    let tags = vec![(
+        "sim/speed".to_owned(),
+        sim.node_text("Double").expect("node"),
+        "f64",
+        "",
+    )];
+    let mut txs = Vec::new();
+    for (n, policy, mode, cert, key) in [
+        (
+            0,
+            "basic256sha256",
+            "sign_and_encrypt",
+            &trusted_cert,
+            &trusted_key,
+        ),
+        (
+            1,
+            "aes128_sha256_rsaoaep",
+            "sign",
+            &trusted_cert,
+            &trusted_key,
+        ),
+        (
+            2,
+            "basic256sha256",
+            "sign_and_encrypt",
+            &unknown_cert,
+            &unknown_key,
+        ),
+    ] {
+        let pki = dir.path().join(format!("pki{n}"));
+        trust_sim(&sim, &pki);
+        let extra = format!(
+            "security_policy = \"{policy}\"\nsecurity_mode = \"{mode}\"\n\
+             user_certificate = {}\nuser_private_key = {}",
+            q(&cert.display().to_string()),
+            q(&key.display().to_string())
+        );
+        let config = tx_config(&sim, &pki, &extra, &tags, "");
+        assert!(matches!(
+            config.opcua[0].identity,
+            config::opcua::Identity::Certificate { .. }
+        ));
+        txs.push(Transmitter::start(config).await.expect("transmitter"));
+    }
+    // On whole 100 ns ticks: OPC UA's DateTime holds no finer.
+    let time = 1_750_000_000_123_456_700;
+    sim.set("Double", Value::Double(9.75), Quality::GOOD, time)
+        .expect("set");
+    for tx in &txs[..2] {
+        let table = tx.table();
+        wait_for("values with the trusted user certificate", || {
+            current(&table, "sim/speed").is_some_and(|s| {
+                s.value == Value::Double(9.75) && s.quality == Quality::GOOD && s.time == time
+            })
+        })
+        .await;
+        assert!(tx.status.endpoints()[0].health.base.connected());
+    }
+    let refused = txs[2].status.endpoints()[0].health.clone();
+    wait_for("the unknown user certificate refused", || {
+        !refused.base.last_error().is_empty()
+    })
+    .await;
+    // What the operator sees on the status page: which certificate was refused, and why.
+    let status = txs[2].status.status(&observe::Query::default());
+    let error = status["opcua"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("refused the user certificate")
+            && error.contains(&unknown_cert.display().to_string())
+            && error.contains("BadIdentityTokenRejected"),
+        "{error}"
+    );
+    assert_eq!(status["opcua"][0]["connected"], false);
+    assert!(!refused.base.connected());
+    assert_eq!(
+        current(&txs[2].table(), "sim/speed").map(|s| s.quality),
+        Some(BAD_NOT_CONNECTED)
+    );
+    // The server's side: the two sessions that read were the certificate's user, each over
+    // its own policy and mode; nobody read anonymously or as anyone else.
+    let x509 = |policy: SecurityPolicy, mode| Reader {
+        user_token: x509_token_id(0),
+        ..anonymous_reader(policy, mode)
+    };
+    let mut readers = sim.readers();
+    readers.sort_by(|a, b| a.security_policy_uri.cmp(&b.security_policy_uri));
+    let mut expect = vec![
+        x509(
+            SecurityPolicy::Basic256Sha256,
+            MessageSecurityMode::SignAndEncrypt,
+        ),
+        x509(
+            SecurityPolicy::Aes128Sha256RsaOaep,
+            MessageSecurityMode::Sign,
+        ),
+    ];
+    expect.sort_by(|a, b| a.security_policy_uri.cmp(&b.security_policy_uri));
+    assert_eq!(readers, expect);
     assert_eq!(sim.mutations().total(), 0);
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::opcua::{Mode, OpcUaEndpoint};
+use config::opcua::{Identity, Mode, OpcUaEndpoint};
 use opcua::client::{Client, Session, SessionPollResult};
 use opcua::types::{AttributeId, NodeId, ReadValueId, StatusCode, TimestampsToReturn, Variant};
 use protocol::model::{Quality, TagIndex, ValueType};
@@ -165,7 +165,7 @@ pub async fn connect(
         }
         code = &mut lost => {
             conn_driver.abort();
-            return Err(format!("connection refused: {}", code.unwrap_or(StatusCode::BadNotConnected)));
+            return Err(refusal(ep, code.unwrap_or(StatusCode::BadNotConnected)));
         }
         _ = tokio::time::sleep(ep.timeout) => {
             conn_driver.abort();
@@ -177,6 +177,44 @@ pub async fn connect(
         lost,
         driver: Some(conn_driver),
     })
+}
+
+/// Why the server ended the connection while the session was being opened. A refused
+/// identity gets the identity and what to do: the code alone (the same for a wrong password
+/// and an unknown user certificate) leaves the operator to guess which setting to check, and
+/// "refused" alone reads like a TCP refusal.
+fn refusal(ep: &OpcUaEndpoint, code: StatusCode) -> String {
+    let identity_refused = matches!(
+        code,
+        StatusCode::BadIdentityTokenRejected
+            | StatusCode::BadIdentityTokenInvalid
+            | StatusCode::BadUserAccessDenied
+            | StatusCode::BadUserSignatureInvalid
+    );
+    if !identity_refused {
+        return format!("connection refused: {code}");
+    }
+    match &ep.identity {
+        Identity::Anonymous => format!(
+            "the server refused anonymous access ({code}); give `user` and `password_file`, or \
+             `user_certificate` and `user_private_key`"
+        ),
+        Identity::UserName {
+            user,
+            password_file,
+            ..
+        } => format!(
+            "the server refused user \"{user}\" ({code}); check the user name and the password \
+             in {}",
+            password_file.display()
+        ),
+        Identity::Certificate { cert, key } => format!(
+            "the server refused the user certificate {} ({code}); the server's administrator \
+             must accept that certificate for a user, and {} must be its private key",
+            cert.display(),
+            key.display()
+        ),
+    }
 }
 
 /// Reads the endpoint's tags over `conn` until the connection is lost; returns why.
