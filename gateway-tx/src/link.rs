@@ -506,7 +506,7 @@ pub fn batches(samples: Vec<Sample>, budget: usize) -> Vec<Vec<Sample>> {
     let fixed = 1 + 10 + 5;
     let mut size = fixed;
     for s in samples {
-        let len = codec::encoded_len(&s).unwrap_or(usize::MAX / 2);
+        let len = codec::sample_len(&s);
         if !current.is_empty() && size + len > budget {
             out.push(std::mem::take(&mut current));
             size = fixed;

@@ -1,8 +1,13 @@
 //! The one place that knows how message bodies are serialised (postcard 1.x, whose wire format
 //! is frozen and documented). Swapping the codec means changing only this file.
 
+mod samples;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
+
+use crate::message::Message;
+use crate::model::Sample;
 
 #[derive(Debug, thiserror::Error)]
 #[error("message body does not decode: {0}")]
@@ -21,6 +26,49 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Enc
     let taken = std::mem::take(out);
     *out = postcard::to_extend(value, taken)?;
     Ok(())
+}
+
+/// Appends the encoding of a message to `out`. Sample batches take a hand-written path that
+/// writes postcard's exact bytes without postcard's per-field cost (see `samples`).
+pub fn encode_message_into(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if samples::encode_message(msg, out) {
+        Ok(())
+    } else {
+        encode_into(msg, out)
+    }
+}
+
+/// Decodes a whole message body, as `decode::<Message>` does, sample batches by the
+/// hand-written path.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
+    match samples::decode_message(bytes) {
+        Some(decoded) => Ok(decoded?),
+        None => decode(bytes),
+    }
+}
+
+/// The exact length of a message's encoding.
+pub fn message_len(msg: &Message) -> Result<usize, EncodeError> {
+    match samples::message_len(msg) {
+        Some(len) => Ok(len),
+        None => encoded_len(msg),
+    }
+}
+
+/// The exact length of a sample's encoding: what it adds to a batch.
+pub fn sample_len(sample: &Sample) -> usize {
+    samples::sample_len(sample)
+}
+
+/// Appends the encoding of `(seq, sample)`: a numbered sample, as history records store them.
+pub fn encode_numbered_sample(seq: u64, sample: &Sample, out: &mut Vec<u8>) {
+    samples::encode_numbered(seq, sample, out);
+}
+
+/// Decodes the whole of `bytes` as a numbered sample written by [`encode_numbered_sample`]
+/// (the same bytes as `encode(&(seq, sample))`).
+pub fn decode_numbered_sample(bytes: &[u8]) -> Result<(u64, Sample), DecodeError> {
+    Ok(samples::decode_numbered(bytes)?)
 }
 
 /// The exact length of `value`'s encoding, computed without writing it.

@@ -321,7 +321,7 @@ impl Encoder {
     pub fn push(&mut self, msg: &Message, now: Instant) -> Result<(), EncodeError> {
         let mut body = std::mem::take(&mut self.body);
         body.clear();
-        if let Err(e) = codec::encode_into(msg, &mut body) {
+        if let Err(e) = codec::encode_message_into(msg, &mut body) {
             self.body = body;
             return Err(e.into());
         }

@@ -842,7 +842,7 @@ impl Session {
     }
 
     fn decode(&mut self, stream: Stream, seq: u64, body: &[u8], out: &mut Out) {
-        match codec::decode::<Message>(body) {
+        match codec::decode_message(body) {
             Ok(message) if message.stream() == stream => {
                 out.stats.messages_delivered[stream as usize] += 1;
                 out.events.push_back(Event::Message {

@@ -129,13 +129,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 pub fn encode_record(seq: u64, sample: &Sample, out: &mut Vec<u8>) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_OVERHEAD]);
-    let mut body = std::mem::take(out);
-    let r = codec::encode_into(&(seq, sample), &mut body);
-    *out = body;
-    if let Err(e) = r {
-        out.truncate(start);
-        return Err(e.to_string());
-    }
+    codec::encode_numbered_sample(seq, sample, out);
     let len = out.len() - start - RECORD_OVERHEAD;
     if len > MAX_RECORD {
         out.truncate(start);
@@ -149,7 +143,7 @@ pub fn encode_record(seq: u64, sample: &Sample, out: &mut Vec<u8>) -> Result<(),
 
 /// Decodes a record body that passed its CRC.
 fn decode_body(body: &[u8]) -> Option<(u64, Sample)> {
-    codec::decode::<(u64, Sample)>(body).ok()
+    codec::decode_numbered_sample(body).ok()
 }
 
 /// Appends records to the newest segment.

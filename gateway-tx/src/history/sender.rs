@@ -454,7 +454,7 @@ impl Sender {
         let mut current: Vec<Sample> = Vec::new();
         let mut size = BATCH_FIXED;
         for (seq, s) in records {
-            let len = codec::encoded_len(&s).unwrap_or(usize::MAX / 2);
+            let len = codec::sample_len(&s);
             let follows = seq == first + current.len() as u64;
             if !current.is_empty() && (!follows || size + len > budget) {
                 out.push((first, std::mem::take(&mut current)));
@@ -497,7 +497,7 @@ impl Sender {
             samples,
         });
         if resend {
-            let cost = self.shape.cost(codec::encoded_len(&msg).unwrap_or(0));
+            let cost = self.shape.cost(codec::message_len(&msg).unwrap_or(0));
             self.tokens -= cost;
             self.stats
                 .resend_bytes
