@@ -54,6 +54,11 @@ use tests::relay::{Impairments, Relay, RelayCounters};
 #[path = "e2e/procs.rs"]
 mod procs;
 
+// The daemons' allocator (gateway-tx and gateway-rx set the same), since the bulk and scale
+// cases run their link code in processes of this binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BLAST_PAYLOAD: usize = 1400;
 const KEY: [u8; 32] = [0x5a; 32];
 /// Latency reads of the receiver's state per millisecond during a window.
@@ -270,6 +275,24 @@ fn main() -> anyhow::Result<()> {
     for case in bulk_cases.iter().filter(|c| only(c.label)) {
         eprintln!("e2e: bulk {} ...", case.label);
         bulk.push(procs::run_bulk(case).with_context(|| case.label)?);
+    }
+    // A sender that is not paced outruns its receiver on two shared cores, and on a diode the
+    // excess is simply lost: what a user gets is the rate the receiver keeps up with, set with
+    // `rate_mbit`. So goodput is also measured paced at the wire rate that carries the blast's
+    // payload rate (with the overhead the unpaced run measured), 3 % above it.
+    let flat = bulk.iter().find(|b| is_flat_out(b)).cloned();
+    if let Some(flat) = flat.filter(|_| only(PACED_TO_BLAST)) {
+        let wire_per_body = (flat.tx_bytes + 28.0 * flat.tx_datagrams)
+            / (flat.tx_messages * flat.body_bytes).max(1.0);
+        let case = procs::BulkCase {
+            label: PACED_TO_BLAST,
+            rate_mbit: blast_gbps * 1000.0 * wire_per_body * 1.03,
+            samples: 4096,
+            max_batch: 64,
+            seconds: timing.bulk.as_secs_f64(),
+        };
+        eprintln!("e2e: bulk {} ({:.0} Mb/s) ...", case.label, case.rate_mbit);
+        bulk.push(procs::run_bulk(&case).with_context(|| case.label)?);
     }
     print_bulk(&mut out, &bulk, blast_gbps);
     json.arr(
@@ -1858,6 +1881,13 @@ struct Target {
     met: Option<bool>,
 }
 
+const PACED_TO_BLAST: &str = "90 kB batches, GSO, paced to blast";
+
+/// The unpaced bulk case with full batches and GSO.
+fn is_flat_out(b: &procs::BulkResult) -> bool {
+    b.case.max_batch > 1 && b.case.samples > 0 && b.case.rate_mbit >= 10_000.0
+}
+
 fn targets(
     bulk: &[procs::BulkResult],
     e2e: &[E2eResult],
@@ -1867,18 +1897,28 @@ fn targets(
     blast_gbps: f64,
 ) -> Vec<Target> {
     let mut t = Vec::new();
-    let unpaced = bulk
-        .iter()
-        .find(|b| b.case.max_batch > 1 && b.case.samples > 0 && b.case.rate_mbit >= 10_000.0);
-    t.push(match unpaced {
+    let unpaced = bulk.iter().find(|b| is_flat_out(b));
+    let to_blast = bulk.iter().find(|b| b.case.label == PACED_TO_BLAST);
+    t.push(match to_blast.or(unpaced) {
         Some(b) => Target {
-            what: "bulk goodput (FEC 20 %, AES-GCM) >= 1.0 x the plain UDP blast".into(),
+            what: "bulk goodput (FEC 20 %, AES-GCM) >= 1.0 x the plain UDP blast, nothing lost"
+                .into(),
             figure: format!(
-                "{:.3} Gb/s = {:.2} x blast ({:.3} Gb/s), {:.2} % delivered",
+                "{}: {:.3} Gb/s = {:.2} x blast ({:.3} Gb/s), {:.2} % delivered{}",
+                b.case.label,
                 b.goodput_gbps(),
                 b.goodput_gbps() / blast_gbps,
                 blast_gbps,
-                b.delivered_percent()
+                b.delivered_percent(),
+                match unpaced.filter(|_| to_blast.is_some()) {
+                    Some(u) => format!(
+                        "; unpaced {:.3} Gb/s = {:.2} x blast, {:.2} % delivered",
+                        u.goodput_gbps(),
+                        u.goodput_gbps() / blast_gbps,
+                        u.delivered_percent()
+                    ),
+                    None => String::new(),
+                }
             ),
             met: Some(b.goodput_gbps() >= blast_gbps && b.rx_lost == 0.0),
         },
