@@ -32,15 +32,19 @@ const MIN_SAMPLE_LEN: usize = 5;
 /// Writes `msg` after `out`'s contents when it is a sample batch; `false` (and nothing
 /// written) for the other messages, which go through postcard.
 pub(super) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> bool {
-    let Some(len) = message_len(msg) else {
-        return false;
+    let samples = match msg {
+        Message::Live(b) | Message::Snapshot(b) => b.samples.len(),
+        Message::History(h) => h.samples.len(),
+        Message::Catalogue(_) | Message::Heartbeat(_) => return false,
     };
     let start = out.len();
-    out.resize(start + len, 0);
     let mut w = Writer {
-        buf: &mut out[start..],
-        pos: 0,
+        buf: out,
+        pos: start,
     };
+    // A guess at the size (most samples take 12 to 24 bytes) saves regrowing from empty.
+    w.buf.reserve(HEAD_MAX + samples * 24);
+    w.room(HEAD_MAX);
     match msg {
         Message::Live(b) => w.batch(LIVE, b),
         Message::Snapshot(b) => w.batch(SNAPSHOT, b),
@@ -53,13 +57,9 @@ pub(super) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> bool {
         }
         Message::Catalogue(_) | Message::Heartbeat(_) => {}
     }
-    if w.pos == len {
-        true
-    } else {
-        // Unreachable unless `message_len` and the writer disagree; postcard then writes it.
-        out.truncate(start);
-        false
-    }
+    let end = w.pos;
+    out.truncate(end);
+    true
 }
 
 /// The exact encoded length of a sample batch message; `None` for other messages.
@@ -127,13 +127,15 @@ pub(super) fn decode_message(bytes: &[u8]) -> Option<Result<Message, Error>> {
 /// Writes `(seq, sample)` as postcard writes that tuple.
 pub(super) fn encode_numbered(seq: u64, sample: &Sample, out: &mut Vec<u8>) {
     let start = out.len();
-    out.resize(start + varint_len(seq) + sample_len(sample), 0);
     let mut w = Writer {
-        buf: &mut out[start..],
-        pos: 0,
+        buf: out,
+        pos: start,
     };
+    w.room(VARINT_MAX);
     w.varint(seq);
     w.sample(sample);
+    let end = w.pos;
+    out.truncate(end);
 }
 
 /// Reads what `encode_numbered` wrote; the whole of `bytes`.
@@ -165,14 +167,32 @@ fn unzigzag64(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// Writes into a slice sized by `message_len`. A write past its end is dropped rather than
-/// panicking; `encode_message` then sees the position disagree with the length.
+/// The longest varint (a u64).
+const VARINT_MAX: usize = 10;
+/// The longest message head: variant and five u64 fields of a history batch, sample count.
+const HEAD_MAX: usize = 1 + 5 * VARINT_MAX + VARINT_MAX;
+/// The longest sample apart from a string's or byte string's contents: tag (u32), value
+/// variant and its longest fixed part or length, quality (u32), time (i64).
+const SAMPLE_MAX: usize = 5 + 1 + VARINT_MAX + 5 + VARINT_MAX;
+
+/// Writes into the zeroed tail of a vector that [`Writer::room`] grows ahead of each field
+/// group, so that lengths need not be computed first; the caller cuts it to `pos` at the end.
+/// Writes beyond the room made are dropped rather than panicking (none are).
 struct Writer<'a> {
-    buf: &'a mut [u8],
+    buf: &'a mut Vec<u8>,
     pos: usize,
 }
 
 impl Writer<'_> {
+    /// Makes sure `n` more bytes can be written at `pos`.
+    fn room(&mut self, n: usize) {
+        let need = self.pos + n;
+        if need > self.buf.len() {
+            let grown = need.max(self.buf.len() * 2);
+            self.buf.resize(grown, 0);
+        }
+    }
+
     fn byte(&mut self, b: u8) {
         if let Some(slot) = self.buf.get_mut(self.pos) {
             *slot = b;
@@ -209,6 +229,7 @@ impl Writer<'_> {
     }
 
     fn sample(&mut self, s: &Sample) {
+        self.room(SAMPLE_MAX);
         self.varint(u64::from(s.tag));
         self.value(&s.value);
         self.varint(u64::from(s.quality.0));
@@ -254,6 +275,7 @@ impl Writer<'_> {
                 self.bytes(&x.to_le_bytes());
             }
             Value::String(s) => {
+                self.room(SAMPLE_MAX + s.len());
                 self.byte(9);
                 self.varint(s.len() as u64);
                 self.bytes(s.as_bytes());
@@ -263,6 +285,7 @@ impl Writer<'_> {
                 self.varint(zigzag64(*x));
             }
             Value::ByteString(b) => {
+                self.room(SAMPLE_MAX + b.len());
                 self.byte(11);
                 self.varint(b.len() as u64);
                 self.bytes(b);
