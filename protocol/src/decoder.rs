@@ -437,6 +437,21 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_without_timer_calls_keeps_only_open_groups_tracked() {
+        // A receiver under a steady flood never reads its socket empty, so the timer pass
+        // never runs; complete groups must still leave the timers' queue.
+        let t0 = Instant::now();
+        let all = stream(2_000, 4, 1, t0);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        for d in &all {
+            assert_eq!(dec.handle_datagram(d, t0), None);
+        }
+        assert_eq!(message_seqs(&events(&mut dec)).len(), 2_000);
+        let tracked = dec.session.as_ref().map_or(0, |s| s.tracked_groups());
+        assert!(tracked <= 1, "{tracked} groups tracked after a clean flood");
+    }
+
+    #[test]
     fn unrepairable_group_is_given_up_after_the_timeout() {
         let t0 = Instant::now();
         // 4 data + 1 repair; 2 data lost.

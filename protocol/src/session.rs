@@ -658,6 +658,26 @@ impl Session {
     /// every datagram sent before the fence first).
     pub fn on_arrival(&mut self, now: Instant, out: &mut Out) {
         self.apply_fences(now, out);
+        self.forget_closed_groups();
+    }
+
+    /// Groups the timers still track, complete ones not yet forgotten included.
+    #[cfg(test)]
+    pub(crate) fn tracked_groups(&self) -> usize {
+        self.group_order.len()
+    }
+
+    /// Drops the front entries of `group_order` whose groups are complete or given up. The
+    /// timer pass does it too, but it runs only when the socket reads empty: under a steady
+    /// flood it may not run for a long time, and `poll_timeout` would scan every group done
+    /// since (measured: 5.5 % of a bulk receiver's link thread).
+    fn forget_closed_groups(&mut self) {
+        while let Some(&(_, id)) = self.group_order.front() {
+            if self.groups.contains_key(&id) {
+                break;
+            }
+            self.group_order.pop_front();
+        }
     }
 
     /// All give-ups: those of [`Session::on_arrival`], groups open longer than the group
