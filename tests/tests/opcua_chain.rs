@@ -272,6 +272,28 @@ fn set_plant_values(sim: &OpcUaSim) {
 
 /// Moves the one certificate in `pki/rejected` to `pki/trusted`, as an engineer does after
 /// checking it; waits for it to appear first.
+/// The mirror's trust list and user check, as an IT client meets them on a secured endpoint:
+/// its unknown certificate is refused until an engineer moves it from rejected/ to trusted/;
+/// then the right password is accepted and a wrong one refused. Returns the session.
+async fn historian_on_secured_mirror(
+    mirror_url: &str,
+    client_pki: &Path,
+    mirror_pki: &Path,
+    policy: SecurityPolicy,
+    mode: MessageSecurityMode,
+) -> Arc<Session> {
+    let secured = |identity| connect(mirror_url, client_pki, policy, mode, identity);
+    let user = || IdentityToken::UserName("historian".into(), "mirror-pw-2".into());
+    assert!(secured(user()).await.is_err(), "untrusted client refused");
+    trust_rejected(mirror_pki, "gateway-rx").await;
+    let mirror = secured(user())
+        .await
+        .unwrap_or_else(|e| panic!("trusted client, right password, {policy:?} {mode:?}: {e}"));
+    let wrong = secured(IdentityToken::UserName("historian".into(), "nope".into())).await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    mirror
+}
+
 async fn trust_rejected(pki: &Path, what: &str) {
     let rejected = pki.join("rejected");
     let start = Instant::now();
@@ -511,24 +533,14 @@ async fn secured_on_both_legs_with_user_names_and_trust_lists() {
 
     let mirror_url = rx.opcua_endpoint.clone().expect("mirror endpoint");
     let client_pki = dir.path().join("client-pki");
-    let secured = |identity| {
-        connect(
-            &mirror_url,
-            &client_pki,
-            SecurityPolicy::Basic256Sha256,
-            MessageSecurityMode::SignAndEncrypt,
-            identity,
-        )
-    };
-    let user = || IdentityToken::UserName("historian".into(), "mirror-pw-2".into());
-    // The mirror refuses the client's unknown certificate the same way.
-    assert!(secured(user()).await.is_err(), "untrusted client refused");
-    trust_rejected(&dir.path().join("mirror-pki"), "gateway-rx").await;
-    let mirror = secured(user())
-        .await
-        .expect("trusted client, right password");
-    let wrong = secured(IdentityToken::UserName("historian".into(), "nope".into())).await;
-    assert!(wrong.is_err(), "a wrong password is refused");
+    let mirror = historian_on_secured_mirror(
+        &mirror_url,
+        &client_pki,
+        &dir.path().join("mirror-pki"),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+    )
+    .await;
 
     let plant = anonymous(&sim.url(), &client_pki).await;
     let n = nodes(&plant, &mirror).await;
@@ -604,23 +616,14 @@ async fn aes128_sha256_rsaoaep_on_both_legs_with_user_names() {
             MessageSecurityMode::SignAndEncrypt
         )]
     );
-    let secured = |identity| {
-        connect(
-            &mirror_url,
-            &client_pki,
-            SecurityPolicy::Aes128Sha256RsaOaep,
-            MessageSecurityMode::SignAndEncrypt,
-            identity,
-        )
-    };
-    let user = || IdentityToken::UserName("historian".into(), "mirror-pw-2".into());
-    assert!(secured(user()).await.is_err(), "untrusted client refused");
-    trust_rejected(&dir.path().join("mirror-pki"), "gateway-rx").await;
-    let mirror = secured(user())
-        .await
-        .expect("trusted client, right password, Aes128_Sha256_RsaOaep SignAndEncrypt");
-    let wrong = secured(IdentityToken::UserName("historian".into(), "nope".into())).await;
-    assert!(wrong.is_err(), "a wrong password is refused");
+    let mirror = historian_on_secured_mirror(
+        &mirror_url,
+        &client_pki,
+        &dir.path().join("mirror-pki"),
+        SecurityPolicy::Aes128Sha256RsaOaep,
+        MessageSecurityMode::SignAndEncrypt,
+    )
+    .await;
 
     let plant = anonymous(&sim.url(), &client_pki).await;
     let n = nodes(&plant, &mirror).await;
