@@ -272,6 +272,36 @@ fn set_plant_values(sim: &OpcUaSim) {
 
 /// Moves the one certificate in `pki/rejected` to `pki/trusted`, as an engineer does after
 /// checking it; waits for it to appear first.
+/// The secured chains' users: "plant-reader" on the plant (password in a file, as gateway-tx
+/// reads it) and "historian" on the mirror; each leg's policy and mode as the configs spell them.
+fn users_and_security(
+    dir: &Path,
+    plant_security: (&'static str, &'static str),
+    mirror_security: (&'static str, &'static str),
+) -> Secure {
+    Secure {
+        plant_user: (
+            "plant-reader".into(),
+            password_file(dir, "plant-reader.password", "plant-pw-1"),
+        ),
+        mirror_user: ("historian".into(), "mirror-pw-2".into()),
+        plant_security,
+        mirror_security,
+    }
+}
+
+/// The simulated plant with the user "plant-reader"; `secure` adds its Basic256Sha256
+/// SignAndEncrypt endpoint.
+fn plant_with_user(dir: &Path, secure: bool) -> SimConfig {
+    SimConfig {
+        namespace_uri: PLANT_NS.into(),
+        secure,
+        pki_dir: dir.join("plant-pki"),
+        load_variables: 0,
+        user: Some(("plant-reader".into(), "plant-pw-1".into())),
+    }
+}
+
 /// The mirror's trust list and user check, as an IT client meets them on a secured endpoint:
 /// its unknown certificate is refused until an engineer moves it from rejected/ to trusted/;
 /// then the right password is accepted and a wrong one refused. Returns the session.
@@ -503,27 +533,14 @@ async fn plant_to_mirror_values_subscription_restart_and_refusals() {
 async fn secured_on_both_legs_with_user_names_and_trust_lists() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let secure = Secure {
-        plant_user: (
-            "plant-reader".into(),
-            password_file(dir.path(), "plant-reader.password", "plant-pw-1"),
-        ),
-        mirror_user: ("historian".into(), "mirror-pw-2".into()),
-        plant_security: ("basic256sha256", "sign_and_encrypt"),
-        mirror_security: ("basic256sha256", "sign_and_encrypt"),
-    };
-    let sim = OpcUaSim::start_new(
-        SimConfig {
-            namespace_uri: PLANT_NS.into(),
-            secure: true,
-            pki_dir: dir.path().join("plant-pki"),
-            load_variables: 0,
-            user: Some(("plant-reader".into(), "plant-pw-1".into())),
-        },
-        0,
-    )
-    .await
-    .expect("simulated plant");
+    let secure = users_and_security(
+        dir.path(),
+        ("basic256sha256", "sign_and_encrypt"),
+        ("basic256sha256", "sign_and_encrypt"),
+    );
+    let sim = OpcUaSim::start_new(plant_with_user(dir.path(), true), 0)
+        .await
+        .expect("simulated plant");
     set_plant_values(&sim);
     let link_port = tests::free_udp_port().unwrap();
     let rx = start_rx(dir.path(), link_port, Some(&secure)).await;
@@ -555,24 +572,14 @@ async fn secured_on_both_legs_with_user_names_and_trust_lists() {
 async fn aes128_sha256_rsaoaep_on_both_legs_with_user_names() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let secure = Secure {
-        plant_user: (
-            "plant-reader".into(),
-            password_file(dir.path(), "plant-reader.password", "plant-pw-1"),
-        ),
-        mirror_user: ("historian".into(), "mirror-pw-2".into()),
-        plant_security: ("aes128_sha256_rsaoaep", "sign"),
-        mirror_security: ("aes128_sha256_rsaoaep", "sign_and_encrypt"),
-    };
+    let secure = users_and_security(
+        dir.path(),
+        ("aes128_sha256_rsaoaep", "sign"),
+        ("aes128_sha256_rsaoaep", "sign_and_encrypt"),
+    );
     // The plant offers Aes128_Sha256_RsaOaep Sign as its only secured endpoint.
     let sim = OpcUaSim::start_with(
-        SimConfig {
-            namespace_uri: PLANT_NS.into(),
-            secure: false,
-            pki_dir: dir.path().join("plant-pki"),
-            load_variables: 0,
-            user: Some(("plant-reader".into(), "plant-pw-1".into())),
-        },
+        plant_with_user(dir.path(), false),
         SimSecurity {
             endpoints: vec![(
                 SecurityPolicy::Aes128Sha256RsaOaep,
