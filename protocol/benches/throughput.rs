@@ -201,6 +201,36 @@ fn bulk(c: &mut Criterion) {
     g.finish();
 }
 
+/// The sample codec alone on the bulk messages: its share of the bulk path's CPU.
+fn codec(c: &mut Criterion) {
+    let msgs = history_messages(16);
+    let mut buf = Vec::new();
+    let encoded: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|m| protocol::codec::encode(m).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("codec, bulk history");
+    g.throughput(Throughput::Bytes(
+        encoded.iter().map(|e| e.len() as u64).sum(),
+    ));
+    g.bench_function("encode", |b| {
+        b.iter(|| {
+            for m in &msgs {
+                buf.clear();
+                protocol::codec::encode_message_into(m, &mut buf).unwrap();
+            }
+        })
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for e in &encoded {
+                std::hint::black_box(protocol::codec::decode_message(e).unwrap());
+            }
+        })
+    });
+    g.finish();
+}
+
 fn pipeline(c: &mut Criterion) {
     for key in [false, true] {
         let label = if key { "auth" } else { "no auth" };
@@ -385,6 +415,7 @@ fn main() {
     fec_encode(&mut c);
     pipeline(&mut c);
     bulk(&mut c);
+    codec(&mut c);
     c.final_summary();
     // `cargo test --benches` runs each benchmark once; keep the summary short there.
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");

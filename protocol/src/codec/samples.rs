@@ -44,7 +44,6 @@ pub(super) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> bool {
     };
     // A guess at the size (most samples take 12 to 24 bytes) saves regrowing from empty.
     w.buf.reserve(HEAD_MAX + samples * 24);
-    w.room(HEAD_MAX);
     match msg {
         Message::Live(b) => w.batch(LIVE, b),
         Message::Snapshot(b) => w.batch(SNAPSHOT, b),
@@ -131,7 +130,6 @@ pub(super) fn encode_numbered(seq: u64, sample: &Sample, out: &mut Vec<u8>) {
         buf: out,
         pos: start,
     };
-    w.room(VARINT_MAX);
     w.varint(seq);
     w.sample(sample);
     let end = w.pos;
@@ -175,9 +173,32 @@ const HEAD_MAX: usize = 1 + 5 * VARINT_MAX + VARINT_MAX;
 /// variant and its longest fixed part or length, quality (u32), time (i64).
 const SAMPLE_MAX: usize = 5 + 1 + VARINT_MAX + 5 + VARINT_MAX;
 
+/// What [`Out::varint`]'s 8-byte store may write past the varint's last byte.
+const WORD_SLACK: usize = 8;
+/// The continuation bit of each byte of a word.
+const CONTINUATION: u64 = 0x8080_8080_8080_8080;
+
+/// The low 56 bits of `v` in 7-bit groups, one per byte, least significant first: a varint's
+/// bytes without their continuation bits. Three halving steps move the upper half of each
+/// lane up (28-bit halves into 32-bit lanes, 14 into 16, 7 into 8).
+fn spread7(v: u64) -> u64 {
+    let x = v & ((1 << 56) - 1);
+    let x = (x & 0x0000_0000_0FFF_FFFF) | ((x & 0x00FF_FFFF_F000_0000) << 4);
+    let x = (x & 0x0000_3FFF_0000_3FFF) | ((x & 0x0FFF_C000_0FFF_C000) << 2);
+    (x & 0x007F_007F_007F_007F) | ((x & 0x3F80_3F80_3F80_3F80) << 1)
+}
+
+/// The inverse of [`spread7`]: the 7-bit groups of a word's bytes (continuation bits ignored)
+/// packed into 56 bits.
+fn pack7(w: u64) -> u64 {
+    let x = w & 0x7F7F_7F7F_7F7F_7F7F;
+    let x = (x & 0x007F_007F_007F_007F) | ((x & 0x7F00_7F00_7F00_7F00) >> 1);
+    let x = (x & 0x0000_3FFF_0000_3FFF) | ((x & 0x3FFF_0000_3FFF_0000) >> 2);
+    (x & 0x0000_0000_0FFF_FFFF) | ((x & 0x0FFF_FFFF_0000_0000) >> 4)
+}
+
 /// Writes into the zeroed tail of a vector that [`Writer::room`] grows ahead of each field
 /// group, so that lengths need not be computed first; the caller cuts it to `pos` at the end.
-/// Writes beyond the room made are dropped rather than panicking (none are).
 struct Writer<'a> {
     buf: &'a mut Vec<u8>,
     pos: usize,
@@ -193,26 +214,22 @@ impl Writer<'_> {
         }
     }
 
-    fn byte(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.pos) {
-            *slot = b;
-        }
-        self.pos += 1;
+    /// Runs `write` on the room after `pos` (at least `n` bytes) and moves on by what it wrote.
+    /// The fields are written through this local slice rather than through the vector: a byte
+    /// stored through the vector could, for all the compiler knows, change the vector's own
+    /// pointer and length, which were then reloaded after every byte.
+    fn with(&mut self, n: usize, write: impl FnOnce(&mut Out<'_>)) {
+        self.room(n);
+        let mut out = Out {
+            dst: self.buf.get_mut(self.pos..).unwrap_or_default(),
+            at: 0,
+        };
+        write(&mut out);
+        self.pos += out.at;
     }
 
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte(v as u8 | 0x80);
-            v >>= 7;
-        }
-        self.byte(v as u8);
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        if let Some(slot) = self.buf.get_mut(self.pos..self.pos + b.len()) {
-            slot.copy_from_slice(b);
-        }
-        self.pos += b.len();
+    fn varint(&mut self, v: u64) {
+        self.with(VARINT_MAX + WORD_SLACK, |o| o.varint(v));
     }
 
     fn batch(&mut self, variant: u64, b: &SampleBatch) {
@@ -229,13 +246,84 @@ impl Writer<'_> {
     }
 
     fn sample(&mut self, s: &Sample) {
-        self.room(SAMPLE_MAX);
+        let contents = match &s.value {
+            Value::String(x) => x.len(),
+            Value::ByteString(b) => b.len(),
+            _ => 0,
+        };
+        self.with(SAMPLE_MAX + WORD_SLACK + contents, |o| o.sample(s));
+    }
+}
+
+/// A slice with room for what is written to it (see [`Writer::with`]). Writes beyond the
+/// room are dropped rather than panicking (none are: the room is made for the longest form).
+struct Out<'a> {
+    dst: &'a mut [u8],
+    at: usize,
+}
+
+impl Out<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.dst.get_mut(self.at) {
+            *slot = b;
+        }
+        self.at += 1;
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        if let Some(slot) = self.dst.get_mut(self.at..self.at + b.len()) {
+            slot.copy_from_slice(b);
+        }
+        self.at += b.len();
+    }
+
+    /// Stores all 8 bytes of `w` at `at` and moves on by `len` of them.
+    #[inline(always)]
+    fn word(&mut self, w: u64, len: usize) {
+        if let Some(slot) = self.dst.get_mut(self.at..self.at + 8) {
+            slot.copy_from_slice(&w.to_le_bytes());
+        }
+        self.at += len;
+    }
+
+    /// Writes the varint's bytes with one 8-byte store (and a ninth and tenth byte beyond 56
+    /// bits) instead of a byte per loop turn: a sample's time is a 9-byte varint. Needs
+    /// [`WORD_SLACK`] bytes of room past the varint's own.
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.byte(v as u8);
+            return;
+        }
+        let bits = 64 - v.leading_zeros();
+        let len = bits.div_ceil(7) as usize;
+        if len <= 8 {
+            // Continuation bits on every byte but the last.
+            let more = CONTINUATION & ((1u64 << (8 * (len - 1))) - 1);
+            self.word(spread7(v) | more, len);
+        } else {
+            self.word(spread7(v) | CONTINUATION, 8);
+            let rest = v >> 56;
+            if rest < 0x80 {
+                self.byte(rest as u8);
+            } else {
+                self.byte(rest as u8 | 0x80);
+                self.byte((rest >> 7) as u8);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn sample(&mut self, s: &Sample) {
         self.varint(u64::from(s.tag));
         self.value(&s.value);
         self.varint(u64::from(s.quality.0));
         self.varint(zigzag64(s.time));
     }
 
+    #[inline(always)]
     fn value(&mut self, v: &Value) {
         match v {
             Value::Boolean(x) => {
@@ -268,14 +356,13 @@ impl Writer<'_> {
             }
             Value::Float(x) => {
                 self.byte(7);
-                self.bytes(&x.to_le_bytes());
+                self.word(u64::from(x.to_bits()), 4);
             }
             Value::Double(x) => {
                 self.byte(8);
-                self.bytes(&x.to_le_bytes());
+                self.word(x.to_bits(), 8);
             }
             Value::String(s) => {
-                self.room(SAMPLE_MAX + s.len());
                 self.byte(9);
                 self.varint(s.len() as u64);
                 self.bytes(s.as_bytes());
@@ -285,7 +372,6 @@ impl Writer<'_> {
                 self.varint(zigzag64(*x));
             }
             Value::ByteString(b) => {
-                self.room(SAMPLE_MAX + b.len());
                 self.byte(11);
                 self.varint(b.len() as u64);
                 self.bytes(b);
@@ -302,6 +388,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, Error> {
         let b = *self
             .bytes
@@ -311,6 +398,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self
             .pos
@@ -324,16 +412,63 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
-    /// A varint of a `bits`-wide unsigned type.
+    /// A varint of a `bits`-wide unsigned type. Where 8 bytes are left, they are read as one
+    /// word and the varint's end found from its continuation bits (see [`Out::varint`] for
+    /// why); the byte loop below does the rest, with the same rules.
+    #[inline(always)]
     fn varint(&mut self, bits: u32) -> Result<u64, Error> {
         let max_len = bits.div_ceil(7);
         let last_max = (1u8 << (bits % 7)) - 1;
+        // Most fields (tags, variants, qualities) are one byte.
+        if let Some(&b) = self.bytes.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        if let Some(word) = self.bytes.get(self.pos..self.pos + 8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(word);
+            let w = u64::from_le_bytes(b);
+            let ends = !w & CONTINUATION;
+            if ends != 0 {
+                let len = ends.trailing_zeros() / 8 + 1;
+                let last = (w >> (8 * (len - 1))) as u8;
+                if len > max_len || (len == max_len && last > last_max) {
+                    return Err(Error::DeserializeBadVarint);
+                }
+                self.pos += len as usize;
+                // The bytes after the varint's last, cleared before packing.
+                let mine = if len == 8 {
+                    w
+                } else {
+                    w & ((1u64 << (8 * len)) - 1)
+                };
+                return Ok(pack7(mine));
+            }
+            if max_len == 10 {
+                // Nine or ten bytes: a nanosecond time's usual length.
+                let low = pack7(w);
+                self.pos += 8;
+                let b8 = self.byte()?;
+                if b8 & 0x80 == 0 {
+                    return Ok(low | u64::from(b8) << 56);
+                }
+                let b9 = self.byte()?;
+                if b9 & 0x80 != 0 || b9 > last_max {
+                    return Err(Error::DeserializeBadVarint);
+                }
+                return Ok(low | u64::from(b8 & 0x7F) << 56 | u64::from(b9) << 63);
+            }
+            return Err(Error::DeserializeBadVarint);
+        }
         let mut out = 0u64;
         for i in 0..max_len {
             let b = self.byte()?;
@@ -348,13 +483,16 @@ impl<'a> Reader<'a> {
         Err(Error::DeserializeBadVarint)
     }
 
+    #[inline(always)]
     fn varint_u16(&mut self) -> Result<u16, Error> {
         // postcard keeps only the type's bits of a 3-byte u16 (the last byte's check leaves 2).
         self.varint(16).map(|v| v as u16)
     }
+    #[inline(always)]
     fn varint_u32(&mut self) -> Result<u32, Error> {
         self.varint(32).map(|v| v as u32)
     }
+    #[inline(always)]
     fn varint_u64(&mut self) -> Result<u64, Error> {
         self.varint(64)
     }
@@ -391,6 +529,7 @@ impl<'a> Reader<'a> {
         Ok(samples)
     }
 
+    #[inline(always)]
     fn sample(&mut self) -> Result<Sample, Error> {
         Ok(Sample {
             tag: self.varint_u32()?,
@@ -400,6 +539,7 @@ impl<'a> Reader<'a> {
         })
     }
 
+    #[inline(always)]
     fn value(&mut self) -> Result<Value, Error> {
         Ok(match self.varint_u32()? {
             0 => Value::Boolean(match self.byte()? {
@@ -628,6 +768,78 @@ mod tests {
             int16.extend_from_slice(case);
             int16.extend_from_slice(&[0, 0]);
             agree(&int16).unwrap();
+        }
+    }
+
+    /// Varints are read a word at a time where 8 bytes are left and a byte at a time near the
+    /// end: every length from 1 to 11 bytes, with every kind of last byte, as a u16, a u32 and
+    /// a u64, both near the end of the body and far from it, decodes as postcard decodes it.
+    #[test]
+    fn varints_of_every_length_decode_as_postcard_does_near_and_far_from_the_end() {
+        let lasts = [0x00u8, 0x01, 0x02, 0x03, 0x04, 0x0F, 0x10, 0x7F, 0x80, 0xFF];
+        for len in 1..=11 {
+            for last in lasts {
+                let mut varint = vec![0xFFu8; len - 1];
+                varint.push(last);
+                for far in [false, true] {
+                    // Another sample after this one keeps the varint far from the end.
+                    let tail: &[u8] = if far {
+                        &[0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+                    } else {
+                        &[]
+                    };
+                    let count = if far { 2 } else { 1 };
+                    // Live, catalogue 0, then a sample whose tag (u32) is the varint.
+                    let mut tag = vec![1u8, 0, count];
+                    tag.extend_from_slice(&varint);
+                    tag.extend_from_slice(&[0, 0, 0, 0]);
+                    tag.extend_from_slice(tail);
+                    agree(&tag).unwrap();
+                    // An Int16 (u16 varint), a UInt64 and a time (u64 varints).
+                    for (variant, at_time) in [(1u8, false), (6, false), (0, true)] {
+                        let mut b = vec![1u8, 0, count, 0];
+                        if at_time {
+                            b.extend_from_slice(&[0, 1, 0]);
+                        } else {
+                            b.push(variant);
+                        }
+                        b.extend_from_slice(&varint);
+                        if !at_time {
+                            b.extend_from_slice(&[0, 0]);
+                        }
+                        b.extend_from_slice(tail);
+                        agree(&b).unwrap();
+                    }
+                }
+            }
+        }
+        // Values at every 7-bit boundary encode as postcard's and read back, in every field.
+        let mut values = vec![0u64, u64::MAX, 1 << 63, (1 << 63) - 1];
+        for k in 1..10 {
+            let edge = 1u64 << (7 * k);
+            values.extend([edge - 1, edge, edge + 1]);
+        }
+        let samples: Vec<Sample> = values
+            .iter()
+            .map(|&v| Sample {
+                tag: v as u32,
+                value: Value::UInt64(v),
+                quality: Quality(v as u32),
+                time: v as i64,
+            })
+            .collect();
+        for n in [1, samples.len()] {
+            let msg = Message::History(HistoryBatch {
+                catalogue: u64::MAX,
+                log: 1 << 56,
+                first_seq: (1 << 56) - 1,
+                head_seq: 1 << 49,
+                oldest_seq: 127,
+                samples: samples[samples.len() - n..].to_vec(),
+            });
+            let mine = ours(&msg);
+            assert_eq!(mine, postcard::to_allocvec(&msg).unwrap());
+            assert_eq!(decode_message(&mine).unwrap().unwrap(), msg);
         }
     }
 
