@@ -399,6 +399,18 @@ impl LinkSender {
             .store(self.encoder.pending_datagrams() as u64, Ordering::Relaxed);
         while let Some(first) = self.encoder.peek_transmit() {
             let first_len = first.len();
+            // With more queued, the credit of a whole batch is waited for (up to the pacer's
+            // batch limit): sending whatever credit the last send earned made batches of 3
+            // datagrams near the machine's limit (measured: 3.2 datagrams per `sendmsg` at
+            // 4 Gb/s against 38 unpaced), and the kernel's work per call then set the rate.
+            let batch = self
+                .encoder
+                .pending_datagrams()
+                .min(self.udp.capacity(first_len));
+            let want = (batch * (first_len + IP_UDP_OVERHEAD)).min(self.pacer.batch_limit());
+            while let Err(wait) = self.pacer.wait_for(want, Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
             loop {
                 match self.pacer.try_send(first_len, Instant::now()) {
                     Ok(()) => break,

@@ -20,6 +20,9 @@ pub const MIN_BURST_TIME: Duration = Duration::from_millis(2);
 /// with batched sends on a loaded machine).
 pub const MAX_CATCH_UP: Duration = Duration::from_millis(20);
 
+/// See [`Pacer::batch_limit`].
+pub const BATCH_WAIT: Duration = Duration::from_millis(1);
+
 #[derive(Debug)]
 pub struct Pacer {
     bytes_per_sec: f64,
@@ -56,6 +59,29 @@ impl Pacer {
     /// says how long to wait before it may go.
     pub fn try_send(&mut self, payload: usize, now: Instant) -> Result<(), Duration> {
         self.try_send_batch(1, payload, now)
+    }
+
+    /// Whether `bytes` on the wire (headers included) may leave now, or how long until they
+    /// may; nothing is taken. Asking says the sender has data waiting, as sending does.
+    /// More than the burst may never fit: ask for [`Pacer::batch_limit`] at most.
+    pub fn wait_for(&mut self, bytes: usize, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        self.idle = false;
+        let bytes = bytes as f64;
+        if self.credit >= bytes {
+            Ok(())
+        } else {
+            let wait = (bytes - self.credit) / self.bytes_per_sec;
+            Err(Duration::from_secs_f64(wait.max(1e-6)))
+        }
+    }
+
+    /// The most a sender should wait to gather into one batch: what the rate earns in
+    /// [`BATCH_WAIT`], and never more than the burst. Waiting that long costs a queued
+    /// datagram nothing it did not wait before (the runtime's timers wake a waiting sender a
+    /// millisecond late anyway), and a slow link keeps sending datagram by datagram.
+    pub fn batch_limit(&self) -> usize {
+        (self.bytes_per_sec * BATCH_WAIT.as_secs_f64()).min(self.burst) as usize
     }
 
     /// Bytes on the wire (IP and UDP headers included) that may leave now: what a batch may
@@ -142,6 +168,66 @@ mod tests {
     }
 
     /// A sender woken only every millisecond (as tokio's timer does) still reaches the rate.
+    /// A sender that gathers batches as the link sender does (waits for a batch's credit,
+    /// then sends what the credit covers), woken a millisecond late, spending 10 µs of work
+    /// per send: it holds each rate within 1 %, sends whole batches at high rates and single
+    /// datagrams on a slow link.
+    #[test]
+    fn batched_sender_holds_the_rate_and_sends_whole_batches() {
+        const DGRAM: usize = 1428;
+        const PER_SEND: Duration = Duration::from_micros(10);
+        for (rate, min_per_send, max_per_send) in [
+            (1_000_000u64, 1.0, 1.0),
+            (100_000_000, 8.0, 9.0),
+            (1_000_000_000, 44.0, 46.0),
+            (4_000_000_000, 44.0, 46.0),
+        ] {
+            let start = Instant::now();
+            let mut now = start;
+            let mut pacer = Pacer::new(rate, 16 * 1500, start);
+            let (mut datagrams, mut sends) = (0u64, 0u64);
+            let span = Duration::from_secs(2);
+            while now < start + span {
+                // Always more queued than a batch (45 of these fill a GSO batch).
+                let want = (45 * (DGRAM + IP_UDP_OVERHEAD)).min(pacer.batch_limit());
+                if let Err(wait) = pacer.wait_for(want, now) {
+                    now += wait.max(Duration::from_millis(1));
+                    continue;
+                }
+                // The first datagram's credit is waited for even below the batch limit.
+                let fit = (pacer.available(now) / (DGRAM + IP_UDP_OVERHEAD)).clamp(1, 45);
+                if let Err(wait) = pacer.try_send_batch(fit, fit * DGRAM, now) {
+                    now += wait.max(Duration::from_millis(1));
+                    continue;
+                }
+                datagrams += fit as u64;
+                sends += 1;
+                now += PER_SEND;
+            }
+            let achieved = datagrams as f64 * (DGRAM + IP_UDP_OVERHEAD) as f64 * 8.0;
+            let ratio = achieved / (rate as f64 * span.as_secs_f64());
+            assert!((0.99..=1.01).contains(&ratio), "rate {rate}: {ratio} of it");
+            let per_send = datagrams as f64 / sends as f64;
+            assert!(
+                (min_per_send..=max_per_send).contains(&per_send),
+                "rate {rate}: {per_send} datagrams per send"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_limit_is_what_the_rate_earns_in_a_millisecond() {
+        let now = Instant::now();
+        for (rate, limit) in [
+            (1_000_000u64, 125),
+            (1_000_000_000, 125_000),
+            (100_000_000_000, 12_500_000),
+        ] {
+            let pacer = Pacer::new(rate, 16 * 1500, now);
+            assert_eq!(pacer.batch_limit(), limit, "rate {rate}");
+        }
+    }
+
     #[test]
     fn holds_high_rates_with_millisecond_wakeups() {
         let start = Instant::now();

@@ -93,6 +93,11 @@ impl BatchSender {
         self.max_segments.min(self.state.max_gso_segments()).max(1)
     }
 
+    /// Datagrams of `len` bytes that one batch carries at most.
+    pub fn capacity(&self, len: usize) -> usize {
+        self.max_segments().min(MAX_BATCH_BYTES / len.max(1)).max(1)
+    }
+
     /// Whether the kernel segments batches (GSO).
     pub fn gso(&self) -> bool {
         self.max_segments() > 1
