@@ -248,9 +248,7 @@ impl LinkSender {
             // Everything encoded has gone out. With more waiting (a backfill, a catalogue
             // round) the pacer keeps counting the time until the next pass as owed; without,
             // the sender is idle and credit builds up to one burst only.
-            let backlogged = self.catalogue_next.is_some()
-                || self.history.as_ref().is_some_and(|h| !h.is_empty());
-            if !backlogged {
+            if !self.backlogged() {
                 self.pacer.idle(Instant::now());
             }
             if let Ok(mut shared) = self.shared_stats.lock() {
@@ -274,6 +272,12 @@ impl LinkSender {
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
+    }
+
+    /// More is waiting to be encoded than one pass takes: a backfill or carousel in the
+    /// history outlet, or a catalogue round.
+    fn backlogged(&self) -> bool {
+        self.catalogue_next.is_some() || self.history.as_ref().is_some_and(|h| !h.is_empty())
     }
 
     /// Starts a round of the catalogue, unless one is still going out.
@@ -399,17 +403,22 @@ impl LinkSender {
             .store(self.encoder.pending_datagrams() as u64, Ordering::Relaxed);
         while let Some(first) = self.encoder.peek_transmit() {
             let first_len = first.len();
-            // With more queued, the credit of a whole batch is waited for (up to the pacer's
+            // While backlogged, the credit of a whole batch is waited for (up to the pacer's
             // batch limit): sending whatever credit the last send earned made batches of 3
             // datagrams near the machine's limit (measured: 3.2 datagrams per `sendmsg` at
             // 4 Gb/s against 38 unpaced), and the kernel's work per call then set the rate.
-            let batch = self
-                .encoder
-                .pending_datagrams()
-                .min(self.udp.capacity(first_len));
-            let want = (batch * (first_len + IP_UDP_OVERHEAD)).min(self.pacer.batch_limit());
-            while let Err(wait) = self.pacer.wait_for(want, Instant::now()) {
-                tokio::time::sleep(wait).await;
+            // Not otherwise: the credit a batch's wait leaves over is then taken to the idle
+            // pacer, whose cap of one burst cut it (measured: 0.991 of 1000 Mb/s live against
+            // 0.999).
+            if self.backlogged() {
+                let batch = self
+                    .encoder
+                    .pending_datagrams()
+                    .min(self.udp.capacity(first_len));
+                let want = (batch * (first_len + IP_UDP_OVERHEAD)).min(self.pacer.batch_limit());
+                while let Err(wait) = self.pacer.wait_for(want, Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
             }
             loop {
                 match self.pacer.try_send(first_len, Instant::now()) {

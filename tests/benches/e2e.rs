@@ -1965,16 +1965,34 @@ fn targets(
             ),
         });
     }
-    if let Some(b) = unpaced {
+    // Judged on both unpaced batch shapes with GSO: datagram-sized (what the history thread
+    // sends) and 90 kB (the densest); the TX figure is the whole process, the synthetic source
+    // that stands in for the history thread included.
+    let cpu_cases: Vec<&procs::BulkResult> = bulk
+        .iter()
+        .filter(|b| b.case.max_batch > 1 && is_unpaced(b))
+        .collect();
+    if !cpu_cases.is_empty() {
         t.push(Target {
             what: "CPU per GiB on each side <= 1.5 s (1400-byte datagrams)".into(),
-            figure: format!(
-                "TX {:.2} s/GiB (link thread {:.2}), RX {:.2} s/GiB",
-                b.tx_cpu_per_gib(),
-                b.tx_link_cpu_per_gib(),
-                b.rx_cpu_per_gib()
+            figure: cpu_cases
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}: TX {:.2} s/GiB (link thread {:.2}), RX {:.2} s/GiB",
+                        b.case.label,
+                        b.tx_cpu_per_gib(),
+                        b.tx_link_cpu_per_gib(),
+                        b.rx_cpu_per_gib()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            met: Some(
+                cpu_cases
+                    .iter()
+                    .all(|b| b.tx_cpu_per_gib() <= 1.5 && b.rx_cpu_per_gib() <= 1.5),
             ),
-            met: Some(b.tx_cpu_per_gib() <= 1.5 && b.rx_cpu_per_gib() <= 1.5),
         });
     }
     for (what, pick) in [
