@@ -217,7 +217,7 @@ fn status_kib(field: &str) -> u64 {
 // ------------------------------------------------------------------------------------------
 // Bulk
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BulkCase {
     pub label: &'static str,
     pub rate_mbit: f64,
@@ -228,6 +228,10 @@ pub struct BulkCase {
     /// Datagrams per send at most (1: one `sendmsg` each, as before batching).
     pub max_batch: usize,
     pub seconds: f64,
+    /// Random loss on the way to the receiver (see [`LossRule`]); 0 for none.
+    pub loss: f64,
+    /// `[link.fec] repair_shards`; `None` for the default.
+    pub repair_shards: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -292,6 +296,11 @@ impl BulkResult {
 pub fn run_bulk(case: &BulkCase) -> anyhow::Result<BulkResult> {
     let mut rx = Proc::spawn("bulk-rx", &[])?;
     let port: u16 = rx.expect("port", Duration::from_secs(20))?.parse()?;
+    let _loss = if case.loss > 0.0 {
+        Some(LossRule::install(port, case.loss)?)
+    } else {
+        None
+    };
     let mut tx = Proc::spawn(
         "bulk-tx",
         &[
@@ -300,6 +309,10 @@ pub fn run_bulk(case: &BulkCase) -> anyhow::Result<BulkResult> {
             ("E2E_SAMPLES", case.samples.to_string()),
             ("E2E_MAX_BATCH", case.max_batch.to_string()),
             ("E2E_SECONDS", case.seconds.to_string()),
+            (
+                "E2E_REPAIR",
+                case.repair_shards.map_or(String::new(), |r| r.to_string()),
+            ),
         ],
     )?;
     tx.expect("done", Duration::from_secs_f64(case.seconds + 60.0))?;
@@ -329,6 +342,58 @@ pub fn run_bulk(case: &BulkCase) -> anyhow::Result<BulkResult> {
         rx_cpu: rx.num("cpu"),
         rx_link_cpu: rx.num("link_cpu"),
     })
+}
+
+/// Random loss of the datagrams to one loopback port, by an nftables rule in a table of its
+/// own (removed on drop): the kernel has no netem here. Needs root and `nft`; datagrams must
+/// be sent one per packet (no GSO), or one rule would drop a whole batch.
+pub struct LossRule;
+
+const LOSS_TABLE: &str = "gateway_e2e_loss";
+
+impl LossRule {
+    /// Whether rules can be installed here (root and `nft`).
+    pub fn available() -> bool {
+        Command::new("nft")
+            .args(["list", "tables"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn install(port: u16, loss: f64) -> anyhow::Result<LossRule> {
+        Self::remove();
+        let per_million = (loss * 1e6).round() as u64;
+        let script = format!(
+            "table inet {LOSS_TABLE} {{\n  chain input {{\n    type filter hook input priority -300; policy accept;\n    iif \"lo\" udp dport {port} numgen random mod 1000000 < {per_million} drop\n  }}\n}}\n"
+        );
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("starting nft")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes())?;
+        }
+        if !child.wait()?.success() {
+            bail!("nft refused the loss rule:\n{script}");
+        }
+        Ok(LossRule)
+    }
+
+    fn remove() {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", LOSS_TABLE])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for LossRule {
+    fn drop(&mut self) {
+        Self::remove();
+    }
 }
 
 fn bulk_rx() -> anyhow::Result<()> {
@@ -406,7 +471,12 @@ fn bulk_tx() -> anyhow::Result<()> {
     let samples: usize = env("E2E_SAMPLES")?;
     let max_batch: usize = env("E2E_MAX_BATCH")?;
     let seconds: f64 = env("E2E_SECONDS")?;
-    let toml = format!("[link]\ndestination = \"{dest}\"\nrate_mbit = {rate_mbit}\n");
+    let mut toml = format!("[link]\ndestination = \"{dest}\"\nrate_mbit = {rate_mbit}\n");
+    if let Ok(repair) = std::env::var("E2E_REPAIR")
+        && !repair.is_empty()
+    {
+        toml += &format!("[link.fec]\nrepair_shards = {repair}\n");
+    }
     let mut config =
         TxConfig::parse(&toml, Path::new("bench/gateway-tx.toml")).map_err(|e| anyhow!("{e}"))?;
     config.link.key = Some(KEY);
