@@ -17,7 +17,7 @@ use config::tx::TxLink;
 use protocol::catalogue::Catalogue;
 use protocol::codec;
 use protocol::encoder::{Encoder, EncoderConfig};
-use protocol::message::{Heartbeat, Message, SampleBatch, SourceHealth, TxCounters};
+use protocol::message::{Heartbeat, Message, SampleBatch, SourceHealth, Stream, TxCounters};
 use protocol::model::Sample;
 use protocol::stats::EncoderStats;
 use tokio::net::UdpSocket;
@@ -378,10 +378,13 @@ impl LinkSender {
             return Ok(());
         };
         for _ in 0..HISTORY_PER_PASS {
-            let Some(message) = outlet.pop() else {
+            let Some(body) = outlet.pop() else {
                 break;
             };
-            self.push(&message, now)?;
+            self.encoder
+                .push_encoded(Stream::History, &body, now)
+                .context("queueing a history message for the link")?;
+            self.counters.messages_sent += 1;
         }
         Ok(())
     }

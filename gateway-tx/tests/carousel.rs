@@ -95,7 +95,7 @@ fn start(rate_mbit: f64, tags: u32, rate: u64) -> Run {
             if outage2.load(Ordering::Relaxed) {
                 continue;
             }
-            if let Message::History(b) = m {
+            if let Ok(Message::History(b)) = protocol::codec::decode_message(&m) {
                 let mut g = got2.lock().expect("lock");
                 g.extend(b.first_seq..b.first_seq + b.samples.len() as u64);
             }

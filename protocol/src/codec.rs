@@ -3,6 +3,8 @@
 
 mod samples;
 
+pub use samples::HistoryHead;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -36,6 +38,17 @@ pub fn encode_message_into(msg: &Message, out: &mut Vec<u8>) -> Result<(), Encod
     } else {
         encode_into(msg, out)
     }
+}
+
+/// Appends the encoding of `Message::History` with `head`'s fields and these samples, without
+/// building the batch: the transmitter's history thread encodes straight from the records it
+/// holds.
+pub fn encode_history_into<'a>(
+    head: &HistoryHead,
+    samples: impl ExactSizeIterator<Item = &'a Sample>,
+    out: &mut Vec<u8>,
+) {
+    samples::encode_history(head, samples, out);
 }
 
 /// Decodes a whole message body, as `decode::<Message>` does, sample batches by the

@@ -333,15 +333,36 @@ impl Encoder {
                 max: MAX_MESSAGE_SIZE,
             });
         }
-        let stream = msg.stream();
+        self.push_body(msg.stream(), &body, now);
+        self.body = body;
+        Ok(())
+    }
+
+    /// Queues a message encoded beforehand (with `codec`) on `stream`: the transmitter's
+    /// history thread encodes its batches itself, off the link's thread.
+    pub fn push_encoded(
+        &mut self,
+        stream: Stream,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), EncodeError> {
+        if body.len() > MAX_MESSAGE_SIZE {
+            return Err(EncodeError::MessageTooLarge {
+                size: body.len(),
+                max: MAX_MESSAGE_SIZE,
+            });
+        }
+        self.push_body(stream, body, now);
+        Ok(())
+    }
+
+    fn push_body(&mut self, stream: Stream, body: &[u8], now: Instant) {
         let s = stream as usize;
         let seq = self.msg_seq[s];
         self.msg_seq[s] += 1;
         self.stats.messages[s] += 1;
         self.stats.message_bytes[s] += body.len() as u64;
-        self.pack(stream, seq, &body, now);
-        self.body = body;
-        Ok(())
+        self.pack(stream, seq, body, now);
     }
 
     /// Copies the next datagram, in send order, into `out` and returns its length.
@@ -695,6 +716,48 @@ mod tests {
             interleave: d,
             ..EncoderConfig::default()
         }
+    }
+
+    /// A message encoded beforehand goes out exactly as the same message pushed whole; a body
+    /// over the limit is refused.
+    #[test]
+    fn an_encoded_body_makes_the_datagrams_of_its_message() {
+        let now = Instant::now();
+        let history = Message::History(crate::message::HistoryBatch {
+            catalogue: 7,
+            log: 9,
+            first_seq: 100,
+            head_seq: 3000,
+            oldest_seq: 1,
+            samples: (0..3000)
+                .map(|i| Sample {
+                    tag: i,
+                    value: Value::Double(f64::from(i)),
+                    quality: Quality::GOOD,
+                    time: 1_780_000_000_000_000_000 + i64::from(i),
+                })
+                .collect(),
+        });
+        let mut whole = Encoder::new(shape(8, 2, 2), 5).unwrap();
+        let mut encoded = Encoder::new(shape(8, 2, 2), 5).unwrap();
+        whole.push(&history, now).unwrap();
+        let body = codec::encode(&history).unwrap();
+        encoded.push_encoded(Stream::History, &body, now).unwrap();
+        whole.flush(now);
+        encoded.flush(now);
+        let sent = drain(&mut whole);
+        assert!(
+            sent.len() > 30,
+            "a fragmented message: {} datagrams",
+            sent.len()
+        );
+        assert_eq!(drain(&mut encoded), sent);
+        assert_eq!(encoded.stats().messages(Stream::History), 1);
+        let too_large = vec![0u8; MAX_MESSAGE_SIZE + 1];
+        assert!(matches!(
+            encoded.push_encoded(Stream::History, &too_large, now),
+            Err(EncodeError::MessageTooLarge { .. })
+        ));
     }
 
     #[test]

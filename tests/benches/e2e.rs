@@ -2052,12 +2052,13 @@ fn targets(
             ),
         });
     }
-    // Judged on both unpaced batch shapes with GSO: datagram-sized (what the history thread
-    // sends) and 90 kB (the densest); the TX figure is the whole process, the synthetic source
-    // that stands in for the history thread included.
+    // Judged on both unpaced batch shapes with GSO, datagram-sized (what the history thread
+    // sends) and 90 kB (the densest), and on datagram-sized batches paced to the blast (the
+    // unpaced receiver is overrun and spends CPU on messages it then loses); the TX figure is
+    // the whole process, the synthetic source that stands in for the history thread included.
     let cpu_cases: Vec<&procs::BulkResult> = bulk
         .iter()
-        .filter(|b| b.case.max_batch > 1 && is_unpaced(b))
+        .filter(|b| (b.case.max_batch > 1 && is_unpaced(b)) || b.case.label == PACED_TO_BLAST_DGRAM)
         .collect();
     if !cpu_cases.is_empty() {
         t.push(Target {

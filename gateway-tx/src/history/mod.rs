@@ -61,7 +61,6 @@ use anyhow::Context;
 use config::tx::{History as HistoryConfig, TxLink};
 use protocol::catalogue::Catalogue;
 use protocol::encoder::{Encoder, EncoderConfig};
-use protocol::message::Message;
 use protocol::model::Sample;
 
 pub use log::{HistoryLog, LogConfig, LogCursor, LogError, LogStats, Record};
@@ -163,20 +162,23 @@ pub struct SourceHooks {
     pub historians: Arc<historian::Historians>,
 }
 
-/// History messages ready for the link, in order. Bounded; the history thread waits for room.
+/// History messages ready for the link, in order, each already encoded (a `HistoryBatch`
+/// body, see `protocol::codec::encode_history_into`): the history thread encodes them, off the
+/// link's thread, straight from the records it holds. Bounded; the history thread waits for
+/// room.
 #[derive(Debug, Default)]
 pub struct HistoryOutlet {
-    queue: Mutex<VecDeque<Message>>,
+    queue: Mutex<VecDeque<Vec<u8>>>,
     notify: tokio::sync::Notify,
 }
 
 impl HistoryOutlet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Message>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Vec<u8>>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next message for the link.
-    pub fn pop(&self) -> Option<Message> {
+    /// The next encoded message for the link.
+    pub fn pop(&self) -> Option<Vec<u8>> {
         self.lock().pop_front()
     }
 
@@ -197,10 +199,10 @@ impl HistoryOutlet {
         OUTLET_CAPACITY.saturating_sub(self.len())
     }
 
-    /// Queues a message for the link. The history thread waits for room first (the outlet
-    /// holds [`OUTLET_CAPACITY`]); public for benchmarks that feed the link directly.
-    pub fn push(&self, m: Message) {
-        self.lock().push_back(m);
+    /// Queues an encoded message for the link. The history thread waits for room first (the
+    /// outlet holds [`OUTLET_CAPACITY`]); public for benchmarks that feed the link directly.
+    pub fn push(&self, body: Vec<u8>) {
+        self.lock().push_back(body);
         self.notify.notify_one();
     }
 }

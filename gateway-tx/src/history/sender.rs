@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::codec;
-use protocol::message::{CatalogueHash, HistoryBatch, Message};
+use protocol::codec::HistoryHead;
+use protocol::message::CatalogueHash;
 use protocol::model::{Sample, TagIndex};
 use tracing::{info, warn};
 
@@ -32,6 +33,14 @@ const BATCH_FIXED: usize = 1 + 10 + 4 * 10 + 5;
 /// Sources may stamp samples this far ahead of the transmitter's clock without a backfill
 /// missing them (see `HistoryLog::seq_of_segment_active_since`).
 const CLOCK_SLACK_NS: i64 = 60_000_000_000;
+
+/// What a batch is: live history (its own end is the head) or a re-send (charged to the
+/// carousel's budget).
+#[derive(Debug, Clone, Copy)]
+enum Emit {
+    Live,
+    Resend,
+}
 
 struct Job {
     status: BackfillStatus,
@@ -159,7 +168,7 @@ impl Sender {
                 self.next_housekeeping = now + HOUSEKEEPING;
             }
             if now.duration_since(self.last_message) >= STATUS_EVERY && self.outlet.room() > 0 {
-                self.emit(self.live_next, Vec::new(), false);
+                self.emit(self.live_next, std::iter::empty(), false);
             }
             self.publish();
         }
@@ -214,11 +223,9 @@ impl Sender {
                 }
                 self.live_next = records.last().map_or(self.live_next, |r| r.seq + 1);
                 let n = records.len() as u64;
-                let batches = self.batch_records(records);
+                let resolved = self.resolve_records(records);
                 self.stats.live_samples.fetch_add(n, Ordering::Relaxed);
-                for (first, samples) in batches {
-                    self.emit_live(first, samples);
-                }
+                self.emit_records(&resolved, Emit::Live);
                 continue;
             }
             self.live_cursor = None;
@@ -232,9 +239,7 @@ impl Sender {
             self.stats
                 .live_samples
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            for (first, samples) in self.batch(records) {
-                self.emit_live(first, samples);
-            }
+            self.emit_records(&records, Emit::Live);
         }
     }
 
@@ -286,9 +291,8 @@ impl Sender {
             let n = selected.len() as u64;
             job.status.sent += n;
             self.stats.backfill_samples.fetch_add(n, Ordering::Relaxed);
-            for (first, samples) in self.batch_records(selected) {
-                self.emit(first, samples, true);
-            }
+            let resolved = self.resolve_records(selected);
+            self.emit_records(&resolved, Emit::Resend);
             if done {
                 self.buffer_part_done(job);
             } else {
@@ -382,9 +386,8 @@ impl Sender {
             self.stats
                 .carousel_samples
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            for (first, samples) in self.batch_records(records) {
-                self.emit(first, samples, true);
-            }
+            let resolved = self.resolve_records(records);
+            self.emit_records(&resolved, Emit::Resend);
         }
     }
 
@@ -417,8 +420,8 @@ impl Sender {
             .and_then(|m| m.get(r.sample.tag as usize).copied().flatten())
     }
 
-    /// Records (from disk) as batches of the current catalogue; unresolvable ones skipped.
-    fn batch_records(&mut self, records: Vec<Record>) -> Vec<(u64, Vec<Sample>)> {
+    /// Records (from disk) with tags of the current catalogue; unresolvable ones skipped.
+    fn resolve_records(&mut self, records: Vec<Record>) -> Vec<(u64, Sample)> {
         let mut out = Vec::with_capacity(records.len());
         let mut skipped = 0u64;
         for r in records {
@@ -443,67 +446,97 @@ impl Sender {
                 );
             }
         }
-        self.batch(out)
+        out
     }
 
-    /// Splits records into batches of consecutive sequence numbers that each fit a datagram.
-    fn batch(&self, records: Vec<(u64, Sample)>) -> Vec<(u64, Vec<Sample>)> {
+    /// Splits records into batches of consecutive sequence numbers that each fit a datagram:
+    /// the index range of each.
+    fn batch(&self, records: &[(u64, Sample)]) -> Vec<std::ops::Range<usize>> {
         let budget = self.shape.body_budget;
         let mut out = Vec::new();
-        let mut first = 0u64;
-        let mut current: Vec<Sample> = Vec::new();
+        let mut start = 0;
         let mut size = BATCH_FIXED;
-        for (seq, s) in records {
-            let len = codec::sample_len(&s);
-            let follows = seq == first + current.len() as u64;
-            if !current.is_empty() && (!follows || size + len > budget) {
-                out.push((first, std::mem::take(&mut current)));
-                size = BATCH_FIXED;
-            }
-            if current.is_empty() {
-                first = seq;
+        for (i, (seq, s)) in records.iter().enumerate() {
+            let len = codec::sample_len(s);
+            if i > start {
+                let follows = *seq == records[start].0 + (i - start) as u64;
+                if !follows || size + len > budget {
+                    out.push(start..i);
+                    start = i;
+                    size = BATCH_FIXED;
+                }
             }
             size += len;
-            current.push(s);
         }
-        if !current.is_empty() {
-            out.push((first, current));
+        if start < records.len() {
+            out.push(start..records.len());
         }
         out
+    }
+
+    /// Queues `records` in datagram-sized batches.
+    fn emit_records(&mut self, records: &[(u64, Sample)], kind: Emit) {
+        for range in self.batch(records) {
+            let part = &records[range];
+            let Some(&(first, _)) = part.first() else {
+                continue;
+            };
+            let samples = part.iter().map(|(_, s)| s);
+            match kind {
+                Emit::Live => self.emit_live(first, samples),
+                Emit::Resend => self.emit(first, samples, true),
+            }
+        }
     }
 
     /// Queues a live batch: it announces its own end as the head, since every number below
     /// its first was sent before it and the batches after it carry the rest, so the receiver
     /// can tell a missing number the moment a batch arrives.
-    fn emit_live(&mut self, first_seq: u64, samples: Vec<Sample>) {
+    fn emit_live<'a>(
+        &mut self,
+        first_seq: u64,
+        samples: impl ExactSizeIterator<Item = &'a Sample>,
+    ) {
         let head = first_seq + samples.len() as u64;
         self.emit_with_head(first_seq, samples, false, head);
     }
 
     /// Queues one batch announcing everything sent live so far; `resend` charges it to the
     /// carousel's budget.
-    fn emit(&mut self, first_seq: u64, samples: Vec<Sample>, resend: bool) {
+    fn emit<'a>(
+        &mut self,
+        first_seq: u64,
+        samples: impl ExactSizeIterator<Item = &'a Sample>,
+        resend: bool,
+    ) {
         let head = self.live_next;
         self.emit_with_head(first_seq, samples, resend, head);
     }
 
-    fn emit_with_head(&mut self, first_seq: u64, samples: Vec<Sample>, resend: bool, head: u64) {
-        let msg = Message::History(HistoryBatch {
+    fn emit_with_head<'a>(
+        &mut self,
+        first_seq: u64,
+        samples: impl ExactSizeIterator<Item = &'a Sample>,
+        resend: bool,
+        head: u64,
+    ) {
+        let head = HistoryHead {
             catalogue: self.catalogue,
             log: self.log.log_id(),
             first_seq,
             head_seq: head,
             oldest_seq: self.log.oldest_seq(),
-            samples,
-        });
+        };
+        let mut body = Vec::with_capacity(self.shape.body_budget);
+        codec::encode_history_into(&head, samples, &mut body);
         if resend {
-            let cost = self.shape.cost(codec::message_len(&msg).unwrap_or(0));
+            let cost = self.shape.cost(body.len());
             self.tokens -= cost;
             self.stats
                 .resend_bytes
                 .fetch_add(cost as u64, Ordering::Relaxed);
         }
-        self.outlet.push(msg);
+        self.outlet.push(body);
         self.last_message = Instant::now();
     }
 

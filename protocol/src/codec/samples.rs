@@ -47,18 +47,51 @@ pub(super) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> bool {
     match msg {
         Message::Live(b) => w.batch(LIVE, b),
         Message::Snapshot(b) => w.batch(SNAPSHOT, b),
-        Message::History(h) => {
-            w.varint(HISTORY);
-            for v in [h.catalogue, h.log, h.first_seq, h.head_seq, h.oldest_seq] {
-                w.varint(v);
-            }
-            w.samples(&h.samples);
-        }
+        Message::History(h) => w.history(&HistoryHead::of(h), h.samples.iter()),
         Message::Catalogue(_) | Message::Heartbeat(_) => {}
     }
     let end = w.pos;
     out.truncate(end);
     true
+}
+
+/// The fields of a [`HistoryBatch`] before its samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryHead {
+    pub catalogue: u64,
+    pub log: u64,
+    pub first_seq: u64,
+    pub head_seq: u64,
+    pub oldest_seq: u64,
+}
+
+impl HistoryHead {
+    fn of(h: &HistoryBatch) -> HistoryHead {
+        HistoryHead {
+            catalogue: h.catalogue,
+            log: h.log,
+            first_seq: h.first_seq,
+            head_seq: h.head_seq,
+            oldest_seq: h.oldest_seq,
+        }
+    }
+}
+
+/// Writes `Message::History` of `head` and `samples` after `out`'s contents.
+pub(super) fn encode_history<'a>(
+    head: &HistoryHead,
+    samples: impl ExactSizeIterator<Item = &'a Sample>,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    let mut w = Writer {
+        buf: out,
+        pos: start,
+    };
+    w.buf.reserve(HEAD_MAX + samples.len() * 24);
+    w.history(head, samples);
+    let end = w.pos;
+    out.truncate(end);
 }
 
 /// The exact encoded length of a sample batch message; `None` for other messages.
@@ -235,10 +268,18 @@ impl Writer<'_> {
     fn batch(&mut self, variant: u64, b: &SampleBatch) {
         self.varint(variant);
         self.varint(b.catalogue);
-        self.samples(&b.samples);
+        self.samples(b.samples.iter());
     }
 
-    fn samples(&mut self, samples: &[Sample]) {
+    fn history<'a>(&mut self, h: &HistoryHead, samples: impl ExactSizeIterator<Item = &'a Sample>) {
+        self.varint(HISTORY);
+        for v in [h.catalogue, h.log, h.first_seq, h.head_seq, h.oldest_seq] {
+            self.varint(v);
+        }
+        self.samples(samples);
+    }
+
+    fn samples<'a>(&mut self, samples: impl ExactSizeIterator<Item = &'a Sample>) {
         self.varint(samples.len() as u64);
         for s in samples {
             self.sample(s);
@@ -674,6 +715,11 @@ mod tests {
                 for s in &b.samples {
                     prop_assert_eq!(sample_len(s), postcard::to_allocvec(s).unwrap().len());
                 }
+            }
+            if let Message::History(h) = &msg {
+                let mut parts = vec![0xEE];
+                encode_history(&HistoryHead::of(h), h.samples.iter(), &mut parts);
+                prop_assert_eq!(&parts[1..], &mine[..], "from parts");
             }
             let back = decode_message(&mine).unwrap().unwrap();
             // NaNs compare unequal: compare encodings.

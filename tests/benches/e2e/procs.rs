@@ -521,6 +521,16 @@ fn bulk_tx() -> anyhow::Result<()> {
     let message = history_message(per_message, 0);
     let body = protocol::codec::encode(&message)?.len();
     out("body_bytes", body);
+    let Message::History(batch) = message else {
+        bail!("history_message made another message");
+    };
+    let head = protocol::codec::HistoryHead {
+        catalogue: batch.catalogue,
+        log: batch.log,
+        first_seq: batch.first_seq,
+        head_seq: batch.head_seq,
+        oldest_seq: batch.oldest_seq,
+    };
     let link = rt.spawn(sender.run());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -534,7 +544,16 @@ fn bulk_tx() -> anyhow::Result<()> {
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     if outlet.len() < OUTLET_CAPACITY {
-                        outlet.push(message.clone());
+                        // What the history thread does for each batch: encode it from the
+                        // samples it holds into a fresh body (its record keeping, the disk
+                        // and the splitting into batches are not done here).
+                        let mut body = Vec::with_capacity(body);
+                        protocol::codec::encode_history_into(
+                            &head,
+                            batch.samples.iter(),
+                            &mut body,
+                        );
+                        outlet.push(body);
                         produced.fetch_add(1, Ordering::Relaxed);
                     } else {
                         std::thread::sleep(Duration::from_micros(200));
