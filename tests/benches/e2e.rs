@@ -310,14 +310,16 @@ fn main() -> anyhow::Result<()> {
         eprintln!("e2e: bulk {} ({:.0} Mb/s) ...", case.label, case.rate_mbit);
         bulk.push(procs::run_bulk(&case).with_context(|| case.label)?);
     }
-    // Goodput under random loss, with the repair the README recommends for it, at a rate
-    // this machine holds one datagram per send (a loss rule sees a GSO batch as one packet).
+    // Goodput under random loss, with the repair the README recommends for it, one datagram
+    // per send (a loss rule sees a GSO batch as one packet), at a rate both sides hold on 2
+    // cores that way (at 1000 Mb/s the receiver's socket overflowed now and then, and that
+    // loss, in bursts, is not what these rows measure).
     let mut bulk_lossy = Vec::new();
     let loss_cases: [(&'static str, f64, usize); 4] = [
-        ("1-datagram batches, 1000 Mb/s, 0 % loss, 64+16", 0.0, 16),
-        ("1-datagram batches, 1000 Mb/s, 1 % loss, 64+16", 0.01, 16),
-        ("1-datagram batches, 1000 Mb/s, 5 % loss, 64+16", 0.05, 16),
-        ("1-datagram batches, 1000 Mb/s, 10 % loss, 64+24", 0.10, 24),
+        ("1-datagram batches, 500 Mb/s, 0 % loss, 64+16", 0.0, 16),
+        ("1-datagram batches, 500 Mb/s, 1 % loss, 64+16", 0.01, 16),
+        ("1-datagram batches, 500 Mb/s, 5 % loss, 64+16", 0.05, 16),
+        ("1-datagram batches, 500 Mb/s, 10 % loss, 64+24", 0.10, 24),
     ];
     let loss_wanted: Vec<_> = loss_cases.iter().filter(|c| only(c.0)).collect();
     if !loss_wanted.is_empty() && !procs::LossRule::available() {
@@ -326,7 +328,7 @@ fn main() -> anyhow::Result<()> {
         for (label, loss, repair) in loss_wanted {
             let case = procs::BulkCase {
                 label,
-                rate_mbit: 1000.0,
+                rate_mbit: 500.0,
                 samples: 0,
                 max_batch: 1,
                 seconds: timing.bulk.as_secs_f64(),
