@@ -17,12 +17,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 
 use config::tx::TxConfig;
 use protocol::model::TagIndex;
 use tokio::task::JoinHandle;
+use tracing::warn;
 
 use crate::link::{HealthFn, LinkSender};
 use crate::modbus::{DeviceHealth, run_device};
@@ -38,6 +40,8 @@ pub struct Transmitter {
     /// Where the status HTTP server listens, when `[http]` is configured.
     pub http_addr: Option<SocketAddr>,
     link: JoinHandle<anyhow::Result<()>>,
+    /// Tells the link sender to send what it holds and stop (see [`Transmitter::shutdown`]).
+    stop_link: tokio::sync::watch::Sender<bool>,
     pollers: Vec<JoinHandle<()>>,
     /// What a live reload replaces.
     live: Mutex<Live>,
@@ -93,6 +97,8 @@ impl Transmitter {
         .await?
         .with_history(history.as_ref().map(|h| h.outlet()))
         .with_reload(table_rx.clone());
+        let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
+        let sender = sender.with_stop(stop_rx);
         let link_alive = Arc::new(AtomicBool::new(true));
         let status = Arc::new(TxStatus::new(
             table.clone(),
@@ -136,6 +142,7 @@ impl Transmitter {
             status,
             http_addr,
             link,
+            stop_link,
             pollers,
             live: Mutex::new(Live {
                 config,
@@ -288,6 +295,29 @@ impl Transmitter {
     /// Whether the link sender still runs (it ends only on a socket error it cannot retry).
     pub fn link_alive(&self) -> bool {
         !self.link.is_finished()
+    }
+
+    /// A planned stop: the sources stop, and the link sender sends what it holds (the partial
+    /// datagram, the open block and its repair) within `grace`, then everything is dropped.
+    pub async fn shutdown(mut self, grace: Duration) {
+        for p in &self.pollers {
+            p.abort();
+        }
+        for p in &self.lock_live().pollers {
+            p.abort();
+        }
+        if self.link.is_finished() {
+            return;
+        }
+        let _ = self.stop_link.send(true);
+        match tokio::time::timeout(grace, &mut self.link).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "link sender failed while stopping"),
+            Ok(_) => {}
+            Err(_) => warn!(
+                grace_ms = grace.as_millis() as u64,
+                "link sender did not finish sending within the grace period"
+            ),
+        }
     }
 
     /// Waits until the link sender fails (it does not end otherwise).

@@ -93,6 +93,8 @@ pub struct LinkSender {
     history: Option<Arc<crate::history::HistoryOutlet>>,
     /// New tables after live reloads, when the daemon supports them.
     reload: Option<TableUpdates>,
+    /// Set when the daemon stops: the sender sends what it holds and returns.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl LinkSender {
@@ -155,6 +157,7 @@ impl LinkSender {
             link_counters: Arc::default(),
             history: None,
             reload: None,
+            stop: None,
             link,
         })
     }
@@ -192,6 +195,13 @@ impl LinkSender {
         self
     }
 
+    /// Stops the sender when `stop` turns true, after it has sent what it holds (see
+    /// [`LinkSender::run`]).
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
     /// Installs the table of a live reload: new catalogue sent at once, its resend gap
     /// restarted, the snapshot restarted from the first tag.
     fn install_reload(&mut self, now: Instant) {
@@ -214,9 +224,21 @@ impl LinkSender {
         );
     }
 
-    /// Runs until the task is aborted; returns only on a socket error that cannot be retried.
+    /// Runs until the task is aborted or told to stop; returns early only on a socket error
+    /// that cannot be retried. Told to stop, it closes the partial datagram and the open
+    /// block and sends them, repair included, so the last values before a planned stop are
+    /// neither held back nor left without their repair.
     pub async fn run(mut self) -> anyhow::Result<()> {
         loop {
+            if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+                self.encoder.flush(Instant::now());
+                self.transmit().await?;
+                info!(
+                    datagrams = self.counters.datagrams_sent,
+                    "link sender stopped after sending what it held"
+                );
+                return Ok(());
+            }
             let now = Instant::now();
             if self
                 .reload
@@ -269,6 +291,7 @@ impl LinkSender {
                 () = self.table.changed() => {}
                 () = history_ready(&self.history) => {}
                 () = reloaded(&self.reload) => {}
+                () = stopped(&self.stop) => {}
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
@@ -483,6 +506,19 @@ impl LinkSender {
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves when the sender is told to stop; never without a stop channel.
+async fn stopped(stop: &Option<tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(s) => {
+            let mut s = s.clone();
+            if s.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
