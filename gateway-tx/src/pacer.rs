@@ -100,16 +100,10 @@ impl Pacer {
         payload: usize,
         now: Instant,
     ) -> Result<(), Duration> {
-        self.refill(now);
-        self.idle = false;
-        let cost = (payload + datagrams * IP_UDP_OVERHEAD) as f64;
-        if self.credit >= cost {
-            self.credit -= cost;
-            Ok(())
-        } else {
-            let wait = (cost - self.credit) / self.bytes_per_sec;
-            Err(Duration::from_secs_f64(wait.max(1e-6)))
-        }
+        let cost = payload + datagrams * IP_UDP_OVERHEAD;
+        self.wait_for(cost, now)?;
+        self.credit -= cost as f64;
+        Ok(())
     }
 
     /// The sender has nothing more to send for now: from `now` on, credit builds up to one

@@ -325,17 +325,9 @@ impl Encoder {
             self.body = body;
             return Err(e.into());
         }
-        if body.len() > MAX_MESSAGE_SIZE {
-            let size = body.len();
-            self.body = body;
-            return Err(EncodeError::MessageTooLarge {
-                size,
-                max: MAX_MESSAGE_SIZE,
-            });
-        }
-        self.push_body(msg.stream(), &body, now);
+        let pushed = self.push_encoded(msg.stream(), &body, now);
         self.body = body;
-        Ok(())
+        pushed
     }
 
     /// Queues a message encoded beforehand (with `codec`) on `stream`: the transmitter's
@@ -352,17 +344,13 @@ impl Encoder {
                 max: MAX_MESSAGE_SIZE,
             });
         }
-        self.push_body(stream, body, now);
-        Ok(())
-    }
-
-    fn push_body(&mut self, stream: Stream, body: &[u8], now: Instant) {
         let s = stream as usize;
         let seq = self.msg_seq[s];
         self.msg_seq[s] += 1;
         self.stats.messages[s] += 1;
         self.stats.message_bytes[s] += body.len() as u64;
         self.pack(stream, seq, body, now);
+        Ok(())
     }
 
     /// Copies the next datagram, in send order, into `out` and returns its length.
