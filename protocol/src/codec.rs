@@ -40,17 +40,6 @@ pub fn encode_message_into(msg: &Message, out: &mut Vec<u8>) -> Result<(), Encod
     }
 }
 
-/// Appends the encoding of `Message::History` with `head`'s fields and these samples, without
-/// building the batch: the transmitter's history thread encodes straight from the records it
-/// holds.
-pub fn encode_history_into<'a>(
-    head: &HistoryHead,
-    samples: impl ExactSizeIterator<Item = &'a Sample>,
-    out: &mut Vec<u8>,
-) {
-    samples::encode_history(head, samples, out);
-}
-
 /// Decodes a whole message body, as `decode::<Message>` does, sample batches by the
 /// hand-written path.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
@@ -73,12 +62,27 @@ pub fn sample_len(sample: &Sample) -> usize {
     samples::sample_len(sample)
 }
 
-/// Appends the encoding of `(seq, sample)`: a numbered sample, as history records store them.
-pub fn encode_numbered_sample(seq: u64, sample: &Sample, out: &mut Vec<u8>) {
-    samples::encode_numbered(seq, sample, out);
+/// Appends one sample's encoding as it appears in a batch. The transmitter encodes each sample
+/// once, when it is buffered, and copies those bytes into its buffer's records and into
+/// batches ([`encode_numbered_encoded`], [`encode_history_encoded`]).
+pub fn encode_sample_into(sample: &Sample, out: &mut Vec<u8>) {
+    samples::encode_sample(sample, out);
 }
 
-/// Decodes the whole of `bytes` as a numbered sample written by [`encode_numbered_sample`]
+/// Appends the encoding of `(seq, sample)` (a numbered sample, as history records store them)
+/// given the sample's encoding from [`encode_sample_into`].
+pub fn encode_numbered_encoded(seq: u64, sample: &[u8], out: &mut Vec<u8>) {
+    samples::encode_numbered_encoded(seq, sample, out);
+}
+
+/// Appends the encoding of `Message::History` with `head`'s fields and `count` samples whose
+/// encodings (from [`encode_sample_into`]) are `samples`, back to back: the same bytes as
+/// [`encode_message_into`] of that batch.
+pub fn encode_history_encoded(head: &HistoryHead, count: usize, samples: &[u8], out: &mut Vec<u8>) {
+    samples::encode_history_encoded(head, count, samples, out);
+}
+
+/// Decodes the whole of `bytes` as a numbered sample written by [`encode_numbered_encoded`]
 /// (the same bytes as `encode(&(seq, sample))`).
 pub fn decode_numbered_sample(bytes: &[u8]) -> Result<(u64, Sample), DecodeError> {
     Ok(samples::decode_numbered(bytes)?)

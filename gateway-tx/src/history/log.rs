@@ -280,28 +280,33 @@ impl HistoryLog {
         self.segments.len()
     }
 
-    /// Appends records; their sequence numbers must be at least [`HistoryLog::head`] and
-    /// increasing. Flushes them to the kernel before returning, so readers see them.
-    pub fn append(&mut self, records: &[(u64, Sample)], now: UnixNanos) -> Result<(), LogError> {
-        if records.is_empty() {
-            return Ok(());
-        }
+    /// Appends records, each a sample number and the sample's encoding
+    /// (`codec::encode_sample_into`); their sequence numbers must be at least
+    /// [`HistoryLog::head`] and increasing. Flushes them to the kernel before returning, so
+    /// readers see them.
+    pub fn append<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, &'a [u8])>,
+        now: UnixNanos,
+    ) -> Result<(), LogError> {
         self.buf.clear();
         let mut offsets = Vec::new();
         let mut first_written = None;
         let mut last_written = None;
+        let mut count = 0u64;
         for (seq, sample) in records {
-            if *seq < self.next_seq {
+            count += 1;
+            if seq < self.next_seq {
                 // A caller bug; never let it corrupt the ordering on disk.
                 self.stats.records_refused += 1;
                 continue;
             }
             let before = self.buf.len();
-            match segment::encode_record(*seq, sample, &mut self.buf) {
+            match segment::encode_record(seq, sample, &mut self.buf) {
                 Ok(()) => {
-                    offsets.push((*seq, before as u64));
-                    first_written.get_or_insert(*seq);
-                    last_written = Some(*seq);
+                    offsets.push((seq, before as u64));
+                    first_written.get_or_insert(seq);
+                    last_written = Some(seq);
                 }
                 Err(e) => {
                     self.stats.records_refused += 1;
@@ -332,7 +337,7 @@ impl HistoryLog {
         seg.last_seq = last_written;
         seg.bytes = w.bytes;
         seg.last_append = now;
-        self.stats.records_appended += records.len() as u64;
+        self.stats.records_appended += count;
         self.stats.bytes_appended += self.buf.len() as u64;
         if self
             .checkpoints
@@ -813,9 +818,16 @@ mod tests {
     }
 
     fn append(log: &mut HistoryLog, seqs: std::ops::Range<u64>, now: UnixNanos) {
-        let records: Vec<(u64, Sample)> = seqs.map(|s| (s, sample(s))).collect();
+        let records: Vec<(u64, Vec<u8>)> = seqs
+            .map(|s| {
+                let mut b = Vec::new();
+                codec::encode_sample_into(&sample(s), &mut b);
+                (s, b)
+            })
+            .collect();
         for chunk in records.chunks(100) {
-            log.append(chunk, now).unwrap();
+            log.append(chunk.iter().map(|(s, b)| (*s, &b[..])), now)
+                .unwrap();
         }
     }
 

@@ -47,6 +47,7 @@
 pub mod backfill;
 pub mod historian;
 pub mod log;
+mod records;
 pub mod report;
 pub mod segment;
 mod sender;
@@ -163,9 +164,9 @@ pub struct SourceHooks {
 }
 
 /// History messages ready for the link, in order, each already encoded (a `HistoryBatch`
-/// body, see `protocol::codec::encode_history_into`): the history thread encodes them, off the
-/// link's thread, straight from the records it holds. Bounded; the history thread waits for
-/// room.
+/// body, see `protocol::codec::encode_history_encoded`): the history thread makes them, off
+/// the link's thread, from the sample encodings it holds. Bounded; the history thread waits
+/// for room.
 #[derive(Debug, Default)]
 pub struct HistoryOutlet {
     queue: Mutex<VecDeque<Vec<u8>>>,

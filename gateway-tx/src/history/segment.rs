@@ -125,11 +125,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// Appends `(seq, sample)` as one record to `out`.
-pub fn encode_record(seq: u64, sample: &Sample, out: &mut Vec<u8>) -> Result<(), String> {
+/// Appends the record of sample number `seq`, given the sample's encoding
+/// (`codec::encode_sample_into`).
+pub fn encode_record(seq: u64, sample: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_OVERHEAD]);
-    codec::encode_numbered_sample(seq, sample, out);
+    codec::encode_numbered_encoded(seq, sample, out);
     let len = out.len() - start - RECORD_OVERHEAD;
     if len > MAX_RECORD {
         out.truncate(start);
@@ -425,7 +426,9 @@ mod tests {
         for i in 0..n {
             offsets.push(at);
             let before = buf.len();
-            encode_record(100 + i, &sample(i), &mut buf).unwrap();
+            let mut encoded = Vec::new();
+            codec::encode_sample_into(&sample(i), &mut encoded);
+            encode_record(100 + i, &encoded, &mut buf).unwrap();
             at += (buf.len() - before) as u64;
         }
         w.write(&buf).unwrap();

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::backfill::{self, BackfillStatus, MAX_PENDING, Source};
 use super::historian::{self, HistorianProgress, Historians, PartState};
 use super::log::{HistoryLog, LogCursor, Record};
+use super::records::EncodedRecords;
 use super::{HistoryOutlet, HistoryStats, HistoryTap, LIVE_MEMORY, LinkShape};
 
 /// How long the thread waits for samples when there is nothing else to do.
@@ -27,9 +28,6 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Records read from disk per step.
 const READ_CHUNK: usize = 2048;
-/// A batch's fixed part at its largest: message tag, catalogue hash, four u64 varints and the
-/// sample count.
-const BATCH_FIXED: usize = 1 + 10 + 4 * 10 + 5;
 /// Sources may stamp samples this far ahead of the transmitter's clock without a backfill
 /// missing them (see `HistoryLog::seq_of_segment_active_since`).
 const CLOCK_SLACK_NS: i64 = 60_000_000_000;
@@ -72,7 +70,7 @@ pub(super) struct Sender {
     /// Per older catalogue: old index → current index.
     remaps: HashMap<CatalogueHash, Option<Arc<Vec<Option<TagIndex>>>>>,
     /// Appended records not yet sent live, in order.
-    recent: VecDeque<(u64, Sample)>,
+    recent: EncodedRecords,
     /// Everything below was handed to the outlet once (or dropped at the tap).
     live_next: u64,
     /// Live records below this must be read back from disk (they left `recent`).
@@ -126,7 +124,7 @@ impl Sender {
             names,
             name_index,
             remaps: HashMap::new(),
-            recent: VecDeque::new(),
+            recent: EncodedRecords::default(),
             live_next: head,
             live_disk_until: head,
             live_cursor: None,
@@ -168,7 +166,7 @@ impl Sender {
                 self.next_housekeeping = now + HOUSEKEEPING;
             }
             if now.duration_since(self.last_message) >= STATUS_EVERY && self.outlet.room() > 0 {
-                self.emit(self.live_next, std::iter::empty(), false);
+                self.emit(self.live_next, 0, &[], false);
             }
             self.publish();
         }
@@ -176,7 +174,12 @@ impl Sender {
 
     fn append(&mut self, records: Vec<(u64, Sample)>) {
         let now = crate::unix_now();
-        if let Err(e) = self.log.append(&records, now) {
+        // Each sample is encoded here once; the buffer's record and the live batch copy it.
+        let before = self.recent.len();
+        for (seq, sample) in &records {
+            self.recent.push(*seq, sample);
+        }
+        if let Err(e) = self.log.append(self.recent.iter_from(before), now) {
             // The samples still go out live from memory; only their re-sending is lost.
             self.write_errors += records.len() as u64;
             self.stats
@@ -187,12 +190,12 @@ impl Sender {
                     "history buffer write failed; these samples go out live but cannot be re-sent");
             }
         }
-        self.recent.extend(records);
-        while self.recent.len() > LIVE_MEMORY {
+        if let Some(excess) = self.recent.len().checked_sub(LIVE_MEMORY + 1) {
             // The link is behind: leave the oldest to be read back from disk.
-            if let Some((seq, _)) = self.recent.pop_front() {
+            if let Some(seq) = self.recent.seq(excess) {
                 self.live_disk_until = self.live_disk_until.max(seq + 1);
             }
+            self.recent.take_front(excess + 1);
         }
     }
 
@@ -225,7 +228,7 @@ impl Sender {
                 let n = records.len() as u64;
                 let resolved = self.resolve_records(records);
                 self.stats.live_samples.fetch_add(n, Ordering::Relaxed);
-                self.emit_records(&resolved, Emit::Live);
+                self.emit_records(&resolved, resolved.len(), Emit::Live);
                 continue;
             }
             self.live_cursor = None;
@@ -234,12 +237,14 @@ impl Sender {
             }
             // Enough for the room left, in datagram-sized batches.
             let take = self.recent.len().min(self.outlet.room() * 64);
-            let records: Vec<(u64, Sample)> = self.recent.drain(..take).collect();
-            self.live_next = records.last().map_or(self.live_next, |r| r.0 + 1);
+            let recent = std::mem::take(&mut self.recent);
+            self.live_next = recent.seq(take - 1).map_or(self.live_next, |seq| seq + 1);
             self.stats
                 .live_samples
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
-            self.emit_records(&records, Emit::Live);
+                .fetch_add(take as u64, Ordering::Relaxed);
+            self.emit_records(&recent, take, Emit::Live);
+            self.recent = recent;
+            self.recent.take_front(take);
         }
     }
 
@@ -292,7 +297,7 @@ impl Sender {
             job.status.sent += n;
             self.stats.backfill_samples.fetch_add(n, Ordering::Relaxed);
             let resolved = self.resolve_records(selected);
-            self.emit_records(&resolved, Emit::Resend);
+            self.emit_records(&resolved, resolved.len(), Emit::Resend);
             if done {
                 self.buffer_part_done(job);
             } else {
@@ -387,7 +392,7 @@ impl Sender {
                 .carousel_samples
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
             let resolved = self.resolve_records(records);
-            self.emit_records(&resolved, Emit::Resend);
+            self.emit_records(&resolved, resolved.len(), Emit::Resend);
         }
     }
 
@@ -420,16 +425,17 @@ impl Sender {
             .and_then(|m| m.get(r.sample.tag as usize).copied().flatten())
     }
 
-    /// Records (from disk) with tags of the current catalogue; unresolvable ones skipped.
-    fn resolve_records(&mut self, records: Vec<Record>) -> Vec<(u64, Sample)> {
-        let mut out = Vec::with_capacity(records.len());
+    /// Records (from disk) with tags of the current catalogue, encoded; unresolvable ones
+    /// skipped.
+    fn resolve_records(&mut self, records: Vec<Record>) -> EncodedRecords {
+        let mut out = EncodedRecords::default();
         let mut skipped = 0u64;
         for r in records {
             match self.resolve(&r) {
                 Some(tag) => {
                     let mut sample = r.sample;
                     sample.tag = tag;
-                    out.push((r.seq, sample));
+                    out.push(r.seq, &sample);
                 }
                 None => skipped += 1,
             }
@@ -449,74 +455,38 @@ impl Sender {
         out
     }
 
-    /// Splits records into batches of consecutive sequence numbers that each fit a datagram:
-    /// the index range of each.
-    fn batch(&self, records: &[(u64, Sample)]) -> Vec<std::ops::Range<usize>> {
-        let budget = self.shape.body_budget;
-        let mut out = Vec::new();
-        let mut start = 0;
-        let mut size = BATCH_FIXED;
-        for (i, (seq, s)) in records.iter().enumerate() {
-            let len = codec::sample_len(s);
-            if i > start {
-                let follows = *seq == records[start].0 + (i - start) as u64;
-                if !follows || size + len > budget {
-                    out.push(start..i);
-                    start = i;
-                    size = BATCH_FIXED;
-                }
-            }
-            size += len;
-        }
-        if start < records.len() {
-            out.push(start..records.len());
-        }
-        out
-    }
-
-    /// Queues `records` in datagram-sized batches.
-    fn emit_records(&mut self, records: &[(u64, Sample)], kind: Emit) {
-        for range in self.batch(records) {
-            let part = &records[range];
-            let Some(&(first, _)) = part.first() else {
+    /// Queues the `n` oldest of `records` in datagram-sized batches.
+    fn emit_records(&mut self, records: &EncodedRecords, n: usize, kind: Emit) {
+        for range in records.batches(n, self.shape.body_budget) {
+            let Some(first) = records.seq(range.start) else {
                 continue;
             };
-            let samples = part.iter().map(|(_, s)| s);
+            let (count, encoded) = (range.len(), records.bytes(range));
             match kind {
-                Emit::Live => self.emit_live(first, samples),
-                Emit::Resend => self.emit(first, samples, true),
+                // A live batch announces its own end as the head: every number below its first
+                // was sent before it and the batches after it carry the rest, so the receiver
+                // can tell a missing number the moment a batch arrives.
+                Emit::Live => {
+                    self.emit_with_head(first, count, encoded, false, first + count as u64)
+                }
+                Emit::Resend => self.emit(first, count, encoded, true),
             }
         }
-    }
-
-    /// Queues a live batch: it announces its own end as the head, since every number below
-    /// its first was sent before it and the batches after it carry the rest, so the receiver
-    /// can tell a missing number the moment a batch arrives.
-    fn emit_live<'a>(
-        &mut self,
-        first_seq: u64,
-        samples: impl ExactSizeIterator<Item = &'a Sample>,
-    ) {
-        let head = first_seq + samples.len() as u64;
-        self.emit_with_head(first_seq, samples, false, head);
     }
 
     /// Queues one batch announcing everything sent live so far; `resend` charges it to the
     /// carousel's budget.
-    fn emit<'a>(
-        &mut self,
-        first_seq: u64,
-        samples: impl ExactSizeIterator<Item = &'a Sample>,
-        resend: bool,
-    ) {
+    fn emit(&mut self, first_seq: u64, count: usize, encoded: &[u8], resend: bool) {
         let head = self.live_next;
-        self.emit_with_head(first_seq, samples, resend, head);
+        self.emit_with_head(first_seq, count, encoded, resend, head);
     }
 
-    fn emit_with_head<'a>(
+    /// Queues the batch of `count` samples whose encodings are `encoded`.
+    fn emit_with_head(
         &mut self,
         first_seq: u64,
-        samples: impl ExactSizeIterator<Item = &'a Sample>,
+        count: usize,
+        encoded: &[u8],
         resend: bool,
         head: u64,
     ) {
@@ -528,7 +498,7 @@ impl Sender {
             oldest_seq: self.log.oldest_seq(),
         };
         let mut body = Vec::with_capacity(self.shape.body_budget);
-        codec::encode_history_into(&head, samples, &mut body);
+        codec::encode_history_encoded(&head, count, encoded, &mut body);
         if resend {
             let cost = self.shape.cost(body.len());
             self.tokens -= cost;

@@ -77,10 +77,12 @@ impl HistoryHead {
     }
 }
 
-/// Writes `Message::History` of `head` and `samples` after `out`'s contents.
-pub(super) fn encode_history<'a>(
+/// Writes `Message::History` of `head` and `count` samples whose encodings, as
+/// [`encode_sample`] writes them, are `encoded`, back to back.
+pub(super) fn encode_history_encoded(
     head: &HistoryHead,
-    samples: impl ExactSizeIterator<Item = &'a Sample>,
+    count: usize,
+    encoded: &[u8],
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
@@ -88,10 +90,36 @@ pub(super) fn encode_history<'a>(
         buf: out,
         pos: start,
     };
-    w.buf.reserve(HEAD_MAX + samples.len() * 24);
-    w.history(head, samples);
+    w.history_head(head, count);
     let end = w.pos;
     out.truncate(end);
+    out.extend_from_slice(encoded);
+}
+
+/// Writes one sample's encoding, as it appears in a batch, after `out`'s contents.
+pub(super) fn encode_sample(sample: &Sample, out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut w = Writer {
+        buf: out,
+        pos: start,
+    };
+    w.sample(sample);
+    let end = w.pos;
+    out.truncate(end);
+}
+
+/// Writes `(seq, sample)` after `out`'s contents, given the sample's encoding from
+/// [`encode_sample`].
+pub(super) fn encode_numbered_encoded(seq: u64, encoded: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut w = Writer {
+        buf: out,
+        pos: start,
+    };
+    w.varint(seq);
+    let end = w.pos;
+    out.truncate(end);
+    out.extend_from_slice(encoded);
 }
 
 /// The exact encoded length of a sample batch message; `None` for other messages.
@@ -157,19 +185,7 @@ pub(super) fn decode_message(bytes: &[u8]) -> Option<Result<Message, Error>> {
 }
 
 /// Writes `(seq, sample)` as postcard writes that tuple.
-pub(super) fn encode_numbered(seq: u64, sample: &Sample, out: &mut Vec<u8>) {
-    let start = out.len();
-    let mut w = Writer {
-        buf: out,
-        pos: start,
-    };
-    w.varint(seq);
-    w.sample(sample);
-    let end = w.pos;
-    out.truncate(end);
-}
-
-/// Reads what `encode_numbered` wrote; the whole of `bytes`.
+/// Reads what `encode_sample` after `encode_numbered_encoded` wrote; the whole of `bytes`.
 pub(super) fn decode_numbered(bytes: &[u8]) -> Result<(u64, Sample), Error> {
     let mut r = Reader { bytes, pos: 0 };
     let numbered = (r.varint_u64()?, r.sample()?);
@@ -272,11 +288,19 @@ impl Writer<'_> {
     }
 
     fn history<'a>(&mut self, h: &HistoryHead, samples: impl ExactSizeIterator<Item = &'a Sample>) {
+        self.history_head(h, samples.len());
+        for s in samples {
+            self.sample(s);
+        }
+    }
+
+    /// Everything of a history message before its samples, `count` included.
+    fn history_head(&mut self, h: &HistoryHead, count: usize) {
         self.varint(HISTORY);
         for v in [h.catalogue, h.log, h.first_seq, h.head_seq, h.oldest_seq] {
             self.varint(v);
         }
-        self.samples(samples);
+        self.varint(count as u64);
     }
 
     fn samples<'a>(&mut self, samples: impl ExactSizeIterator<Item = &'a Sample>) {
@@ -717,9 +741,18 @@ mod tests {
                 }
             }
             if let Message::History(h) = &msg {
-                let mut parts = vec![0xEE];
-                encode_history(&HistoryHead::of(h), h.samples.iter(), &mut parts);
-                prop_assert_eq!(&parts[1..], &mine[..], "from parts");
+                let mut encoded = Vec::new();
+                for s in &h.samples {
+                    encode_sample(s, &mut encoded);
+                }
+                let mut from_encoded = vec![0xEE];
+                encode_history_encoded(
+                    &HistoryHead::of(h),
+                    h.samples.len(),
+                    &encoded,
+                    &mut from_encoded,
+                );
+                prop_assert_eq!(&from_encoded[1..], &mine[..], "from encoded samples");
             }
             let back = decode_message(&mine).unwrap().unwrap();
             // NaNs compare unequal: compare encodings.
@@ -733,8 +766,11 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             flip in any::<prop::sample::Index>(),
         ) {
+            let mut sample_bytes = vec![9u8];
+            encode_sample(&s, &mut sample_bytes);
+            prop_assert_eq!(&sample_bytes[1..], &postcard::to_allocvec(&s).unwrap()[..]);
             let mut mine = vec![7u8];
-            encode_numbered(seq, &s, &mut mine);
+            encode_numbered_encoded(seq, &sample_bytes[1..], &mut mine);
             let mine = mine.split_off(1);
             prop_assert_eq!(&mine, &postcard::to_allocvec(&(seq, &s)).unwrap());
             let back = decode_numbered(&mine).unwrap();

@@ -532,6 +532,13 @@ fn bulk_tx() -> anyhow::Result<()> {
         head_seq: batch.head_seq,
         oldest_seq: batch.oldest_seq,
     };
+    // The history thread encodes each sample once, when it takes it from the tap (for its
+    // buffer's record), and copies those bytes into the batch.
+    let mut encoded = Vec::new();
+    for s in &batch.samples {
+        protocol::codec::encode_sample_into(s, &mut encoded);
+    }
+    let count = batch.samples.len();
     let link = rt.spawn(sender.run());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -545,15 +552,12 @@ fn bulk_tx() -> anyhow::Result<()> {
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     if outlet.len() < OUTLET_CAPACITY {
-                        // What the history thread does for each batch: encode it from the
-                        // samples it holds into a fresh body (its record keeping, the disk
-                        // and the splitting into batches are not done here).
+                        // What the history thread does for each batch: a fresh body of the
+                        // batch's head and its samples' encodings (its taking from the tap,
+                        // encoding each sample once, the disk and the splitting into
+                        // batches are not done here).
                         let mut body = Vec::with_capacity(body);
-                        protocol::codec::encode_history_into(
-                            &head,
-                            batch.samples.iter(),
-                            &mut body,
-                        );
+                        protocol::codec::encode_history_encoded(&head, count, &encoded, &mut body);
                         outlet.push(body);
                         produced.fetch_add(1, Ordering::Relaxed);
                     } else {
