@@ -20,6 +20,8 @@
 //!    side, and the pacer at a configured rate. Then (5b) goodput and delivery at 0, 1, 5 and
 //!    10 % random loss with the repair the README recommends, the loss made by an nftables
 //!    rule on the receiver's loopback port (needs root and `nft`; skipped, and said, without).
+//!    And (5c) the history thread, which 5's stand-in source leaves out, fed by a bulk source
+//!    (see `e2e/history.rs`).
 //! 6. **Scale** (separate processes): receiver memory with 1,000,000 tags; Modbus polling of
 //!    100 simulated PLCs × 1,000 registers every 100 ms (the poller's CPU, not the simulators').
 //! 7. **Targets** of issue 7, each met or missed, with the figure.
@@ -53,6 +55,8 @@ use protocol::stats::EncoderStats;
 use tests::blast::{BlastResult, blast};
 use tests::relay::{Impairments, Relay, RelayCounters};
 
+#[path = "e2e/history.rs"]
+mod history;
 #[path = "e2e/procs.rs"]
 mod procs;
 
@@ -339,8 +343,18 @@ fn main() -> anyhow::Result<()> {
             bulk_lossy.push(procs::run_bulk(&case).with_context(|| *label)?);
         }
     }
+    let mut history_thread = None;
+    if only("history thread") {
+        eprintln!("e2e: history thread ...");
+        history_thread =
+            Some(history::run_history(timing.bulk.as_secs_f64()).context("history thread")?);
+    }
     print_bulk(&mut out, &bulk, blast_gbps);
     print_bulk_loss(&mut out, &bulk_lossy, blast_gbps);
+    if let Some(h) = &history_thread {
+        print_history_thread(&mut out, h, &bulk);
+        json.obj("history_thread", history_thread_json(h));
+    }
     json.arr(
         "bulk_under_loss",
         bulk_lossy
@@ -1841,6 +1855,54 @@ fn print_bulk_loss(out: &mut String, bs: &[procs::BulkResult], blast_gbps: f64) 
         out,
         "  lost %: datagrams sent that the receiver never read (the rule's drops); deliv %: history messages delivered / sent;\n  repaired: datagrams rebuilt by FEC; data lost: data datagrams lost beyond repair"
     );
+}
+
+fn print_history_thread(out: &mut String, h: &history::HistoryResult, bulk: &[procs::BulkResult]) {
+    let _ = writeln!(
+        out,
+        "\n== 5c. History thread: a bulk source (as a historian backfill) -> tap -> buffer (tmpfs) -> live batches -> outlet, taken as they come, {:.0} s",
+        h.seconds
+    );
+    let _ = writeln!(
+        out,
+        "  {:>12} {:>10} {:>8} {:>10} {:>9} | {:>28}",
+        "samples/s", "batches/s", "Gb/s", "s/GiB", "tap drops", "with 5's link thread, s/GiB"
+    );
+    // The link thread's cost per GiB in section 5's datagram-sized cases: together they are
+    // what a transmitter spends sending a bulk source's history.
+    let link: Vec<String> = bulk
+        .iter()
+        .filter(|b| b.case.max_batch > 1 && b.case.samples == 0)
+        .map(|b| format!("{:.2}", h.cpu_per_gib() + b.tx_link_cpu_per_gib()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  {:>12.0} {:>10.0} {:>8.3} {:>10.2} {:>9} | {:>28}",
+        h.samples_per_s(),
+        h.messages as f64 / h.seconds.max(1e-9),
+        h.gbps(),
+        h.cpu_per_gib(),
+        h.tap_dropped,
+        if link.is_empty() {
+            "-".to_string()
+        } else {
+            link.join(" / ")
+        },
+    );
+    let _ = writeln!(
+        out,
+        "  s/GiB: CPU seconds of the history thread per GiB of batch bodies it made (taking from the tap, encoding,\n  the buffer's records and writes, batching); the last column adds 5's link thread (unpaced / paced to blast, datagram-sized)"
+    );
+}
+
+fn history_thread_json(h: &history::HistoryResult) -> Obj {
+    let mut o = Obj::default();
+    o.num("seconds", h.seconds);
+    o.num("samples_per_s", h.samples_per_s());
+    o.num("gbps", h.gbps());
+    o.num("cpu_s_per_gib", h.cpu_per_gib());
+    o.int("tap_dropped", h.tap_dropped);
+    o
 }
 
 fn bulk_json(b: &procs::BulkResult, blast_gbps: f64) -> Obj {

@@ -31,7 +31,8 @@
 //!   when it is full is dropped but keeps its sequence number, so the receiver sees the hole
 //!   and records a gap that never heals; the drop is counted and logged. (It needs the disk to
 //!   stall for about 25 s at 10,000 samples a second.)
-//! - Live records wait in memory (at most [`LIVE_MEMORY`]) for room in the outlet; beyond that
+//! - Live records wait in memory (at most [`LIVE_MEMORY`] bytes of their encodings) for room in
+//!   the outlet; beyond that
 //!   the oldest are left to be read back from disk, so a slow link delays live history but
 //!   never loses it.
 //! - The outlet holds at most [`OUTLET_CAPACITY`] messages; the history thread waits for room.
@@ -68,11 +69,14 @@ pub use log::{HistoryLog, LogConfig, LogCursor, LogError, LogStats, Record};
 
 /// Samples waiting for the disk, at most.
 pub const TAP_CAPACITY: usize = 256 * 1024;
-/// Bulk producers wait while the tap holds more than this (a quarter: the rest is room for
-/// live samples while the disk catches up).
+/// Bulk producers wait while more than this is not yet handed to the link (see
+/// [`HistoryTap::backlog`]; a quarter of the tap: the rest is room for live samples while the
+/// disk catches up).
 pub const TAP_BULK_LIMIT: usize = TAP_CAPACITY / 4;
-/// Appended records waiting in memory to be sent live, at most.
-pub const LIVE_MEMORY: usize = 64 * 1024;
+/// Bytes of appended records (their encodings) waiting in memory to be sent live, at most:
+/// about 600,000 numeric samples, 75 ms of a bulk source at the thread's full rate, so a link
+/// sender that is only late to run does not send the thread back to the disk for them.
+pub const LIVE_MEMORY: usize = 16 << 20;
 /// History messages waiting for the link sender, at most.
 pub const OUTLET_CAPACITY: usize = 256;
 
@@ -88,6 +92,8 @@ struct TapInner {
     queue: Vec<(u64, Sample)>,
     next_seq: u64,
     dropped: u64,
+    /// Appended and not yet handed to the link, as the history thread last said.
+    unsent: usize,
 }
 
 impl HistoryTap {
@@ -97,6 +103,7 @@ impl HistoryTap {
                 queue: Vec::new(),
                 next_seq,
                 dropped: 0,
+                unsent: 0,
             }),
             cond: Condvar::new(),
         }
@@ -143,10 +150,18 @@ impl HistoryTap {
         self.lock().next_seq
     }
 
-    /// Samples waiting for the disk. Bulk producers (historian reads) wait while it is over
-    /// [`TAP_BULK_LIMIT`] so they never push live samples out of a full tap.
-    pub fn pending(&self) -> usize {
-        self.lock().queue.len()
+    /// Samples not yet handed to the link: waiting for the disk, or appended and waiting for
+    /// the link. Bulk producers (historian reads) wait while it is over [`TAP_BULK_LIMIT`], so
+    /// they never push live samples out of a full tap, and go no faster than the link takes
+    /// their samples: faster would only fill the buffer, and past its size limit delete
+    /// history never sent.
+    pub fn backlog(&self) -> usize {
+        let inner = self.lock();
+        inner.queue.len() + inner.unsent
+    }
+
+    fn set_unsent(&self, unsent: usize) {
+        self.lock().unsent = unsent;
     }
 
     /// Samples dropped because the tap was full.

@@ -38,6 +38,23 @@ impl EncodedRecords {
         self.len() == 0
     }
 
+    /// Bytes of the records' encodings.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len() - self.start(0)
+    }
+
+    /// How many of the oldest records it takes for their encodings to hold at least `bytes`
+    /// (all of them when they hold less).
+    pub fn oldest_holding(&self, bytes: usize) -> usize {
+        if bytes == 0 {
+            return 0;
+        }
+        let base = self.start(0);
+        let live = &self.ends[self.first..];
+        let short = live.partition_point(|&(_, end)| end - base < bytes);
+        (short + 1).min(live.len())
+    }
+
     /// The sequence number of record `i` (0 is the oldest not taken).
     pub fn seq(&self, i: usize) -> Option<u64> {
         self.ends.get(self.first + i).map(|&(seq, _)| seq)
@@ -175,6 +192,17 @@ mod tests {
             next_taken += take as u64;
             assert_eq!(r.len() as u64, next_pushed - next_taken);
             assert_eq!(r.seq(0), (!r.is_empty()).then_some(next_taken));
+            assert_eq!(r.byte_len(), r.bytes(0..r.len()).len());
+            // The fewest oldest records holding at least so many bytes.
+            for want in [0, 1, 100, r.byte_len() / 2, r.byte_len()] {
+                let n = r.oldest_holding(want);
+                let held = r.bytes(0..n).len();
+                assert!(held >= want || n == r.len(), "{n} hold {held} < {want}");
+                assert!(
+                    n == 0 || r.bytes(0..n - 1).len() < want,
+                    "{n} is not the fewest"
+                );
+            }
         }
         assert!(
             r.bytes.len() < 4 * COMPACT_MIN,

@@ -158,6 +158,7 @@ impl Sender {
             }
             let now = Instant::now();
             self.send_live();
+            self.spill_live_excess();
             self.refill(now);
             self.send_backfills();
             self.send_carousel(crate::unix_now());
@@ -190,13 +191,18 @@ impl Sender {
                     "history buffer write failed; these samples go out live but cannot be re-sent");
             }
         }
-        if let Some(excess) = self.recent.len().checked_sub(LIVE_MEMORY + 1) {
-            // The link is behind: leave the oldest to be read back from disk.
-            if let Some(seq) = self.recent.seq(excess) {
-                self.live_disk_until = self.live_disk_until.max(seq + 1);
-            }
-            self.recent.take_front(excess + 1);
+    }
+
+    /// Leaves the oldest live records beyond [`LIVE_MEMORY`] to be read back from disk. Runs
+    /// after the live batches were made, so only what the link is behind with goes there, not
+    /// the tail of one large take from the tap (a bulk source's).
+    fn spill_live_excess(&mut self) {
+        let excess = self.recent.byte_len().saturating_sub(LIVE_MEMORY);
+        let n = self.recent.oldest_holding(excess);
+        if let Some(seq) = n.checked_sub(1).and_then(|last| self.recent.seq(last)) {
+            self.live_disk_until = self.live_disk_until.max(seq + 1);
         }
+        self.recent.take_front(n);
     }
 
     /// Live history: every record once, as soon as there is room in the outlet.
@@ -686,6 +692,9 @@ impl Sender {
         s.head_seq.store(self.log.head(), Ordering::Relaxed);
         s.oldest_seq.store(self.log.oldest_seq(), Ordering::Relaxed);
         s.live_seq.store(self.live_next, Ordering::Relaxed);
+        let unsent = self.log.head().saturating_sub(self.live_next);
+        self.tap
+            .set_unsent(usize::try_from(unsent).unwrap_or(usize::MAX));
         s.log_bytes.store(self.log.total_bytes(), Ordering::Relaxed);
         s.segments
             .store(self.log.segment_count() as u64, Ordering::Relaxed);

@@ -119,7 +119,7 @@ pub(crate) async fn read_range(
                 .filter(|s| (from..=to).contains(&s.time))
                 .collect();
             let n = samples.len() as u64;
-            while tap.pending() > TAP_BULK_LIMIT {
+            while tap.backlog() > TAP_BULK_LIMIT {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             tap.push(samples);

@@ -37,21 +37,14 @@ pub(super) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> bool {
         Message::History(h) => h.samples.len(),
         Message::Catalogue(_) | Message::Heartbeat(_) => return false,
     };
-    let start = out.len();
-    let mut w = Writer {
-        buf: out,
-        pos: start,
-    };
     // A guess at the size (most samples take 12 to 24 bytes) saves regrowing from empty.
-    w.buf.reserve(HEAD_MAX + samples * 24);
-    match msg {
+    out.reserve(HEAD_MAX + samples * 24);
+    Writer::after(out, |w| match msg {
         Message::Live(b) => w.batch(LIVE, b),
         Message::Snapshot(b) => w.batch(SNAPSHOT, b),
         Message::History(h) => w.history(&HistoryHead::of(h), h.samples.iter()),
         Message::Catalogue(_) | Message::Heartbeat(_) => {}
-    }
-    let end = w.pos;
-    out.truncate(end);
+    });
     true
 }
 
@@ -85,40 +78,19 @@ pub(super) fn encode_history_encoded(
     encoded: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let start = out.len();
-    let mut w = Writer {
-        buf: out,
-        pos: start,
-    };
-    w.history_head(head, count);
-    let end = w.pos;
-    out.truncate(end);
+    Writer::after(out, |w| w.history_head(head, count));
     out.extend_from_slice(encoded);
 }
 
 /// Writes one sample's encoding, as it appears in a batch, after `out`'s contents.
 pub(super) fn encode_sample(sample: &Sample, out: &mut Vec<u8>) {
-    let start = out.len();
-    let mut w = Writer {
-        buf: out,
-        pos: start,
-    };
-    w.sample(sample);
-    let end = w.pos;
-    out.truncate(end);
+    Writer::after(out, |w| w.sample(sample));
 }
 
 /// Writes `(seq, sample)` after `out`'s contents, given the sample's encoding from
 /// [`encode_sample`].
 pub(super) fn encode_numbered_encoded(seq: u64, encoded: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    let mut w = Writer {
-        buf: out,
-        pos: start,
-    };
-    w.varint(seq);
-    let end = w.pos;
-    out.truncate(end);
+    Writer::after(out, |w| w.varint(seq));
     out.extend_from_slice(encoded);
 }
 
@@ -250,15 +222,33 @@ fn pack7(w: u64) -> u64 {
 /// group, so that lengths need not be computed first; the caller cuts it to `pos` at the end.
 struct Writer<'a> {
     buf: &'a mut Vec<u8>,
+    /// Where this writer began: `buf` held that much before.
+    start: usize,
     pos: usize,
 }
 
 impl Writer<'_> {
-    /// Makes sure `n` more bytes can be written at `pos`.
+    /// Runs `write` on a writer after `out`'s contents, then cuts `out` to what it wrote.
+    fn after(out: &mut Vec<u8>, write: impl FnOnce(&mut Writer<'_>)) {
+        let start = out.len();
+        let mut w = Writer {
+            buf: out,
+            start,
+            pos: start,
+        };
+        write(&mut w);
+        let end = w.pos;
+        out.truncate(end);
+    }
+
+    /// Makes sure `n` more bytes can be written at `pos`. The room is zeroed ahead by as much
+    /// as this writer wrote so far, so a long message resizes now and then, not per field;
+    /// never by what `buf` held before, which made appending one sample to a large buffer
+    /// cost a memset of the whole buffer.
     fn room(&mut self, n: usize) {
         let need = self.pos + n;
         if need > self.buf.len() {
-            let grown = need.max(self.buf.len() * 2);
+            let grown = need.max(self.pos + (self.pos - self.start));
             self.buf.resize(grown, 0);
         }
     }

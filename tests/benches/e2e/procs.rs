@@ -192,7 +192,7 @@ fn stat_cpu(stat: &str) -> f64 {
 }
 
 /// CPU seconds of this process's live threads whose name starts with `prefix`.
-fn threads_cpu(prefix: &str) -> f64 {
+pub fn threads_cpu(prefix: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
