@@ -235,6 +235,9 @@ pub struct HistoryStats {
     /// Everything below this was handed to the link once.
     pub live_seq: AtomicU64,
     pub live_samples: AtomicU64,
+    /// Of those, read back from the buffer: they waited beyond the memory the thread keeps
+    /// (the link was behind).
+    pub live_read_back: AtomicU64,
     pub carousel_samples: AtomicU64,
     /// Estimated link bytes of carousel and backfill messages (datagram headers and FEC
     /// repair included).
@@ -264,6 +267,7 @@ pub struct HistoryStatsSnapshot {
     pub oldest_seq: u64,
     pub live_seq: u64,
     pub live_samples: u64,
+    pub live_read_back: u64,
     pub carousel_samples: u64,
     pub resend_bytes: u64,
     pub carousel_cycles: u64,
@@ -289,6 +293,7 @@ impl HistoryStats {
             oldest_seq: g(&self.oldest_seq),
             live_seq: g(&self.live_seq),
             live_samples: g(&self.live_samples),
+            live_read_back: g(&self.live_read_back),
             carousel_samples: g(&self.carousel_samples),
             resend_bytes: g(&self.resend_bytes),
             carousel_cycles: g(&self.carousel_cycles),

@@ -17,6 +17,7 @@ pub fn json(s: &HistoryStatsSnapshot) -> Json {
         "buffer_bytes": s.log_bytes,
         "segments": s.segments,
         "live_samples": s.live_samples,
+        "live_read_back": s.live_read_back,
         "carousel_samples": s.carousel_samples,
         "carousel_cycles": s.carousel_cycles,
         "resend_bytes": s.resend_bytes,
@@ -52,6 +53,10 @@ pub fn rows(s: &HistoryStatsSnapshot) -> Vec<Json> {
             s.head_seq.saturating_sub(s.live_seq)
         ]),
         json!(["samples sent live", s.live_samples]),
+        json!([
+            "of which read back from the buffer (the link was behind)",
+            s.live_read_back
+        ]),
         json!([
             "carousel re-sent",
             format!(
@@ -121,6 +126,11 @@ pub fn metrics(s: &HistoryStatsSnapshot, e: &mut Exposition) {
         "gateway_tx_history_carousel_cycles_total",
         "Passes of the carousel over its window.",
         s.carousel_cycles,
+    );
+    e.counter(
+        "gateway_tx_history_live_read_back_total",
+        "Live history samples read back from the buffer because the link was behind.",
+        s.live_read_back,
     );
     e.counter(
         "gateway_tx_history_resend_bytes_total",

@@ -234,6 +234,7 @@ impl Sender {
                 let n = records.len() as u64;
                 let resolved = self.resolve_records(records);
                 self.stats.live_samples.fetch_add(n, Ordering::Relaxed);
+                self.stats.live_read_back.fetch_add(n, Ordering::Relaxed);
                 self.emit_records(&resolved, resolved.len(), Emit::Live);
                 continue;
             }
