@@ -16,28 +16,16 @@ use std::time::{Duration, Instant};
 
 use config::tx::TxConfig;
 use gateway_tx::history::History;
-use protocol::catalogue::Catalogue;
 use protocol::message::Message;
-use protocol::model::{Quality, Sample, SourceAddress, TagInfo, Value, ValueType};
+use protocol::model::{Quality, Sample, Value};
+
+mod common;
+use common::catalogue;
 
 const TAGS: u32 = 100;
 /// Samples appended per second.
 const RATE: u64 = 2000;
 const WINDOW_S: u64 = 8;
-
-fn catalogue(tags: u32) -> Catalogue {
-    Catalogue::new(
-        (0..tags)
-            .map(|i| TagInfo {
-                name: format!("t/{i}"),
-                value_type: ValueType::Double,
-                unit: String::new(),
-                description: String::new(),
-                source: SourceAddress::Other(String::new()),
-            })
-            .collect(),
-    )
-}
 
 struct Run {
     history: History,

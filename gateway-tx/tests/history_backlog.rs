@@ -10,24 +10,12 @@ use std::time::{Duration, Instant};
 
 use config::tx::TxConfig;
 use gateway_tx::history::{History, LIVE_MEMORY, OUTLET_CAPACITY, TAP_BULK_LIMIT, TAP_CAPACITY};
-use protocol::catalogue::Catalogue;
 use protocol::codec;
 use protocol::message::Message;
-use protocol::model::{Quality, Sample, SourceAddress, TagInfo, Value, ValueType};
+use protocol::model::{Quality, Sample, Value};
 
-fn catalogue() -> Catalogue {
-    Catalogue::new(
-        (0..10)
-            .map(|i| TagInfo {
-                name: format!("t/{i}"),
-                value_type: ValueType::Double,
-                unit: String::new(),
-                description: String::new(),
-                source: SourceAddress::Other(String::new()),
-            })
-            .collect(),
-    )
-}
+mod common;
+use common::catalogue;
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -44,7 +32,7 @@ fn start(dir: &Path) -> History {
     );
     let config = TxConfig::parse(&text, Path::new("t.toml")).expect("config");
     let h = config.history.clone().expect("[history]");
-    History::start(&h, &config.link, &catalogue()).expect("history")
+    History::start(&h, &config.link, &catalogue(10)).expect("history")
 }
 
 fn sample(i: u64) -> Sample {
@@ -142,6 +130,9 @@ fn live_history_beyond_memory_is_read_back_from_the_buffer_complete_once_and_in_
     );
     // What did not fit in memory (about half) came from the buffer.
     let read_back = stats.live_read_back.load(Ordering::Relaxed);
-    assert!(read_back >= n / 4, "{read_back} of {n} read back from the buffer");
+    assert!(
+        read_back >= n / 4,
+        "{read_back} of {n} read back from the buffer"
+    );
     assert!(read_back < n, "{read_back} of {n}: none from memory");
 }

@@ -13,11 +13,11 @@ use anyhow::{Context, anyhow};
 use config::tx::TxConfig;
 use gateway_tx::history::{History, TAP_BULK_LIMIT};
 use protocol::catalogue::Catalogue;
-use protocol::model::{Quality, Sample, SourceAddress, TagInfo, Value, ValueType};
+use protocol::model::{Quality, Sample, Value};
 
 use super::procs::threads_cpu;
 
-const TAGS: u32 = 1000;
+const TAGS: usize = 1000;
 /// Samples per push, as a historian read returns them.
 const CHUNK: usize = 1000;
 
@@ -61,17 +61,7 @@ pub fn run_history(seconds: f64) -> anyhow::Result<HistoryResult> {
     let config =
         TxConfig::parse(&text, Path::new("bench/gateway-tx.toml")).map_err(|e| anyhow!("{e}"))?;
     let h = config.history.clone().context("[history]")?;
-    let catalogue = Catalogue::new(
-        (0..TAGS)
-            .map(|i| TagInfo {
-                name: format!("t/{i}"),
-                value_type: ValueType::Double,
-                unit: String::new(),
-                description: String::new(),
-                source: SourceAddress::Other(String::new()),
-            })
-            .collect(),
-    );
+    let catalogue = Catalogue::new(super::synthetic_tags(TAGS));
     let history = History::start(&h, &config.link, &catalogue)?;
     let (tap, outlet, stats) = (history.tap(), history.outlet(), history.stats());
     let stop = Arc::new(AtomicBool::new(false));
@@ -92,7 +82,7 @@ pub fn run_history(seconds: f64) -> anyhow::Result<HistoryResult> {
                         continue;
                     }
                     tap.push((n..n + CHUNK as u64).map(|i| Sample {
-                        tag: (i % u64::from(TAGS)) as u32,
+                        tag: (i % TAGS as u64) as u32,
                         value: Value::Double(i as f64 * 0.37),
                         quality: Quality::GOOD,
                         time: base + i as i64 * 1_000_000,
