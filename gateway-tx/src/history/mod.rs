@@ -32,9 +32,8 @@
 //!   and records a gap that never heals; the drop is counted and logged. (It needs the disk to
 //!   stall for about 25 s at 10,000 samples a second.)
 //! - Live records wait in memory (at most [`LIVE_MEMORY`] bytes of their encodings) for room in
-//!   the outlet; beyond that
-//!   the oldest are left to be read back from disk, so a slow link delays live history but
-//!   never loses it.
+//!   the outlet; beyond that the oldest are left to be read back from disk, so a slow link
+//!   delays live history but never loses it.
 //! - The outlet holds at most [`OUTLET_CAPACITY`] messages; the history thread waits for room.
 //!
 //! # Catalogue versions
