@@ -2,13 +2,79 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::walk::{At, Ctx};
+use crate::walk::{At, Ctx, Req, Tbl};
 
 /// Far above a key's 32 raw bytes or 64 hex characters with whitespace.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
 
-const GENERATE: &str = "generate one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' \
-                        > link.key && chmod 600 link.key` and copy the same file to both sides";
+const GENERATE: &str = "generate one with `gateway-tx keygen link.key` and copy the same file to \
+                        both sides";
+
+/// How a link is authenticated, as `[link]` says: a key, or explicitly none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkAuth {
+    /// The pre-shared key and the file it came from; `None` only with `insecure_no_key`.
+    pub key: Option<(PathBuf, [u8; 32])>,
+    /// `insecure_no_key = true`: the operator chose to run without authentication.
+    pub insecure_no_key: bool,
+}
+
+/// `key_file` or `insecure_no_key = true` of a `[link]` table: one of the two is required, so
+/// that running without authentication is a choice written in the config, never a default.
+pub(crate) fn link_auth(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<LinkAuth> {
+    let insecure = t.boolean(ctx, "insecure_no_key", Req::Optional);
+    let key_file = t.string(ctx, "key_file", Req::Optional);
+    let insecure = match insecure {
+        Some(b) => b.val,
+        None if t.has("insecure_no_key") => return None,
+        None => false,
+    };
+    match key_file {
+        Some(kf) if insecure => {
+            ctx.error(
+                t.offset_of("insecure_no_key"),
+                t.key("insecure_no_key"),
+                format!(
+                    "insecure_no_key = true and key_file = {:?} contradict each other; remove \
+                     insecure_no_key to authenticate every datagram with the key",
+                    kf.val
+                ),
+            );
+            None
+        }
+        Some(kf) => load_key(ctx, &kf).map(|k| LinkAuth {
+            key: Some(k),
+            insecure_no_key: false,
+        }),
+        None if t.has("key_file") => None,
+        None if insecure => Some(LinkAuth {
+            key: None,
+            insecure_no_key: true,
+        }),
+        None => {
+            ctx.error(
+                t.offset_of("key_file"),
+                t.key("key_file"),
+                format!(
+                    "no key_file: every datagram on the link must be authenticated; {GENERATE}, \
+                     then set key_file = \"link.key\" (relative to this config file's \
+                     directory) on both sides; to run without authentication anyway (a lab, or a \
+                     link nothing else can reach), set insecure_no_key = true"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `state_file` of a `[link]` table: where a daemon keeps its link state across restarts.
+pub(crate) fn state_file(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, default: &str) -> Option<PathBuf> {
+    match t.string(ctx, "state_file", Req::Optional) {
+        None if t.has("state_file") => None,
+        None => Some(PathBuf::from(default)),
+        Some(p) => crate::common::dir_path(ctx, &p, "the link state file"),
+    }
+}
 
 /// Resolves `key_file` against the config file's directory, checks its permissions and reads
 /// the key. Problems are reported at the `key_file` value.
@@ -20,7 +86,8 @@ pub(crate) fn load_key(ctx: &mut Ctx<'_>, key_file: &At<String>) -> Option<(Path
             at,
             key,
             "the key file name is empty; give a path (relative to this config file's \
-             directory) or remove `key_file` to run without authentication",
+             directory), or replace key_file with insecure_no_key = true to run without \
+             authentication",
         );
         return None;
     }

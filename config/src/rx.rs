@@ -47,6 +47,11 @@ pub struct RxLink {
     pub bind: SocketAddr,
     pub key: Option<[u8; 32]>,
     pub key_file: Option<PathBuf>,
+    /// `insecure_no_key = true`: no key, by the operator's explicit choice (warned about at
+    /// every start and on the status page).
+    pub insecure_no_key: bool,
+    /// Where the link state survives restarts: the newest transmitter session accepted and how far it got (refusing replays of older sessions).
+    pub state_file: PathBuf,
     /// The link is declared down when no heartbeat arrived for this long.
     pub heartbeat_timeout: Duration,
     /// Socket receive buffer to ask the kernel for.
@@ -102,6 +107,8 @@ pub mod limits {
     pub const REORDER_WINDOW_MAX: u32 = 1_048_576;
     pub const LOG_INTERVAL_S_DEFAULT: u64 = 10;
     pub const STORE_PATH_DEFAULT: &str = "/var/lib/gateway/history.sqlite";
+    /// Where the receiver keeps the newest transmitter session it accepted.
+    pub const RX_STATE_FILE_DEFAULT: &str = "/var/lib/gateway/rx-link.state";
     /// Default gap audit log: this file name in the store's directory.
     pub const GAP_LOG_FILE_DEFAULT: &str = "history-gaps.jsonl";
     pub const STORE_MAX_AGE_DAYS_DEFAULT: u64 = 365;
@@ -115,6 +122,8 @@ use limits::*;
 const LINK_KEYS: &[&str] = &[
     "bind",
     "key_file",
+    "insecure_no_key",
+    "state_file",
     "heartbeat_timeout_ms",
     "recv_buffer_bytes",
     "reorder_window",
@@ -261,11 +270,8 @@ fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<RxLink> {
             }
             Some(a.val)
         });
-    let key = match t.string(ctx, "key_file", Req::Optional) {
-        None if t.has("key_file") => None,
-        None => Some((None, None)),
-        Some(kf) => keyfile::load_key(ctx, &kf).map(|(p, k)| (Some(p), Some(k))),
-    };
+    let auth = keyfile::link_auth(ctx, t);
+    let state_file = keyfile::state_file(ctx, t, RX_STATE_FILE_DEFAULT);
     let heartbeat_timeout = common::duration_ms(
         ctx,
         t,
@@ -289,11 +295,17 @@ fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<RxLink> {
         "datagrams",
         i64::from(REORDER_WINDOW_DEFAULT),
     );
-    let (key_file, key) = key?;
+    let auth = auth?;
+    let (key_file, key) = match auth.key {
+        Some((path, key)) => (Some(path), Some(key)),
+        None => (None, None),
+    };
     Some(RxLink {
         bind: bind?,
         key,
         key_file,
+        insecure_no_key: auth.insecure_no_key,
+        state_file: state_file?,
         heartbeat_timeout: heartbeat_timeout?,
         recv_buffer_bytes: recv_buffer? as usize,
         reorder_window: reorder_window? as u32,

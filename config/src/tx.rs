@@ -56,6 +56,11 @@ pub struct TxLink {
     /// Pre-shared key (32 bytes) read from the key file, when one is configured.
     pub key: Option<[u8; 32]>,
     pub key_file: Option<PathBuf>,
+    /// `insecure_no_key = true`: no key, by the operator's explicit choice (warned about at
+    /// every start and on the status page).
+    pub insecure_no_key: bool,
+    /// Where the link state survives restarts: the transmitter's session epoch.
+    pub state_file: PathBuf,
     pub heartbeat_interval: Duration,
     /// The full catalogue is re-sent this often (and on start and change).
     pub catalogue_interval: Duration,
@@ -164,6 +169,8 @@ pub mod limits {
     /// Modbus reads at most 125 registers at once; a string must fit one read.
     pub const STRING_LENGTH_MAX: u16 = 125;
     pub const HISTORY_DIR_DEFAULT: &str = "/var/lib/gateway/tx-history";
+    /// Where the transmitter keeps the epoch of its last start (see `protocol::epoch`).
+    pub const TX_STATE_FILE_DEFAULT: &str = "/var/lib/gateway/tx-link.state";
     pub const HISTORY_MAX_BYTES_DEFAULT: u64 = 4 << 30;
     pub const HISTORY_MAX_BYTES_MIN: u64 = 1 << 20;
     pub const HISTORY_MAX_BYTES_MAX: u64 = 1 << 50;
@@ -183,6 +190,8 @@ const LINK_KEYS: &[&str] = &[
     "mtu",
     "rate_mbit",
     "key_file",
+    "insecure_no_key",
+    "state_file",
     "heartbeat_ms",
     "catalogue_interval_s",
     "snapshot_period_s",
@@ -447,11 +456,8 @@ fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<TxLink> {
         }
     };
 
-    let key = match t.string(ctx, "key_file", Req::Optional) {
-        None if t.has("key_file") => None,
-        None => Some((None, None)),
-        Some(kf) => keyfile::load_key(ctx, &kf).map(|(p, k)| (Some(p), Some(k))),
-    };
+    let auth = keyfile::link_auth(ctx, t);
+    let state_file = keyfile::state_file(ctx, t, TX_STATE_FILE_DEFAULT);
 
     let heartbeat = common::duration_ms(ctx, t, "heartbeat_ms", 100..=60_000, HEARTBEAT_MS_DEFAULT);
     let catalogue = common::duration_s(
@@ -474,7 +480,11 @@ fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<TxLink> {
         .unwrap_or_else(|| Tbl::empty(t.key("fec"), format!("[{}]", t.key("fec")), t.span.clone()));
     let fec = parse_fec(ctx, &fec_table, t, mtu);
 
-    let (key_file, key) = key?;
+    let auth = auth?;
+    let (key_file, key) = match auth.key {
+        Some((path, key)) => (Some(path), Some(key)),
+        None => (None, None),
+    };
     Some(TxLink {
         destination: destination?.val,
         bind: bind?,
@@ -483,6 +493,8 @@ fn parse_link(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<TxLink> {
         fec: fec?,
         key,
         key_file,
+        insecure_no_key: auth.insecure_no_key,
+        state_file: state_file?,
         heartbeat_interval: heartbeat?,
         catalogue_interval: catalogue?,
         snapshot_period: snapshot?,

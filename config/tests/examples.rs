@@ -1,6 +1,7 @@
 //! The example configs shipped in deploy/examples must stay valid.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use config::rx::RxConfig;
 use config::tx::TxConfig;
@@ -11,48 +12,73 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The example, copied beside a key made as its comments say (`gateway-tx keygen`), as it is
+/// installed in /etc/gateway.
+fn installed(name: &str, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("link.key");
+    std::fs::write(&key, "ab".repeat(32)).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let path = dir.join(name);
+    std::fs::copy(example(name), &path).expect("copy example");
+    path
+}
+
 #[test]
-fn tx_example_is_valid() {
-    let c = match TxConfig::load(&example("gateway-tx.toml")) {
+fn tx_example_is_valid_and_authenticated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = match TxConfig::load(&installed("gateway-tx.toml", dir.path())) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
     assert_eq!(c.devices.len(), 2);
     assert_eq!(c.devices.iter().map(|d| d.tags.len()).sum::<usize>(), 10);
-    assert!(c.link.key.is_none());
+    assert_eq!(c.link.key, Some([0xab; 32]));
+    assert!(!c.link.insecure_no_key);
 }
 
 #[test]
-fn rx_example_is_valid() {
-    let c = match RxConfig::load(&example("gateway-rx.toml")) {
+fn rx_example_is_valid_and_authenticated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = match RxConfig::load(&installed("gateway-rx.toml", dir.path())) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
     assert!(c.modbus_server.is_some());
+    assert_eq!(c.link.key, Some([0xab; 32]));
+    assert!(!c.link.insecure_no_key);
 }
 
-/// The commented-out `key_file` lines work once uncommented next to a key made as the
-/// comments say.
+/// Without the key beside it, an example is refused, saying how to make one.
 #[test]
-fn examples_with_key_file_enabled() {
-    use std::os::unix::fs::PermissionsExt;
+fn examples_without_their_key_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("link.key");
-    std::fs::write(&key, "ab".repeat(32)).expect("write key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     for name in ["gateway-tx.toml", "gateway-rx.toml"] {
-        let text = std::fs::read_to_string(example(name)).expect("read example");
-        let enabled = text.replace("# key_file = \"link.key\"", "key_file = \"link.key\"");
-        assert_ne!(text, enabled, "{name} has no commented key_file line");
         let path = dir.path().join(name);
-        let key = if name.contains("tx") {
-            TxConfig::parse(&enabled, &path).map(|c| c.link.key)
+        std::fs::copy(example(name), &path).expect("copy example");
+        let err = if name.contains("tx") {
+            TxConfig::load(&path).map(|_| ()).unwrap_err()
         } else {
-            RxConfig::parse(&enabled, &path).map(|c| c.link.key)
+            RxConfig::load(&path).map(|_| ()).unwrap_err()
         };
-        match key {
-            Ok(k) => assert_eq!(k, Some([0xab; 32])),
-            Err(e) => panic!("{e}"),
-        }
+        let text = err.to_string();
+        assert!(text.contains("link.key_file"), "{text}");
+        assert!(text.contains("gateway-tx keygen"), "{text}");
     }
+}
+
+#[test]
+fn the_examples_turn_history_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tx =
+        TxConfig::load(&installed("gateway-tx.toml", dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let h = tx.history.expect("the TX example has [history]");
+    assert_eq!(h.carousel_window, Duration::from_secs(300));
+    let rx =
+        RxConfig::load(&installed("gateway-rx.toml", dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rx.store.enabled);
+    assert_eq!(
+        rx.store.path,
+        PathBuf::from("/var/lib/gateway/history.sqlite")
+    );
 }

@@ -7,8 +7,9 @@ use config::rx::RxConfig;
 use config::tx::TxConfig;
 use config::{ConfigError, Diagnostic, HttpServer};
 
-const RX: &str = "[link]\nbind = \"192.0.2.2:5600\"\n";
-const TX: &str = "[link]\ndestination = \"192.0.2.2:5600\"\nbind = \"192.0.2.1:0\"\n";
+const RX: &str = "[link]\ninsecure_no_key = true\nbind = \"192.0.2.2:5600\"\n";
+const TX: &str =
+    "[link]\ninsecure_no_key = true\ndestination = \"192.0.2.2:5600\"\nbind = \"192.0.2.1:0\"\n";
 
 fn rx(src: &str) -> Result<RxConfig, ConfigError> {
     RxConfig::parse(src, Path::new("rx.toml"))
@@ -64,7 +65,7 @@ fn bind_is_read_on_both_sides() {
 fn missing_bind_says_how_to_turn_it_off() {
     one(
         rx(&format!("{RX}[http]\n")),
-        (3, 1, "http.bind"),
+        (4, 1, "http.bind"),
         &["missing required key `bind` in [http]", "remove [http]"],
     );
 }
@@ -73,7 +74,7 @@ fn missing_bind_says_how_to_turn_it_off() {
 fn bad_address_and_unknown_key() {
     one(
         tx(&format!("{TX}\n[http]\nbind = \"localhost:9100\"\n")),
-        (6, 8, "http.bind"),
+        (7, 8, "http.bind"),
         &[
             "not an IP address with a port",
             "host names are not resolved",
@@ -83,7 +84,7 @@ fn bad_address_and_unknown_key() {
         rx(&format!(
             "{RX}[http]\nbind = \"127.0.0.1:9101\"\nport = 9101\n"
         )),
-        (5, 1, "http.port"),
+        (6, 1, "http.port"),
         &["unknown key `port`", "valid keys in [http] are: `bind`"],
     );
     one(
@@ -97,19 +98,19 @@ fn bad_address_and_unknown_key() {
 fn the_diode_interface_is_refused() {
     let d = one(
         rx(&format!("{RX}[http]\nbind = \"192.0.2.2:9101\"\n")),
-        (4, 8, "http.bind"),
+        (5, 8, "http.bind"),
         &[
             "192.0.2.2 is this daemon's address on the diode link",
             "\"127.0.0.1:9101\"",
         ],
     );
     assert!(
-        d.to_string().starts_with("rx.toml:4:8: key `http.bind`: "),
+        d.to_string().starts_with("rx.toml:5:8: key `http.bind`: "),
         "{d}"
     );
     one(
         tx(&format!("{TX}[http]\nbind = \"192.0.2.1:9100\"\n")),
-        (5, 8, "http.bind"),
+        (6, 8, "http.bind"),
         &[
             "must not listen on the diode interface",
             "\"127.0.0.1:9100\"",
@@ -118,13 +119,13 @@ fn the_diode_interface_is_refused() {
     // Another port of the same address is still the diode interface; a loopback link (tests,
     // the demo) is not a diode.
     assert!(rx(&format!("{RX}[http]\nbind = \"192.0.2.2:80\"\n")).is_err());
-    let r = rx("[link]\nbind = \"127.0.0.1:5600\"\n[http]\nbind = \"127.0.0.1:9101\"\n").unwrap();
+    let r = rx("[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[http]\nbind = \"127.0.0.1:9101\"\n").unwrap();
     assert!(r.http.is_some());
 }
 
 #[test]
 fn errors_elsewhere_are_reported_alongside() {
-    let e = rx("[link]\nbind = \"x\"\n[http]\nbind = \"y\"\n").unwrap_err();
+    let e = rx("[link]\ninsecure_no_key = true\nbind = \"x\"\n[http]\nbind = \"y\"\n").unwrap_err();
     let keys: Vec<&str> = e.diagnostics().iter().map(|d| d.key.as_str()).collect();
     assert_eq!(keys, ["link.bind", "http.bind"]);
 }

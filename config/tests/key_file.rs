@@ -67,7 +67,7 @@ fn missing_key_file() {
             .contains("relative to this config file's directory"),
         "{d}"
     );
-    assert!(d.message.contains("head -c 32 /dev/urandom"), "{d}");
+    assert!(d.message.contains("gateway-tx keygen link.key"), "{d}");
 }
 
 #[test]
@@ -121,4 +121,60 @@ fn oversized_key_file_is_refused_without_reading_it_whole() {
     let d = &err.diagnostics()[0];
     assert_eq!((d.line, d.column, d.key.as_str()), (3, 12, "link.key_file"));
     assert!(d.message.contains("is 1048576 bytes, not a key"), "{d}");
+}
+
+/// Running without authentication is a choice the config must state; it is never a default.
+#[test]
+fn a_link_without_key_file_is_refused_unless_insecure_no_key_says_so() {
+    for (src, parse) in [
+        (
+            "[link]\ndestination = \"127.0.0.1:5600\"\n",
+            (|s| TxConfig::parse(s, Path::new("tx.toml")).map(|c| c.link.insecure_no_key))
+                as fn(&str) -> Result<bool, config::ConfigError>,
+        ),
+        ("[link]\nbind = \"127.0.0.1:5600\"\n", |s| {
+            RxConfig::parse(s, Path::new("rx.toml")).map(|c| c.link.insecure_no_key)
+        }),
+    ] {
+        let err = parse(src).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!((d.line, d.column, d.key.as_str()), (1, 1, "link.key_file"));
+        for part in [
+            "no key_file",
+            "gateway-tx keygen link.key",
+            "key_file = \"link.key\"",
+            "insecure_no_key = true",
+        ] {
+            assert!(d.message.contains(part), "{part:?} not in: {d}");
+        }
+        let explicit = format!("{src}insecure_no_key = true\n");
+        assert_eq!(parse(&explicit).expect("valid"), true);
+        let both = format!("{src}insecure_no_key = true\nkey_file = \"link.key\"\n");
+        let err = parse(&both).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!((d.line, d.key.as_str()), (3, "link.insecure_no_key"));
+        assert!(d.message.contains("contradict"), "{d}");
+        // `false` is no choice at all.
+        let off = format!("{src}insecure_no_key = false\n");
+        assert!(parse(&off).is_err());
+    }
+}
+
+#[test]
+fn the_state_file_defaults_under_var_lib_and_resolves_relative_paths() {
+    let tx = TxConfig::parse(
+        "[link]\ndestination = \"127.0.0.1:5600\"\ninsecure_no_key = true\n",
+        Path::new("/etc/gw/tx.toml"),
+    )
+    .expect("valid");
+    assert_eq!(
+        tx.link.state_file,
+        Path::new("/var/lib/gateway/tx-link.state")
+    );
+    let rx = RxConfig::parse(
+        "[link]\nbind = \"127.0.0.1:5600\"\ninsecure_no_key = true\nstate_file = \"s/rx.state\"\n",
+        Path::new("/etc/gw/rx.toml"),
+    )
+    .expect("valid");
+    assert_eq!(rx.link.state_file, Path::new("/etc/gw/s/rx.state"));
 }

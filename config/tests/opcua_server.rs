@@ -8,7 +8,7 @@ use config::Diagnostic;
 use config::opcua_server::{Endpoint, OpcUaServer, SecurityMode, SecurityPolicy, User};
 use config::rx::{RxConfig, Secret};
 
-const RX: &str = "[link]\nbind = \"192.0.2.10:5600\"\n";
+const RX: &str = "[link]\ninsecure_no_key = true\nbind = \"192.0.2.10:5600\"\n";
 
 fn rx_at(src: &str, path: &Path) -> RxConfig {
     RxConfig::parse(src, path).unwrap_or_else(|e| panic!("{e}"))
@@ -168,28 +168,28 @@ fn errors_name_the_line_and_key() {
     let t = "[opcua_server]\n";
     one(
         diags(&format!("{RX}{t}bind = \"opc.tcp://host:4840\"\n")),
-        4,
+        5,
         8,
         "opcua_server.bind",
         &["not an IP address with a port"],
     );
     one(
         diags(&format!("{RX}{t}bind = \"192.0.2.10:4840\"\n")),
-        4,
+        5,
         8,
         "opcua_server.bind",
         &["diode link", "must not"],
     );
     one(
         diags(&format!("{RX}{t}max_session = 3\n")),
-        4,
+        5,
         1,
         "opcua_server.max_session",
         &["unknown key", "did you mean `max_sessions`?"],
     );
     one(
         diags(&format!("{RX}{t}max_sessions = 0\n")),
-        4,
+        5,
         16,
         "opcua_server.max_sessions",
         &["0 is out of range", "from 1 to 1000"],
@@ -198,7 +198,7 @@ fn errors_name_the_line_and_key() {
         diags(&format!(
             "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"sign\"\n"
         )),
-        5,
+        6,
         19,
         "opcua_server.endpoint[0].security_policy",
         &[
@@ -210,7 +210,7 @@ fn errors_name_the_line_and_key() {
         diags(&format!(
             "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"none\"\n"
         )),
-        6,
+        7,
         17,
         "opcua_server.endpoint[0].security_mode",
         &["\"sign\" or \"sign_and_encrypt\""],
@@ -219,7 +219,7 @@ fn errors_name_the_line_and_key() {
         diags(&format!(
             "{RX}{t}[[opcua_server.endpoint]]\nsecurity_policy = \"basic256sha256\"\n"
         )),
-        4,
+        5,
         1,
         "opcua_server.endpoint[0].security_mode",
         &["missing required key `security_mode`"],
@@ -227,14 +227,14 @@ fn errors_name_the_line_and_key() {
     let twice = "[[opcua_server.endpoint]]\nsecurity_policy = \"none\"\n";
     one(
         diags(&format!("{RX}{t}{twice}{twice}")),
-        6,
+        7,
         1,
         "opcua_server.endpoint[1]",
-        &["already listed at line 4"],
+        &["already listed at line 5"],
     );
     one(
         diags(&format!("{RX}{t}anonymous = false\n")),
-        4,
+        5,
         13,
         "opcua_server.anonymous",
         &["no client could open a session"],
@@ -243,7 +243,7 @@ fn errors_name_the_line_and_key() {
         diags(&format!(
             "{RX}{t}insecure_trust_any_client_certificate = \"yes\"\n"
         )),
-        4,
+        5,
         41,
         "opcua_server.insecure_trust_any_client_certificate",
         &["true or false"],
@@ -263,7 +263,7 @@ fn user_password_files_are_checked() {
     assert_eq!(d.len(), 1, "{d:#?}");
     assert_eq!(
         (d[0].line, d[0].key.as_str()),
-        (6, "opcua_server.user[0].password_file")
+        (7, "opcua_server.user[0].password_file")
     );
     assert!(d[0].message.contains("chmod 600"), "{}", d[0]);
     assert_eq!(d[0].file, path);
@@ -281,7 +281,7 @@ fn user_password_files_are_checked() {
         &path,
     );
     assert_eq!(d.len(), 1, "{d:#?}");
-    assert_eq!((d[0].line, d[0].key.as_str()), (6, "opcua_server.user"));
+    assert_eq!((d[0].line, d[0].key.as_str()), (7, "opcua_server.user"));
     assert!(d[0].message.contains("in the clear"), "{}", d[0]);
 
     let ok = "password_file = \"ok.pass\"\n";
@@ -294,16 +294,16 @@ fn user_password_files_are_checked() {
     assert_eq!(d.len(), 2, "{d:#?}");
     assert_eq!(
         (d[0].line, d[0].key.as_str()),
-        (8, "opcua_server.user[1].name")
+        (9, "opcua_server.user[1].name")
     );
     assert!(
-        d[0].message.contains("already defined at line 5"),
+        d[0].message.contains("already defined at line 6"),
         "{}",
         d[0]
     );
     assert_eq!(
         (d[1].line, d[1].key.as_str()),
-        (11, "opcua_server.user[2].name")
+        (12, "opcua_server.user[2].name")
     );
     assert!(d[1].message.contains("without spaces"), "{}", d[1]);
 }

@@ -10,7 +10,7 @@ use config::opcua::{
 use config::tx::TxConfig;
 use protocol::model::ValueType;
 
-const LINK: &str = "[link]\ndestination = \"127.0.0.1:5600\"\n";
+const LINK: &str = "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\n";
 
 fn errors(src: &str) -> Vec<String> {
     match TxConfig::parse(src, Path::new("tx.toml")) {
@@ -151,7 +151,7 @@ fn bad_node_string_names_line_and_key() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
         e[0].starts_with(
-            "tx.toml:8:8: key `opcua[0].tag[0].node`: node id \"ns=2;q=7\" has no identifier"
+            "tx.toml:9:8: key `opcua[0].tag[0].node`: node id \"ns=2;q=7\" has no identifier"
         ),
         "{}",
         e[0]
@@ -167,7 +167,7 @@ fn unknown_security_policy_is_named_with_a_suggestion() {
     let e = errors(&src);
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
-        e[0].starts_with("tx.toml:6:19: key `opcua[0].security_policy`: unknown value \"basic256_sha256\" (did you mean \"basic256sha256\"?)"),
+        e[0].starts_with("tx.toml:7:19: key `opcua[0].security_policy`: unknown value \"basic256_sha256\" (did you mean \"basic256sha256\"?)"),
         "{}",
         e[0]
     );
@@ -183,7 +183,7 @@ fn policy_without_mode() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
         e[0].starts_with(
-            "tx.toml:6:19: key `opcua[0].security_mode`: security_policy needs a security_mode"
+            "tx.toml:7:19: key `opcua[0].security_mode`: security_policy needs a security_mode"
         ),
         "{}",
         e[0]
@@ -204,7 +204,7 @@ fn password_file_missing_or_loose() {
     };
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
-        e[0].contains(":7:17: key `opcua[0].password_file`: cannot read password file"),
+        e[0].contains(":8:17: key `opcua[0].password_file`: cannot read password file"),
         "{}",
         e[0]
     );
@@ -243,7 +243,7 @@ fn names_unique_across_devices_and_endpoints_and_tags_across_sources() {
     );
     let e = errors(&src);
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].contains("key `opcua[0].name`: duplicate device or endpoint name \"plc1\", first used by modbus[0] at line 4"), "{}", e[0]);
+    assert!(e[0].contains("key `opcua[0].name`: duplicate device or endpoint name \"plc1\", first used by modbus[0] at line 5"), "{}", e[0]);
     assert!(
         e[1].contains(
             "key `opcua[0].tag[0].name`: duplicate tag name \"a\", first used by modbus[0].tag[0]"

@@ -35,7 +35,7 @@ fn one(src: &str, line: usize, column: usize, key: &str, fragments: &[&str]) {
     }
 }
 
-const LINK: &str = "[link]\nbind = \"0.0.0.0:5600\"\n";
+const LINK: &str = "[link]\ninsecure_no_key = true\nbind = \"0.0.0.0:5600\"\n";
 
 #[test]
 fn minimal_config_gets_every_default() {
@@ -46,6 +46,8 @@ fn minimal_config_gets_every_default() {
                 bind: "0.0.0.0:5600".parse().unwrap(),
                 key: None,
                 key_file: None,
+                insecure_no_key: true,
+                state_file: "/var/lib/gateway/rx-link.state".into(),
                 heartbeat_timeout: Duration::from_secs(3),
                 recv_buffer_bytes: 8 * 1024 * 1024,
                 reorder_window: 4096,
@@ -83,7 +85,7 @@ fn modbus_server_defaults_and_every_field() {
         })
     );
     let c = parse(
-        "[link]\nbind = \"[::]:5600\"\nheartbeat_timeout_ms = 10000\nrecv_buffer_bytes = 65536\n\
+        "[link]\ninsecure_no_key = true\nbind = \"[::]:5600\"\nheartbeat_timeout_ms = 10000\nrecv_buffer_bytes = 65536\n\
          reorder_window = 64\n[modbus_server]\nbind = \"[::1]:502\"\non_bad_quality = \"last_value\"\n\
          unit_map = { plc1 = 5, plc2 = 0 }\n[status]\nlog_interval_s = 60\n",
     );
@@ -108,7 +110,7 @@ fn modbus_server_defaults_and_every_field() {
 #[test]
 fn missing_bind() {
     one(
-        "[link]\n",
+        "[link]\ninsecure_no_key = true\n",
         1,
         1,
         "link.bind",
@@ -119,7 +121,7 @@ fn missing_bind() {
     );
     one(
         &format!("{LINK}\n[modbus_server]\non_bad_quality = \"zero\"\n"),
-        4,
+        5,
         1,
         "modbus_server.bind",
         &[
@@ -132,8 +134,8 @@ fn missing_bind() {
 #[test]
 fn bind_port_zero() {
     one(
-        "[link]\nbind = \"0.0.0.0:0\"\n",
-        2,
+        "[link]\ninsecure_no_key = true\nbind = \"0.0.0.0:0\"\n",
+        3,
         8,
         "link.bind",
         &["port 0", "\"0.0.0.0:5600\""],
@@ -144,28 +146,28 @@ fn bind_port_zero() {
 fn ranges() {
     one(
         &format!("{LINK}reorder_window = 63\n"),
-        3,
+        4,
         18,
         "link.reorder_window",
         &["63 is out of range", "from 64 to 1048576 (datagrams)"],
     );
     one(
         &format!("{LINK}recv_buffer_bytes = 1024\n"),
-        3,
+        4,
         21,
         "link.recv_buffer_bytes",
         &["from 65536 to 1073741824 (bytes)"],
     );
     one(
         &format!("{LINK}heartbeat_timeout_ms = 0\n"),
-        3,
+        4,
         24,
         "link.heartbeat_timeout_ms",
         &["from 100 to 3600000 (milliseconds)"],
     );
     one(
         &format!("{LINK}[status]\nlog_interval_s = 0\n"),
-        4,
+        5,
         18,
         "status.log_interval_s",
         &["from 1 to 86400 (seconds)"],
@@ -176,7 +178,7 @@ fn ranges() {
 fn unknown_keys_list_valid_ones() {
     one(
         &format!("{LINK}[status]\nlog_interval = 5\n"),
-        4,
+        5,
         1,
         "status.log_interval",
         &[
@@ -186,14 +188,14 @@ fn unknown_keys_list_valid_ones() {
     );
     one(
         &format!("{LINK}[kafka]\n"),
-        3,
+        4,
         2,
         "kafka",
         &["valid keys in the top level are: `link`, `modbus_server`, `status`"],
     );
     one(
         &format!("{LINK}[modbus_server]\nbind = \"127.0.0.1:502\"\nunitmap = {{}}\n"),
-        5,
+        6,
         1,
         "modbus_server.unitmap",
         &[
@@ -207,7 +209,7 @@ fn unknown_keys_list_valid_ones() {
 fn on_bad_quality_lists_choices() {
     one(
         &format!("{LINK}[modbus_server]\nbind = \"127.0.0.1:502\"\non_bad_quality = \"last\"\n"),
-        5,
+        6,
         18,
         "modbus_server.on_bad_quality",
         &[
@@ -221,7 +223,7 @@ fn on_bad_quality_lists_choices() {
 fn unit_map_errors() {
     one(
         &format!("{LINK}[modbus_server]\nbind = \"127.0.0.1:502\"\nunit_map = {{ plc1 = 300 }}\n"),
-        5,
+        6,
         21,
         "modbus_server.unit_map.plc1",
         &["300 is out of range", "from 0 to 255"],
@@ -230,17 +232,17 @@ fn unit_map_errors() {
         &format!(
             "{LINK}[modbus_server]\nbind = \"127.0.0.1:502\"\nunit_map = {{ plc1 = 5, plc2 = 5 }}\n"
         ),
-        5,
+        6,
         31,
         "modbus_server.unit_map.plc2",
         &[
-            "unit id 5 is already given to device \"plc1\" at line 5",
+            "unit id 5 is already given to device \"plc1\" at line 6",
             "its own unit id",
         ],
     );
     one(
         &format!("{LINK}[modbus_server]\nbind = \"127.0.0.1:502\"\nunit_map = 5\n"),
-        5,
+        6,
         12,
         "modbus_server.unit_map",
         &[
@@ -252,7 +254,7 @@ fn unit_map_errors() {
         &format!(
             "{LINK}[modbus_server]\nbind = \"127.0.0.1:502\"\nunit_map = {{ \"plc 1\" = 5 }}\n"
         ),
-        5,
+        6,
         14,
         "modbus_server.unit_map.\"plc 1\"",
         &["device name \"plc 1\" is not valid"],
@@ -261,7 +263,9 @@ fn unit_map_errors() {
 
 #[test]
 fn several_errors_at_once() {
-    let d = diags("[link]\nbind = \"x\"\nreorder_window = 1\n[status]\nlog_interval_s = \"10\"\n");
+    let d = diags(
+        "[link]\ninsecure_no_key = true\nbind = \"x\"\nreorder_window = 1\n[status]\nlog_interval_s = \"10\"\n",
+    );
     let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
     assert_eq!(
         keys,

@@ -38,7 +38,7 @@ fn show(d: &[Diagnostic]) -> String {
     d.iter().map(|d| format!("{d}\n")).collect()
 }
 
-const LINK: &str = "[link]\ndestination = \"127.0.0.1:5600\"\n";
+const LINK: &str = "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\n";
 
 /// A valid link section followed by one device whose tags are `tags` (lines 6 onward).
 fn with_tags(tags: &str) -> String {
@@ -47,13 +47,13 @@ fn with_tags(tags: &str) -> String {
 
 #[test]
 fn display_is_one_compiler_style_line_per_problem() {
-    let src = "[link]\ndestination = \"127.0.0.1:5600\"\nmtu = 100\nrate_mbit = -1\n";
+    let src = "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\nmtu = 100\nrate_mbit = -1\n";
     let err = TxConfig::parse(src, Path::new("/etc/gw/tx.toml")).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "/etc/gw/tx.toml:3:7: key `link.mtu`: 100 is out of range; expected an integer from \
+        "/etc/gw/tx.toml:4:7: key `link.mtu`: 100 is out of range; expected an integer from \
          576 to 65535 (bytes, the link's IP packet size)\n\
-         /etc/gw/tx.toml:4:13: key `link.rate_mbit`: -1 is not a usable rate; expected a \
+         /etc/gw/tx.toml:5:13: key `link.rate_mbit`: -1 is not a usable rate; expected a \
          number of Mbit/s greater than 0 and at most 100000"
     );
 }
@@ -61,8 +61,8 @@ fn display_is_one_compiler_style_line_per_problem() {
 #[test]
 fn syntax_error() {
     one(
-        "[link]\ndestination = 127.0.0.1:5600\n",
-        2,
+        "[link]\ninsecure_no_key = true\ndestination = 127.0.0.1:5600\n",
+        3,
         20,
         "link.destination",
         &[
@@ -75,8 +75,8 @@ fn syntax_error() {
 #[test]
 fn duplicate_key_is_a_syntax_error_with_a_hint() {
     one(
-        "[link]\ndestination = \"127.0.0.1:5600\"\nmtu = 1500\nmtu = 1400\n",
-        4,
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\nmtu = 1500\nmtu = 1400\n",
+        5,
         1,
         "link.mtu",
         &["duplicate key", "only once per table"],
@@ -97,7 +97,7 @@ fn missing_link_table() {
 #[test]
 fn missing_destination_points_at_the_table() {
     one(
-        "# tx\n[link]\nmtu = 1500\n",
+        "# tx\n[link]\ninsecure_no_key = true\nmtu = 1500\n",
         2,
         1,
         "link.destination",
@@ -111,8 +111,8 @@ fn missing_destination_points_at_the_table() {
 #[test]
 fn destination_without_port() {
     one(
-        "[link]\ndestination = \"127.0.0.1\"\n",
-        2,
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1\"\n",
+        3,
         15,
         "link.destination",
         &["the port is missing", "\"192.0.2.10:5600\""],
@@ -122,8 +122,8 @@ fn destination_without_port() {
 #[test]
 fn destination_host_name_is_refused() {
     one(
-        "[link]\ndestination = \"rx.example.net:5600\"\n",
-        2,
+        "[link]\ninsecure_no_key = true\ndestination = \"rx.example.net:5600\"\n",
+        3,
         15,
         "link.destination",
         &[
@@ -136,8 +136,8 @@ fn destination_host_name_is_refused() {
 #[test]
 fn unspecified_destination() {
     one(
-        "[link]\ndestination = \"0.0.0.0:5600\"\n",
-        2,
+        "[link]\ninsecure_no_key = true\ndestination = \"0.0.0.0:5600\"\n",
+        3,
         15,
         "link.destination",
         &["cannot be sent to"],
@@ -148,14 +148,15 @@ fn unspecified_destination() {
 fn unknown_key_lists_valid_keys_and_suggests() {
     one(
         &format!("{LINK}heartbeat = 5\n"),
-        3,
+        4,
         1,
         "link.heartbeat",
         &[
             "unknown key `heartbeat`",
             "did you mean `heartbeat_ms`?",
             "valid keys in [link] are: `destination`, `bind`, `mtu`, `rate_mbit`, `key_file`, \
-             `heartbeat_ms`, `catalogue_interval_s`, `snapshot_period_s`, `fec`",
+             `insecure_no_key`, `state_file`, `heartbeat_ms`, `catalogue_interval_s`, \
+             `snapshot_period_s`, `fec`",
         ],
     );
 }
@@ -177,7 +178,7 @@ fn unknown_tag_key() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 1\ntype = \"u16\"\nunits = \"rpm\"\n",
         ),
-        12,
+        13,
         1,
         "modbus[0].tag[0].units",
         &[
@@ -191,7 +192,7 @@ fn unknown_tag_key() {
 fn wrong_type_says_the_expected_type() {
     one(
         &format!("{LINK}mtu = \"1500\"\n"),
-        3,
+        4,
         7,
         "link.mtu",
         &[
@@ -202,14 +203,14 @@ fn wrong_type_says_the_expected_type() {
     );
     one(
         &format!("{LINK}mtu = 1500.0\n"),
-        3,
+        4,
         7,
         "link.mtu",
         &["found the float 1500.0 where an integer is needed"],
     );
     one(
-        "[link]\ndestination = 5600\n",
-        2,
+        "[link]\ninsecure_no_key = true\ndestination = 5600\n",
+        3,
         15,
         "link.destination",
         &["found the integer 5600 where a string is needed"],
@@ -231,7 +232,7 @@ fn link_given_as_value_instead_of_table() {
 fn mtu_out_of_range() {
     one(
         &format!("{LINK}mtu = 70000\n"),
-        3,
+        4,
         7,
         "link.mtu",
         &["70000 is out of range", "from 576 to 65535"],
@@ -241,8 +242,8 @@ fn mtu_out_of_range() {
 #[test]
 fn ipv6_needs_mtu_1280() {
     one(
-        "[link]\ndestination = \"[2001:db8::1]:5600\"\nmtu = 1000\n",
-        3,
+        "[link]\ninsecure_no_key = true\ndestination = \"[2001:db8::1]:5600\"\nmtu = 1000\n",
+        4,
         7,
         "link.mtu",
         &["below the IPv6 minimum MTU", "from 1280 to 65535"],
@@ -253,7 +254,7 @@ fn ipv6_needs_mtu_1280() {
 fn bind_of_other_ip_version() {
     one(
         &format!("{LINK}bind = \"[::]:0\"\n"),
-        3,
+        4,
         8,
         "link.bind",
         &["different IP versions", "\"0.0.0.0\""],
@@ -264,14 +265,14 @@ fn bind_of_other_ip_version() {
 fn rate_must_be_positive_and_carry_a_datagram() {
     one(
         &format!("{LINK}rate_mbit = 0\n"),
-        3,
+        4,
         13,
         "link.rate_mbit",
         &["greater than 0"],
     );
     one(
         &format!("{LINK}rate_mbit = 0.001\n"),
-        3,
+        4,
         13,
         "link.rate_mbit",
         &[
@@ -281,7 +282,7 @@ fn rate_must_be_positive_and_carry_a_datagram() {
     );
     one(
         &format!("{LINK}rate_mbit = nan\n"),
-        3,
+        4,
         13,
         "link.rate_mbit",
         &["not a usable rate"],
@@ -292,14 +293,14 @@ fn rate_must_be_positive_and_carry_a_datagram() {
 fn durations_out_of_range() {
     one(
         &format!("{LINK}heartbeat_ms = 0\n"),
-        3,
+        4,
         16,
         "link.heartbeat_ms",
         &["from 100 to 60000 (milliseconds)"],
     );
     one(
         &format!("{LINK}snapshot_period_s = 0\n"),
-        3,
+        4,
         21,
         "link.snapshot_period_s",
         &["from 1 to 86400 (seconds)"],
@@ -310,7 +311,7 @@ fn durations_out_of_range() {
 fn fec_group_too_many_shards() {
     one(
         &format!("{LINK}[link.fec]\ndata_shards = 4000\nrepair_shards = 100\n"),
-        5,
+        6,
         17,
         "link.fec.repair_shards",
         &["4000 + 100 = 4100", "at most 4096"],
@@ -321,7 +322,7 @@ fn fec_group_too_many_shards() {
 fn fec_group_too_many_bytes_states_the_valid_shard_count() {
     one(
         &format!("{LINK}mtu = 65535\n[link.fec]\ndata_shards = 600\nrepair_shards = 0\n"),
-        5,
+        6,
         15,
         "link.fec.data_shards",
         &[
@@ -337,7 +338,7 @@ fn fec_block_too_large_states_the_valid_interleave() {
         &format!(
             "{LINK}mtu = 9000\n[link.fec]\ndata_shards = 1000\nrepair_shards = 200\ninterleave = 64\n"
         ),
-        7,
+        8,
         14,
         "link.fec.interleave",
         &[
@@ -349,7 +350,7 @@ fn fec_block_too_large_states_the_valid_interleave() {
         &format!(
             "{LINK}mtu = 65535\n[link.fec]\ndata_shards = 128\nrepair_shards = 64\ninterleave = 22\n"
         ),
-        7,
+        8,
         14,
         "link.fec.interleave",
         &["interleave can be at most 21"],
@@ -360,28 +361,28 @@ fn fec_block_too_large_states_the_valid_interleave() {
 fn fec_ranges() {
     one(
         &format!("{LINK}[link.fec]\ninterleave = 0\n"),
-        4,
+        5,
         14,
         "link.fec.interleave",
         &["from 1 to 64"],
     );
     one(
         &format!("{LINK}[link.fec]\nflush_ms = 5000\n"),
-        4,
+        5,
         12,
         "link.fec.flush_ms",
         &["from 1 to 150 (milliseconds)"],
     );
     one(
         &format!("{LINK}[link.fec]\nblock_ms = 200\n"),
-        4,
+        5,
         12,
         "link.fec.block_ms",
         &["from 1 to 150 (milliseconds)"],
     );
     one(
         &format!("{LINK}[link.fec]\nflush_ms = 20\nblock_ms = 10\n"),
-        5,
+        6,
         12,
         "link.fec.block_ms",
         &[
@@ -391,21 +392,21 @@ fn fec_ranges() {
     );
     one(
         &format!("{LINK}[link.fec]\nflush_ms = 80\n"),
-        4,
+        5,
         12,
         "link.fec.flush_ms",
         &["block_ms (50 ms) is shorter than flush_ms (80 ms)"],
     );
     one(
         &format!("{LINK}[link.fec]\ndata_shards = 0\n"),
-        4,
+        5,
         15,
         "link.fec.data_shards",
         &["from 1 to 4096"],
     );
     one(
         &format!("{LINK}[link.fec]\nfoo = 0\n"),
-        4,
+        5,
         1,
         "link.fec.foo",
         &[
@@ -418,7 +419,7 @@ fn fec_ranges() {
 fn modbus_written_as_single_table() {
     one(
         &format!("{LINK}[modbus]\nname = \"a\"\n"),
-        3,
+        4,
         1,
         "modbus",
         &[
@@ -435,11 +436,11 @@ fn duplicate_device_names() {
     );
     one(
         &src,
-        7,
+        8,
         8,
         "modbus[1].name",
         &[
-            "duplicate device name \"plc1\", first used by modbus[0] at line 4",
+            "duplicate device name \"plc1\", first used by modbus[0] at line 5",
             "must be unique",
         ],
     );
@@ -454,35 +455,35 @@ fn device_field_errors() {
     assert_eq!(d.len(), 6, "{}", show(&d));
     check(
         &d[0],
-        4,
+        5,
         8,
         "modbus[0].name",
         &["device name \"plc 1\" is not valid", "like \"plc1\""],
     );
-    check(&d[1], 5, 8, "modbus[0].host", &["put the port in `port`"]);
-    check(&d[2], 6, 8, "modbus[0].port", &["from 1 to 65535"]);
+    check(&d[1], 6, 8, "modbus[0].host", &["put the port in `port`"]);
+    check(&d[2], 7, 8, "modbus[0].port", &["from 1 to 65535"]);
     check(
         &d[3],
-        7,
+        8,
         11,
         "modbus[0].unit_id",
         &["256 is out of range", "from 0 to 255"],
     );
     check(
         &d[4],
-        8,
+        9,
         20,
         "modbus[0].poll_interval_ms",
         &["from 10 to 86400000"],
     );
-    check(&d[5], 9, 14, "modbus[0].timeout_ms", &["from 1 to 60000"]);
+    check(&d[5], 10, 14, "modbus[0].timeout_ms", &["from 1 to 60000"]);
 }
 
 #[test]
 fn missing_host() {
     one(
         &format!("{LINK}[[modbus]]\nname = \"plc1\"\n"),
-        3,
+        4,
         1,
         "modbus[0].host",
         &["missing required key `host` in [[modbus]]"],
@@ -499,11 +500,11 @@ fn duplicate_tag_names_across_devices() {
     );
     one(
         &src,
-        15,
+        16,
         8,
         "modbus[1].tag[0].name",
         &[
-            "duplicate tag name \"x/y\", first used by modbus[0].tag[0] at line 7",
+            "duplicate tag name \"x/y\", first used by modbus[0].tag[0] at line 8",
             "unique across the whole file",
         ],
     );
@@ -518,12 +519,12 @@ fn overlapping_registers_name_both_tags() {
     );
     one(
         &src,
-        20,
+        21,
         11,
         "modbus[0].tag[2].address",
         &[
             "tag \"c\" (holding address 101) overlaps tag \"a\" (holding addresses 100-101, \
-             modbus[0].tag[0] at line 10)",
+             modbus[0].tag[0] at line 11)",
             "must not share registers",
         ],
     );
@@ -538,11 +539,11 @@ fn overlap_reported_at_the_later_tag_even_if_its_address_is_lower() {
     );
     one(
         &src,
-        20,
+        21,
         11,
         "modbus[0].tag[2].address",
         &[
-            "tag \"c\" (holding addresses 4-7) overlaps tag \"b\" (holding address 7, modbus[0].tag[1] at line 15)",
+            "tag \"c\" (holding addresses 4-7) overlaps tag \"b\" (holding address 7, modbus[0].tag[1] at line 16)",
         ],
     );
 }
@@ -553,7 +554,7 @@ fn bool_on_register_table_and_number_on_bit_table() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 1\ntype = \"bool\"\n",
         ),
-        11,
+        12,
         8,
         "modbus[0].tag[0].type",
         &[
@@ -565,7 +566,7 @@ fn bool_on_register_table_and_number_on_bit_table() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"discrete\"\naddress = 1\ntype = \"i32\"\n",
         ),
-        11,
+        12,
         8,
         "modbus[0].tag[0].type",
         &[
@@ -581,7 +582,7 @@ fn enum_values_list_the_choices() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding_register\"\naddress = 1\ntype = \"f32\"\n",
         ),
-        9,
+        10,
         9,
         "modbus[0].tag[0].table",
         &[
@@ -595,7 +596,7 @@ fn enum_values_list_the_choices() {
     assert_eq!(d.len(), 2, "{}", show(&d));
     check(
         &d[0],
-        11,
+        12,
         8,
         "modbus[0].tag[0].type",
         &[
@@ -605,7 +606,7 @@ fn enum_values_list_the_choices() {
     );
     check(
         &d[1],
-        12,
+        13,
         14,
         "modbus[0].tag[0].byte_order",
         &["valid values are \"big\", \"little\""],
@@ -624,7 +625,7 @@ fn type_names_from_other_tools_get_a_suggestion() {
             &with_tags(&format!(
                 "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 1\ntype = \"{theirs}\"\n"
             )),
-            11,
+            12,
             8,
             "modbus[0].tag[0].type",
             &[&format!(
@@ -640,7 +641,7 @@ fn string_needs_length_and_only_string_has_one() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 1\ntype = \"string\"\n",
         ),
-        11,
+        12,
         8,
         "modbus[0].tag[0].length",
         &["a string tag needs `length`", "length = 8 (1 to 125)"],
@@ -649,7 +650,7 @@ fn string_needs_length_and_only_string_has_one() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 1\ntype = \"u32\"\nlength = 2\n",
         ),
-        12,
+        13,
         10,
         "modbus[0].tag[0].length",
         &["`length` applies only to string tags", "remove `length`"],
@@ -658,7 +659,7 @@ fn string_needs_length_and_only_string_has_one() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 1\ntype = \"string\"\nlength = 126\n",
         ),
-        12,
+        13,
         10,
         "modbus[0].tag[0].length",
         &["from 1 to 125 (registers)"],
@@ -671,7 +672,7 @@ fn address_past_the_end() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 65534\ntype = \"f64\"\n",
         ),
-        10,
+        11,
         11,
         "modbus[0].tag[0].address",
         &["occupies 65534-65537", "the address can be at most 65532"],
@@ -680,7 +681,7 @@ fn address_past_the_end() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = -1\ntype = \"u16\"\n",
         ),
-        10,
+        11,
         11,
         "modbus[0].tag[0].address",
         &["-1 is out of range", "from 0 to 65535"],
@@ -696,21 +697,21 @@ fn scaling_fields() {
     assert_eq!(d.len(), 3, "{}", show(&d));
     check(
         &d[0],
-        12,
+        13,
         9,
         "modbus[0].tag[0].scale",
         &["finite number other than 0"],
     );
     check(
         &d[1],
-        13,
+        14,
         10,
         "modbus[0].tag[0].offset",
         &["offset inf is not usable", "finite number"],
     );
     check(
         &d[2],
-        14,
+        15,
         12,
         "modbus[0].tag[0].deadband",
         &["finite number >= 0"],
@@ -723,7 +724,7 @@ fn deadband_and_scale_not_on_bool_or_string() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"coil\"\naddress = 1\ntype = \"bool\"\ndeadband = 1\n",
         ),
-        12,
+        13,
         12,
         "modbus[0].tag[0].deadband",
         &["`deadband` does not apply to \"bool\" tags"],
@@ -732,7 +733,7 @@ fn deadband_and_scale_not_on_bool_or_string() {
         &with_tags(
             "[[modbus.tag]]\nname = \"a\"\ntable = \"input\"\naddress = 1\ntype = \"string\"\nlength = 4\nscale = 2\n",
         ),
-        13,
+        14,
         9,
         "modbus[0].tag[0].scale",
         &["`scale` does not apply to \"string\" tags"],
@@ -753,7 +754,7 @@ fn tag_names_are_paths() {
             &with_tags(&format!(
                 "[[modbus.tag]]\nname = \"{name}\"\ntable = \"holding\"\naddress = 1\ntype = \"u16\"\n"
             )),
-            8,
+            9,
             8,
             "modbus[0].tag[0].name",
             &[why, "separated by '/', like \"site/area/pump3/speed\""],
@@ -767,21 +768,21 @@ fn missing_tag_fields_point_at_the_header() {
     assert_eq!(d.len(), 3, "{}", show(&d));
     check(
         &d[0],
-        8,
+        9,
         1,
         "modbus[0].tag[0].table",
         &["missing required key `table` in [[modbus.tag]]"],
     );
     check(
         &d[1],
-        8,
+        9,
         1,
         "modbus[0].tag[0].type",
         &["missing required key `type`"],
     );
     check(
         &d[2],
-        8,
+        9,
         1,
         "modbus[0].tag[0].address",
         &["missing required key `address`"],
@@ -790,7 +791,7 @@ fn missing_tag_fields_point_at_the_header() {
 
 #[test]
 fn all_problems_are_reported_in_file_order() {
-    let src = "[link]\ndestination = \"127.0.0.1:5600\"\nmtu = 1\n\n\
+    let src = "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\nmtu = 1\n\n\
          [[modbus]]\nname = \"plc1\"\nhost = \"127.0.0.1\"\n\
          [[modbus.tag]]\nname = \"a\"\ntable = \"coil\"\naddress = 1\ntype = \"u16\"\n\
          [[modbus.tag]]\nname = \"a\"\ntable = \"holding\"\naddress = 70000\ntype = \"u16\"\n";
@@ -799,10 +800,10 @@ fn all_problems_are_reported_in_file_order() {
     assert_eq!(
         places,
         [
-            (3, "link.mtu"),
-            (12, "modbus[0].tag[0].type"),
-            (14, "modbus[0].tag[1].name"),
-            (16, "modbus[0].tag[1].address"),
+            (4, "link.mtu"),
+            (13, "modbus[0].tag[0].type"),
+            (15, "modbus[0].tag[1].name"),
+            (17, "modbus[0].tag[1].address"),
         ]
     );
 }
@@ -820,9 +821,13 @@ fn load_reports_unreadable_file_and_bad_utf8() {
     );
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, b"[link]\ndestination = \"12\xff\"\n").expect("write");
+    std::fs::write(
+        &bad,
+        b"[link]\ninsecure_no_key = true\ndestination = \"12\xff\"\n",
+    )
+    .expect("write");
     let err = TxConfig::load(&bad).unwrap_err();
     let d = &err.diagnostics()[0];
-    assert_eq!((d.line, d.column), (2, 18));
+    assert_eq!((d.line, d.column), (3, 18));
     assert!(d.message.contains("not valid UTF-8"), "{err}");
 }

@@ -15,7 +15,7 @@ fn parse(src: &str) -> TxConfig {
 
 #[test]
 fn minimal_config_gets_every_default() {
-    let src = "[link]\ndestination = \"127.0.0.1:5600\"\n";
+    let src = "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\n";
     let c = parse(src);
     assert_eq!(
         c,
@@ -34,6 +34,8 @@ fn minimal_config_gets_every_default() {
                 },
                 key: None,
                 key_file: None,
+                insecure_no_key: true,
+                state_file: "/var/lib/gateway/tx-link.state".into(),
                 heartbeat_interval: Duration::from_secs(1),
                 catalogue_interval: Duration::from_secs(30),
                 snapshot_period: Duration::from_secs(10),
@@ -43,14 +45,14 @@ fn minimal_config_gets_every_default() {
             http: None,
             history: None,
             // The first 8 bytes of `sha256sum` of the same text.
-            config_hash: 0x1d02_bc73_d5c8_8dd6,
+            config_hash: 0x65fd_1120_6eba_1bae,
         }
     );
 }
 
 #[test]
 fn ipv6_destination_binds_ipv6_by_default() {
-    let c = parse("[link]\ndestination = \"[2001:db8::1]:5600\"\n");
+    let c = parse("[link]\ninsecure_no_key = true\ndestination = \"[2001:db8::1]:5600\"\n");
     assert_eq!(c.link.bind, "[::]:0".parse().unwrap());
 }
 
@@ -58,6 +60,7 @@ fn ipv6_destination_binds_ipv6_by_default() {
 fn tag_defaults_and_counts() {
     let src = r#"
 [link]
+insecure_no_key = true
 destination = "127.0.0.1:5600"
 
 [[modbus]]
@@ -124,6 +127,7 @@ length = 10
 fn every_field_set() {
     let src = r#"
 [link]
+insecure_no_key = true
 destination = "192.0.2.10:6000"
 bind = "192.0.2.1:7000"
 mtu = 9000
@@ -206,8 +210,8 @@ description = "Pump 3 speed"
 
 #[test]
 fn hash_changes_with_any_byte() {
-    let a = parse("[link]\ndestination = \"127.0.0.1:5600\"\n");
-    let b = parse("[link]\ndestination = \"127.0.0.1:5600\" \n");
+    let a = parse("[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\n");
+    let b = parse("[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\" \n");
     assert_ne!(a.config_hash, b.config_hash);
 }
 
@@ -215,6 +219,7 @@ fn hash_changes_with_any_byte() {
 fn same_address_in_different_tables_and_devices_is_fine() {
     let src = r#"
 [link]
+insecure_no_key = true
 destination = "127.0.0.1:5600"
 [[modbus]]
 name = "a"

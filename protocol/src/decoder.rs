@@ -8,10 +8,10 @@
 //! "Early give-up"), when the reorder window is full, or when the oldest datagram held behind
 //! it has waited `group_timeout`.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::auth::{Psk, SessionKey};
+use crate::epoch::epoch_of;
 use crate::error::{ConfigError, Reject};
 use crate::session::{Out, Session};
 use crate::wire::{self, HEADER_LEN, Header, TAG_LEN};
@@ -23,11 +23,19 @@ pub const DEFAULT_REORDER_WINDOW: u32 = 4096;
 pub const DEFAULT_GROUP_TIMEOUT: Duration = Duration::from_millis(200);
 pub const MIN_REORDER_WINDOW: u32 = 64;
 pub const MAX_REORDER_WINDOW: u32 = 1 << 20;
-/// How long the current session must have been silent before datagrams of a session this
-/// decoder already left are accepted again (and switched to).
+/// Without a key: how long the current session must have been silent before another session
+/// is accepted (and switched to). Nothing authenticates a session then, so a live one is never
+/// displaced: not by late datagrams of a restarted transmitter, nor by datagrams forged on the
+/// receiver's side of the link.
 pub const SESSION_HOLD: Duration = Duration::from_secs(2);
-/// Sessions remembered as left behind.
-const RETIRED_SESSIONS: usize = 8;
+/// With a key: per-session keys derived for sessions not seen before, at most this many at
+/// once and [`KEY_DERIVATIONS_PER_SEC`] a second after that. A derivation (HKDF-SHA256 and an
+/// AES key schedule) and the failed authentication that follows cost about 0.7 µs here
+/// (release build), so a flood of datagrams with fresh random session ids costs at most about
+/// 1.4 % of a core; a real new session, whose datagrams come in a steady stream, still gets a
+/// key within a few of them.
+pub const KEY_DERIVATION_BURST: u32 = 1000;
+pub const KEY_DERIVATIONS_PER_SEC: u32 = 20_000;
 const UNKNOWN_VERSION_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, PartialEq, Eq)]
@@ -42,6 +50,19 @@ pub struct DecoderConfig {
     pub reorder_window: u32,
     /// How long an incomplete group, or a gap in the data datagrams, is waited for.
     pub group_timeout: Duration,
+    /// With a key: the newest session this receiver accepted in an earlier run, and the highest
+    /// datagram sequence it saw of it ([`Decoder::resume_point`], persisted by the caller).
+    /// Sessions of an older epoch, other sessions of the same epoch, and datagrams of that
+    /// session up to `seq` are refused: replays of a capture. Ignored without a key, where
+    /// nothing proves which session is newer.
+    pub resume: Option<ResumePoint>,
+}
+
+/// How far a receiver got: a session, and the highest datagram sequence number seen of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub session: u64,
+    pub seq: u64,
 }
 
 impl std::fmt::Debug for DecoderConfig {
@@ -50,6 +71,7 @@ impl std::fmt::Debug for DecoderConfig {
             .field("key", &self.key.map(|_| "<redacted>"))
             .field("reorder_window", &self.reorder_window)
             .field("group_timeout", &self.group_timeout)
+            .field("resume", &self.resume)
             .finish()
     }
 }
@@ -60,6 +82,7 @@ impl Default for DecoderConfig {
             key: None,
             reorder_window: DEFAULT_REORDER_WINDOW,
             group_timeout: DEFAULT_GROUP_TIMEOUT,
+            resume: None,
         }
     }
 }
@@ -86,11 +109,17 @@ pub struct Decoder {
     window: u32,
     timeout: Duration,
     session: Option<Session>,
-    /// Sessions left behind, newest last.
-    retired: VecDeque<u64>,
-    /// Key of the last foreign session seen, so a burst from a new or stale session is not
-    /// one key derivation per datagram.
+    /// With a key: the newest session accepted, in this run or (from the config) an earlier one.
+    newest: Option<u64>,
+    /// With a key: the session an earlier run of this receiver was decoding, and the sequence
+    /// up to which its datagrams are replays.
+    resumed: Option<ResumePoint>,
+    /// Key of the last foreign session seen, so a burst from a new session is not one key
+    /// derivation per datagram.
     candidate: Option<(u64, SessionKey)>,
+    /// Key derivations allowed now, and when the budget was last topped up.
+    derive_tokens: u32,
+    derive_refilled: Option<Instant>,
     out: Out,
     scratch: Vec<u8>,
     last_unknown_version: Option<(u8, Instant)>,
@@ -116,9 +145,15 @@ impl Decoder {
                 .reorder_window
                 .clamp(MIN_REORDER_WINDOW, MAX_REORDER_WINDOW),
             timeout: config.group_timeout.max(Duration::from_millis(1)),
+            newest: config
+                .resume
+                .filter(|_| config.key.is_some())
+                .map(|r| r.session),
+            resumed: config.resume.filter(|_| config.key.is_some()),
             session: None,
-            retired: VecDeque::new(),
             candidate: None,
+            derive_tokens: KEY_DERIVATION_BURST,
+            derive_refilled: None,
             out: Out::default(),
             scratch: Vec::new(),
             last_unknown_version: None,
@@ -132,6 +167,16 @@ impl Decoder {
     /// The transmitter session being decoded.
     pub fn session_id(&self) -> Option<u64> {
         self.session.as_ref().map(|s| s.id)
+    }
+
+    /// The session being decoded and the highest datagram sequence seen of it: what a
+    /// receiver persists and gives back as [`DecoderConfig::resume`] when it restarts.
+    pub fn resume_point(&self) -> Option<ResumePoint> {
+        let s = self.session.as_ref()?;
+        Some(ResumePoint {
+            session: s.id,
+            seq: s.seen.high()?,
+        })
     }
 
     /// Takes one datagram. Never panics; a rejected datagram is counted by reason in
@@ -188,34 +233,79 @@ impl Decoder {
         if current {
             if let Some(s) = &self.session {
                 s.check_seq(h.seq)?;
+                self.check_not_replayed(&h)?;
                 open(s.key.as_ref(), &h, bytes, &mut self.scratch)?;
             }
         } else {
-            let key = self.foreign_key(h.session)?;
+            let key = if self.psk.is_some() {
+                self.admit_keyed(&h)?;
+                self.foreign_key(h.session, now)?
+            } else {
+                self.admit_unkeyed(now)?;
+                None
+            };
             open(key.as_ref(), &h, bytes, &mut self.scratch)?;
-            let current_alive = self.session.as_ref().is_some_and(|s| {
-                s.last_heard
-                    .checked_add(SESSION_HOLD)
-                    .is_none_or(|until| now < until)
-            });
-            if current_alive && self.retired.contains(&h.session) {
-                return Err(Reject::StaleSession);
-            }
             self.switch_session(h.session, key, now);
         }
         let Some(s) = &mut self.session else {
             return Err(Reject::Malformed);
         };
         s.last_heard = now;
-        self.out.stats.datagrams_missing += s.seen.set(h.seq);
+        self.out.stats.datagrams_missing = self
+            .out
+            .stats
+            .datagrams_missing
+            .saturating_add(s.seen.set(h.seq));
         let plain = std::mem::take(&mut self.scratch);
         let result = s.on_shard(&h, &plain, now, &mut self.out);
         self.scratch = plain;
         result
     }
 
-    fn foreign_key(&mut self, session: u64) -> Result<Option<SessionKey>, Reject> {
-        let Some(psk) = &self.psk else {
+    /// With a key, a session that is not the current one is taken only if it is newer than
+    /// every session accepted before (by epoch; see `crate::epoch`), or is the session an
+    /// earlier run of this receiver was decoding and the datagram is past where that run got.
+    /// Checked before the key derivation and the authentication, which then prove it.
+    fn admit_keyed(&self, h: &Header) -> Result<(), Reject> {
+        let Some(newest) = self.newest else {
+            return Ok(());
+        };
+        if h.session == newest {
+            return self.check_not_replayed(h);
+        }
+        if epoch_of(h.session) > epoch_of(newest) {
+            Ok(())
+        } else {
+            Err(Reject::StaleSession)
+        }
+    }
+
+    /// Datagrams of the session an earlier run was decoding, up to where it got, were
+    /// delivered then: whoever sends them now replays a capture.
+    fn check_not_replayed(&self, h: &Header) -> Result<(), Reject> {
+        match self.resumed {
+            Some(r) if r.session == h.session && h.seq <= r.seq => Err(Reject::Replay),
+            _ => Ok(()),
+        }
+    }
+
+    /// Without a key, another session is taken only once the current one has been silent for
+    /// [`SESSION_HOLD`].
+    fn admit_unkeyed(&self, now: Instant) -> Result<(), Reject> {
+        let current_alive = self.session.as_ref().is_some_and(|s| {
+            s.last_heard
+                .checked_add(SESSION_HOLD)
+                .is_none_or(|until| now < until)
+        });
+        if current_alive {
+            Err(Reject::StaleSession)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn foreign_key(&mut self, session: u64, now: Instant) -> Result<Option<SessionKey>, Reject> {
+        let Some(psk) = self.psk else {
             return Ok(None);
         };
         if let Some((id, key)) = &self.candidate
@@ -223,9 +313,31 @@ impl Decoder {
         {
             return Ok(Some(key.clone()));
         }
-        let key = SessionKey::derive(psk, session).map_err(|_| Reject::Auth)?;
+        self.refill_derivations(now);
+        if self.derive_tokens == 0 {
+            return Err(Reject::KeyRateLimited);
+        }
+        self.derive_tokens -= 1;
+        let key = SessionKey::derive(&psk, session).map_err(|_| Reject::Auth)?;
         self.candidate = Some((session, key.clone()));
         Ok(Some(key))
+    }
+
+    fn refill_derivations(&mut self, now: Instant) {
+        let Some(last) = self.derive_refilled else {
+            self.derive_refilled = Some(now);
+            return;
+        };
+        let elapsed = now.saturating_duration_since(last);
+        let earned = elapsed.as_micros() * u128::from(KEY_DERIVATIONS_PER_SEC) / 1_000_000;
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.derive_tokens = self
+                .derive_tokens
+                .saturating_add(earned)
+                .min(KEY_DERIVATION_BURST);
+            self.derive_refilled = Some(now);
+        }
     }
 
     /// Leaves the current session (delivering what it still can and counting the rest) and
@@ -233,15 +345,22 @@ impl Decoder {
     fn switch_session(&mut self, id: u64, key: Option<SessionKey>, now: Instant) {
         let previous = self.session.take().map(|mut old| {
             old.finish(&mut self.out);
-            self.retired.push_back(old.id);
-            if self.retired.len() > RETIRED_SESSIONS {
-                self.retired.pop_front();
-            }
             self.out.stats.session_changes += 1;
             old.id
         });
-        self.retired.retain(|&r| r != id);
-        self.session = Some(Session::new(id, key, now, self.window, self.timeout));
+        if self.psk.is_some() {
+            self.newest = Some(id);
+        }
+        self.candidate = None;
+        let resumed = self.resumed.is_some_and(|r| r.session == id);
+        self.session = Some(Session::new(
+            id,
+            key,
+            now,
+            self.window,
+            self.timeout,
+            resumed,
+        ));
         self.out.events.push_back(Event::NewSession {
             previous,
             session: id,
@@ -272,6 +391,8 @@ impl Decoder {
             Reject::Duplicate => s.duplicates += 1,
             Reject::OutOfWindow => s.out_of_window += 1,
             Reject::StaleSession => s.stale_session_dropped += 1,
+            Reject::Replay => s.replayed += 1,
+            Reject::KeyRateLimited => s.key_rate_limited += 1,
         }
     }
 }

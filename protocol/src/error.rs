@@ -87,6 +87,13 @@ pub enum Reject {
     Duplicate,
     #[error("datagram older than the reorder window")]
     OutOfWindow,
-    #[error("datagram from a previous transmitter session")]
+    #[error(
+        "datagram of a transmitter session that may not displace the current one (an older \
+         epoch, or without a key while the current session is live)"
+    )]
     StaleSession,
+    #[error("datagram a previous run of this receiver already took (a replayed capture)")]
+    Replay,
+    #[error("datagram of a new session dropped: too many session keys derived this second")]
+    KeyRateLimited,
 }

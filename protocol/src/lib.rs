@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod codec;
 pub mod decoder;
 pub mod encoder;
+pub mod epoch;
 pub mod error;
 pub mod fec;
 pub mod frame;
@@ -19,6 +20,6 @@ pub mod tag_ref;
 pub mod window;
 pub mod wire;
 
-pub use decoder::{Decoder, DecoderConfig, DecoderStats, Event};
+pub use decoder::{Decoder, DecoderConfig, DecoderStats, Event, ResumePoint};
 pub use encoder::{Encoder, EncoderConfig};
 pub use error::{ConfigError, EncodeError, Reject};

@@ -191,6 +191,10 @@ pub(crate) struct Session {
     mark: Option<RepairMark>,
     /// Block ends waiting to mature, in order of `seq`.
     fences: VecDeque<Fence>,
+    /// The session an earlier run of the receiver was decoding: what it sent before was
+    /// delivered then, or while the receiver was down, so nothing before the first data
+    /// datagram is counted.
+    resumed: bool,
 }
 
 impl Session {
@@ -200,6 +204,7 @@ impl Session {
         now: Instant,
         window: u32,
         timeout: Duration,
+        resumed: bool,
     ) -> Session {
         let w = window as usize;
         Session {
@@ -221,6 +226,7 @@ impl Session {
             max_group: None,
             mark: None,
             fences: VecDeque::new(),
+            resumed,
         }
     }
 
@@ -579,9 +585,14 @@ impl Session {
             Some(n) => n,
             None => {
                 // Near the start of the session: count from 0, so early losses are counted.
-                // Far into it (the receiver started late): start here, and learn each stream's
-                // sequence from its first message.
-                let start = if data_seq < self.window { 0 } else { data_seq };
+                // Far into it (the receiver started late), or in a session resumed after a
+                // restart of the receiver: start here, and learn each stream's sequence from
+                // its first message.
+                let start = if data_seq < self.window && !self.resumed {
+                    0
+                } else {
+                    data_seq
+                };
                 if start == 0 {
                     self.expected = [Some(0); 4];
                 }

@@ -37,7 +37,7 @@ impl EncoderStats {
 /// Receive-side counters since the decoder was created. Every datagram given to
 /// `handle_datagram` is counted in `datagrams_received` and then either in
 /// `datagrams_accepted` or in exactly one of the reject counters (`bad_length` to
-/// `stale_session_dropped`).
+/// `key_rate_limited`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecoderStats {
     pub datagrams_received: u64,
@@ -53,7 +53,15 @@ pub struct DecoderStats {
     pub duplicates: u64,
     /// Older than the reorder window (behind the newest sequence by `reorder_window` or more).
     pub out_of_window: u64,
+    /// Datagrams of a session that may not displace the current one: with a key, one of an
+    /// older epoch than the newest accepted; without, any other while the current one is live.
     pub stale_session_dropped: u64,
+    /// With a key: datagrams of the session a previous run of the receiver was decoding, up to
+    /// where it got (replays).
+    pub replayed: u64,
+    /// With a key: datagrams of unseen sessions dropped because the key derivation budget was
+    /// spent (a flood of forged session ids).
+    pub key_rate_limited: u64,
 
     /// Datagram sequence numbers never received, counted once they leave the reorder window:
     /// the link's loss before FEC (data and repair alike).
@@ -106,5 +114,7 @@ impl DecoderStats {
             + self.duplicates
             + self.out_of_window
             + self.stale_session_dropped
+            + self.replayed
+            + self.key_rate_limited
     }
 }

@@ -569,8 +569,10 @@ proptest! {
         }
     }
 
-    /// (e) A restarted transmitter (new session id) is detected; the new session's messages
-    /// are delivered from sequence 0, and late datagrams of the old session are dropped.
+    /// (e) A restarted transmitter (new session id, of a later epoch) is detected; the new
+    /// session's messages are delivered from sequence 0, and late datagrams of the old session
+    /// are dropped. Without a key the new session is taken once the old one has been silent
+    /// for `SESSION_HOLD`; with one, at once.
     #[test]
     fn restart_is_detected_as_a_new_session(
         first in arb_messages(),
@@ -581,13 +583,20 @@ proptest! {
     ) {
         let mut rng = Rng(seed);
         let mut now = Instant::now();
-        let (a_id, b_id) = (seed, !seed);
+        let epoch = (seed >> 40) as u32;
+        let (a_id, b_id) = (
+            protocol::epoch::session_id(epoch, seed as u32),
+            protocol::epoch::session_id(epoch + 1, !seed as u32),
+        );
         let mut a = encoder(&shape, a_id);
         let da = encode(&mut a, &first, &mut rng, &mut now);
         let mut b = encoder(&shape, b_id);
         let db = encode(&mut b, &second, &mut rng, &mut now);
         let mut dec = decoder(shape.key);
         let mut events = feed(&mut dec, &da, now);
+        if !shape.key {
+            now += protocol::decoder::SESSION_HOLD;
+        }
         // A few of A's datagrams arrive late, among B's.
         let mut mixed = Vec::new();
         for (i, d) in db.iter().enumerate() {

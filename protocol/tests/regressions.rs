@@ -17,6 +17,7 @@ fn replay(data: &[u8]) {
         key: (mode & 1 != 0).then_some(KEY),
         reorder_window: 64,
         group_timeout: Duration::from_millis(20),
+        resume: None,
     });
     let step = Duration::from_millis(u64::from(mode >> 2));
     let mut now = Instant::now();

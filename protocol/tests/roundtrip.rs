@@ -172,9 +172,14 @@ fn unrepairable_loss_is_counted_exactly() {
 fn new_session_resets_and_stale_datagrams_do_not_flip_back() {
     let now = Instant::now();
     let msgs = mixed(50);
-    let mut a = Encoder::new(config(true), 0xA).unwrap();
+    // Two starts of a transmitter: B's epoch is A's plus one.
+    let (id_a, id_b) = (
+        protocol::epoch::session_id(7, 0xA),
+        protocol::epoch::session_id(8, 0xB),
+    );
+    let mut a = Encoder::new(config(true), id_a).unwrap();
     let da = encode_all(&mut a, &msgs, now);
-    let mut b = Encoder::new(config(true), 0xB).unwrap();
+    let mut b = Encoder::new(config(true), id_b).unwrap();
     let db = encode_all(&mut b, &msgs, now);
     let mut dec = decoder(true);
     let mut events = decode_all(&mut dec, &da, now);
@@ -197,11 +202,11 @@ fn new_session_resets_and_stale_datagrams_do_not_flip_back() {
         vec![
             &Event::NewSession {
                 previous: None,
-                session: 0xA
+                session: id_a
             },
             &Event::NewSession {
-                previous: Some(0xA),
-                session: 0xB
+                previous: Some(id_a),
+                session: id_b
             }
         ]
     );
@@ -210,10 +215,14 @@ fn new_session_resets_and_stale_datagrams_do_not_flip_back() {
     assert_same(&messages(&events), &want);
     assert_eq!(dec.stats().session_changes, 1);
     assert_eq!(dec.stats().stale_session_dropped, 1);
-    // After B has been silent long enough, A is taken back.
+    // An older epoch never comes back, however long B is silent: only a key holder makes a
+    // session, and a session older than the newest one is a replay.
     let later = now + Duration::from_secs(10);
-    assert_eq!(dec.handle_datagram(&da[0], later), None);
-    assert_eq!(dec.session_id(), Some(0xA));
+    assert_eq!(
+        dec.handle_datagram(&da[0], later),
+        Some(Reject::StaleSession)
+    );
+    assert_eq!(dec.session_id(), Some(id_b));
 }
 
 #[test]
