@@ -190,6 +190,13 @@ fn unix_mode(_meta: &std::fs::Metadata) -> Option<u32> {
     None
 }
 
+/// A key as a key file holds it: 64 lowercase hex characters and a newline.
+pub fn encode(key: &[u8; 32]) -> String {
+    let mut s: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    s.push('\n');
+    s
+}
+
 /// The key from the file's bytes, or what is wrong with them.
 fn decode(bytes: &[u8]) -> Result<[u8; 32], String> {
     let text: Vec<u8> = bytes
@@ -250,5 +257,7 @@ mod tests {
         assert!(decode(b"00112233445566778899aabbccddeeff").is_err());
         assert!(decode(&[0u8; 32]).is_err());
         assert!(decode(b"short").is_err());
+        let key: [u8; 32] = std::array::from_fn(|i| (i * 7 + 1) as u8);
+        assert_eq!(decode(super::encode(&key).as_bytes()), Ok(key));
     }
 }

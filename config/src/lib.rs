@@ -9,7 +9,7 @@
 mod common;
 mod error;
 mod http;
-mod keyfile;
+pub mod keyfile;
 mod walk;
 
 pub mod opcua;

@@ -117,7 +117,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config::rx::RxConfig::parse(
         &format!(
-            "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"{}\"\n",
+            "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"{}\"\n",
             dir.path().join("bench.sqlite").display()
         ),
         std::path::Path::new("bench.toml"),
@@ -163,7 +163,7 @@ fn with_sinks(batches: &[HistoryBatch], total: u64) -> (f64, u64) {
         .port();
     let cfg = config::rx::RxConfig::parse(
         &format!(
-            "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"{}\"\n\
+            "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"{}\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nport = {closed}\n\
              [postgres]\nhost = \"127.0.0.1\"\nport = {closed}\n",
             dir.path().join("bench.sqlite").display()

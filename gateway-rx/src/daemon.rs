@@ -41,6 +41,14 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(config: RxConfig) -> anyhow::Result<Receiver> {
+        if config.link.insecure_no_key {
+            tracing::warn!(
+                "the link is NOT authenticated (insecure_no_key = true): any host that can reach \
+                 the link port can feed the mirrors forged values and take the session over \
+                 while the transmitter is silent; copy the transmitter's key file here and set \
+                 key_file"
+            );
+        }
         let state = Arc::new(State::new());
         let stats: SharedStats = Arc::new(Mutex::new(DecoderStats::default()));
         let (feed, sinks) = crate::sinks::start(&config, state.clone())?;
@@ -209,6 +217,8 @@ async fn status_log(state: Arc<State>, stats: SharedStats, every: std::time::Dur
             malformed = s.malformed,
             out_of_window = s.out_of_window,
             stale_session = s.stale_session_dropped,
+            replayed = s.replayed,
+            key_rate_limited = s.key_rate_limited,
             session_changes = s.session_changes,
             control_lost,
             live_lost,

@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod link;
+pub mod link_state;
 pub mod modbus_server;
 pub mod opcua;
 pub mod sinks;

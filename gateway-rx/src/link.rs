@@ -40,6 +40,11 @@ pub struct LinkReceiver {
     logged_rejects: u64,
     /// Where history batches go (the embedded store); `None` drops them.
     history: Option<crate::store::HistorySink>,
+    /// Where the session and how far it got are published for the link state file.
+    resume: tokio::sync::watch::Sender<Option<protocol::decoder::ResumePoint>>,
+    /// "New transmitter session" lines logged, for their rate limit.
+    last_session_log: Option<Instant>,
+    sessions_unlogged: u64,
 }
 
 impl LinkReceiver {
@@ -51,11 +56,22 @@ impl LinkReceiver {
         let udp = BatchReceiver::new(receive_only_socket(&link)?)
             .context("setting up the link socket")?;
         info!(gro = udp.gro(), "link socket bound");
+        // Only with a key does the decoder trust a session's epoch, and so the file.
+        let resume = if link.key.is_some() {
+            crate::link_state::load(&link.state_file)
+        } else {
+            None
+        };
         let decoder = Decoder::new(DecoderConfig {
             key: link.key,
             reorder_window: link.reorder_window,
+            resume,
             ..DecoderConfig::default()
         });
+        let (resume, points) = tokio::sync::watch::channel(None);
+        if link.key.is_some() {
+            tokio::spawn(crate::link_state::keep(link.state_file.clone(), points));
+        }
         Ok(LinkReceiver {
             udp,
             decoder,
@@ -67,6 +83,9 @@ impl LinkReceiver {
             last_reject_log: None,
             logged_rejects: 0,
             history: None,
+            resume,
+            last_session_log: None,
+            sessions_unlogged: 0,
         })
     }
 
@@ -144,11 +163,24 @@ impl LinkReceiver {
         match event {
             Event::Message { message, .. } => self.handle_message(message, now),
             Event::NewSession { previous, session } => {
-                info!(
-                    previous = previous.map(|p| format!("{p:016x}")),
-                    session = format_args!("{session:016x}"),
-                    "new transmitter session; catalogue and values will be refreshed"
-                );
+                // Rate-limited like rejections: whatever makes sessions change must not be
+                // able to fill the disk.
+                let due = self
+                    .last_session_log
+                    .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_INTERVAL);
+                if due {
+                    info!(
+                        previous = previous.map(|p| format!("{p:016x}")),
+                        session = format_args!("{session:016x}"),
+                        epoch = protocol::epoch::epoch_of(session),
+                        changes_not_logged = self.sessions_unlogged,
+                        "new transmitter session; catalogue and values will be refreshed"
+                    );
+                    self.last_session_log = Some(now);
+                    self.sessions_unlogged = 0;
+                } else {
+                    self.sessions_unlogged += 1;
+                }
                 self.assembler.reset();
                 self.state.new_session(session);
             }
@@ -242,6 +274,12 @@ impl LinkReceiver {
     }
 
     fn publish_stats(&mut self, now: Instant) {
+        let point = self.decoder.resume_point();
+        self.resume.send_if_modified(|p| {
+            let changed = *p != point;
+            *p = point;
+            changed
+        });
         let stats = self.decoder.stats().clone();
         let rejected = stats.bad_magic
             + stats.bad_version

@@ -252,6 +252,12 @@ impl RxStatus {
             1u64,
         );
         e.gauge(
+            "gateway_rx_link_authenticated",
+            "1 when every datagram must be authenticated with the link key; 0 when the config \
+             says insecure_no_key = true.",
+            u64::from(self.link.key.is_some()),
+        );
+        e.gauge(
             "gateway_rx_start_time_seconds",
             "When the receiver started, in seconds since the Unix epoch.",
             self.started_unix_ms as f64 / 1000.0,
@@ -294,6 +300,8 @@ impl RxStatus {
                 ("duplicate", s.duplicates),
                 ("out_of_window", s.out_of_window),
                 ("stale_session", s.stale_session_dropped),
+                ("replayed", s.replayed),
+                ("key_rate_limited", s.key_rate_limited),
             ],
         );
         e.counter(
@@ -674,10 +682,10 @@ impl RxStatus {
                 s.bad_magic + s.bad_length + s.bad_version
             ]),
             json!(["malformed", s.malformed]),
-            json!([
-                "out of window / stale session",
-                s.out_of_window + s.stale_session_dropped
-            ]),
+            json!(["out of window", s.out_of_window]),
+            json!(["older or foreign session refused", { "text": s.stale_session_dropped, "tone": if s.stale_session_dropped > 0 { "warn" } else { "" } }]),
+            json!(["replays refused", { "text": s.replayed, "tone": if s.replayed > 0 { "bad" } else { "" } }]),
+            json!(["new-session keys rate-limited", { "text": s.key_rate_limited, "tone": if s.key_rate_limited > 0 { "bad" } else { "" } }]),
             json!(["session changes", s.session_changes]),
             json!(["link downs", c.link_downs]),
         ];
@@ -754,6 +762,7 @@ impl RxStatus {
             "health": health.to_json(),
             "link": {
                 "up": up,
+                "authenticated": self.link.key.is_some(),
                 "receiver_alive": self.link_alive(),
                 "session": session,
                 "last_heartbeat_age_ms": hb_age_ms,
@@ -790,6 +799,7 @@ impl RxStatus {
                 "facts": [
                     { "label": "Link", "value": link_text, "tone": if up { "good" } else { "bad" } },
                     { "label": "Session", "value": session.clone().unwrap_or_else(|| "\u{2013}".into()) },
+                    observe::page::auth_fact(self.link.key.is_some()),
                     { "label": "Last heartbeat", "value": match hb_age_ms {
                         Some(ms) => format!("{} ago", observe::page::age_text(Some(ms as f64))),
                         None => "none yet".to_owned() } },

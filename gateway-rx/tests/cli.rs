@@ -10,11 +10,23 @@ fn example() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/gateway-rx.toml")
 }
 
+/// The example, installed in `dir` beside the link key copied from the transmitting box.
+fn installed_example(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("link.key");
+    std::fs::write(&key, "5a".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = dir.join("gateway-rx.toml");
+    std::fs::copy(example(), &path).unwrap();
+    path
+}
+
 #[test]
-fn check_config_accepts_the_shipped_example() {
+fn check_config_accepts_the_shipped_example_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
     let out = gateway_rx()
         .arg("check-config")
-        .arg(example())
+        .arg(installed_example(dir.path()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -29,12 +41,11 @@ fn check_config_accepts_the_shipped_example() {
 #[test]
 fn check_config_reports_file_line_and_key_and_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(example()).unwrap().replacen(
-        "[link]",
-        "[link]\nreorder_window = 1",
-        1,
-    );
+    let path = installed_example(dir.path());
+    let text =
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("[link]", "[link]\nreorder_window = 1", 1);
     std::fs::write(&path, text).unwrap();
     let out = gateway_rx()
         .arg("check-config")

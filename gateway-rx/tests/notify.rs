@@ -19,7 +19,11 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
         .expect("a free port")
         .port();
     let config = dir.path().join("gateway-rx.toml");
-    std::fs::write(&config, format!("[link]\nbind = \"127.0.0.1:{port}\"\n")).expect("config");
+    std::fs::write(
+        &config,
+        format!("[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("config");
     // systemd names the main process in WATCHDOG_PID; `exec` keeps the shell's pid.
     let mut child = Command::new("sh")
         .arg("-c")

@@ -1079,7 +1079,7 @@ async fn secured_endpoint_with_user_name() {
 async fn receiver_runs_the_mirror_from_its_config() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[link]\nbind = \"127.0.0.1:5600\"\n\n[opcua_server]\nbind = \"127.0.0.1:0\"\n\
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n\n[opcua_server]\nbind = \"127.0.0.1:0\"\n\
          namespace_uri = \"{NS_URI}\"\n\n[store]\npath = \"store/history.sqlite\"\n"
     );
     let mut config = config::rx::RxConfig::parse(&text, &dir.path().join("rx.toml"))

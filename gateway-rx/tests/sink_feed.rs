@@ -77,7 +77,7 @@ async fn spool_overflow_is_a_lost_gap_and_resends_are_not_fed_twice() {
     let store = dir.path().join("history.sqlite");
     // A broker that is not there, and the smallest spool: 1 MiB, about 39,000 samples.
     let text = format!(
-        "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"{}\"\n\
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"{}\"\n\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_max_bytes = 1048576\n",
         store.display(),
         closed_port()

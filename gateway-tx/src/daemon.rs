@@ -53,6 +53,16 @@ pub struct Transmitter {
 
 impl Transmitter {
     pub async fn start(config: TxConfig) -> anyhow::Result<Transmitter> {
+        if config.link.insecure_no_key {
+            warn!(
+                "the link is NOT authenticated (insecure_no_key = true): anything that can reach \
+                 the receiver's link port can feed its mirrors forged values; create a key with \
+                 `gateway-tx keygen` and set key_file on both sides"
+            );
+        }
+        // First: a start that cannot persist its epoch must not send or poll anything.
+        let session =
+            crate::epoch::start_session(&config.link.state_file, config.link.key.is_some())?;
         let table = Arc::new(TagTable::from_config(&config));
         // The history's tap goes in before any source can report a sample.
         let history = match &config.history {
@@ -85,7 +95,6 @@ impl Transmitter {
                     .collect()
             })
         };
-        let session = new_session_id()?;
         let (table_tx, table_rx) = tokio::sync::watch::channel((table.clone(), config.config_hash));
         let sender = LinkSender::new(
             config.link.clone(),
@@ -560,15 +569,4 @@ async fn status_log(
             "status"
         );
     }
-}
-
-/// A fresh random session id, so the receiver can tell a restart from a continuation and
-/// authentication nonces are never reused across runs.
-fn new_session_id() -> anyhow::Result<u64> {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; 8];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    Ok(u64::from_be_bytes(bytes))
 }

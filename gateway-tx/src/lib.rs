@@ -2,6 +2,7 @@
 //! sender pushes them one way across the diode.
 
 pub mod daemon;
+pub mod epoch;
 pub mod history;
 pub mod link;
 pub mod modbus;

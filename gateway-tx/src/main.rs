@@ -48,6 +48,9 @@ enum Command {
     },
     /// Validate a config file and report every problem with file, line, column and key.
     CheckConfig { file: PathBuf },
+    /// Write a new random pre-shared link key to FILE (64 hex characters, mode 0600), for
+    /// `key_file` on this box; copy the same file to the receiving box. Never overwrites.
+    Keygen { file: PathBuf },
     /// Ask the running daemon (on this box) to re-send a range of history from its buffer.
     Backfill {
         /// The transmitter's TOML config, for the history buffer's directory.
@@ -128,7 +131,8 @@ fn toml_string(s: &str) -> String {
 #[cfg(feature = "opcua")]
 fn browse(a: BrowseArgs) -> anyhow::Result<()> {
     let mut text = format!(
-        "[link]\ndestination = \"127.0.0.1:9\"\n[[opcua]]\nname = \"browse\"\nurl = {}\n\
+        "[link]\ndestination = \"127.0.0.1:9\"\ninsecure_no_key = true\n[[opcua]]\n\
+         name = \"browse\"\nurl = {}\n\
          security_policy = {}\nsecurity_mode = {}\npki_dir = {}\ntrust_server = {}\n\
          timeout_ms = {}\n",
         toml_string(&a.url),
@@ -298,6 +302,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keygen { file } => match keygen(&file) {
+            Ok(()) => {
+                println!(
+                    "wrote a new link key to {} (mode 0600); set key_file to it here and copy \
+                     the same file to the receiving box",
+                    file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway-tx keygen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Browse(args) => match browse(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -362,6 +380,33 @@ fn run(path: PathBuf, watch: bool) -> anyhow::Result<()> {
         tx.shutdown(STOP_GRACE).await;
         result
     })
+}
+
+/// A new key from the system's random generator, in a file created for it alone: never over
+/// an existing key (both boxes would then disagree), readable by its owner only from the start.
+fn keygen(path: &std::path::Path) -> anyhow::Result<()> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing key is never overwritten)",
+                path.display()
+            )
+        })?;
+    file.write_all(config::keyfile::encode(&key).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// How long a planned stop waits for the link sender to send what it holds (the open block's

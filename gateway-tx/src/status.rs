@@ -267,6 +267,12 @@ impl TxStatus {
             1u64,
         );
         e.gauge(
+            "gateway_tx_link_authenticated",
+            "1 when every datagram is authenticated with the link key; 0 when the config says \
+             insecure_no_key = true.",
+            u64::from(self.link.key.is_some()),
+        );
+        e.gauge(
             "gateway_tx_start_time_seconds",
             "When the transmitter started, in seconds since the Unix epoch.",
             self.started_unix_ms as f64 / 1000.0,
@@ -614,6 +620,7 @@ impl TxStatus {
             "link": {
                 "alive": self.link_alive(),
                 "destination": self.link.destination.to_string(),
+                "authenticated": self.link.key.is_some(),
                 "mtu": self.link.mtu,
                 "rate_limit_bps": self.link.rate_bps,
                 "rate_bps": rate,
@@ -641,6 +648,7 @@ impl TxStatus {
                     { "label": "Link sender", "value": if self.link_alive() { "running" } else { "STOPPED" },
                       "tone": if self.link_alive() { "good" } else { "bad" } },
                     { "label": "Session", "value": format!("{:016x}", self.session) },
+                    observe::page::auth_fact(self.link.key.is_some()),
                     { "label": "Uptime", "value": observe::page::age_text(Some(uptime.as_millis() as f64)) },
                     { "label": "Destination", "value": self.link.destination.to_string() },
                     { "label": "Send rate", "value": format!("{} of {}", mbit(rate), mbit(self.link.rate_bps as f64)),

@@ -39,7 +39,7 @@ struct Run {
 fn start(rate_mbit: f64, tags: u32, rate: u64) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
-        "[link]\ndestination = \"127.0.0.1:9\"\nrate_mbit = {rate_mbit}\n[history]\ndir = \"{}\"\n\
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:9\"\nrate_mbit = {rate_mbit}\n[history]\ndir = \"{}\"\n\
          carousel_share = 0.1\ncarousel_window_s = {WINDOW_S}\nmax_age_s = 3600\n",
         dir.path().join("h").display()
     );

@@ -27,7 +27,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn start(dir: &Path) -> History {
     let text = format!(
-        "[link]\ndestination = \"127.0.0.1:9\"\nrate_mbit = 10\n[history]\ndir = \"{}\"\n",
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:9\"\nrate_mbit = 10\n[history]\ndir = \"{}\"\n",
         dir.join("h").display()
     );
     let config = TxConfig::parse(&text, Path::new("t.toml")).expect("config");

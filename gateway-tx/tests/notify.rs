@@ -21,7 +21,7 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
     let config = dir.path().join("gateway-tx.toml");
     std::fs::write(
         &config,
-        format!("[link]\ndestination = \"127.0.0.1:{port}\"\n"),
+        format!("[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{port}\"\n"),
     )
     .expect("config");
     // systemd names the main process in WATCHDOG_PID; `exec` keeps the shell's pid.

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 fn config_text(port: u16, tags: &[(&str, u16)]) -> String {
-    let mut s = format!("[link]\ndestination = \"127.0.0.1:{port}\"\n");
+    let mut s = format!("[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{port}\"\n");
     if !tags.is_empty() {
         s.push_str(
             "\n[[modbus]]\nname = \"plc1\"\nhost = \"127.0.0.1\"\nport = 1\nunit_id = 1\n\

@@ -19,7 +19,7 @@ fn sigterm_sends_the_open_blocks_repair_before_exiting() {
     // than the daemon takes to stop.
     std::fs::write(
         &config,
-        format!("[link]\ndestination = \"127.0.0.1:{port}\"\n\n[link.fec]\nblock_ms = 150\n"),
+        format!("[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{port}\"\n\n[link.fec]\nblock_ms = 150\n"),
     )
     .expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-tx"))

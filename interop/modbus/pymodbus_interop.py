@@ -301,15 +301,20 @@ async def run(bin_dir: Path, deadline_s: float, work: Path, fails: Failures) -> 
 
     tx_toml = work / "gateway-tx.toml"
     rx_toml = work / "gateway-rx.toml"
+    # Authenticated as a site runs it: a key made by `gateway-tx keygen`, shared by both.
+    subprocess.run([str(bin_dir / "gateway-tx"), "keygen", str(work / "link.key")],
+                   check=True, stdout=subprocess.DEVNULL)
     tx_toml.write_text(
         f'[link]\ndestination = "127.0.0.1:{link_port}"\nheartbeat_ms = 200\n'
+        'key_file = "link.key"\nstate_file = "tx-link.state"\n'
         "snapshot_period_s = 2\n\n"
         f'[[modbus]]\nname = "plc1"\nhost = "127.0.0.1"\nport = {plc_port}\n'
         f"unit_id = {UNIT}\npoll_interval_ms = 100\ntimeout_ms = 1000\n\n"
         + "\n".join(t.toml() for t in TAGS)
     )
     rx_toml.write_text(
-        f'[link]\nbind = "127.0.0.1:{link_port}"\n\n'
+        f'[link]\nbind = "127.0.0.1:{link_port}"\n'
+        'key_file = "link.key"\nstate_file = "rx-link.state"\n\n'
         f'[modbus_server]\nbind = "127.0.0.1:{mirror_port}"\non_bad_quality = "exception"\n\n'
         "[status]\nlog_interval_s = 3600\n\n[store]\nenabled = false\n\n"
         f'[http]\nbind = "127.0.0.1:{http_port}"\n'

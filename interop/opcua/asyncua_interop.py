@@ -241,8 +241,12 @@ async def run(bin_dir: Path, deadline_s: float, work: Path, fails: Failures) -> 
 
     tx_toml = work / "gateway-tx.toml"
     rx_toml = work / "gateway-rx.toml"
+    # Authenticated as a site runs it: a key made by `gateway-tx keygen`, shared by both.
+    subprocess.run([str(bin_dir / "gateway-tx"), "keygen", str(work / "link.key")],
+                   check=True, stdout=subprocess.DEVNULL)
     tx_toml.write_text(
         f'[link]\ndestination = "127.0.0.1:{link_port}"\nheartbeat_ms = 200\n'
+        'key_file = "link.key"\nstate_file = "tx-link.state"\n'
         "snapshot_period_s = 2\n\n"
         f'[history]\ndir = "{work / "tx-history"}"\n\n'
         f'[[opcua]]\nname = "plant"\nurl = "opc.tcp://127.0.0.1:{plant_port}/plant/"\n'
@@ -252,7 +256,8 @@ async def run(bin_dir: Path, deadline_s: float, work: Path, fails: Failures) -> 
         + "\n" + HISTORIZED.toml() + "historize = true\n"
     )
     rx_toml.write_text(
-        f'[link]\nbind = "127.0.0.1:{link_port}"\n\n'
+        f'[link]\nbind = "127.0.0.1:{link_port}"\n'
+        'key_file = "link.key"\nstate_file = "rx-link.state"\n\n'
         f'[opcua_server]\nbind = "127.0.0.1:{mirror_port}"\nnamespace_uri = "{MIRROR_NS}"\n'
         f'pki_dir = "{work / "rx-pki"}"\n\n'
         "[status]\nlog_interval_s = 3600\n\n"

@@ -317,6 +317,18 @@ fn render_tags(h: &mut String, tags: &Value, filter: &str) {
     h.push_str("</tbody></table></section>\n");
 }
 
+/// The status page's fact about the link's authentication: a link without a key is shown as
+/// the risk it is on every page load, not only in the start-up log.
+pub fn auth_fact(authenticated: bool) -> serde_json::Value {
+    if authenticated {
+        serde_json::json!({ "label": "Authentication", "value": "AES-256-GCM, link key", "tone": "good" })
+    } else {
+        serde_json::json!({ "label": "Authentication",
+            "value": "NONE (insecure_no_key = true): anything that reaches the receiver's link port can feed it",
+            "tone": "bad" })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1022,7 +1022,7 @@ fn run_once(s: &Scenario, timing: &Timing, run: u64) -> anyhow::Result<Result<E2
     let relay_rt = runtime("relay-rt")?;
 
     let rx_toml = format!(
-        "[link]\nbind = \"127.0.0.1:{}\"\n\n[status]\nlog_interval_s = 3600\n",
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:{}\"\n\n[status]\nlog_interval_s = 3600\n",
         tests::free_udp_port()?
     );
     let rx_config = RxConfig::parse(&rx_toml, Path::new("bench/gateway-rx.toml"))
@@ -1045,7 +1045,7 @@ fn run_once(s: &Scenario, timing: &Timing, run: u64) -> anyhow::Result<Result<E2
     };
     let destination = relay.as_ref().map_or(rx.link_addr, |r| r.listen);
     let mut tx_toml = format!(
-        "[link]\ndestination = \"{destination}\"\nrate_mbit = {}\n",
+        "[link]\ninsecure_no_key = true\ndestination = \"{destination}\"\nrate_mbit = {}\n",
         s.rate_mbit
     );
     if s.flush_ms.is_some() || s.fec.is_some() {

@@ -251,7 +251,7 @@ async fn run(tags: usize, via_gateway: bool, seconds: f64) -> anyhow::Result<Run
     let (url, nodes_of): (String, Box<dyn Fn(u16) -> Vec<NodeId>>) = if via_gateway {
         let link_port = tests::free_udp_port()?;
         let rx_text = format!(
-            "[link]\nbind = \"127.0.0.1:{link_port}\"\n\n[opcua_server]\nbind = \"127.0.0.1:0\"\n\
+            "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:{link_port}\"\n\n[opcua_server]\nbind = \"127.0.0.1:0\"\n\
              namespace_uri = \"{MIRROR_NS}\"\npki_dir = \"{}\"\nmax_monitored_items_per_subscription = 100000\n\n\
              [status]\nlog_interval_s = 3600\n\n[store]\nenabled = false\n",
             dir.path().join("mirror-pki").display()
@@ -262,7 +262,7 @@ async fn run(tags: usize, via_gateway: bool, seconds: f64) -> anyhow::Result<Run
         )
         .await?;
         let mut tx_text = format!(
-            "[link]\ndestination = \"127.0.0.1:{link_port}\"\n\n[[opcua]]\nname = \"plant\"\n\
+            "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{link_port}\"\n\n[[opcua]]\nname = \"plant\"\n\
              url = \"{}\"\npki_dir = \"{}\"\npublishing_interval_ms = 10\n",
             sim.url(),
             dir.path().join("tx-pki").display()

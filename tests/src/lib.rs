@@ -20,3 +20,39 @@ pub fn free_tcp_port() -> std::io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A pre-shared link key (64 hex characters, mode 0600) in a temporary directory of its own,
+/// made as `gateway-tx keygen` makes one; the demo and the tests authenticate their links
+/// with it. The daemons' link state files go beside it (see [`KeyFile::link_lines`]), so that
+/// no two chains share what a daemon remembers of sessions.
+pub struct KeyFile {
+    dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+}
+
+impl KeyFile {
+    pub fn random() -> KeyFile {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .expect("reading /dev/urandom");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("link.key");
+        std::fs::write(&path, config::keyfile::encode(&key)).expect("writing the key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 the key file");
+        KeyFile { dir, path }
+    }
+
+    /// The `[link]` lines that use this key, with `state` (a file name) as the link state
+    /// file beside it.
+    pub fn link_lines(&self, state: &str) -> String {
+        format!(
+            "key_file = \"{}\"\nstate_file = \"{}\"\n",
+            self.path.display(),
+            self.dir.path().join(state).display()
+        )
+    }
+}

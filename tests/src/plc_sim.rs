@@ -1129,7 +1129,7 @@ mod tests {
     fn demo_toml_loads_as_the_demo_tags() {
         let addr = SocketAddr::from(([127, 0, 0, 1], 5020));
         let text = format!(
-            "[link]\ndestination = \"127.0.0.1:5600\"\n\n{}",
+            "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:5600\"\n\n{}",
             demo_device_toml("demo", addr, 100, 200)
         );
         let config = match config::tx::TxConfig::parse(&text, std::path::Path::new("demo.toml")) {

@@ -1041,9 +1041,11 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn key_line(&self) -> anyhow::Result<String> {
+    /// The `[link]` lines of authentication for `side` ("tx" or "rx"): the key and the
+    /// side's link state file, or the explicit choice of none.
+    fn key_line(&self, side: &str) -> anyhow::Result<String> {
         if !self.key {
-            return Ok(String::new());
+            return Ok("insecure_no_key = true\n".to_string());
         }
         let path = self.dir.join("link.key");
         if !path.exists() {
@@ -1055,7 +1057,9 @@ impl Run<'_> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
-        Ok("key_file = \"link.key\"\n".to_string())
+        Ok(format!(
+            "key_file = \"link.key\"\nstate_file = \"{side}-link.state\"\n"
+        ))
     }
 
     fn start_rx(&mut self, behind_relay: bool) -> anyhow::Result<()> {
@@ -1068,7 +1072,7 @@ impl Run<'_> {
         let text = format!(
             "[link]\nbind = \"{bind}\"\n{}heartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\n\
              [modbus_server]\nbind = \"{MIRROR}\"\n\n[status]\nlog_interval_s = 1\n",
-            self.key_line()?
+            self.key_line("rx")?
         );
         let config = self
             .dir
@@ -1112,7 +1116,7 @@ impl Run<'_> {
              heartbeat_ms = {HEARTBEAT_MS}\ncatalogue_interval_s = {CATALOGUE_INTERVAL_S}\n\
              snapshot_period_s = {SNAPSHOT_PERIOD_S}\n\n[link.fec]\ndata_shards = {}\n\
              repair_shards = {}\ninterleave = {}\nflush_ms = {}\nblock_ms = {}\n\n",
-            self.key_line()?,
+            self.key_line("tx")?,
             self.fec.data,
             self.fec.repair,
             self.fec.interleave,

@@ -129,6 +129,8 @@ fn decoder_series(s: &DecoderStats) -> Vec<(String, u64)> {
         ("duplicate", s.duplicates),
         ("out_of_window", s.out_of_window),
         ("stale_session", s.stale_session_dropped),
+        ("replayed", s.replayed),
+        ("key_rate_limited", s.key_rate_limited),
     ] {
         v.push((
             format!("gateway_rx_link_datagrams_total{{outcome=\"{outcome}\"}}"),

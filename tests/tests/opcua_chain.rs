@@ -73,7 +73,7 @@ struct Secure {
 
 async fn start_rx(dir: &Path, link_port: u16, secure: Option<&Secure>) -> Receiver {
     let mut text = format!(
-        "[link]\nbind = \"127.0.0.1:{link_port}\"\nheartbeat_timeout_ms = 1000\n\n\
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:{link_port}\"\nheartbeat_timeout_ms = 1000\n\n\
          [opcua_server]\nbind = \"127.0.0.1:0\"\nnamespace_uri = \"{MIRROR_NS}\"\npki_dir = {}\n",
         q(&dir.join("mirror-pki"))
     );
@@ -106,7 +106,7 @@ async fn start_tx(
     secure: Option<&Secure>,
 ) -> Transmitter {
     let mut text = format!(
-        "[link]\ndestination = \"127.0.0.1:{link_port}\"\nheartbeat_ms = 200\nsnapshot_period_s = 2\n\n\
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{link_port}\"\nheartbeat_ms = 200\nsnapshot_period_s = 2\n\n\
          [[opcua]]\nname = \"plant\"\nurl = \"{}\"\npki_dir = {}\ntimeout_ms = 2000\n\
          publishing_interval_ms = 50\n",
         sim.url(),

@@ -76,7 +76,7 @@ fn tx_config_url(
 ) -> TxConfig {
     let port = tests::free_udp_port().expect("udp port");
     let mut s = format!(
-        "[link]\ndestination = \"127.0.0.1:{port}\"\n{top_extra}\n[[opcua]]\nname = \"sim\"\nurl = {}\n\
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{port}\"\n{top_extra}\n[[opcua]]\nname = \"sim\"\nurl = {}\n\
          pki_dir = {}\ntimeout_ms = 2000\npublishing_interval_ms = 50\npoll_interval_ms = 50\n{endpoint_extra}\n",
         q(url),
         q(&pki.display().to_string()),
@@ -556,7 +556,7 @@ async fn browse_prints_toml_the_config_accepts() {
     );
     let port = tests::free_udp_port().expect("port");
     let text = format!(
-        "[link]\ndestination = \"127.0.0.1:{port}\"\n[[opcua]]\nname = \"sim\"\nurl = {}\n\n{toml}",
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{port}\"\n[[opcua]]\nname = \"sim\"\nurl = {}\n\n{toml}",
         q(&sim.url())
     );
     let config = TxConfig::parse(&text, Path::new("browsed.toml"))

@@ -28,7 +28,7 @@ async fn run(tags: usize, seconds: u64) {
     .expect("sim");
     let port = tests::free_udp_port().expect("port");
     let mut s = format!(
-        "[link]\ndestination = \"127.0.0.1:{port}\"\n[[opcua]]\nname = \"load\"\nurl = \"{}\"\n\
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{port}\"\n[[opcua]]\nname = \"load\"\nurl = \"{}\"\n\
          pki_dir = \"{}\"\npublishing_interval_ms = 100\n",
         sim.url(),
         dir.path().join("pki").display()

@@ -887,7 +887,7 @@ async fn postgres_throughput() {
     let schema = unique("gwbench_");
     let tmp = tempfile::tempdir().expect("temporary directory");
     let cfg = parse_rx(&format!(
-        "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n{}",
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n{}",
         toml_path(&tmp.path().join("history.sqlite")),
         pg_table(&url, tmp.path(), &schema, None)
     ))
@@ -967,7 +967,7 @@ async fn mqtt_throughput() {
     let sub = Subscriber::start(&broker, &prefix, &unique("sub")).await;
     let tmp = tempfile::tempdir().expect("temporary directory");
     let cfg = parse_rx(&format!(
-        "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n{}live = false\n",
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n{}live = false\n",
         toml_path(&tmp.path().join("history.sqlite")),
         mqtt_table(&broker, &prefix)
     ))

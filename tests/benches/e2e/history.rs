@@ -54,7 +54,7 @@ pub fn run_history(seconds: f64) -> anyhow::Result<HistoryResult> {
     // The path every sample takes once; the carousel (which cannot be turned off) gets a
     // share of a 10 Mb/s link rate, next to nothing (the live path is not paced here).
     let text = format!(
-        "[link]\ndestination = \"127.0.0.1:9\"\nrate_mbit = 10\n[history]\ndir = \"{}\"\n\
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:9\"\nrate_mbit = 10\n[history]\ndir = \"{}\"\n\
          carousel_share = 0.1\nmax_bytes = 2000000000\n",
         dir.path().join("h").display()
     );

@@ -398,7 +398,7 @@ impl Drop for LossRule {
 
 fn bulk_rx() -> anyhow::Result<()> {
     let port = tests::free_udp_port()?;
-    let toml = format!("[link]\nbind = \"127.0.0.1:{port}\"\n");
+    let toml = format!("[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:{port}\"\n");
     let mut config =
         RxConfig::parse(&toml, Path::new("bench/gateway-rx.toml")).map_err(|e| anyhow!("{e}"))?;
     config.link.key = Some(KEY);
@@ -471,7 +471,9 @@ fn bulk_tx() -> anyhow::Result<()> {
     let samples: usize = env("E2E_SAMPLES")?;
     let max_batch: usize = env("E2E_MAX_BATCH")?;
     let seconds: f64 = env("E2E_SECONDS")?;
-    let mut toml = format!("[link]\ndestination = \"{dest}\"\nrate_mbit = {rate_mbit}\n");
+    let mut toml = format!(
+        "[link]\ninsecure_no_key = true\ndestination = \"{dest}\"\nrate_mbit = {rate_mbit}\n"
+    );
     if let Ok(repair) = std::env::var("E2E_REPAIR")
         && !repair.is_empty()
     {
@@ -639,7 +641,9 @@ pub fn run_rss(tags: usize) -> anyhow::Result<RssResult> {
     let mut rx = Proc::spawn("rss-rx", &[("E2E_TAGS", tags.to_string())])?;
     let port: u16 = rx.expect("port", Duration::from_secs(20))?.parse()?;
     let tx_rt = runtime("tx-rt")?;
-    let toml = format!("[link]\ndestination = \"127.0.0.1:{port}\"\nrate_mbit = 2000\n");
+    let toml = format!(
+        "[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:{port}\"\nrate_mbit = 2000\n"
+    );
     let config =
         TxConfig::parse(&toml, Path::new("bench/gateway-tx.toml")).map_err(|e| anyhow!("{e}"))?;
     let table = Arc::new(TagTable::new(synthetic_tags(tags), vec![0.0; tags]));
@@ -688,7 +692,7 @@ fn rss_rx() -> anyhow::Result<()> {
     let port = tests::free_udp_port()?;
     let dir = tempfile::tempdir()?;
     let toml = format!(
-        "[link]\nbind = \"127.0.0.1:{port}\"\n\n[status]\nlog_interval_s = 3600\n\n[store]\npath = \"{}\"\n",
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:{port}\"\n\n[status]\nlog_interval_s = 3600\n\n[store]\npath = \"{}\"\n",
         dir.path().join("history.sqlite").display()
     );
     let config =
@@ -875,7 +879,7 @@ fn modbus_tx() -> anyhow::Result<()> {
     // One device's tags through the real config parser, then copied for each PLC (parsing
     // 100,000 tags of TOML would only measure the parser).
     let mut toml = format!(
-        "[link]\ndestination = \"{dest}\"\nrate_mbit = 1000\n\n[[modbus]]\nname = \"plc0\"\nhost = \"127.0.0.1\"\nport = {}\npoll_interval_ms = {interval_ms}\ntimeout_ms = 1000\n",
+        "[link]\ninsecure_no_key = true\ndestination = \"{dest}\"\nrate_mbit = 1000\n\n[[modbus]]\nname = \"plc0\"\nhost = \"127.0.0.1\"\nport = {}\npoll_interval_ms = {interval_ms}\ntimeout_ms = 1000\n",
         ports.first().copied().unwrap_or(502)
     );
     for r in 0..registers {

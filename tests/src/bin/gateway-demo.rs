@@ -63,9 +63,12 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => String::new(),
     };
+    // Authenticated, as every shipped config is: a key made for this run.
+    let key = tests::KeyFile::random();
     let rx_toml = format!(
-        "[link]\nbind = \"127.0.0.1:{}\"\n\n[modbus_server]\nbind = \"127.0.0.1:{}\"\n\n[status]\nlog_interval_s = 3600\n{}",
+        "[link]\nbind = \"127.0.0.1:{}\"\n{}\n[modbus_server]\nbind = \"127.0.0.1:{}\"\n\n[status]\nlog_interval_s = 3600\n{}",
         tests::free_udp_port()?,
+        key.link_lines("rx-link.state"),
         args.modbus_port,
         http(0)
     );
@@ -90,8 +93,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let destination: SocketAddr = relay.as_ref().map_or(rx.link_addr, |r| r.listen);
     let tx_toml = format!(
-        "{}[link]\ndestination = \"{destination}\"\nsnapshot_period_s = 5\n\n{}",
+        "{}[link]\ndestination = \"{destination}\"\nsnapshot_period_s = 5\n{}\n{}",
         http(1),
+        key.link_lines("tx-link.state"),
         demo_device_toml("plc1", plc.local_addr(), 250, 500)
     );
     let tx_config = TxConfig::parse(&tx_toml, Path::new("demo/gateway-tx.toml"))

@@ -60,9 +60,7 @@ pub fn rx_toml_with(port: u16, key_file: Option<&Path>, link_extra: &str) -> Str
         "[link]\nbind = \"127.0.0.1:{port}\"\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\
          {link_extra}"
     );
-    if let Some(k) = key_file {
-        s.push_str(&format!("key_file = {}\n", toml_string(k)));
-    }
+    s.push_str(&link_auth(key_file, "rx-link.state"));
     s.push_str("\n[modbus_server]\nbind = \"127.0.0.1:0\"\n\n[status]\nlog_interval_s = 3600\n");
     s
 }
@@ -88,16 +86,31 @@ pub fn tx_toml_with(
         "[link]\ndestination = \"{destination}\"\nheartbeat_ms = {HEARTBEAT_MS}\n\
          catalogue_interval_s = 1\nsnapshot_period_s = 1\n"
     );
-    if let Some(k) = key_file {
-        s.push_str(&format!("key_file = {}\n", toml_string(k)));
-    }
+    s.push_str(&link_auth(key_file, "tx-link.state"));
     s.push_str(link_extra);
     s.push('\n');
     s.push_str(&demo_device_toml(DEVICE, plc, poll_ms, PLC_TIMEOUT_MS));
     s
 }
 
-fn toml_string(p: &Path) -> String {
+/// The `[link]` lines for `key_file`, with the link state beside the key (each test's key is
+/// in a directory of its own, so tests never share what a daemon remembers of sessions); or,
+/// without a key, the explicit choice to run unauthenticated.
+pub fn link_auth(key_file: Option<&Path>, state: &str) -> String {
+    match key_file {
+        Some(k) => {
+            let dir = k.parent().expect("a key file is in a directory");
+            format!(
+                "key_file = {}\nstate_file = {}\n",
+                toml_string(k),
+                toml_string(&dir.join(state))
+            )
+        }
+        None => "insecure_no_key = true\n".to_owned(),
+    }
+}
+
+pub fn toml_string(p: &Path) -> String {
     let text = p.to_str().expect("temporary paths are UTF-8");
     assert!(
         !text.contains(['"', '\\']) && !text.chars().any(char::is_control),
@@ -116,29 +129,8 @@ pub fn parse_tx(text: &str) -> TxConfig {
         .unwrap_or_else(|e| panic!("TX config refused: {e}\n{text}"))
 }
 
-/// A pre-shared key file (64 hex characters, mode 0600) in its own temporary directory.
-pub struct KeyFile {
-    _dir: tempfile::TempDir,
-    pub path: PathBuf,
-}
-
-impl KeyFile {
-    pub fn random() -> KeyFile {
-        use std::io::Read;
-        use std::os::unix::fs::PermissionsExt;
-        let mut key = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut key))
-            .expect("reading /dev/urandom");
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("link.key");
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&path, format!("{hex}\n")).expect("writing the key file");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod 600 the key file");
-        KeyFile { _dir: dir, path }
-    }
-}
+#[allow(unused_imports)]
+pub use tests::KeyFile;
 
 /// How to build a chain.
 #[derive(Default)]
