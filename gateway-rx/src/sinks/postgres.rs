@@ -550,7 +550,8 @@ mod tests {
         };
         // Seven (tag, type) keys, one name under two types, in turn: each batch of four holds
         // keys the cache (three) holds and keys it must look up, so it overflows at each batch.
-        let keys: Vec<(Arc<str>, fn(i64) -> Value)> = vec![
+        type MakeValue = fn(i64) -> Value;
+        let keys: Vec<(Arc<str>, MakeValue)> = vec![
             (Arc::from("site/a/flow"), |i| Value::Double(i as f64 + 0.5)),
             (Arc::from("site/a/level"), |i| Value::Int32(i as i32)),
             (Arc::from("site/a/mode"), |i| Value::String(format!("m{i}"))),
