@@ -31,8 +31,10 @@
 //! cannot skip conflicts), in one transaction; the spool cursor moves after the commit. A
 //! re-delivered sample (after a crash or a cut connection) is thus kept once. When the server
 //! is unreachable or a batch fails, the sink reconnects with backoff (0.5 s doubling to 30 s)
-//! and the samples wait in the spool. NUL characters, which PostgreSQL text cannot hold, become
-//! U+FFFD.
+//! and the samples wait in the spool. A batch is written whole or not at all: a sample whose tag
+//! has no id (its row deleted meanwhile) fails its batch like a lost connection, and is never
+//! skipped. Tag ids are cached, at most a million (name, type) pairs (beyond, the cache starts
+//! over). NUL characters, which PostgreSQL text cannot hold, become U+FFFD.
 //!
 //! TLS to the server is not built yet: `sslmode` must be `disable` (the config refuses others).
 
@@ -124,11 +126,27 @@ pub fn columns(v: &Value) -> (Option<f64>, Option<String>) {
     }
 }
 
+/// Why a batch was not written (it is then read again from the spool after reconnecting).
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(
+        "tag {tag} ({value_type}) has no row in the tags table: deleted while the batch was written"
+    )]
+    Unresolved {
+        tag: String,
+        value_type: &'static str,
+    },
+}
+
 struct Sink {
     cfg: Postgres,
     stats: Arc<SinkStats>,
     /// (name, type) → tag id.
     tags: HashMap<(Arc<str>, ValueType), i32>,
+    /// `tags` holds at most this many.
+    tag_cache: usize,
 }
 
 impl Sink {
@@ -203,29 +221,30 @@ impl Sink {
         Ok(())
     }
 
-    /// Resolves the tag ids of a batch, creating the tags that are new.
+    /// The tag id of each sample of `batch`, creating the tags that are new. The ids the
+    /// cache lacks are read from the database; the cache then keeps them, within its bound.
     async fn resolve(
         &mut self,
         client: &Client,
         batch: &[Spooled],
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<Vec<i32>, WriteError> {
+        let mut ids: Vec<Option<i32>> = Vec::with_capacity(batch.len());
         let mut names = Vec::new();
         let mut types = Vec::new();
         let mut keys = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for s in batch {
             let key = (s.sample.tag.clone(), s.sample.value.value_type());
-            if !self.tags.contains_key(&key) && seen.insert(key.clone()) {
+            let id = self.tags.get(&key).copied();
+            if id.is_none() && seen.insert(key.clone()) {
                 names.push(no_nul(&key.0));
                 types.push(crate::store::db::type_name(key.1).to_owned());
                 keys.push(key);
             }
+            ids.push(id);
         }
         if keys.is_empty() {
-            return Ok(());
-        }
-        if self.tags.len() + keys.len() > TAG_CACHE {
-            self.tags.clear();
+            return Ok(ids.into_iter().flatten().collect());
         }
         client
             .execute(
@@ -252,21 +271,41 @@ impl Sink {
         for r in rows {
             by.insert((r.try_get(1)?, r.try_get(2)?), r.try_get(0)?);
         }
+        let mut found: HashMap<(Arc<str>, ValueType), i32> = HashMap::with_capacity(keys.len());
         for (key, (n, t)) in keys.into_iter().zip(names.into_iter().zip(types)) {
             if let Some(id) = by.get(&(n, t)) {
-                self.tags.insert(key, *id);
+                found.insert(key, *id);
             }
         }
-        Ok(())
+        let ids = batch
+            .iter()
+            .zip(ids)
+            .map(|(s, id)| {
+                let vt = s.sample.value.value_type();
+                id.or_else(|| found.get(&(s.sample.tag.clone(), vt)).copied())
+                    // Created or found just above; missing means deleted meanwhile.
+                    .ok_or_else(|| WriteError::Unresolved {
+                        tag: s.sample.tag.to_string(),
+                        value_type: crate::store::db::type_name(vt),
+                    })
+            })
+            .collect::<Result<Vec<i32>, WriteError>>()?;
+        // The batch holds its ids now, so the cache may start over when the new ones do not fit.
+        if self.tags.len() + found.len() > self.tag_cache {
+            self.tags.clear();
+        }
+        for (key, id) in found {
+            if self.tags.len() >= self.tag_cache {
+                break;
+            }
+            self.tags.insert(key, id);
+        }
+        Ok(ids)
     }
 
     /// Writes one batch in one transaction; returns the rows that were new.
-    async fn write(
-        &mut self,
-        client: &mut Client,
-        batch: &[Spooled],
-    ) -> Result<u64, tokio_postgres::Error> {
-        self.resolve(client, batch).await?;
+    async fn write(&mut self, client: &mut Client, batch: &[Spooled]) -> Result<u64, WriteError> {
+        let ids = self.resolve(client, batch).await?;
         let tx = client.transaction().await?;
         let sink = tx
             .copy_in(
@@ -287,13 +326,8 @@ impl Sink {
             ],
         );
         let mut writer = std::pin::pin!(writer);
-        for s in batch {
+        for (s, id) in batch.iter().zip(&ids) {
             let s = &s.sample;
-            let Some(id) = self.tags.get(&(s.tag.clone(), s.value.value_type())) else {
-                // Resolved just above; a tag missing here was deleted meanwhile: the batch
-                // fails and is retried after reconnecting (the cache is cleared then).
-                continue;
-            };
             let (ts, ns) = split_time(s.time);
             let (received, _) = split_time(s.received);
             let (value, text) = columns(&s.value);
@@ -367,6 +401,7 @@ pub async fn run(cfg: Postgres, mut reader: SpoolReader, stats: Arc<SinkStats>) 
         cfg,
         stats,
         tags: HashMap::new(),
+        tag_cache: TAG_CACHE,
     };
     let mut backoff = Backoff::new();
     let mut failures = 0u64;
@@ -423,6 +458,8 @@ pub async fn run(cfg: Postgres, mut reader: SpoolReader, stats: Arc<SinkStats>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::spool::{SpoolSample, SpoolWriter};
+    use protocol::model::Quality;
 
     #[test]
     fn times_split_to_micros_and_nanos() {
@@ -459,6 +496,161 @@ mod tests {
         assert_eq!(
             columns(&Value::DateTime(0)),
             (None, Some("1970-01-01T00:00:00.000000000Z".into()))
+        );
+    }
+
+    /// The test server (`GATEWAY_TEST_PG_URL`, started by `.ci/services`); `None` (skip) when
+    /// unset, except under `CI=true`, where a missing server fails.
+    fn test_server() -> Option<String> {
+        match std::env::var("GATEWAY_TEST_PG_URL") {
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+            _ => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!(
+                        "GATEWAY_TEST_PG_URL is not set under CI=true: `.ci/services` must start PostgreSQL and export it"
+                    );
+                }
+                eprintln!(
+                    "skipping: GATEWAY_TEST_PG_URL is not set (`source .ci/services` starts PostgreSQL)"
+                );
+                None
+            }
+        }
+    }
+
+    /// Past its tag cache's bound, the sink still writes every sample of every batch under
+    /// its own tag, and counts as delivered exactly what the table holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_sample_under_its_own_tag_past_the_tag_cache() {
+        let Some(url) = test_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let schema = format!("gwtest_tagcache_{}_{nanos}", std::process::id());
+        let cfg = Postgres {
+            url: Some(url),
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            password: std::env::var("GATEWAY_TEST_PG_PASSWORD")
+                .ok()
+                .map(config::rx::Secret::new),
+            password_file: None,
+            dbname: String::new(),
+            schema: schema.clone(),
+            batch_samples: 4,
+            spool: config::rx::Spool {
+                dir: dir.path().join("spool"),
+                max_bytes: 1 << 20,
+            },
+        };
+        // Seven (tag, type) keys, one name under two types, in turn: each batch of four holds
+        // keys the cache (three) holds and keys it must look up, so it overflows at each batch.
+        type MakeValue = fn(i64) -> Value;
+        let keys: Vec<(Arc<str>, MakeValue)> = vec![
+            (Arc::from("site/a/flow"), |i| Value::Double(i as f64 + 0.5)),
+            (Arc::from("site/a/level"), |i| Value::Int32(i as i32)),
+            (Arc::from("site/a/mode"), |i| Value::String(format!("m{i}"))),
+            (Arc::from("site/a/mode"), |i| Value::Int16(i as i16)),
+            (Arc::from("site/b/run"), |i| Value::Boolean(i % 2 == 0)),
+            (Arc::from("site/b/speed"), |i| Value::Float(i as f32)),
+            (Arc::from("site/b/count"), |i| Value::UInt32(i as u32 * 7)),
+        ];
+        let t0 = 1_700_000_000_000_000_000i64;
+        let samples: Vec<SpoolSample> = (0..84i64)
+            .map(|i| {
+                let (tag, value) = &keys[i as usize % keys.len()];
+                SpoolSample {
+                    tag: tag.clone(),
+                    value: value(i),
+                    quality: Quality::GOOD,
+                    time: t0 + i * 1_000_000,
+                    received: t0,
+                }
+            })
+            .collect();
+        let n = samples.len() as u64;
+        let (mut w, shared) =
+            SpoolWriter::open(&cfg.spool.dir, cfg.spool.max_bytes).expect("spool");
+        assert_eq!(w.append(&samples).expect("append"), samples.len());
+        w.sync().expect("sync");
+        let mut reader = SpoolReader::open(&cfg.spool.dir, shared).expect("spool reader");
+
+        let (mut client, connection) = pg_config(&cfg)
+            .expect("config")
+            .connect(NoTls)
+            .await
+            .expect("connecting to the test PostgreSQL");
+        tokio::spawn(connection);
+        let stats = Arc::new(SinkStats::default());
+        let mut sink = Sink {
+            cfg,
+            stats: stats.clone(),
+            tags: HashMap::new(),
+            tag_cache: 3,
+        };
+        sink.prepare(&client).await.expect("schema");
+        let delivered = || stats.delivered.load(Ordering::Relaxed);
+        tokio::select! {
+            why = sink.session(&mut client, &mut reader) => panic!("the session ended: {why}"),
+            () = async {
+                while delivered() < n {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } => {}
+            () = tokio::time::sleep(Duration::from_secs(60)) => panic!("{} of {n} delivered", delivered()),
+        }
+        assert!(
+            sink.tags.len() <= 3,
+            "the cache stays bounded: {}",
+            sink.tags.len()
+        );
+
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT t.name, t.value_type, \
+                     (EXTRACT(EPOCH FROM s.ts) * 1000000)::bigint * 1000 + s.ns, \
+                     s.value, s.value_text FROM \"{schema}\".samples s \
+                     JOIN \"{schema}\".tags t ON t.id = s.tag_id"
+                ),
+                &[],
+            )
+            .await
+            .expect("samples");
+        let got: std::collections::BTreeMap<i64, (String, String, Option<f64>, Option<String>)> =
+            rows.iter()
+                .map(|r| (r.get(2), (r.get(0), r.get(1), r.get(3), r.get(4))))
+                .collect();
+        let want: std::collections::BTreeMap<i64, (String, String, Option<f64>, Option<String>)> =
+            samples
+                .iter()
+                .map(|s| {
+                    let (value, text) = columns(&s.value);
+                    let vt = crate::store::db::type_name(s.value.value_type()).to_owned();
+                    (s.time, (s.tag.to_string(), vt, value, text))
+                })
+                .collect();
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await;
+        let missing: Vec<_> = want.iter().filter(|(t, _)| !got.contains_key(*t)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {n} samples missing, {} counted delivered; e.g. {:?}",
+            missing.len(),
+            delivered(),
+            &missing[..missing.len().min(3)]
+        );
+        assert_eq!(got, want, "every sample under its own tag");
+        assert_eq!(
+            rows.len() as u64,
+            delivered(),
+            "delivered counts the rows in the table"
         );
     }
 }

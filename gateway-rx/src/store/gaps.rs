@@ -44,11 +44,15 @@ pub struct GapCounts {
     pub abandoned: u64,
 }
 
-/// The JSON-lines audit log of gaps.
+/// The JSON-lines audit log of gaps. Events are recorded inside the store's transaction and
+/// written when it commits ([`flush`](Self::flush)): a transaction that rolls back
+/// ([`discard`](Self::discard)) leaves no line for a gap the database does not hold.
 pub struct AuditLog {
     path: PathBuf,
     file: Option<File>,
     failed: bool,
+    /// Lines recorded and not yet written.
+    recorded: Vec<String>,
 }
 
 impl AuditLog {
@@ -57,6 +61,7 @@ impl AuditLog {
             path,
             file: None,
             failed: false,
+            recorded: Vec::new(),
         }
     }
 
@@ -64,7 +69,7 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one event line for `gap`.
+    /// Records one event line for `gap`, written by the next [`flush`](Self::flush).
     pub fn record(&mut self, event: &str, gap: &GapRow, missing: u64) {
         let line = serde_json::json!({
             "at": format_rfc3339(crate::unix_now()),
@@ -81,15 +86,27 @@ impl AuditLog {
             "reason": gap.reason,
             "tags": gap.tags,
         });
-        if let Err(e) = self.append(&line.to_string()) {
-            if !self.failed {
-                warn!(path = %self.path.display(), error = %e, "cannot write the gap audit log; gaps stay in the store");
+        self.recorded.push(line.to_string());
+    }
+
+    /// Writes the lines recorded (their transaction committed).
+    pub fn flush(&mut self) {
+        for line in std::mem::take(&mut self.recorded) {
+            if let Err(e) = self.append(&line) {
+                if !self.failed {
+                    warn!(path = %self.path.display(), error = %e, "cannot write the gap audit log; gaps stay in the store");
+                }
+                self.failed = true;
+                self.file = None;
+            } else {
+                self.failed = false;
             }
-            self.failed = true;
-            self.file = None;
-        } else {
-            self.failed = false;
         }
+    }
+
+    /// Forgets the lines recorded (their transaction rolled back).
+    pub fn discard(&mut self) {
+        self.recorded.clear();
     }
 
     fn append(&mut self, line: &str) -> std::io::Result<()> {

@@ -8,7 +8,11 @@
 //! owns the database. When the channel is full the batch is dropped, counted, and its sequence
 //! range noted: its numbers stay missing, so the writer records a gap (reason
 //! `receiver_queue_full`) that the carousel heals. The writer commits what it took in one
-//! transaction (samples, received ranges, gaps), so a crash leaves a consistent store.
+//! transaction (samples, received ranges, gaps), so a crash leaves a consistent store. A
+//! transaction that fails (disk full, I/O error) is rolled back whole: its samples are counted
+//! as not stored and their numbers stay missing (a gap the carousel heals), and the writer
+//! forgets what it learnt in memory during it (tag ids, catalogues saved, sequence tracking,
+//! gap counts and audit lines), so that its memory is never ahead of the database.
 //!
 //! Batches naming a catalogue this receiver does not know yet (it just started and the
 //! catalogue has not arrived) wait in memory, at most [`PENDING_SAMPLES`] samples; beyond that
@@ -62,7 +66,8 @@ pub struct StoreStats {
     pub queue_full_batches: AtomicU64,
     pub queue_full_samples: AtomicU64,
     pub unknown_catalogue_dropped: AtomicU64,
-    /// Received while the store was disabled or could not be opened.
+    /// Received while the store was disabled or could not be opened, or taken by a
+    /// transaction that failed.
     pub not_stored: AtomicU64,
     pub write_errors: AtomicU64,
     pub gaps_opened: AtomicU64,

@@ -31,6 +31,20 @@ const MAX_TRACKED_LOGS: usize = 8;
 struct CatalogueMap {
     names: Vec<String>,
     ids: Vec<Option<(ValueType, i64)>>,
+    /// Whether the database holds `names` (false again after a rollback: saved anew when next
+    /// used).
+    saved: bool,
+}
+
+/// What the transaction in progress changed that is published only once it commits.
+#[derive(Default)]
+struct Uncommitted {
+    /// The gap counts before it began, restored if it rolls back.
+    counts: GapCounts,
+    /// Samples it took (not held for an unknown catalogue): not stored if it rolls back.
+    samples: u64,
+    inserted: u64,
+    duplicate: u64,
 }
 
 pub(super) struct Writer {
@@ -53,6 +67,7 @@ pub(super) struct Writer {
     /// transaction, for them.
     sinks: Option<crate::sinks::SinkFeed>,
     fresh: Vec<crate::sinks::FreshSample>,
+    tx: Uncommitted,
 }
 
 impl Writer {
@@ -81,6 +96,7 @@ impl Writer {
             disabled_logged: false,
             sinks: None,
             fresh: Vec::new(),
+            tx: Uncommitted::default(),
         }
     }
 
@@ -171,8 +187,7 @@ impl Writer {
             if before.is_power_of_two() || before == 0 {
                 warn!(error = %e, "history store write failed; the batches stay missing and the carousel will re-send them");
             }
-            // Memory may be ahead of the database now: reload from it.
-            self.tracks.clear();
+            self.roll_back();
         }
         if now >= self.next_retention {
             self.retention(&conn);
@@ -210,12 +225,18 @@ impl Writer {
         group: Vec<HistoryBatch>,
         now: Instant,
     ) -> rusqlite::Result<()> {
-        let tx = conn.transaction()?;
         self.fresh.clear();
+        self.tx = Uncommitted {
+            counts: self.counts,
+            samples: group.iter().map(|b| b.samples.len() as u64).sum(),
+            ..Uncommitted::default()
+        };
+        let tx = conn.transaction()?;
         // Batches waiting for their catalogue go first, in arrival order.
         let mut todo: Vec<HistoryBatch> = Vec::new();
         if !self.pending.is_empty() && self.state.catalogue_hash().is_some() {
             todo.extend(self.pending.drain(..));
+            self.tx.samples += self.pending_samples as u64;
             self.pending_samples = 0;
         }
         todo.extend(group);
@@ -228,6 +249,7 @@ impl Writer {
             .unwrap_or_default();
         for batch in todo {
             if !self.ensure_catalogue(&tx, batch.catalogue)? {
+                self.tx.samples = self.tx.samples.saturating_sub(batch.samples.len() as u64);
                 self.hold(batch);
                 continue;
             }
@@ -255,9 +277,37 @@ impl Writer {
             self.fresh.clear();
         }
         tx.commit()?;
-        self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let done = std::mem::take(&mut self.tx);
+        let st = &self.shared.stats;
+        st.samples_inserted
+            .fetch_add(done.inserted, Ordering::Relaxed);
+        st.samples_duplicate
+            .fetch_add(done.duplicate, Ordering::Relaxed);
+        st.commits.fetch_add(1, Ordering::Relaxed);
+        self.audit.flush();
         self.record_sink_gaps(conn, false);
         Ok(())
+    }
+
+    /// Forgets what the writer learnt in the transaction that just rolled back, so that its
+    /// memory is never ahead of the database: tag ids it created (SQLite may give the same ids
+    /// to other tags now), catalogues it saved, sequence tracking and gaps, their counts and
+    /// audit lines. Its samples were not stored: counted so; their numbers stay missing, so the
+    /// next batch of their log records them as a gap for the carousel to heal.
+    fn roll_back(&mut self) {
+        let lost = std::mem::take(&mut self.tx);
+        self.shared
+            .stats
+            .not_stored
+            .fetch_add(lost.samples, Ordering::Relaxed);
+        self.counts = lost.counts;
+        self.audit.discard();
+        self.tracks.clear();
+        self.fresh.clear();
+        for map in self.catalogues.values_mut() {
+            map.ids.fill(None);
+            map.saved = false;
+        }
     }
 
     /// Records what the sinks lost up to now, before the writer ends.
@@ -282,6 +332,7 @@ impl Writer {
             }
             self.audit.record("lost", &g.row, g.missing);
         }
+        self.audit.flush();
     }
 
     /// Keeps a batch whose catalogue is not known yet, within the bound.
@@ -309,7 +360,11 @@ impl Writer {
 
     /// Whether the catalogue `hash` is known (from the database or the link's state).
     fn ensure_catalogue(&mut self, conn: &Connection, hash: u64) -> rusqlite::Result<bool> {
-        if self.catalogues.contains_key(&hash) {
+        if let Some(map) = self.catalogues.get_mut(&hash) {
+            if !map.saved {
+                db::save_catalogue(conn, hash, &map.names)?;
+                map.saved = true;
+            }
             return Ok(true);
         }
         let names = match self.state.catalogue().filter(|c| c.hash() == hash) {
@@ -327,7 +382,14 @@ impl Writer {
             self.catalogues.clear();
         }
         let ids = vec![None; names.len()];
-        self.catalogues.insert(hash, CatalogueMap { names, ids });
+        self.catalogues.insert(
+            hash,
+            CatalogueMap {
+                names,
+                ids,
+                saved: true,
+            },
+        );
         Ok(true)
     }
 
@@ -383,9 +445,8 @@ impl Writer {
             times.push(s.time);
             names.push(name);
         }
-        let st = &self.shared.stats;
-        st.samples_inserted.fetch_add(inserted, Ordering::Relaxed);
-        st.samples_duplicate.fetch_add(duplicate, Ordering::Relaxed);
+        self.tx.inserted += inserted;
+        self.tx.duplicate += duplicate;
         if unresolved > 0 {
             // A tag index outside its own catalogue: a transmitter bug. Do not mark the batch
             // received, so its numbers are reported missing.
@@ -482,5 +543,182 @@ impl Writer {
             .store(self.counts.abandoned, Ordering::Relaxed);
         let open: usize = self.tracks.values().map(|(t, _)| t.open_gaps()).sum();
         s.open_gaps.store(open as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::catalogue::Catalogue;
+    use protocol::model::{Quality, Sample, SourceAddress, TagInfo, Value};
+
+    const LOG: u64 = 9;
+    const T0: UnixNanos = 1_700_000_000_000_000_000;
+
+    fn catalogue(names: &[&str]) -> Catalogue {
+        let tag = |name: &&str| TagInfo {
+            name: (*name).into(),
+            value_type: ValueType::Double,
+            unit: String::new(),
+            description: String::new(),
+            source: SourceAddress::Other("test".into()),
+        };
+        Catalogue::new(names.iter().map(tag).collect())
+    }
+
+    /// Samples of tag `tag` (its index) numbered `[first, first + n)`, each number its own
+    /// time and value.
+    fn batch(hash: u64, tag: u32, first: u64, n: u64) -> HistoryBatch {
+        HistoryBatch {
+            catalogue: hash,
+            log: LOG,
+            first_seq: first,
+            head_seq: first + n,
+            oldest_seq: 0,
+            samples: (first..first + n)
+                .map(|i| Sample {
+                    tag,
+                    value: Value::Double(i as f64),
+                    quality: Quality::GOOD,
+                    time: T0 + i as i64 * 1_000_000,
+                })
+                .collect(),
+        }
+    }
+
+    /// The (time, value) of every sample `name` holds, read as `gateway-rx query` reads them.
+    fn stored(path: &std::path::Path, name: &str) -> Vec<(UnixNanos, f64)> {
+        let conn = db::open_ro(path).expect("store");
+        db::query(&conn, name, UnixNanos::MIN, UnixNanos::MAX)
+            .expect("query")
+            .into_iter()
+            .map(|s| match s.value {
+                Some(Value::Double(v)) => (s.time, v),
+                other => panic!("{name}: a Double, not {other:?}"),
+            })
+            .collect()
+    }
+
+    fn expected(first: u64, n: u64) -> Vec<(UnixNanos, f64)> {
+        (first..first + n)
+            .map(|i| (T0 + i as i64 * 1_000_000, i as f64))
+            .collect()
+    }
+
+    /// A transaction that fails (the database full: SQLITE_FULL, as a full disk gives) after it
+    /// created a tag id and opened a gap leaves nothing of it in the writer's memory: a tag
+    /// created afterwards does not take the first tag's samples, the gap is counted and
+    /// audited once, and the failed samples are counted as not stored.
+    #[test]
+    fn a_failed_transaction_leaves_no_tag_id_count_or_audit_line_behind() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cfg = StoreConfig {
+            enabled: true,
+            path: dir.path().join("history.sqlite"),
+            max_age: Duration::from_secs(100 * 365 * 86_400),
+            max_bytes: 1 << 40,
+            gap_log: dir.path().join("history-gaps.jsonl"),
+        };
+        let state = Arc::new(State::new());
+        let first = catalogue(&["site/a", "site/b", "site/c"]);
+        let first_hash = first.hash();
+        state.apply_catalogue(first);
+        let (_tx, rx) = std::sync::mpsc::sync_channel(1);
+        let shared = Arc::new(Shared::default());
+        let mut w = Writer::new(cfg.clone(), state.clone(), rx, shared.clone());
+        let (a, b, c) = (0, 1, 2);
+
+        // site/c: numbers 0..10, stored.
+        w.step(vec![batch(first_hash, c, 0, 10)]);
+        assert_eq!(shared.stats.snapshot().commits, 1);
+        // A new catalogue version (a tag added), first saved by the transaction that fails.
+        let names = ["site/a", "site/b", "site/c", "site/d"];
+        let cat = catalogue(&names);
+        let hash = cat.hash();
+        state.apply_catalogue(cat);
+
+        // The disk is full: the database cannot grow by one page.
+        let conn = w.conn.as_ref().expect("open");
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("page_count");
+        let max: i64 = conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })
+            .expect("max_page_count");
+        assert_eq!(max, pages);
+        // One transaction: site/a, numbers 20..25 (its tag created, a gap 10..20 opened),
+        // then 25..2025, which needs new pages: SQLITE_FULL, the whole transaction rolls back.
+        w.step(vec![batch(hash, a, 20, 5), batch(hash, a, 25, 2000)]);
+        let s = shared.stats.snapshot();
+        assert_eq!((s.write_errors, s.commits), (1, 1), "{s:?}");
+
+        // Space again. A new tag, site/b (numbers 2025..2035), then site/a again (2035..2045).
+        w.conn
+            .as_ref()
+            .expect("open")
+            .query_row("PRAGMA max_page_count = 1073741823", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .expect("max_page_count");
+        w.step(vec![batch(hash, b, 2025, 10)]);
+        w.step(vec![batch(hash, a, 2035, 10)]);
+
+        assert_eq!(stored(&cfg.path, "site/c"), expected(0, 10));
+        assert_eq!(
+            stored(&cfg.path, "site/b"),
+            expected(2025, 10),
+            "site/b holds its own samples only"
+        );
+        assert_eq!(
+            stored(&cfg.path, "site/a"),
+            expected(2035, 10),
+            "site/a holds its own samples"
+        );
+
+        // The catalogue version is in the database, as a restart needs it.
+        let conn = db::open_ro(&cfg.path).expect("store");
+        assert_eq!(
+            db::load_catalogue(&conn, hash).expect("catalogues"),
+            Some(names.map(String::from).to_vec())
+        );
+        // The numbers of the failed transaction are one gap, opened once, audited once.
+        let gaps = db::list_gaps(&conn, false, 10).expect("gaps");
+        assert_eq!(gaps.len(), 1, "{gaps:#?}");
+        assert_eq!((gaps[0].start_seq, gaps[0].end_seq), (10, 2025));
+        assert_eq!(
+            (gaps[0].state.as_str(), gaps[0].reason.as_str()),
+            ("open", "not_received")
+        );
+        let audit = std::fs::read_to_string(&cfg.gap_log).expect("audit log");
+        let lines: Vec<serde_json::Value> = audit
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{audit}");
+        assert_eq!(
+            (
+                &lines[0]["event"],
+                &lines[0]["gap_id"],
+                &lines[0]["first_seq"],
+                &lines[0]["last_seq"]
+            ),
+            (
+                &"opened".into(),
+                &gaps[0].id.into(),
+                &10.into(),
+                &2024.into()
+            )
+        );
+        w.publish();
+        let s = shared.stats.snapshot();
+        assert_eq!(s.gaps_opened, 1, "{s:?}");
+        assert_eq!(s.samples_inserted, 30, "{s:?}");
+        assert_eq!(
+            s.not_stored, 2005,
+            "the failed transaction's samples: {s:?}"
+        );
+        assert_eq!(s.commits, 3, "{s:?}");
     }
 }
