@@ -214,6 +214,17 @@ impl LogTrack {
             self.row.oldest = oldest;
             self.dirty = true;
         }
+        // A live batch announces its own end as the head; one that announces more re-sends
+        // older numbers (the carousel, a backfill). Its numbers were sent live before and did
+        // not arrive then, so they are missing like the rest below the head until it fills
+        // them: recorded first, or an outage healed by the re-sends that arrive first (after
+        // a receiver restart, or a link cut) would be recorded short by what they brought.
+        if end < head && head > self.row.checked_until {
+            if head > self.row.expected_end {
+                self.row.expected_end = head;
+            }
+            self.record_holes(conn, audit, counts, head, overflow)?;
+        }
         if let (Some(&t_first), Some(&t_last)) = (times.first(), times.last())
             && !self.ranges.covers(first, end)
         {
@@ -416,5 +427,114 @@ impl LogTrack {
             "history gap closed unhealed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: u64 = 7;
+
+    /// Notes numbers `[first, first + n)`, one sample a number, announcing `head`.
+    fn batch(
+        t: &mut LogTrack,
+        conn: &Connection,
+        audit: &mut AuditLog,
+        first: u64,
+        n: u64,
+        head: u64,
+    ) {
+        let times: Vec<UnixNanos> = (first..first + n).map(|i| i as i64 * 250_000_000).collect();
+        let names = vec!["plant/tag"; times.len()];
+        let mut counts = GapCounts::default();
+        t.on_batch(
+            conn,
+            audit,
+            &mut counts,
+            first,
+            &times,
+            &names,
+            head,
+            0,
+            &[],
+        )
+        .expect("on_batch");
+        t.check(conn, audit, &mut counts).expect("check");
+        audit.flush();
+    }
+
+    fn audit_events(path: &Path) -> Vec<(String, u64, u64, u64)> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                (
+                    v["event"].as_str().unwrap_or_default().to_owned(),
+                    v["first_seq"].as_u64().unwrap_or_default(),
+                    v["count"].as_u64().unwrap_or_default(),
+                    v["missing"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The receiver stored numbers up to 100, was down while 100..180 went out live (4 samples
+    /// a second for 20 s), and restarted: the carousel's re-sends of the outage arrived before
+    /// the live stream's next batch. The whole outage is one gap of 80, healed; it used to be
+    /// recorded as 17 (what the first re-send had not already brought).
+    #[test]
+    fn a_receiver_outage_healed_by_the_carousel_is_recorded_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_path = dir.path().join("h.sqlite");
+        let log_path = dir.path().join("gaps.jsonl");
+        let mut audit = AuditLog::new(log_path.clone());
+        {
+            let conn = db::open_rw(&db_path).expect("db");
+            let mut t = LogTrack::load_or_new(&conn, LOG, 0).expect("track");
+            for i in 0..100 {
+                batch(&mut t, &conn, &mut audit, i, 1, i + 1);
+            }
+        }
+        // The restarted receiver.
+        let conn = db::open_rw(&db_path).expect("db");
+        let mut t = LogTrack::load_or_new(&conn, LOG, 180).expect("track");
+        batch(&mut t, &conn, &mut audit, 100, 63, 180);
+        batch(&mut t, &conn, &mut audit, 180, 1, 181);
+        batch(&mut t, &conn, &mut audit, 163, 17, 181);
+        assert_eq!(
+            audit_events(&log_path),
+            vec![
+                ("opened".to_owned(), 100, 80, 80),
+                ("healed".to_owned(), 100, 80, 0),
+            ]
+        );
+        let gaps = db::list_gaps(&conn, false, 10).expect("gaps");
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].start_seq, gaps[0].end_seq), (100, 180));
+        assert_eq!(gaps[0].state, "healed");
+    }
+
+    /// Re-sends of numbers already received open nothing, and live batches in order neither.
+    #[test]
+    fn resends_of_what_arrived_are_no_gap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = db::open_rw(&dir.path().join("h.sqlite")).expect("db");
+        let log_path = dir.path().join("gaps.jsonl");
+        let mut audit = AuditLog::new(log_path.clone());
+        let mut t = LogTrack::load_or_new(&conn, LOG, 0).expect("track");
+        for i in 0..50 {
+            batch(&mut t, &conn, &mut audit, i, 1, i + 1);
+        }
+        batch(&mut t, &conn, &mut audit, 10, 30, 50);
+        batch(&mut t, &conn, &mut audit, 50, 5, 55);
+        assert!(audit_events(&log_path).is_empty());
+        // A live batch after a loss opens the gap before it.
+        batch(&mut t, &conn, &mut audit, 60, 2, 62);
+        assert_eq!(
+            audit_events(&log_path),
+            vec![("opened".to_owned(), 55, 5, 5)]
+        );
     }
 }
