@@ -59,6 +59,10 @@ pub struct LinkCounters {
     pub pending_datagrams: AtomicU64,
     /// Live samples handed to the encoder.
     pub samples_sent: AtomicU64,
+    /// Messages the encoder refused (one larger than the protocol's message limit): dropped
+    /// and counted, never a reason to stop sending the rest. Sources refuse values beyond
+    /// `protocol::model::MAX_VALUE_BYTES` first, so this stays 0.
+    pub messages_refused: AtomicU64,
 }
 
 pub struct LinkSender {
@@ -404,20 +408,32 @@ impl LinkSender {
             let Some(body) = outlet.pop() else {
                 break;
             };
-            self.encoder
-                .push_encoded(Stream::History, &body, now)
-                .context("queueing a history message for the link")?;
-            self.counters.messages_sent += 1;
+            match self.encoder.push_encoded(Stream::History, &body, now) {
+                Ok(()) => self.counters.messages_sent += 1,
+                Err(e) => self.refused(&e),
+            }
         }
         Ok(())
     }
 
     fn push(&mut self, message: &Message, now: Instant) -> anyhow::Result<()> {
-        self.encoder
-            .push(message, now)
-            .context("encoding a message for the link")?;
-        self.counters.messages_sent += 1;
+        match self.encoder.push(message, now) {
+            Ok(()) => self.counters.messages_sent += 1,
+            Err(e) => self.refused(&e),
+        }
         Ok(())
+    }
+
+    /// A message the encoder refused is dropped and counted: one bad value must not stop the
+    /// link, which would stop every other value with it (and again after each restart).
+    fn refused(&mut self, e: &protocol::EncodeError) {
+        let before = self
+            .link_counters
+            .messages_refused
+            .fetch_add(1, Ordering::Relaxed);
+        if before.is_power_of_two() || before == 0 {
+            warn!(error = %e, refused = before + 1, "message refused by the encoder and dropped");
+        }
     }
 
     /// Sends every datagram the encoder has ready, paced to the link rate, in batches of

@@ -297,6 +297,11 @@ impl TxStatus {
             "Datagrams the kernel refused to send (skipped and counted).",
             get(&c.send_errors),
         );
+        e.counter(
+            "gateway_tx_link_messages_refused_total",
+            "Messages the encoder refused (larger than the protocol's limit) and dropped.",
+            get(&c.messages_refused),
+        );
         e.labelled(
             "gateway_tx_link_datagrams_encoded_total",
             "counter",
@@ -375,6 +380,12 @@ impl TxStatus {
             "Live changes replaced by a newer value of the same tag before they were sent \
              (latest wins; the newer value is sent).",
             self.table().superseded(),
+        );
+        e.counter(
+            "gateway_tx_values_refused_too_large_total",
+            "Values larger than the gateway carries (65,535 bytes), refused at the source as \
+             BadEncodingLimitsExceeded.",
+            self.table().refused_too_large(),
         );
         e.labelled(
             "gateway_tx_config_reloads_total",
@@ -587,6 +598,7 @@ impl TxStatus {
             json!(["datagrams sent", get(&c.datagrams_sent)]),
             json!(["bytes sent (UDP payload)", get(&c.bytes_sent)]),
             json!(["send errors", get(&c.send_errors)]),
+            json!(["messages refused (too large)", { "text": get(&c.messages_refused), "tone": if get(&c.messages_refused) > 0 { "bad" } else { "" } }]),
             json!(["data datagrams encoded", enc.data_datagrams]),
             json!(["repair datagrams encoded", enc.repair_datagrams]),
             json!(["FEC groups", enc.groups]),
@@ -594,6 +606,7 @@ impl TxStatus {
             json!(["fragmented messages", enc.fragmented_messages]),
             json!(["samples sent (live)", get(&c.samples_sent)]),
             json!(["samples superseded", self.table().superseded()]),
+            json!(["values refused (too large)", { "text": self.table().refused_too_large(), "tone": if self.table().refused_too_large() > 0 { "bad" } else { "" } }]),
         ];
         let stream_rows: Vec<Json> = Stream::ALL
             .iter()
@@ -629,10 +642,12 @@ impl TxStatus {
                 "datagrams_sent": get(&c.datagrams_sent),
                 "bytes_sent": get(&c.bytes_sent),
                 "send_errors": get(&c.send_errors),
+                "messages_refused": get(&c.messages_refused),
                 "pending_datagrams": get(&c.pending_datagrams),
                 "change_queue": self.table().pending_changes(),
                 "samples_sent": get(&c.samples_sent),
                 "samples_superseded": self.table().superseded(),
+                "values_refused_too_large": self.table().refused_too_large(),
             },
             "devices": devices,
             "opcua": opcua,

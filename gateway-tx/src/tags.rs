@@ -30,6 +30,8 @@ struct Inner {
     queued: Vec<bool>,
     queue: VecDeque<TagIndex>,
     superseded: u64,
+    /// Values refused for their size (each also seen as the tag's quality).
+    refused_too_large: u64,
 }
 
 /// Tags by quality of their current value.
@@ -99,6 +101,7 @@ impl TagTable {
                 queued: vec![false; n],
                 queue: VecDeque::new(),
                 superseded: 0,
+                refused_too_large: 0,
             }),
             changed: Notify::new(),
             history: std::sync::OnceLock::new(),
@@ -137,7 +140,17 @@ impl TagTable {
                 let Some(info) = self.infos.get(i) else {
                     continue;
                 };
-                let value = match u.value {
+                // Whatever the source, a value beyond what the gateway carries is refused
+                // here: it keeps the tag's last value with BadEncodingLimitsExceeded (see
+                // `protocol::model::MAX_VALUE_BYTES`).
+                let (value, quality) = match u.value {
+                    Some(v) if v.byte_len() > protocol::model::MAX_VALUE_BYTES => {
+                        inner.refused_too_large += 1;
+                        (None, Quality::BAD_ENCODING_LIMITS_EXCEEDED)
+                    }
+                    v => (v, u.quality),
+                };
+                let value = match value {
                     Some(v) => v,
                     None => match &inner.current[i] {
                         Some(s) => s.value.clone(),
@@ -147,13 +160,13 @@ impl TagTable {
                 let report = match &inner.reported[i] {
                     None => true,
                     Some((old_v, old_q)) => {
-                        *old_q != u.quality || exceeds_deadband(old_v, &value, self.deadbands[i])
+                        *old_q != quality || exceeds_deadband(old_v, &value, self.deadbands[i])
                     }
                 };
                 let sample = Sample {
                     tag: u.tag,
                     value,
-                    quality: u.quality,
+                    quality,
                     time: u.time,
                 };
                 if report {
@@ -210,6 +223,11 @@ impl TagTable {
 
     pub fn pending_changes(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// Values refused because they were larger than `protocol::model::MAX_VALUE_BYTES`.
+    pub fn refused_too_large(&self) -> u64 {
+        self.lock().refused_too_large
     }
 
     pub fn superseded(&self) -> u64 {

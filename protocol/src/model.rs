@@ -43,6 +43,13 @@ pub enum Value {
     ByteString(Vec<u8>),
 }
 
+/// The largest String or ByteString value the gateway carries, in bytes: 65,535, the default
+/// string limit of OPC UA stacks, so that every value the mirror serves can be read by an IT
+/// client with its default settings. A larger one (an OPC UA server may hold any size) is
+/// refused where it enters, at the source, as Quality [`Quality::BAD_ENCODING_LIMITS_EXCEEDED`],
+/// and the tag keeps its last value. Larger content belongs in a file.
+pub const MAX_VALUE_BYTES: usize = 65_535;
+
 impl Value {
     pub fn value_type(&self) -> ValueType {
         match self {
@@ -58,6 +65,15 @@ impl Value {
             Value::String(_) => ValueType::String,
             Value::DateTime(_) => ValueType::DateTime,
             Value::ByteString(_) => ValueType::ByteString,
+        }
+    }
+
+    /// Bytes of a String or ByteString value; 0 for the fixed-size types.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Value::String(s) => s.len(),
+            Value::ByteString(b) => b.len(),
+            _ => 0,
         }
     }
 
@@ -91,6 +107,8 @@ impl Quality {
     pub const UNCERTAIN_LAST_USABLE_VALUE: Quality = Quality(0x4090_0000);
     pub const BAD: Quality = Quality(0x8000_0000);
     pub const BAD_INTERNAL_ERROR: Quality = Quality(0x8002_0000);
+    /// A value larger than [`MAX_VALUE_BYTES`]: not carried; the tag keeps its last value.
+    pub const BAD_ENCODING_LIMITS_EXCEEDED: Quality = Quality(0x8008_0000);
     pub const BAD_COMMUNICATION_ERROR: Quality = Quality(0x8005_0000);
     pub const BAD_DECODING_ERROR: Quality = Quality(0x8007_0000);
     pub const BAD_TIMEOUT: Quality = Quality(0x800A_0000);
@@ -126,6 +144,7 @@ impl Quality {
             Quality::UNCERTAIN_LAST_USABLE_VALUE => "UncertainLastUsableValue",
             Quality::BAD => "Bad",
             Quality::BAD_INTERNAL_ERROR => "BadInternalError",
+            Quality::BAD_ENCODING_LIMITS_EXCEEDED => "BadEncodingLimitsExceeded",
             Quality::BAD_COMMUNICATION_ERROR => "BadCommunicationError",
             Quality::BAD_DECODING_ERROR => "BadDecodingError",
             Quality::BAD_TIMEOUT => "BadTimeout",

@@ -503,6 +503,9 @@ impl OpcUaSim {
         limits.max_array_length = 1_000_000;
         limits.max_message_size = 64 << 20;
         limits.max_chunk_count = 1024;
+        // Values of any size a plant server may hold, for the tests of what the gateway refuses.
+        limits.max_string_length = 32 << 20;
+        limits.max_byte_string_length = 32 << 20;
         limits.subscriptions.max_monitored_items_per_sub = 1_000_000;
         limits.subscriptions.max_queued_notifications = 1000;
         limits.subscriptions.min_sampling_interval_ms = 10.0;

@@ -294,6 +294,101 @@ async fn type_mismatch_keeps_last_value_with_bad_type_mismatch() {
     assert_eq!(sim.mutations().total(), 0);
 }
 
+/// A value beyond what the gateway carries is refused where it enters, as
+/// BadEncodingLimitsExceeded: the tag keeps its last value and every other tag keeps flowing.
+/// With the client library's 64 KiB string limit, such a value failed the decoding of its
+/// whole Read (every other value in it lost); and one past the encoder's 16 MiB message limit
+/// ended the link sender, and with it the daemon. Read by polling: the simulated server does
+/// not send data changes of more than 64 KiB on subscriptions (both modes share
+/// `convert::update`, whose unit tests cover it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_value_is_refused_at_the_source_and_the_link_carries_on() {
+    init_tracing();
+    {
+        let mode = "mode = \"poll\"";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = sim(dir.path(), false, 0).await;
+        let tags = vec![
+            (
+                "sim/text".to_owned(),
+                sim.node_text("String").expect("node"),
+                "string",
+                "",
+            ),
+            (
+                "sim/speed".to_owned(),
+                sim.node_text("Double").expect("node"),
+                "f64",
+                "",
+            ),
+        ];
+        let config = history_config(&sim, dir.path(), mode, &tags);
+        let tx = Transmitter::start(config).await.expect("transmitter");
+        let table = tx.table();
+        sim.set("String", Value::String("ok".into()), Quality::GOOD, 1_000)
+            .expect("set");
+        wait_for("the first text", || {
+            current(&table, "sim/text").is_some_and(|s| s.value == Value::String("ok".into()))
+        })
+        .await;
+        for (i, len) in [protocol::model::MAX_VALUE_BYTES + 1]
+            .into_iter()
+            .enumerate()
+        {
+            sim.set(
+                "String",
+                Value::String("x".repeat(len)),
+                Quality::GOOD,
+                2_000 + i as i64,
+            )
+            .expect("set");
+            wait_for(&format!("{len} bytes refused"), || {
+                current(&table, "sim/text").is_some_and(|s| {
+                    s.quality == Quality::BAD_ENCODING_LIMITS_EXCEEDED && s.time == 2_000 + i as i64
+                })
+            })
+            .await;
+            assert_eq!(
+                current(&table, "sim/text").map(|s| s.value),
+                Some(Value::String("ok".into())),
+                "the last value is kept"
+            );
+            // The link goes on: a later change of another tag is sent.
+            sim.set(
+                "Double",
+                Value::Double(i as f64 + 0.5),
+                Quality::GOOD,
+                3_000 + i as i64,
+            )
+            .expect("set");
+            let sent_before = tx.status.counters.samples_sent.load(Ordering::Relaxed);
+            wait_for("the next change sent", || {
+                tx.status.counters.samples_sent.load(Ordering::Relaxed) > sent_before
+            })
+            .await;
+            assert!(tx.link_alive(), "the link sender stopped ({mode})");
+        }
+        assert_eq!(
+            tx.status.counters.messages_refused.load(Ordering::Relaxed),
+            0,
+            "refused at the source, never at the encoder"
+        );
+        // History has the refusal too, as the quality of a sample without the value.
+        let history = buffered(&dir.path().join("history"));
+        assert!(
+            history
+                .iter()
+                .any(|s| s.quality == Quality::BAD_ENCODING_LIMITS_EXCEEDED),
+            "{} samples in the buffer",
+            history.len()
+        );
+        assert!(history.iter().all(|s| match &s.value {
+            Value::String(t) => t.len() <= protocol::model::MAX_VALUE_BYTES,
+            _ => true,
+        }));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_mode_delivers_every_type() {
     init_tracing();

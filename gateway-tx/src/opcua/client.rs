@@ -80,12 +80,23 @@ pub fn build(ep: &OpcUaEndpoint) -> Result<Client, ClientError> {
         // The library's defaults (1000-element arrays, 320 KiB messages) are below what
         // thousands of tags in one Read or publish need; the server's own limits still apply.
         .max_array_length(1_000_000)
-        .max_message_size(64 << 20)
+        .max_message_size(MAX_MESSAGE_BYTES)
         .max_chunk_count(1024)
+        // Strings and byte strings up to a whole message: a value too large for the gateway
+        // (beyond `protocol::model::MAX_VALUE_BYTES`) is then refused on its own, as that
+        // tag's BadEncodingLimitsExceeded (`convert::update`). With the library's 64 KiB
+        // limit one such value failed the decoding of its whole publish response or Read,
+        // and every other value in it was lost with it.
+        .max_string_length(MAX_MESSAGE_BYTES)
+        .max_byte_string_length(MAX_MESSAGE_BYTES)
         .session_name(format!("gateway-tx {}", ep.name))
         .client()
         .map_err(|e| ClientError::Settings(e.join("; ")))
 }
+
+/// The largest message the client takes from a server (a publish response or Read of
+/// thousands of tags, or one large value).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 fn policy(ep: &OpcUaEndpoint) -> opcua::crypto::SecurityPolicy {
     match ep.security_policy {

@@ -10,6 +10,9 @@
 //!   a u16 tag, a Float into an f64 tag, a Byte into a u16 tag); otherwise the sample gets
 //!   Quality BadTypeMismatch (0x80740000) and the tag keeps its last value.
 //! - An empty Variant (a Bad value usually has none) keeps the last value with the status.
+//! - A String or ByteString longer than `protocol::model::MAX_VALUE_BYTES` is not taken: the
+//!   sample gets Quality BadEncodingLimitsExceeded (0x80080000) and the tag keeps its last
+//!   value. The value is measured before it is copied.
 
 use opcua::types::{DataValue, DateTime, StatusCode, Variant};
 use protocol::model::{Quality, UnixNanos, Value, ValueType};
@@ -47,6 +50,7 @@ pub fn update(tag: u32, ty: ValueType, dv: &DataValue, now: UnixNanos) -> Update
     let status = Quality(dv.status.unwrap_or(StatusCode::Good).bits());
     let (value, quality) = match dv.value.as_ref() {
         None | Some(Variant::Empty) => (None, status),
+        Some(v) if oversized(v) => (None, Quality::BAD_ENCODING_LIMITS_EXCEEDED),
         Some(v) => match convert(v, ty) {
             Some(v) => (Some(v), status),
             None => (None, BAD_TYPE_MISMATCH),
@@ -58,6 +62,16 @@ pub fn update(tag: u32, ty: ValueType, dv: &DataValue, now: UnixNanos) -> Update
         quality,
         time,
     }
+}
+
+/// A String or ByteString beyond what the gateway carries.
+fn oversized(v: &Variant) -> bool {
+    let len = match v {
+        Variant::String(s) => s.as_ref().len(),
+        Variant::ByteString(b) => b.value.as_ref().map_or(0, Vec::len),
+        _ => 0,
+    };
+    len > protocol::model::MAX_VALUE_BYTES
 }
 
 /// The Variant as a value of type `ty`, when that type holds it exactly.
@@ -201,5 +215,43 @@ mod tests {
         );
         let u = update(3, ValueType::Double, &DataValue::default(), 9);
         assert_eq!((u.value, u.quality, u.time), (None, Quality::GOOD, 9));
+    }
+
+    #[test]
+    fn values_beyond_the_limit_are_refused_before_they_are_copied() {
+        let max = protocol::model::MAX_VALUE_BYTES;
+        let dv = |v: Variant| DataValue {
+            value: Some(v),
+            source_timestamp: Some(to_datetime(500)),
+            ..Default::default()
+        };
+        let u = update(
+            1,
+            ValueType::String,
+            &dv(Variant::String("x".repeat(max).into())),
+            0,
+        );
+        assert_eq!(u.quality, Quality::GOOD);
+        assert_eq!(
+            u.value
+                .map(|v| matches!(v, Value::String(s) if s.len() == max)),
+            Some(true)
+        );
+        for (v, ty) in [
+            (
+                Variant::String("x".repeat(max + 1).into()),
+                ValueType::String,
+            ),
+            (
+                Variant::ByteString(vec![7u8; 17 << 20].into()),
+                ValueType::ByteString,
+            ),
+        ] {
+            let u = update(1, ty, &dv(v), 0);
+            assert_eq!(
+                (u.value, u.quality, u.time),
+                (None, Quality::BAD_ENCODING_LIMITS_EXCEEDED, 500)
+            );
+        }
     }
 }
