@@ -209,9 +209,18 @@ async fn impaired_link_converges_and_counts_every_rejection_exactly() {
     assert_eq!(c.plc.writes(), 0, "the gateway wrote to the PLC");
 }
 
+/// With a key, as shipped: the restarted transmitter's session has a newer epoch and is taken
+/// at once, with none of its datagrams refused. (Without a key the receiver waits until the
+/// old session has been silent for `SESSION_HOLD`; the protocol's session tests cover that.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transmitter_restart_is_a_new_session_and_values_flow_again() {
-    let mut c = Chain::start(Setup::default()).await;
+    let key = KeyFile::random();
+    let mut c = Chain::start(Setup {
+        tx_key: Some(key.path.clone()),
+        rx_key: Some(key.path.clone()),
+        ..Setup::default()
+    })
+    .await;
     c.wait_mirror_matches("first values").await;
     let first = c.tx().session;
     {

@@ -57,10 +57,10 @@ pub fn rx_toml(port: u16, key_file: Option<&Path>) -> String {
 /// `link_extra`: more lines for the `[link]` table.
 pub fn rx_toml_with(port: u16, key_file: Option<&Path>, link_extra: &str) -> String {
     let mut s = format!(
-        "[link]\nbind = \"127.0.0.1:{port}\"\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\
-         {link_extra}"
+        "[link]\nbind = \"127.0.0.1:{port}\"\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n"
     );
     s.push_str(&link_auth(key_file, "rx-link.state"));
+    s.push_str(link_extra);
     s.push_str("\n[modbus_server]\nbind = \"127.0.0.1:0\"\n\n[status]\nlog_interval_s = 3600\n");
     s
 }
