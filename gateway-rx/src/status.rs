@@ -195,9 +195,10 @@ impl RxStatus {
                 match h.gaps.last_mut().filter(|g| g.end_ms == prev_t) {
                     Some(g) => {
                         g.end_ms = sample.t_ms;
-                        g.data_datagrams_lost += data;
+                        // Sums of counts a sender's sequence numbers make: saturate.
+                        g.data_datagrams_lost = g.data_datagrams_lost.saturating_add(data);
                         for (total, m) in g.messages_lost.iter_mut().zip(messages) {
-                            *total += m;
+                            *total = total.saturating_add(m);
                         }
                     }
                     None => {

@@ -377,7 +377,7 @@ impl Session {
                 .filter(|&f| f > next)
                 .map_or(cutoff, |f| f.min(cutoff));
             let lost = to - next;
-            out.stats.data_datagrams_lost += lost;
+            out.stats.data_datagrams_lost = out.stats.data_datagrams_lost.saturating_add(lost);
             out.events.push_back(Event::DatagramsLost { count: lost });
             self.drop_partial(out);
             self.next_data = Some(to);
@@ -656,7 +656,7 @@ impl Session {
         let next = self.next_data.unwrap_or(first);
         if first > next {
             let lost = first - next;
-            out.stats.data_datagrams_lost += lost;
+            out.stats.data_datagrams_lost = out.stats.data_datagrams_lost.saturating_add(lost);
             out.events.push_back(Event::DatagramsLost { count: lost });
             self.drop_partial(out);
         }
@@ -861,7 +861,9 @@ impl Session {
     }
 
     fn lose(&mut self, stream: Stream, count: u64, out: &mut Out) {
-        out.stats.messages_lost[stream as usize] += count;
+        // Counts from sequence numbers a sender chooses: saturate rather than overflow.
+        let lost = &mut out.stats.messages_lost[stream as usize];
+        *lost = lost.saturating_add(count);
         out.events.push_back(Event::MessagesLost { stream, count });
     }
 

@@ -60,3 +60,69 @@ fn rebuilt_data_seq_beyond_any_sent_is_rejected() {
 fn decoder_crash_240e5e2a() {
     replay(include_bytes!("regressions/decoder-crash-240e5e2a"));
 }
+
+/// One unauthenticated data datagram of session 1: datagram sequence `seq` (its own group,
+/// no FEC), `data_seq`, and one whole live frame of message sequence `msg_seq` with an empty
+/// body (which fails to decode: counted, as any body a forger makes up).
+fn forged(seq: u64, data_seq: u64, msg_seq: u64) -> Vec<u8> {
+    use protocol::frame::{Fragment, FrameHeader, write_header};
+    use protocol::message::Stream;
+    let mut frames = Vec::new();
+    write_header(
+        &FrameHeader {
+            stream: Stream::Live,
+            fragment: Fragment::Whole,
+            seq: msg_seq,
+            body_len: 0,
+        },
+        &mut frames,
+    );
+    let mut payload = data_seq.to_be_bytes().to_vec();
+    payload.extend_from_slice(&(frames.len() as u16).to_be_bytes());
+    payload.extend_from_slice(&frames);
+    let h = wire::Header {
+        flags: 0,
+        session: 1,
+        seq,
+        group: seq,
+        index: 0,
+        k: 1,
+        m: 0,
+        payload_len: payload.len() as u16,
+    };
+    let mut d = h.to_bytes().to_vec();
+    d.extend_from_slice(&payload);
+    let crc = wire::crc32(&d);
+    d.extend_from_slice(&crc.to_be_bytes());
+    d
+}
+
+/// Loss counters are sums of jumps in sequence numbers a sender chooses: two jumps to near
+/// u64::MAX overflowed them (a panic in debug and fuzz builds, wrong counts in release). They
+/// saturate now.
+#[test]
+fn loss_counters_saturate_on_sequence_jumps_to_the_end() {
+    let mut dec = Decoder::new(DecoderConfig {
+        reorder_window: 64,
+        group_timeout: Duration::from_millis(20),
+        ..DecoderConfig::default()
+    });
+    let mut now = Instant::now();
+    for (seq, data_seq, msg_seq) in [
+        (0, 0, 0),
+        (1 << 63, 1 << 63, 1 << 63),
+        (u64::MAX - 1, u64::MAX - 1, u64::MAX - 1),
+        (u64::MAX, u64::MAX, u64::MAX),
+    ] {
+        now += Duration::from_millis(50);
+        dec.handle_datagram(&forged(seq, data_seq, msg_seq), now);
+        dec.handle_timeout(now);
+        while dec.poll_event().is_some() {}
+    }
+    dec.handle_timeout(now + Duration::from_secs(10));
+    while dec.poll_event().is_some() {}
+    let s = dec.stats();
+    assert_eq!(s.datagrams_accepted + s.rejected(), s.datagrams_received);
+    assert!(s.datagrams_missing >= 1 << 63);
+    assert!(s.data_datagrams_lost >= 1 << 63);
+}
