@@ -219,6 +219,7 @@ impl LinkReceiver {
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    self.state.note_catalogue_chunk_rejected();
                     if self.should_log_reject(now) {
                         warn!(error = %e, "catalogue chunk rejected");
                     }

@@ -32,8 +32,10 @@
 //!
 //! At most [`MAX_CONNECTIONS`] clients are served at once; a connection beyond that is closed
 //! at once (and counted), so a flood of clients cannot exhaust memory or file descriptors. A
-//! connection that sends no request for [`IDLE_TIMEOUT`] (or does not read its answers for as
-//! long) is closed, so idle or stalled clients cannot hold the slots forever. A malformed
+//! connection that completes no request for [`IDLE_TIMEOUT`] (bytes of an unfinished one do not
+//! count), or does not read its answers for as long, is closed, so idle, trickling or stalled
+//! clients cannot hold the slots forever; and one peer address holds at most
+//! [`MAX_CONNECTIONS_PER_PEER`] of them, so one host cannot take them all. A malformed
 //! frame closes only its own connection, and the few write frames that would make
 //! tokio-modbus's decoder panic are refused before it sees them (see `FrameGuard`). Should accepting fail (e.g. out of file descriptors),
 //! the listener is served again after a short pause; the connections open at that moment are
@@ -67,7 +69,9 @@ use crate::state::{ModbusKey, State, StateView};
 
 /// Clients served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// A connection with no request for this long is closed.
+/// Connections from one peer address at once, at most: a quarter of the slots.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 16;
+/// A connection with no complete request for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Modbus application protocol spec, 6.1 to 6.4.
 pub const MAX_READ_REGISTERS: u16 = 125;
@@ -136,6 +140,41 @@ struct Shared {
     unit_map: HashMap<String, u8>,
     counters: Arc<ServerCounters>,
     logs: Logs,
+    /// Connections open per peer address.
+    peers: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's count in [`Shared::peers`], given back when the connection ends.
+struct PeerSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut peers = shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            shared: Arc::clone(shared),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Entry::Occupied(mut e) = peers.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
 }
 
 /// Serves the mirror on `listener` until the task is dropped.
@@ -163,6 +202,7 @@ pub async fn serve_with_counters(
         unit_map,
         counters,
         logs: Logs::default(),
+        peers: Mutex::new(HashMap::new()),
     });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let server = Server::new(listener);
@@ -170,15 +210,19 @@ pub async fn serve_with_counters(
 
     let on_connected = |stream: TcpStream, peer: SocketAddr| {
         let shared = Arc::clone(&shared);
-        let permit = Arc::clone(&slots).try_acquire_owned().ok();
+        let peer_slot = PeerSlot::take(&shared, peer.ip());
+        let permit = peer_slot
+            .is_some()
+            .then(|| Arc::clone(&slots).try_acquire_owned().ok())
+            .flatten();
         async move {
-            let Some(permit) = permit else {
+            let (Some(permit), Some(peer_slot)) = (permit, peer_slot) else {
                 shared
                     .counters
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = shared.logs.refused.check() {
-                    warn!(%peer, max = MAX_CONNECTIONS, suppressed, "Modbus client refused: too many connections");
+                    warn!(%peer, max = MAX_CONNECTIONS, per_peer = MAX_CONNECTIONS_PER_PEER, suppressed, "Modbus client refused: too many connections");
                 }
                 return Ok::<_, io::Error>(None);
             };
@@ -191,6 +235,7 @@ pub async fn serve_with_counters(
                 shared,
                 peer,
                 _permit: permit,
+                _peer_slot: peer_slot,
             };
             Ok(Some((service, ClientStream::new(stream, IDLE_TIMEOUT))))
         }
@@ -225,6 +270,7 @@ struct Mirror {
     shared: Arc<Shared>,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
+    _peer_slot: PeerSlot,
 }
 
 impl Service for Mirror {
@@ -461,10 +507,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientStream<T> {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if !new.is_empty() {
-                    // An error here reaches tokio-modbus before it decodes these bytes.
-                    self.guard.feed(new)?;
-                    let next = tokio::time::Instant::now() + self.timeout;
-                    self.deadline.as_mut().reset(next);
+                    // An error here reaches tokio-modbus before it decodes these bytes. Only a
+                    // whole request moves the deadline: a byte now and then must not hold a
+                    // connection slot for ever.
+                    if self.guard.feed(new)? > 0 {
+                        let next = tokio::time::Instant::now() + self.timeout;
+                        self.deadline.as_mut().reset(next);
+                    } else if self.expired(cx) {
+                        return Poll::Ready(Err(idle_error()));
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -521,12 +572,17 @@ struct FrameGuard {
 }
 
 impl FrameGuard {
-    fn feed(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Follows `bytes` through the framing; returns how many requests they completed.
+    fn feed(&mut self, mut bytes: &[u8]) -> io::Result<usize> {
+        let mut completed = 0;
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
                 self.skip -= n;
                 bytes = &bytes[n..];
+                if self.skip == 0 {
+                    completed += 1;
+                }
                 continue;
             }
             let want = self.total.map_or(6, |t| t.min(GUARD_HEAD));
@@ -548,12 +604,15 @@ impl FrameGuard {
                 Some(total) => {
                     check_head(&self.head[..self.have])?;
                     self.skip = total - self.have;
+                    if self.skip == 0 {
+                        completed += 1;
+                    }
                     self.have = 0;
                     self.total = None;
                 }
             }
         }
-        Ok(())
+        Ok(completed)
     }
 }
 
@@ -642,17 +701,47 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(64);
         let mut stream = ClientStream::new(server, Duration::from_secs(10));
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; 16];
+        // A whole request (read holding registers) 9 s in resets the deadline.
         tokio::time::sleep(Duration::from_secs(9)).await;
-        client.write_all(&[0, 1, 0, 0]).await.unwrap();
-        assert_eq!(stream.read(&mut buf).await.unwrap(), 4);
-        // Reading reset the deadline: 9 s later still fine.
+        let request = adu(&[0x03, 0, 0, 0, 1]);
+        client.write_all(&request).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), request.len());
         tokio::time::sleep(Duration::from_secs(9)).await;
-        client.write_all(&[0, 2]).await.unwrap();
-        assert_eq!(stream.read(&mut buf).await.unwrap(), 2);
+        client.write_all(&request).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), request.len());
         let started = tokio::time::Instant::now();
         let err = stream.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    /// A client trickling a byte now and then used to hold its slot for ever: every byte reset
+    /// the idle timer. Only a whole request does now.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_of_bytes_does_not_keep_a_connection_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut stream = ClientStream::new(server, Duration::from_secs(10));
+        let started = tokio::time::Instant::now();
+        let request = adu(&[0x03, 0, 0, 0, 1]);
+        let mut buf = [0u8; 16];
+        let mut sent = 0;
+        let err = loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            client.write_all(&request[sent..=sent]).await.unwrap();
+            sent += 1;
+            assert!(sent < request.len(), "the whole request went through");
+            match stream.read(&mut buf).await {
+                Ok(n) => assert_eq!(n, 1),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() <= Duration::from_secs(12),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

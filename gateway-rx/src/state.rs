@@ -128,6 +128,8 @@ pub struct Counters {
     pub samples_bad_index: AtomicU64,
     pub samples_type_mismatch: AtomicU64,
     pub catalogues_applied: AtomicU64,
+    /// Catalogue chunks refused by the assembler (inconsistent, or beyond its bounds).
+    pub catalogue_chunks_rejected: AtomicU64,
     pub heartbeats: AtomicU64,
     pub sessions: AtomicU64,
     pub link_downs: AtomicU64,
@@ -143,6 +145,7 @@ pub struct CountersSnapshot {
     pub samples_bad_index: u64,
     pub samples_type_mismatch: u64,
     pub catalogues_applied: u64,
+    pub catalogue_chunks_rejected: u64,
     pub heartbeats: u64,
     pub sessions: u64,
     pub link_downs: u64,
@@ -159,6 +162,7 @@ impl Counters {
             samples_bad_index: get(&self.samples_bad_index),
             samples_type_mismatch: get(&self.samples_type_mismatch),
             catalogues_applied: get(&self.catalogues_applied),
+            catalogue_chunks_rejected: get(&self.catalogue_chunks_rejected),
             heartbeats: get(&self.heartbeats),
             sessions: get(&self.sessions),
             link_downs: get(&self.link_downs),
@@ -667,6 +671,11 @@ impl State {
             self.changed.notify_one();
         }
         add(&self.counters.heartbeats, 1);
+    }
+
+    /// A catalogue chunk the assembler refused.
+    pub fn note_catalogue_chunk_rejected(&self) {
+        add(&self.counters.catalogue_chunks_rejected, 1);
     }
 
     /// The link is down (no heartbeat for the heartbeat timeout): every value is served as

@@ -400,6 +400,12 @@ impl RxStatus {
             "Catalogue versions installed.",
             c.catalogues_applied,
         );
+        e.counter(
+            "gateway_rx_catalogue_chunks_rejected_total",
+            "Catalogue chunks refused: inconsistent with their version, or beyond the assembler's \
+             bounds (tags, bytes).",
+            c.catalogue_chunks_rejected,
+        );
         let q = self.quality_counts();
         e.labelled(
             "gateway_rx_tags",
@@ -843,25 +849,45 @@ impl RxStatus {
     }
 
     fn tag_rows(&self, query: &Query, now: i64) -> Json {
-        let view = self.state.view();
-        let Some(catalogue) = view.catalogue() else {
+        // The scan runs on the catalogue alone, outside the state's lock: with a million tags
+        // it takes a while, and the link task must not wait for it to apply values. The lock
+        // is taken once, for the values of the rows shown.
+        let Some(catalogue) = self.state.catalogue() else {
             return json!({ "total": 0, "matched": 0, "rows": [] });
         };
+        let filter = query.filter();
         let mut matched = 0usize;
-        let mut rows = Vec::new();
+        let mut shown = Vec::new();
         for (i, info) in catalogue.iter().enumerate() {
-            if !observe::tags::matches(query, info) {
+            if !observe::tags::matches(&filter, info) {
                 continue;
             }
             matched += 1;
-            if rows.len() < query.limit {
-                let Ok(index) = u32::try_from(i) else { break };
-                let v = view
-                    .value(index)
-                    .map(|v| (v.value, v.quality, v.source_time));
-                rows.push(observe::tags::row(info, v, now));
+            if shown.len() < query.limit
+                && let Ok(index) = u32::try_from(i)
+            {
+                shown.push(index);
             }
         }
+        let view = self.state.view();
+        // The catalogue may have been replaced meanwhile: its values then belong to another
+        // list of tags, and the rows show none.
+        let same = view
+            .catalogue()
+            .is_some_and(|c| c.hash() == catalogue.hash());
+        let rows: Vec<Json> = shown
+            .into_iter()
+            .filter_map(|index| {
+                let info = catalogue.get(index)?;
+                let v = if same {
+                    view.value(index)
+                        .map(|v| (v.value, v.quality, v.source_time))
+                } else {
+                    None
+                };
+                Some(observe::tags::row(info, v, now))
+            })
+            .collect();
         json!({ "total": catalogue.len(), "matched": matched, "rows": rows })
     }
 

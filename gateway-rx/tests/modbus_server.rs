@@ -211,6 +211,27 @@ async fn client(addr: SocketAddr, unit: u8) -> Context {
         .unwrap()
 }
 
+/// A client connecting from `from` (a loopback address of 127.0.0.0/8), as another host would.
+async fn client_from(addr: SocketAddr, from: [u8; 4]) -> Context {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("binding a loopback source address");
+    let stream = socket.connect(addr).await.unwrap();
+    tokio_modbus::client::tcp::attach_slave(stream, Slave(1))
+}
+
+/// Whether the server closes a connection from `from` at once (refused).
+async fn refused_from(addr: SocketAddr, from: [u8; 4]) -> bool {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .is_ok_and(|r| r.unwrap_or(0) == 0)
+}
+
 async fn holding(ctx: &mut Context, a: u16, q: u16) -> Result<Vec<u16>, ExceptionCode> {
     ctx.read_holding_registers(a, q).await.unwrap()
 }
@@ -533,20 +554,16 @@ async fn raw_frames_and_garbage() {
 async fn connections_are_bounded() {
     let (addr, counters) = start(build_state(), OnBadQuality::Exception).await;
     let mut held = Vec::new();
-    for _ in 0..modbus_server::MAX_CONNECTIONS {
-        let mut ctx = client(addr, 1).await;
+    for i in 0..modbus_server::MAX_CONNECTIONS {
+        // Several hosts: one alone may hold only a quarter of the slots.
+        let host = 1 + (i / modbus_server::MAX_CONNECTIONS_PER_PEER) as u8;
+        let mut ctx = client_from(addr, [127, 0, 0, host]).await;
         // A round trip proves the connection holds a slot.
         assert_eq!(holding(&mut ctx, 0, 1).await, Ok(vec![0x1234]));
         held.push(ctx);
     }
-    // One more is closed straight away.
-    let mut extra = TcpStream::connect(addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    // One more, from a host with no connection yet, is closed straight away.
+    assert!(refused_from(addr, [127, 0, 0, 99]).await);
     assert_eq!(
         counters
             .connections_refused
@@ -560,9 +577,12 @@ async fn connections_are_bounded() {
     let mut served = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let Ok(mut ctx) = tokio_modbus::client::tcp::connect_slave(addr, Slave(1)).await else {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let Ok(stream) = socket.connect(addr).await else {
             continue;
         };
+        let mut ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(1));
         if let Ok(Ok(words)) = ctx.read_holding_registers(0, 1).await {
             assert_eq!(words, vec![0x1234]);
             served = true;
@@ -570,4 +590,26 @@ async fn connections_are_bounded() {
         }
     }
     assert!(served);
+}
+
+/// One host used to be able to take every slot, and with trickled bytes keep them; it holds
+/// at most a quarter of them now, and other hosts are still served.
+#[tokio::test]
+async fn one_host_cannot_take_every_slot() {
+    let (addr, counters) = start(build_state(), OnBadQuality::Exception).await;
+    let mut held = Vec::new();
+    for _ in 0..modbus_server::MAX_CONNECTIONS_PER_PEER {
+        let mut ctx = client_from(addr, [127, 0, 0, 7]).await;
+        assert_eq!(holding(&mut ctx, 0, 1).await, Ok(vec![0x1234]));
+        held.push(ctx);
+    }
+    assert!(refused_from(addr, [127, 0, 0, 7]).await);
+    let mut other = client_from(addr, [127, 0, 0, 8]).await;
+    assert_eq!(holding(&mut other, 0, 1).await, Ok(vec![0x1234]));
+    assert_eq!(
+        counters
+            .connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }

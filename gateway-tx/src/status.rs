@@ -715,20 +715,18 @@ impl TxStatus {
     fn tag_rows(&self, query: &Query, now: i64) -> Json {
         let table = self.table();
         let infos = table.infos();
-        let mut current = vec![None; infos.len()];
-        for s in table.snapshot(0, infos.len()) {
-            if let Some(slot) = current.get_mut(s.tag as usize) {
-                *slot = Some(s);
-            }
-        }
+        let filter = query.filter();
         let mut matched = 0usize;
         let mut rows = Vec::new();
-        for (info, sample) in infos.iter().zip(&current) {
-            if !observe::tags::matches(query, info) {
+        // The values of the rows shown only, one at a time: the table's lock is never held
+        // for the whole scan.
+        for (i, info) in infos.iter().enumerate() {
+            if !observe::tags::matches(&filter, info) {
                 continue;
             }
             matched += 1;
             if rows.len() < query.limit {
+                let sample = u32::try_from(i).ok().and_then(|t| table.current(t));
                 let v = sample.as_ref().map(|s| (&s.value, s.quality, s.time));
                 rows.push(observe::tags::row(info, v, now));
             }

@@ -123,13 +123,45 @@ impl Query {
         q
     }
 
-    /// Whether a tag matches the filter.
+    /// Whether a tag matches the filter. For many tags, make the [`TagFilter`] once.
     pub fn matches(&self, fields: &[&str]) -> bool {
-        if self.tags.is_empty() {
-            return true;
+        self.filter().matches(fields)
+    }
+
+    /// The filter, made once for a scan over every tag.
+    pub fn filter(&self) -> TagFilter {
+        TagFilter {
+            needle: self.tags.to_lowercase(),
         }
-        let needle = self.tags.to_lowercase();
-        fields.iter().any(|f| f.to_lowercase().contains(&needle))
+    }
+}
+
+/// A case-insensitive substring filter. Matching allocates nothing for ASCII text, so a scan
+/// over a million tags is a plain pass over their bytes.
+#[derive(Debug, Clone)]
+pub struct TagFilter {
+    needle: String,
+}
+
+impl TagFilter {
+    pub fn is_empty(&self) -> bool {
+        self.needle.is_empty()
+    }
+
+    pub fn matches(&self, fields: &[&str]) -> bool {
+        self.needle.is_empty() || fields.iter().any(|f| self.matches_one(f))
+    }
+
+    fn matches_one(&self, field: &str) -> bool {
+        if field.is_ascii() {
+            let (hay, needle) = (field.as_bytes(), self.needle.as_bytes());
+            needle.len() <= hay.len()
+                && hay
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle))
+        } else {
+            field.to_lowercase().contains(&self.needle)
+        }
     }
 }
 
@@ -228,7 +260,19 @@ pub async fn serve(listener: TcpListener, site: Arc<dyn Site>) {
             let _ = stream.set_nodelay(true);
             let service = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(&shared, req.method(), req.uri())) }
+                // On a blocking thread: a status page over a million tags takes a while, and
+                // the runtime's workers run the link, the mirrors and the sinks.
+                let (method, uri) = (req.method().clone(), req.uri().clone());
+                async move {
+                    let answered =
+                        tokio::task::spawn_blocking(move || respond(&shared, &method, &uri)).await;
+                    Ok::<_, Infallible>(answered.unwrap_or_else(|_| {
+                        text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "the status could not be made\n".into(),
+                        )
+                    }))
+                }
             });
             let mut builder = http1::Builder::new();
             builder
@@ -362,6 +406,69 @@ fn with_type(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A site whose status takes a second, as a page over a million tags may.
+    struct Slow;
+
+    impl Site for Slow {
+        fn prefix(&self) -> &'static str {
+            "test"
+        }
+        fn metrics(&self, _: &mut Exposition) {}
+        fn health(&self) -> Health {
+            Health::default()
+        }
+        fn status(&self, _: &Query) -> serde_json::Value {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            serde_json::json!({})
+        }
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// Answers were made on the runtime's worker: a slow status page held up everything else
+    /// on it (in the daemons: the link, the mirrors, the sinks). They are made on a blocking
+    /// thread now; here a one-thread runtime answers /health while a status page is made.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_status_page_does_not_hold_up_the_runtime() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Arc::new(Slow)));
+        let started = std::time::Instant::now();
+        let page = tokio::spawn(get(addr, "/api/status"));
+        // Time for the page's request to reach the server and be taken up.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let health = get(addr, "/health").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(700),
+            "/health took {:?}",
+            started.elapsed()
+        );
+        assert!(page.await.unwrap().starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn the_tag_filter_ignores_case_without_allocating_for_ascii() {
+        let f = Query::parse(Some("tags=PUMP%2Fsp")).filter();
+        assert!(f.matches(&["line1/pump/speed"]));
+        assert!(f.matches(&["x", "Line1/Pump/SPEED"]));
+        assert!(!f.matches(&["line1/pump3/speed"]));
+        assert!(
+            Query::parse(Some("tags=%C3%A9tage"))
+                .filter()
+                .matches(&["ÉTAGE 3"])
+        );
+        assert!(Query::default().filter().matches(&[]));
+    }
 
     #[test]
     fn query_is_decoded_and_bounded() {

@@ -83,13 +83,9 @@ pub fn row<'a>(
 }
 
 /// Whether a tag matches a status query's filter (name, unit, description or source).
-pub fn matches<'a>(query: &crate::Query, info: impl Into<TagRef<'a>>) -> bool {
+pub fn matches<'a>(filter: &crate::http::TagFilter, info: impl Into<TagRef<'a>>) -> bool {
     let info = info.into();
-    query.tags.is_empty()
-        || query.matches(&[
-            info.name,
-            info.unit,
-            info.description,
-            &source_text(info.source),
-        ])
+    filter.is_empty()
+        || filter.matches(&[info.name, info.unit, info.description])
+        || filter.matches(&[&source_text(info.source)])
 }

@@ -4,9 +4,9 @@
 //! # Threads and queues
 //!
 //! The link task hands each history batch to [`HistorySink::submit`], which never blocks: it
-//! puts the batch on a bounded channel ([`QUEUE_BATCHES`]) to a dedicated writer thread that
-//! owns the database. When the channel is full the batch is dropped, counted, and its sequence
-//! range noted: its numbers stay missing, so the writer records a gap (reason
+//! puts the batch on a bounded channel ([`QUEUE_BATCHES`] batches and [`QUEUE_BYTES`] bytes of
+//! samples, whichever comes first) to a dedicated writer thread that owns the database. When
+//! the channel is full the batch is dropped, counted, and its sequence range noted: its numbers stay missing, so the writer records a gap (reason
 //! `receiver_queue_full`) that the carousel heals. The writer commits what it took in one
 //! transaction (samples, received ranges, gaps), so a crash leaves a consistent store. A
 //! transaction that fails (disk full, I/O error) is rolled back whole: its samples are counted
@@ -49,6 +49,9 @@ use crate::state::State;
 
 /// History batches waiting for the writer, at most.
 pub const QUEUE_BATCHES: usize = 4096;
+/// Bytes of samples waiting for the writer, at most (a batch's samples and their text): 4096
+/// batches could otherwise hold up to 16 MiB each.
+pub const QUEUE_BYTES: usize = 256 << 20;
 /// Samples of not-yet-known catalogues held, at most.
 pub const PENDING_SAMPLES: usize = 200_000;
 /// Receiver-queue drops remembered for gap reasons, at most.
@@ -134,6 +137,24 @@ struct Shared {
     stop: std::sync::atomic::AtomicBool,
     /// (log, start, end) of batches dropped because the queue was full.
     overflow: Mutex<Vec<(u64, u64, u64)>>,
+    /// Bytes of the batches on the channel ([`batch_bytes`]).
+    queued_bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// What a batch holds in memory, for the queue's byte bound.
+fn batch_bytes(b: &HistoryBatch) -> usize {
+    b.samples
+        .iter()
+        .map(|s| std::mem::size_of_val(s) + s.value.byte_len())
+        .sum()
+}
+
+impl Shared {
+    /// A batch left the channel for the writer.
+    fn dequeued(&self, b: &HistoryBatch) {
+        self.queued_bytes
+            .fetch_sub(batch_bytes(b), Ordering::Relaxed);
+    }
 }
 
 /// The link task's handle on the store. Cloning is cheap.
@@ -150,7 +171,18 @@ impl HistorySink {
         s.batches_received.fetch_add(1, Ordering::Relaxed);
         s.samples_received
             .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
-        match self.tx.try_send(batch) {
+        let bytes = batch_bytes(&batch);
+        let queued = &self.shared.queued_bytes;
+        let sent = if queued.load(Ordering::Relaxed).saturating_add(bytes) > QUEUE_BYTES {
+            Err(TrySendError::Full(batch))
+        } else {
+            // Counted before the send, so the writer never takes away more than was added.
+            queued.fetch_add(bytes, Ordering::Relaxed);
+            self.tx.try_send(batch).inspect_err(|_| {
+                queued.fetch_sub(bytes, Ordering::Relaxed);
+            })
+        };
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(batch)) | Err(TrySendError::Disconnected(batch)) => {
                 let n = batch.samples.len() as u64;
@@ -250,5 +282,52 @@ impl Drop for HistoryStore {
                 let _ = t.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::model::{Quality, Sample, Value};
+
+    /// Batches of large text used to queue by count alone (4096 of up to 16 MiB each); the
+    /// queue is bounded in bytes too, and what it refuses is counted and noted for the gap.
+    #[test]
+    fn the_writer_queue_is_bounded_in_bytes() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
+        let sink = HistorySink {
+            tx,
+            shared: Arc::new(Shared::default()),
+        };
+        let batch = |first: u64| HistoryBatch {
+            catalogue: 1,
+            log: 1,
+            first_seq: first,
+            head_seq: first + 1,
+            oldest_seq: 0,
+            samples: vec![Sample {
+                tag: 0,
+                value: Value::String("x".repeat(1 << 20)),
+                quality: Quality::GOOD,
+                time: 0,
+            }],
+        };
+        for i in 0..400 {
+            sink.submit(batch(i));
+        }
+        let s = sink.stats();
+        let taken = 400 - s.queue_full_batches;
+        assert!(taken <= (QUEUE_BYTES >> 20) as u64, "{taken} MiB queued");
+        assert!(s.queue_full_batches >= 400 - (QUEUE_BYTES >> 20) as u64);
+        assert!(sink.shared.queued_bytes.load(Ordering::Relaxed) <= QUEUE_BYTES);
+        let noted = sink.shared.overflow.lock().map(|o| o.len()).unwrap_or(0);
+        assert_eq!(noted as u64, s.queue_full_batches);
+        // What the writer takes frees room again.
+        for b in rx.try_iter().take(10) {
+            sink.shared.dequeued(&b);
+        }
+        let before = sink.stats().queue_full_batches;
+        sink.submit(batch(1_000));
+        assert_eq!(sink.stats().queue_full_batches, before);
     }
 }

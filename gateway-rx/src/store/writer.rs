@@ -114,6 +114,7 @@ impl Writer {
                 .recv_timeout(if stop { Duration::ZERO } else { RECV_WAIT })
             {
                 Ok(b) => {
+                    self.shared.dequeued(&b);
                     samples += b.samples.len();
                     group.push(b);
                 }
@@ -127,6 +128,7 @@ impl Writer {
             while group.len() < GROUP_BATCHES && samples < GROUP_SAMPLES {
                 match self.rx.try_recv() {
                     Ok(b) => {
+                        self.shared.dequeued(&b);
                         samples += b.samples.len();
                         group.push(b);
                     }

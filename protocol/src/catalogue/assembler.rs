@@ -25,6 +25,14 @@ pub enum AssembleError {
         first_index: u32,
         len: usize,
     },
+    #[error(
+        "catalogue {hash:016x} in progress holds {bytes} bytes of tags, above the limit of {limit}; discarded"
+    )]
+    TooManyBytes {
+        hash: CatalogueHash,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("catalogue {hash:016x} has {total_tags} tags, above the limit of {limit}")]
     TooLarge {
         hash: CatalogueHash,
@@ -57,6 +65,8 @@ struct Pending {
     runs: BTreeMap<u32, EncodedTags>,
     /// Tags across `runs`.
     received: usize,
+    /// Encoded bytes across `runs`.
+    bytes: usize,
     last_touched: u64,
 }
 
@@ -87,12 +97,14 @@ impl Pending {
             self.remove(start);
         }
         self.received += run.len();
+        self.bytes += run.bytes().len();
         self.runs.insert(first, run);
     }
 
     fn remove(&mut self, start: u32) {
         if let Some(run) = self.runs.remove(&start) {
             self.received -= run.len();
+            self.bytes -= run.bytes().len();
         }
     }
 
@@ -115,8 +127,12 @@ impl Pending {
 /// a config change.
 ///
 /// Bounds: at most `max_versions` versions in progress (the least recently fed is dropped to
-/// make room for a new one) and at most `max_tags` tags announced across them (a version
-/// announcing more than that on its own is refused). A chunk whose total differs from the one
+/// make room for a new one), at most `max_tags` tags announced across them (a version
+/// announcing more than that on its own is refused), and at most `max_bytes` of encoded tags
+/// held across them: a chunk that takes a version past it discards that version, and other
+/// versions are dropped, least recently fed first, to keep the total within it. The tag
+/// count alone bounded nothing: a forged version of a few tags with megabytes of text each
+/// could hold gigabytes. A chunk whose total differs from the one
 /// its version's earlier chunks gave is refused and the version in progress discarded, so
 /// the next round rebuilds it. Each version completes at most once in a
 /// row: chunks of the version last yielded are ignored until another version completes or
@@ -131,6 +147,7 @@ pub struct CatalogueAssembler {
     last_completed: Option<CatalogueHash>,
     max_versions: usize,
     max_tags: usize,
+    max_bytes: usize,
     clock: u64,
 }
 
@@ -143,6 +160,9 @@ impl Default for CatalogueAssembler {
 impl CatalogueAssembler {
     pub const DEFAULT_MAX_VERSIONS: usize = 2;
     pub const DEFAULT_MAX_TAGS: usize = 4_000_000;
+    /// Encoded tags held across the versions in progress: a million tags of 200 bytes each
+    /// (names, units, descriptions, source addresses) with room to spare.
+    pub const DEFAULT_MAX_BYTES: usize = 512 << 20;
 
     pub fn new() -> Self {
         Self::with_limits(Self::DEFAULT_MAX_VERSIONS, Self::DEFAULT_MAX_TAGS)
@@ -150,13 +170,24 @@ impl CatalogueAssembler {
 
     /// `max_versions` is at least 1.
     pub fn with_limits(max_versions: usize, max_tags: usize) -> Self {
+        Self::with_byte_limit(max_versions, max_tags, Self::DEFAULT_MAX_BYTES)
+    }
+
+    /// [`with_limits`](Self::with_limits) and at most `max_bytes` of encoded tags held.
+    pub fn with_byte_limit(max_versions: usize, max_tags: usize, max_bytes: usize) -> Self {
         CatalogueAssembler {
             pending: Vec::new(),
             last_completed: None,
             max_versions: max_versions.max(1),
             max_tags,
+            max_bytes,
             clock: 0,
         }
+    }
+
+    /// Encoded bytes of tags held across the versions in progress.
+    pub fn held_bytes(&self) -> usize {
+        self.pending.iter().map(|p| p.bytes).sum()
     }
 
     /// Forgets everything: versions in progress and the last one completed. For a new session.
@@ -229,6 +260,7 @@ impl CatalogueAssembler {
                     total: total_tags,
                     runs: BTreeMap::new(),
                     received: 0,
+                    bytes: 0,
                     last_touched: 0,
                 });
                 self.pending.len() - 1
@@ -245,7 +277,18 @@ impl CatalogueAssembler {
         drop(tags);
         run.shrink_to_fit();
         pending.insert(first_index, run);
+        if pending.bytes > self.max_bytes {
+            let bytes = pending.bytes;
+            self.pending.swap_remove(pos);
+            return Err(AssembleError::TooManyBytes {
+                hash,
+                bytes,
+                limit: self.max_bytes,
+            });
+        }
+        let pending = &self.pending[pos];
         if pending.received < usize::try_from(pending.total).unwrap_or(usize::MAX) {
+            self.keep_within_bytes(hash);
             return Ok(None);
         }
 
@@ -259,6 +302,24 @@ impl CatalogueAssembler {
         }
         self.last_completed = Some(hash);
         Ok(Some(catalogue))
+    }
+
+    /// Drops the least recently fed versions other than `keep` while the bytes held exceed
+    /// the limit.
+    fn keep_within_bytes(&mut self, keep: CatalogueHash) {
+        while self.held_bytes() > self.max_bytes {
+            let Some(oldest) = self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.hash != keep)
+                .min_by_key(|(_, p)| p.last_touched)
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            self.pending.swap_remove(oldest);
+        }
     }
 
     /// Drops the least recently fed versions until a new one announcing `total` tags fits.
@@ -293,6 +354,47 @@ mod tests {
     use super::*;
     use crate::catalogue::testing::{catalogue, tag};
     use proptest::prelude::*;
+
+    /// A forged version of few tags with large text used to be held whatever its size, as
+    /// only the tag count was bounded.
+    #[test]
+    fn versions_in_progress_are_bounded_in_bytes() {
+        let big = |i: u32| {
+            let mut t = tag(i as usize);
+            t.description = "d".repeat(100_000);
+            t
+        };
+        let chunk = |hash, first: u32, n: u32| CatalogueChunk {
+            hash,
+            total_tags: 1_000,
+            first_index: first,
+            tags: (first..first + n).map(big).collect(),
+        };
+        let mut asm = CatalogueAssembler::with_byte_limit(2, 4_000_000, 1 << 20);
+        // Version 1: 5 chunks of 2 tags (about 1 MB) fit.
+        for c in 0..5 {
+            assert_eq!(asm.add(chunk(1, c * 2, 2)).unwrap(), None);
+        }
+        assert!(asm.held_bytes() <= 1 << 20);
+        // The next chunk takes it past the limit: the version is discarded.
+        assert!(matches!(
+            asm.add(chunk(1, 10, 2)),
+            Err(AssembleError::TooManyBytes { hash: 1, .. })
+        ));
+        assert_eq!(asm.held_bytes(), 0);
+        // Two versions together stay within the limit: the older one makes room.
+        for c in 0..4 {
+            asm.add(chunk(2, c * 2, 2)).unwrap();
+        }
+        for c in 0..4 {
+            asm.add(chunk(3, c * 2, 2)).unwrap();
+        }
+        assert!(asm.held_bytes() <= 1 << 20, "{}", asm.held_bytes());
+        assert_eq!(
+            asm.progress().iter().map(|p| p.hash).collect::<Vec<_>>(),
+            vec![3]
+        );
+    }
 
     #[test]
     fn empty_catalogue_round_trips() {
