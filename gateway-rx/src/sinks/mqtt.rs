@@ -105,9 +105,9 @@ use crate::state::State;
 use flight::{Ack, Flight};
 use journal::{Journal, Message, Window};
 
-/// Messages in flight at once (and per acknowledged window); their packet identifiers are
-/// 1 to `WINDOW`.
-pub const WINDOW: usize = 500;
+/// Messages per window (journaled and acknowledged together); their packet identifiers are
+/// 1 to `WINDOW`. At most `max_inflight` of them are in flight at once.
+pub const WINDOW: usize = config::sinks::limits::MQTT_MAX_INFLIGHT_MAX as usize;
 /// The broker answering nothing for a window in flight this long is a lost connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -488,6 +488,10 @@ impl Publisher {
         t
     }
 
+    fn limit(&self) -> usize {
+        usize::from(self.cfg.max_inflight).clamp(1, WINDOW)
+    }
+
     fn live_allowed(&self) -> bool {
         self.cfg.live
             && !self.history_seen.load(Ordering::Relaxed)
@@ -551,24 +555,18 @@ impl Publisher {
         (b.finish(end), end)
     }
 
-    /// Sends the open window's packets (`dup`: they may have gone before) and waits until
-    /// the broker has acknowledged all of them, journaling each release on the way.
-    async fn fly(
-        &mut self,
-        link: &mut Link<'_>,
-        journal: &mut Journal,
-        dup: bool,
-    ) -> Result<(), Failure> {
+    /// Sends the open window's packets (again, those an earlier connection or process sent)
+    /// and waits until the broker has acknowledged all of them, journaling each release on the
+    /// way.
+    async fn fly(&mut self, link: &mut Link<'_>, journal: &mut Journal) -> Result<(), Failure> {
         let Some(flight) = self.flight.as_mut() else {
             return Ok(());
         };
-        let out = flight.outgoing(dup);
-        if dup {
-            self.stats
-                .resent
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-        }
+        let out = flight.connected();
         link.send(out).await?;
+        self.stats
+            .resent
+            .fetch_add(flight.take_resent(), Ordering::Relaxed);
         if flight.qos() == QoS::AtMostOnce {
             flight.written();
             return Ok(());
@@ -601,7 +599,11 @@ impl Publisher {
                 out.extend(received.iter().filter_map(|id| flight.release(*id)));
                 progress = true;
             }
+            out.extend(flight.fill());
             link.send(out).await?;
+            self.stats
+                .resent
+                .fetch_add(flight.take_resent(), Ordering::Relaxed);
             if progress {
                 deadline = Instant::now() + ACK_TIMEOUT;
             }
@@ -657,7 +659,7 @@ impl Publisher {
         if let Some(open) = journal.open_window() {
             let mut flight = match self.flight.take() {
                 Some(f) => f,
-                None => Flight::new(&open.window, &open.released),
+                None => Flight::new(&open.window, &open.released, self.limit(), true),
             };
             if !session_present && flight.any_released() {
                 warn!(
@@ -668,7 +670,7 @@ impl Publisher {
                 flight.reset();
             }
             self.flight = Some(flight);
-            self.fly(&mut link, journal, true).await?;
+            self.fly(&mut link, journal).await?;
             self.finish(journal, reader)?;
         }
         reader.rewind();
@@ -686,12 +688,12 @@ impl Publisher {
                 (None, None) => None,
             };
             if let Some(w) = window {
-                self.flight = Some(Flight::new(&w, &BTreeSet::new()));
+                self.flight = Some(Flight::new(&w, &BTreeSet::new(), self.limit(), false));
                 if let Err(e) = journal.begin(w) {
                     self.flight = None;
                     return Err(Failure::Journal(e));
                 }
-                self.fly(&mut link, journal, false).await?;
+                self.fly(&mut link, journal).await?;
                 self.finish(journal, reader)?;
                 continue;
             }
