@@ -106,8 +106,9 @@ use flight::{Ack, Flight};
 use journal::{Journal, Message, Window};
 
 /// Messages per window (journaled and acknowledged together); their packet identifiers are
-/// 1 to `WINDOW`. At most `max_inflight` of them are in flight at once.
-pub const WINDOW: usize = config::sinks::limits::MQTT_MAX_INFLIGHT_MAX as usize;
+/// 1 to `WINDOW`. All of them are in flight at once at QoS 0 and 1, `qos2_max_inflight` at
+/// QoS 2.
+pub const WINDOW: usize = config::sinks::limits::MQTT_WINDOW as usize;
 /// The broker answering nothing for a window in flight this long is a lost connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,7 +173,7 @@ pub fn payload(
     source_time: UnixNanos,
     received: UnixNanos,
     late: bool,
-) -> Vec<u8> {
+) -> String {
     let mut j = serde_json::json!({
         "value": json_value(value),
         "type": crate::store::db::type_name(value.value_type()),
@@ -183,7 +184,7 @@ pub fn payload(
     if late {
         j["late"] = serde_json::Value::Bool(true);
     }
-    j.to_string().into_bytes()
+    j.to_string()
 }
 
 fn tls_config(cfg: &Mqtt) -> anyhow::Result<rumqttc::TlsConfiguration> {
@@ -403,6 +404,54 @@ impl<'a> Link<'a> {
         Ok(())
     }
 
+    /// A packet that has arrived already, if any (no waiting, no timer).
+    async fn try_recv(&mut self) -> Result<Option<Packet>, Failure> {
+        loop {
+            let Some(net) = self.ev.network.as_mut() else {
+                return Err(lost("not connected"));
+            };
+            let polled = {
+                let mut read = std::pin::pin!(net.read());
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            let packet = match polled {
+                std::task::Poll::Pending => return Ok(None),
+                std::task::Poll::Ready(r) => r.map_err(|e| lost(e.to_string()))?,
+            };
+            if let Some(p) = self.answer(packet).await? {
+                return Ok(Some(p));
+            }
+        }
+    }
+
+    /// Handles what is not for the publisher; returns the rest.
+    async fn answer(&mut self, packet: Packet) -> Result<Option<Packet>, Failure> {
+        let answer = match packet {
+            Packet::PingResp => {
+                self.ping_sent = None;
+                return Ok(None);
+            }
+            Packet::Publish(p) => {
+                if !self.foreign_logged {
+                    self.foreign_logged = true;
+                    warn!(
+                        topic = p.topic,
+                        "the MQTT session delivers messages to the publisher (a subscription of an earlier client with its client_id?); they are acknowledged and dropped"
+                    );
+                }
+                match p.qos {
+                    QoS::AtMostOnce => return Ok(None),
+                    QoS::AtLeastOnce => Packet::PubAck(PubAck::new(p.pkid)),
+                    QoS::ExactlyOnce => Packet::PubRec(PubRec::new(p.pkid)),
+                }
+            }
+            Packet::PubRel(r) => Packet::PubComp(PubComp::new(r.pkid)),
+            other => return Ok(Some(other)),
+        };
+        self.send(vec![answer]).await?;
+        Ok(None)
+    }
+
     /// The next packet for the publisher, or `None` once `until` passes or `wake` is notified.
     /// Answers what is not for it: PINGRESP, and the broker's own publishes (a subscription
     /// an earlier client with this id left in the session: acknowledged and dropped).
@@ -437,29 +486,9 @@ impl<'a> Link<'a> {
                     continue;
                 }
             };
-            let answer = match packet {
-                Packet::PingResp => {
-                    self.ping_sent = None;
-                    continue;
-                }
-                Packet::Publish(p) => {
-                    if !self.foreign_logged {
-                        self.foreign_logged = true;
-                        warn!(
-                            topic = p.topic,
-                            "the MQTT session delivers messages to the publisher (a subscription of an earlier client with its client_id?); they are acknowledged and dropped"
-                        );
-                    }
-                    match p.qos {
-                        QoS::AtMostOnce => continue,
-                        QoS::AtLeastOnce => Packet::PubAck(PubAck::new(p.pkid)),
-                        QoS::ExactlyOnce => Packet::PubRec(PubRec::new(p.pkid)),
-                    }
-                }
-                Packet::PubRel(r) => Packet::PubComp(PubComp::new(r.pkid)),
-                other => return Ok(Some(other)),
-            };
-            self.send(vec![answer]).await?;
+            if let Some(p) = self.answer(packet).await? {
+                return Ok(Some(p));
+            }
         }
     }
 }
@@ -489,7 +518,11 @@ impl Publisher {
     }
 
     fn limit(&self) -> usize {
-        usize::from(self.cfg.max_inflight).clamp(1, WINDOW)
+        if self.cfg.qos == 2 {
+            usize::from(self.cfg.qos2_max_inflight).clamp(1, WINDOW)
+        } else {
+            WINDOW
+        }
     }
 
     fn live_allowed(&self) -> bool {
@@ -580,7 +613,7 @@ impl Publisher {
             // What else has arrived: the PUBRECs of a burst are journaled with one sync.
             let mut packets = vec![first];
             while packets.len() < WINDOW {
-                match link.recv(Instant::now(), None).await? {
+                match link.try_recv().await? {
                     Some(p) => packets.push(p),
                     None => break,
                 }
@@ -844,7 +877,7 @@ mod tests {
             1_700_000_000_500_000_000,
             false,
         );
-        let j: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&p).unwrap();
         assert_eq!(j["value"], 1.5);
         assert_eq!(j["type"], "Double");
         assert_eq!(j["quality"]["code"], 0);
@@ -859,12 +892,12 @@ mod tests {
             0,
             true,
         );
-        let j: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&p).unwrap();
         assert_eq!(j["value"], "dead");
         assert_eq!(j["quality"]["code"], 0x8005_0000u32);
         assert_eq!(j["quality"]["name"], "BadCommunicationError");
         assert_eq!(j["late"], true);
-        let j: serde_json::Value = serde_json::from_slice(&payload(
+        let j: serde_json::Value = serde_json::from_str(&payload(
             &Value::Float(f32::NAN),
             Quality::GOOD,
             0,
@@ -933,7 +966,7 @@ mod tests {
             .messages
             .iter()
             .map(|m| {
-                let j: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                let j: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
                 (
                     m.topic.as_str(),
                     j["value"].as_i64().unwrap(),

@@ -266,7 +266,7 @@ mod tests {
             messages: (0..n)
                 .map(|i| Message {
                     topic: format!("gw/t{i}"),
-                    payload: vec![i as u8],
+                    payload: i.to_string(),
                     retain: i == 0,
                 })
                 .collect(),
@@ -305,7 +305,7 @@ mod tests {
         let Packet::Publish(first) = &out[0] else {
             panic!()
         };
-        assert!(first.retain && first.qos == QoS::ExactlyOnce && first.payload[..] == [0]);
+        assert!(first.retain && first.qos == QoS::ExactlyOnce && first.payload[..] == *b"0");
         assert_eq!(f.on_packet(&rec(2)), Ack::Received(2));
         // Not journaled yet: still unacknowledged; a new connection publishes it again.
         assert_eq!(kinds(&f.connected()), ["PUBLISH 1 dup", "PUBLISH 2 dup"]);

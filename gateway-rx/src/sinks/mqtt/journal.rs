@@ -22,9 +22,10 @@
 //!   anew.
 //! - `Done`: the broker acknowledged the whole window; its marks and position apply.
 //!
-//! Each record is synced (fdatasync) before the packets it announces are sent, so the file
-//! never says less than what the broker may have seen. A torn record at the end (the process
-//! died while writing it) is cut off on open: the packets it announced were never sent.
+//! At QoS 2 each record is synced (fdatasync) before the packets it announces are sent, so
+//! the file never says less than what the broker may have seen; at QoS 0 and 1 a window's
+//! record is synced with its `Done`. A torn record at the end (the process died while writing
+//! it) is cut off on open: the packets it announced were never sent.
 //!
 //! # Size
 //!
@@ -55,7 +56,8 @@ pub const COMPACT_BYTES: u64 = 8 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub topic: String,
-    pub payload: Vec<u8>,
+    /// JSON text (a string, so that it is stored as one run of bytes).
+    pub payload: String,
     pub retain: bool,
 }
 
@@ -277,7 +279,7 @@ impl Journal {
         self.len == 0
     }
 
-    fn append(&mut self, e: &EntryOut<'_>) -> std::io::Result<()> {
+    fn append(&mut self, e: &EntryOut<'_>, sync: bool) -> std::io::Result<()> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0u8; HEADER]);
         protocol::codec::encode_into(e, &mut self.buf)
@@ -293,12 +295,16 @@ impl Journal {
         self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         self.file.write_all(&self.buf)?;
-        self.file.sync_data()?;
+        if sync {
+            self.file.sync_data()?;
+        }
         self.len += self.buf.len() as u64;
         Ok(())
     }
 
-    /// Records a window about to be sent (durably, before any of it is).
+    /// Records a window about to be sent; at QoS 2 durably, before any of it is. (At QoS 0
+    /// and 1 the next sync carries it: a window lost with a power cut is made again from the
+    /// spool and sent again, which those QoS allow.)
     pub fn begin(&mut self, window: Window) -> std::io::Result<()> {
         if self.state.open.is_some() {
             return Err(std::io::Error::new(
@@ -306,7 +312,7 @@ impl Journal {
                 "a window is already open",
             ));
         }
-        self.append(&EntryOut::Window(&window))?;
+        self.append(&EntryOut::Window(&window), window.qos == 2)?;
         self.state.open = Some(Open {
             window,
             released: BTreeSet::new(),
@@ -319,7 +325,7 @@ impl Journal {
         if ids.is_empty() {
             return Ok(());
         }
-        self.append(&EntryOut::Released(ids))?;
+        self.append(&EntryOut::Released(ids), true)?;
         if let Some(o) = &mut self.state.open {
             o.released.extend(ids.iter().copied());
         }
@@ -328,7 +334,7 @@ impl Journal {
 
     /// Records that every message of the open window is published anew.
     pub fn reset(&mut self) -> std::io::Result<()> {
-        self.append(&EntryOut::Reset)?;
+        self.append(&EntryOut::Reset, true)?;
         if let Some(o) = &mut self.state.open {
             o.released.clear();
         }
@@ -340,7 +346,7 @@ impl Journal {
         if self.state.open.is_none() {
             return Ok(None);
         }
-        self.append(&EntryOut::Done)?;
+        self.append(&EntryOut::Done, true)?;
         let open = self.state.open.take();
         if let Some(o) = &open {
             self.state.finish(&o.window);
@@ -404,7 +410,7 @@ mod tests {
             messages: (0..n)
                 .map(|i| Message {
                     topic: format!("gw/t{i}"),
-                    payload: format!("{{\"v\":{i}}}").into_bytes(),
+                    payload: format!("{{\"v\":{i}}}"),
                     retain: i % 2 == 0,
                 })
                 .collect(),
@@ -493,7 +499,7 @@ mod tests {
             let before = j.len();
             let mut w = window(500, round, &[("a", round as i64), (&big[..10], 7)]);
             for m in &mut w.messages {
-                m.payload = big.clone().into_bytes();
+                m.payload = big.clone();
             }
             j.begin(w).unwrap();
             j.released(&[1, 2, 3]).unwrap();
