@@ -41,22 +41,26 @@
 //! # Windows, the journal, and what each QoS guarantees
 //!
 //! Samples go out in windows of up to [`WINDOW`] messages. Before the first packet of a window
-//! leaves, the window is written to the journal (`mqtt/journal.rs`, synced): its messages byte
-//! for byte, their packet identifiers (1 to n), the spool position after them and the marks
-//! they move. The publisher connects with a persistent session (clean session off, the
-//! configured `client_id`) and runs the publisher's side of the QoS flows itself
-//! (`mqtt/flight.rs`) on the connection rumqttc sets up (TCP or TLS, CONNECT and CONNACK,
-//! framing); at QoS 2 each PUBREC is journaled before its PUBREL leaves. Once the broker has
-//! acknowledged the whole window (QoS 1: PUBACK, QoS 2: PUBCOMP, QoS 0: written to the
-//! connection), the journal records it done, the marks move and the spool cursor moves past
-//! it. A window cut by a lost connection, or by a restart (a crash, SIGKILL, a power loss),
-//! goes out again as the same packets: a message not acknowledged as PUBLISH with the same
-//! packet identifier and DUP set, a released one as PUBREL (counted, `resent`).
+//! leaves, the window is written to the journal (`mqtt/journal.rs`, the file `mqtt.journal` in
+//! the spool directory; synced first at QoS 2): its messages byte for byte, their packet
+//! identifiers (1 to n), the spool position after them and the marks they move. The publisher
+//! connects with a persistent session (clean session off, the configured `client_id`) and runs
+//! the publisher's side of the QoS flows itself (`mqtt/flight.rs`) on the connection rumqttc
+//! sets up (TCP or TLS, CONNECT and CONNACK, framing); at QoS 2 each PUBREC is journaled
+//! (synced) before its PUBREL leaves, and at most `qos2_max_inflight` messages are in flight:
+//! mosquitto acknowledges QoS 2 messages beyond its own limit for a client and drops them
+//! (`flight.rs`). Once the broker has acknowledged the whole window (QoS 1: PUBACK,
+//! QoS 2: PUBCOMP, QoS 0: written to the connection), the journal records it done (synced),
+//! the marks move and the spool cursor moves past it. A window cut by a lost connection, or by
+//! a restart (a crash, SIGKILL, a power loss), goes out again as the same packets: a message
+//! not acknowledged as PUBLISH with the same packet identifier and DUP set, a released one as
+//! PUBREL (counted, `resent`).
 //!
-//! - **QoS 2: exactly once**, across reconnects, restarts of the receiver (SIGKILL included)
-//!   and restarts of the broker, provided the broker keeps the session: its persistence on,
-//!   no session expiry shorter than an outage, `client_id` unchanged, and room in its queue
-//!   for a client's incoming messages for a window. The broker recognises the identifier of a
+//! - **QoS 2: exactly once**, across reconnects, restarts of the receiver (SIGKILL and power
+//!   loss included) and restarts of the broker, provided the broker keeps the session: its
+//!   persistence on (a broker killed without saving loses what it had not saved), no session
+//!   expiry shorter than an outage, `client_id` unchanged, and `qos2_max_inflight` at most its
+//!   limit for a client's incoming QoS 2 messages. The broker recognises the identifier of a
 //!   message it holds and does not forward it twice; a PUBREL for a message it has forwarded
 //!   only gets its PUBCOMP. When the broker answers that it has no session for the client
 //!   while released messages are open (it lost its state), those are published anew: at

@@ -16,8 +16,8 @@
 //! written once per segment. The cursor file holds `segment offset index`: the record the sink
 //! has not finished with and how many of its samples it has delivered. It is written (replace by
 //! rename) each time the sink moves on, not synced: after a crash the sink re-delivers from an
-//! older cursor, and every sink tolerates a sample twice (PostgreSQL keeps (tag, time) once; the
-//! MQTT publisher resumes from its own journal, synced, see `mqtt.rs`).
+//! older cursor, and every sink copes with that (PostgreSQL keeps (tag, time) once; the MQTT
+//! publisher goes on from the position its own journal holds, synced, see `mqtt.rs`).
 //!
 //! # Durability
 //!
