@@ -521,8 +521,10 @@ impl Publisher {
         t
     }
 
-    fn limit(&self) -> usize {
-        if self.cfg.qos == 2 {
+    /// Messages in flight at once for a window at `qos` (its own: one from the journal may
+    /// predate a change of `qos`).
+    fn limit(&self, qos: u8) -> usize {
+        if qos == 2 {
             usize::from(self.cfg.qos2_max_inflight).clamp(1, WINDOW)
         } else {
             WINDOW
@@ -696,7 +698,12 @@ impl Publisher {
         if let Some(open) = journal.open_window() {
             let mut flight = match self.flight.take() {
                 Some(f) => f,
-                None => Flight::new(&open.window, &open.released, self.limit(), true),
+                None => Flight::new(
+                    &open.window,
+                    &open.released,
+                    self.limit(open.window.qos),
+                    true,
+                ),
             };
             if !session_present && flight.any_released() {
                 warn!(
@@ -725,7 +732,7 @@ impl Publisher {
                 (None, None) => None,
             };
             if let Some(w) = window {
-                self.flight = Some(Flight::new(&w, &BTreeSet::new(), self.limit(), false));
+                self.flight = Some(Flight::new(&w, &BTreeSet::new(), self.limit(w.qos), false));
                 if let Err(e) = journal.begin(w) {
                     self.flight = None;
                     return Err(Failure::Journal(e));
