@@ -24,6 +24,11 @@ pub mod limits {
     pub const MQTT_TOPIC_PREFIX_DEFAULT: &str = "gateway";
     pub const MQTT_QOS_DEFAULT: u8 = 1;
     pub const MQTT_KEEP_ALIVE_S_DEFAULT: u64 = 30;
+    /// QoS 2 messages awaiting the broker's acknowledgement at once: mosquitto's default limit
+    /// for a client's incoming QoS 2 messages (`max_inflight_messages`).
+    pub const MQTT_QOS2_MAX_INFLIGHT_DEFAULT: u16 = 20;
+    /// The publisher's window (packet identifiers 1 to this), all in flight at QoS 0 and 1.
+    pub const MQTT_WINDOW: u16 = 500;
     pub const PG_PORT_DEFAULT: u16 = 5432;
     pub const PG_USER_DEFAULT: &str = "gateway";
     pub const PG_DBNAME_DEFAULT: &str = "gateway";
@@ -87,6 +92,9 @@ pub struct Mqtt {
     /// PEM file of the CA certificates to trust; `None`: the system's.
     pub ca_file: Option<PathBuf>,
     pub keep_alive: Duration,
+    /// QoS 2 messages awaiting the broker's acknowledgement at once: at most the broker's
+    /// limit for a client's incoming QoS 2 messages, so that it never has to queue one.
+    pub qos2_max_inflight: u16,
     pub spool: Spool,
 }
 
@@ -122,6 +130,7 @@ const MQTT_KEYS: &[&str] = &[
     "tls",
     "ca_file",
     "keep_alive_s",
+    "qos2_max_inflight",
     "spool_dir",
     "spool_max_bytes",
 ];
@@ -413,6 +422,14 @@ pub(crate) fn parse_mqtt(
     };
     let keep_alive =
         common::duration_s(ctx, &t, "keep_alive_s", 5..=3600, MQTT_KEEP_ALIVE_S_DEFAULT);
+    let qos2_max_inflight = common::int_or(
+        ctx,
+        &t,
+        "qos2_max_inflight",
+        1..=i64::from(MQTT_WINDOW),
+        "",
+        i64::from(MQTT_QOS2_MAX_INFLIGHT_DEFAULT),
+    );
     let spool = spool(ctx, &t, "mqtt", store_dir);
     let (password_file, password) = match password? {
         Some((p, s)) => (Some(p), Some(s)),
@@ -432,6 +449,7 @@ pub(crate) fn parse_mqtt(
         tls: tls?,
         ca_file: ca_file?,
         keep_alive: keep_alive?,
+        qos2_max_inflight: qos2_max_inflight? as u16,
         spool: spool?,
     }))
 }

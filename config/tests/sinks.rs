@@ -74,6 +74,7 @@ fn mqtt_defaults() {
             tls: false,
             ca_file: None,
             keep_alive: Duration::from_secs(30),
+            qos2_max_inflight: 20,
             spool: Spool {
                 dir: "/var/lib/gateway/spool/mqtt".into(),
                 max_bytes: 1 << 30,
@@ -93,7 +94,7 @@ fn mqtt_every_field() {
             "{RX}[store]\npath = \"/srv/h/history.sqlite\"\n[mqtt]\nhost = \"broker.example\"\n\
              client_id = \"rx-2\"\ntopic_prefix = \"plant1/gw/\"\nqos = 2\nretain = false\n\
              live = false\nusername = \"gw\"\npassword_file = \"mqtt.pass\"\ntls = true\n\
-             ca_file = \"ca.pem\"\nkeep_alive_s = 60\nspool_max_bytes = 1048576\n"
+             ca_file = \"ca.pem\"\nkeep_alive_s = 60\nqos2_max_inflight = 10\nspool_max_bytes = 1048576\n"
         ),
         &cfg,
     );
@@ -106,6 +107,7 @@ fn mqtt_every_field() {
     assert_eq!(format!("{:?}", m.password), "Some(Secret(..))");
     assert_eq!(m.ca_file, Some(dir.path().join("ca.pem")));
     assert_eq!(m.keep_alive, Duration::from_secs(60));
+    assert_eq!(m.qos2_max_inflight, 10);
     assert_eq!(
         m.spool,
         Spool {
@@ -131,6 +133,15 @@ fn mqtt_errors() {
         7,
         "mqtt.qos",
         &["3 is out of range", "from 0 to 2"],
+    );
+    one(
+        diags(&format!(
+            "{RX}[mqtt]\nhost = \"b\"\nqos2_max_inflight = 501\n"
+        )),
+        5,
+        21,
+        "mqtt.qos2_max_inflight",
+        &["501 is out of range", "from 1 to 500"],
     );
     one(
         diags(&format!(

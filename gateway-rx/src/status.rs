@@ -614,6 +614,30 @@ impl RxStatus {
             "sink",
             fam(|s| s.failures),
         );
+        e.labelled(
+            "gateway_rx_sink_late_samples_total",
+            "counter",
+            "MQTT: history samples older than what their topic had (a healed gap), published \
+             flagged late and not retained (part of delivered).",
+            "sink",
+            fam(|s| s.late_published),
+        );
+        e.labelled(
+            "gateway_rx_sink_duplicates_skipped_total",
+            "counter",
+            "MQTT: samples not published because the same tag and source time was published \
+             already.",
+            "sink",
+            fam(|s| s.skipped_duplicate),
+        );
+        e.labelled(
+            "gateway_rx_sink_resent_total",
+            "counter",
+            "MQTT: packets of an unacknowledged window sent again after a lost connection or a \
+             restart (same packet ids).",
+            "sink",
+            fam(|s| s.resent),
+        );
     }
 
     pub fn status(&self, query: &Query) -> Json {

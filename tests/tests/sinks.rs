@@ -671,6 +671,576 @@ async fn mqtt_mosquitto_every_value_in_order_and_retained() {
     every_value_in_order(&broker).await;
 }
 
+// --- MQTT: late samples, restarts, exactly once -------------------------------------------------
+
+/// (topic, source time) → (value, late).
+type Want = BTreeMap<(String, i64), (f64, bool)>;
+
+/// History as a healed gap leaves it in a spool: each tag's samples in source-time order, then
+/// older ones the gap held (late: each is older than what its tag already had), then newer
+/// ones again. Returns the samples in spool order and what a subscriber must get.
+fn history_with_late(
+    prefix: &str,
+    tags: usize,
+    per_tag: i64,
+) -> (Vec<gateway_rx::sinks::spool::SpoolSample>, Want) {
+    let t0 = 1_700_000_000_000_000_000i64;
+    let names: Vec<Arc<str>> = (0..tags)
+        .map(|i| Arc::from(format!("site/area{}/dev{i}/value", i % 3)))
+        .collect();
+    let mut order: Vec<(usize, i64)> = Vec::new();
+    for k in 0..per_tag {
+        order.extend((0..tags).map(|t| (t, 2 * k)));
+    }
+    for k in per_tag / 4..per_tag / 2 {
+        order.extend((0..tags).map(|t| (t, 2 * k + 1)));
+    }
+    for k in per_tag..per_tag * 3 / 2 {
+        order.extend((0..tags).map(|t| (t, 2 * k)));
+    }
+    let mut newest: BTreeMap<usize, i64> = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut want = Want::new();
+    for (t, step) in order {
+        let time = t0 + step * 1_000_000;
+        let value = (t * 100_000) as f64 + step as f64 * 0.5;
+        let late = newest.get(&t).is_some_and(|n| time < *n);
+        if !late {
+            newest.insert(t, time);
+        }
+        samples.push(gateway_rx::sinks::spool::SpoolSample {
+            tag: names[t].clone(),
+            value: Value::Double(value),
+            quality: protocol::model::Quality::GOOD,
+            time,
+            received: time + 1_000,
+        });
+        want.insert((topic_of(prefix, &names[t]), time), (value, late));
+    }
+    (samples, want)
+}
+
+fn write_spool(dir: &Path, samples: &[gateway_rx::sinks::spool::SpoolSample]) {
+    let (mut w, _) = gateway_rx::sinks::spool::SpoolWriter::open(dir, 1 << 30).expect("spool");
+    assert_eq!(w.append(samples).expect("append"), samples.len());
+    w.sync().expect("sync");
+}
+
+/// The `[mqtt]` config of a sink publishing under `prefix` to `broker` at `qos`.
+fn sink_cfg(broker: &str, prefix: &str, qos: u8, dir: &Path) -> config::rx::Mqtt {
+    let (host, port) = broker.rsplit_once(':').expect("host:port");
+    parse_rx(&format!(
+        "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n[mqtt]\nhost = \"{host}\"\n\
+         port = {port}\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\nqos = {qos}\nlive = false\n",
+        toml_path(&dir.join("history.sqlite")),
+        unique("gw")
+    ))
+    .mqtt
+    .expect("[mqtt]")
+}
+
+/// The MQTT sink as a receiver process runs it: its spool opened afresh from `dir`.
+struct SinkRun {
+    task: tokio::task::JoinHandle<()>,
+    stats: Arc<gateway_rx::sinks::SinkStats>,
+}
+
+impl SinkRun {
+    fn start(cfg: &config::rx::Mqtt, dir: &Path) -> SinkRun {
+        use gateway_rx::sinks::spool::{SpoolReader, SpoolWriter};
+        let (_writer, shared) = SpoolWriter::open(dir, 1 << 30).expect("spool");
+        let reader = SpoolReader::open(dir, shared).expect("spool reader");
+        let stats = Arc::new(gateway_rx::sinks::SinkStats::default());
+        let task = tokio::spawn(gateway_rx::sinks::mqtt::run(
+            cfg.clone(),
+            reader,
+            Arc::new(gateway_rx::state::State::new()),
+            stats.clone(),
+            Arc::new(AtomicBool::new(true)),
+        ));
+        SinkRun { task, stats }
+    }
+
+    fn delivered(&self) -> u64 {
+        self.stats.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Kills the sink where it stands (no shutdown path runs, as with SIGKILL); returns what
+    /// it had delivered.
+    async fn kill(self) -> u64 {
+        self.task.abort();
+        let delivered = self.stats.clone();
+        let _ = self.task.await;
+        delivered.delivered.load(Ordering::Relaxed)
+    }
+}
+
+/// What a subscriber saw (retained messages aside) against `want`: how many messages repeated
+/// one seen already, and what is wrong (missing, unexpected, different).
+fn compare(seen: &[Seen], want: &Want) -> (usize, Vec<String>) {
+    let mut count: BTreeMap<(&str, i64), usize> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for s in seen.iter().filter(|s| !s.retained) {
+        let t = source_time(&s.json);
+        *count.entry((s.topic.as_str(), t)).or_default() += 1;
+        match want.get(&(s.topic.clone(), t)) {
+            None => problems.push(format!("unexpected {} at {t}: {}", s.topic, s.json)),
+            Some((v, late)) => {
+                if s.json["value"].as_f64() != Some(*v) || (s.json["late"] == true) != *late {
+                    problems.push(format!(
+                        "{} at {t}: {} (want value {v}, late {late})",
+                        s.topic, s.json
+                    ));
+                }
+            }
+        }
+    }
+    let missing: Vec<&(String, i64)> = want
+        .keys()
+        .filter(|(topic, t)| !count.contains_key(&(topic.as_str(), *t)))
+        .collect();
+    if !missing.is_empty() {
+        let late = missing.iter().filter(|k| want[**k].1).count();
+        problems.insert(
+            0,
+            format!(
+                "{} of {} samples missing ({late} of them late), e.g. {:?}",
+                missing.len(),
+                want.len(),
+                &missing[..missing.len().min(3)]
+            ),
+        );
+    }
+    let repeats = count.values().map(|n| n - 1).sum();
+    (repeats, problems)
+}
+
+/// Waits until `seen()` holds every sample of `want`; then a little longer, for repeats.
+async fn wait_for_all(seen: impl Fn() -> Vec<Seen>, want: &Want, within: Duration) -> Vec<Seen> {
+    let started = Instant::now();
+    loop {
+        let (_, problems) = compare(&seen(), want);
+        if !problems.iter().any(|p| p.contains("missing")) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return seen();
+        }
+        if started.elapsed() > within {
+            panic!("after {within:?}: {}", problems.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A new subscriber gets one retained message per topic: the newest sample, never a late one.
+async fn check_retained_newest(broker: &str, want: &Want, prefix: &str) {
+    let mut newest: BTreeMap<&str, (i64, f64)> = BTreeMap::new();
+    for ((topic, t), (v, late)) in want {
+        if !late {
+            newest.insert(topic.as_str(), (*t, *v));
+        }
+    }
+    let sub = Subscriber::start(broker, prefix, &unique("retained")).await;
+    let started = Instant::now();
+    loop {
+        let seen = sub.seen();
+        let retained: BTreeMap<&str, &Seen> = seen
+            .iter()
+            .filter(|s| s.retained)
+            .map(|s| (s.topic.as_str(), s))
+            .collect();
+        let ok = newest.iter().all(|(topic, (t, v))| {
+            retained.get(topic).is_some_and(|s| {
+                source_time(&s.json) == *t
+                    && s.json["value"].as_f64() == Some(*v)
+                    && s.json.get("late").is_none()
+            })
+        });
+        if ok {
+            assert_eq!(retained.len(), newest.len(), "one retained value per topic");
+            assert_eq!(seen.len(), newest.len(), "a new subscriber gets only those");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "retained values: want the newest of {} topics, got {:?}",
+            newest.len(),
+            retained
+                .values()
+                .map(|s| (&s.topic, &s.json))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Samples a healed gap brings after newer ones reach a subscriber too, on their topics,
+/// flagged `"late": true`, while the retained value of each topic stays its newest sample.
+async fn late_samples_are_published(broker: &str) {
+    init_tracing();
+    let prefix = unique("gwlate");
+    let sub = Subscriber::start(broker, &prefix, &unique("sub")).await;
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let spool = tmp.path().join("spool");
+    let (samples, want) = history_with_late(&prefix, 8, 40);
+    let late = want.values().filter(|(_, l)| *l).count();
+    assert!(late >= 80, "{late} late samples");
+    write_spool(&spool, &samples);
+    let run = SinkRun::start(&sink_cfg(broker, &prefix, 1, tmp.path()), &spool);
+    let seen = wait_for_all(|| sub.seen(), &want, Duration::from_secs(30)).await;
+    let (repeats, problems) = compare(&seen, &want);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(repeats, 0, "nothing repeats without a cut connection");
+    check_retained_newest(broker, &want, &prefix).await;
+    assert_eq!(run.delivered(), want.len() as u64);
+    assert_eq!(
+        run.stats.late_published.load(Ordering::Relaxed),
+        late as u64
+    );
+    eprintln!(
+        "{} samples, {late} of them late, all published (broker {broker})",
+        want.len()
+    );
+    run.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_embedded_late_samples_are_published_flagged_and_not_retained() {
+    late_samples_are_published(&embedded_broker().to_string()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_mosquitto_late_samples_are_published_flagged_and_not_retained() {
+    let Some(broker) = service("GATEWAY_TEST_MQTT") else {
+        return;
+    };
+    late_samples_are_published(&broker).await;
+}
+
+/// A Mosquitto of the test's own with persistence on, on a free loopback port, that the test
+/// restarts (SIGTERM, so it saves its sessions, then started again on the same port).
+struct PersistentMosquitto {
+    bin: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PersistentMosquitto {
+    async fn start(bin: &str) -> PersistentMosquitto {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // Started as root, mosquitto drops to its own user: it must write here.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free TCP port")
+            .port();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {d}/\nlog_dest file {d}/mosquitto.log\n\
+                 max_queued_messages 100000\n"
+            ),
+        )
+        .expect("mosquitto.conf");
+        let mut m = PersistentMosquitto {
+            bin: bin.to_owned(),
+            dir,
+            port,
+            child: None,
+        };
+        m.spawn().await;
+        m
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new(&self.bin)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        self.child = Some(child);
+        let started = Instant::now();
+        while TcpStream::connect(self.addr()).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start; its log: {}",
+                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+}
+
+impl Drop for PersistentMosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// MQTT 3.1.1 packets over one TCP connection (rumqttc's codec).
+struct Wire {
+    stream: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl Wire {
+    async fn send(&mut self, p: rumqttc::Packet) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut b = bytes::BytesMut::new();
+        p.write(&mut b, 1 << 20)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        self.stream.write_all(&b).await
+    }
+
+    async fn recv(&mut self) -> std::io::Result<rumqttc::Packet> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match rumqttc::Packet::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return Ok(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => return Err(std::io::Error::other(format!("{e:?}"))),
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+/// A QoS 2 subscriber to `<prefix>/#` with a persistent session that listens throughout,
+/// reconnecting (same client id, clean session off) when the broker restarts. It keeps the
+/// packet ids of the QoS 2 messages it took and has not seen released across reconnects, so a
+/// message the broker sends again takes nothing twice: exactly once on its side. (rumqttc's
+/// client forgets those ids on a reconnect, and then fails on the broker's PUBREL.)
+struct SessionSubscriber {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Distinct (topic, source time) received so far.
+    distinct: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SessionSubscriber {
+    async fn start(broker: &str, prefix: &str, id: &str) -> SessionSubscriber {
+        use rumqttc::{Packet, PubAck, PubComp, PubRec, QoS};
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let distinct = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let subscribed = Arc::new(tokio::sync::Notify::new());
+        let (broker, filter, id) = (broker.to_owned(), format!("{prefix}/#"), id.to_owned());
+        let (seen2, distinct2, subscribed2) = (seen.clone(), distinct.clone(), subscribed.clone());
+        let task = tokio::spawn(async move {
+            let mut held = std::collections::BTreeSet::new();
+            let mut keys = std::collections::HashSet::new();
+            loop {
+                let Ok(stream) = TcpStream::connect(&broker).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let mut wire = Wire {
+                    stream,
+                    buf: bytes::BytesMut::new(),
+                };
+                let mut connect = rumqttc::Connect::new(id.clone());
+                connect.clean_session = false;
+                connect.keep_alive = 0;
+                let session = async {
+                    wire.send(Packet::Connect(connect)).await?;
+                    match wire.recv().await? {
+                        Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success => {
+                            if !a.session_present {
+                                held.clear();
+                                let mut s =
+                                    rumqttc::Subscribe::new(filter.clone(), QoS::ExactlyOnce);
+                                s.pkid = 1;
+                                wire.send(Packet::Subscribe(s)).await?;
+                            }
+                        }
+                        other => return Err(std::io::Error::other(format!("{other:?}"))),
+                    }
+                    loop {
+                        match wire.recv().await? {
+                            Packet::Publish(p) => {
+                                let new = p.qos != QoS::ExactlyOnce || held.insert(p.pkid);
+                                if new {
+                                    let json: serde_json::Value =
+                                        serde_json::from_slice(&p.payload).unwrap_or_default();
+                                    if !p.retain
+                                        && keys.insert((
+                                            p.topic.clone(),
+                                            json["source_time"].to_string(),
+                                        ))
+                                    {
+                                        distinct2.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    seen2.lock().expect("lock").push(Seen {
+                                        topic: p.topic.clone(),
+                                        retained: p.retain,
+                                        json,
+                                    });
+                                }
+                                match p.qos {
+                                    QoS::AtMostOnce => {}
+                                    QoS::AtLeastOnce => {
+                                        wire.send(Packet::PubAck(PubAck::new(p.pkid))).await?
+                                    }
+                                    QoS::ExactlyOnce => {
+                                        wire.send(Packet::PubRec(PubRec::new(p.pkid))).await?
+                                    }
+                                }
+                            }
+                            Packet::PubRel(r) => {
+                                held.remove(&r.pkid);
+                                wire.send(Packet::PubComp(PubComp::new(r.pkid))).await?;
+                            }
+                            Packet::SubAck(_) => subscribed2.notify_one(),
+                            _ => {}
+                        }
+                    }
+                };
+                let _: std::io::Result<()> = session.await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+            .await
+            .expect("SUBACK");
+        SessionSubscriber {
+            seen,
+            distinct,
+            task,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    fn distinct(&self) -> usize {
+        self.distinct.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SessionSubscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The sink killed again and again in the middle of a window (with samples at the subscriber
+/// that the sink had not yet seen acknowledged), and the broker restarted, both while the sink
+/// was down and while it was publishing; a subscriber with a persistent session listens
+/// throughout. At QoS 2 it ends with every sample exactly once, at QoS 1 at least once; late
+/// samples included, flagged; nothing on a wrong topic; the retained values the newest.
+async fn through_kills_and_broker_restarts(qos: u8) {
+    let Some(bin) = service("GATEWAY_TEST_MOSQUITTO") else {
+        return;
+    };
+    init_tracing();
+    let mut broker = PersistentMosquitto::start(&bin).await;
+    let addr = broker.addr();
+    let prefix = unique("gwkill");
+    let sub = SessionSubscriber::start(&addr, &prefix, &unique("sub")).await;
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let spool = tmp.path().join("spool");
+    // QoS 1 goes faster (a whole window in flight): more history, for the kills to land in it.
+    let (samples, want) = history_with_late(&prefix, 30, if qos == 2 { 200 } else { 600 });
+    write_spool(&spool, &samples);
+    let cfg = sink_cfg(&addr, &prefix, qos, tmp.path());
+    let total = want.len() as u64;
+    // Acknowledged to the sink in earlier runs: the subscriber holding more means a window was
+    // cut in the middle.
+    let mut acked = 0u64;
+    let (mut mid_window, mut restarts) = (0usize, 0usize);
+    let mid = |run: &SinkRun, acked: u64| sub.distinct() as u64 > acked + run.delivered();
+    async fn wait_mid(run: &SinkRun, acked: u64, mid: &impl Fn(&SinkRun, u64) -> bool) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if mid(run, acked) {
+                return true;
+            }
+            tokio::task::yield_now().await;
+        }
+        false
+    }
+    for round in 0..9u64 {
+        let run = SinkRun::start(&cfg, &spool);
+        // The kills spread over the whole history, the late samples' part included.
+        let started = Instant::now();
+        while acked + run.delivered() < total * round / 10
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut cut = wait_mid(&run, acked, &mid).await;
+        if round % 3 == 2 {
+            // The broker restarted under the running sink; then the sink killed too.
+            broker.restart().await;
+            restarts += 1;
+            cut = wait_mid(&run, acked, &mid).await;
+        }
+        acked += run.kill().await;
+        mid_window += usize::from(cut);
+        if round % 3 == 1 {
+            broker.restart().await;
+            restarts += 1;
+        }
+    }
+    let run = SinkRun::start(&cfg, &spool);
+    let seen = wait_for_all(|| sub.seen(), &want, Duration::from_secs(90)).await;
+    let (repeats, problems) = compare(&seen, &want);
+    assert!(problems.is_empty(), "{problems:?}");
+    if qos == 2 {
+        assert_eq!(repeats, 0, "QoS 2: every sample exactly once");
+    }
+    check_retained_newest(&addr, &want, &prefix).await;
+    let last = run.kill().await;
+    assert!(
+        mid_window >= 6,
+        "killed in the middle of a window {mid_window} times of 9"
+    );
+    eprintln!(
+        "QoS {qos}: {total} samples ({} late) at the subscriber, {repeats} repeated, through 9 \
+         kills of the sink ({mid_window} in the middle of a window) and {restarts} broker \
+         restarts; {} acknowledged in the last run",
+        want.values().filter(|(_, l)| *l).count(),
+        last
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_mosquitto_qos2_exactly_once_through_sink_kills_and_broker_restarts() {
+    through_kills_and_broker_restarts(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_mosquitto_qos1_at_least_once_through_sink_kills_and_broker_restarts() {
+    through_kills_and_broker_restarts(1).await;
+}
+
 // --- PostgreSQL ---------------------------------------------------------------------------------
 
 /// The PostgreSQL tests run one at a time: one of them stops and restarts the server.

@@ -31,6 +31,8 @@
 //! Delivery is at least once: a sink moves its spool cursor only after its destination
 //! acknowledged (PostgreSQL: the transaction committed; MQTT: the broker acknowledged at the
 //! configured QoS), so a crash or a cut connection re-delivers the unacknowledged tail.
+//! PostgreSQL keeps each (tag, time) once; MQTT at QoS 2 sends that tail again as the same
+//! packets, which a broker that kept the session delivers once (`mqtt.rs`).
 
 pub mod mqtt;
 pub mod postgres;
@@ -85,8 +87,14 @@ pub struct SinkStats {
     pub connects: AtomicU64,
     /// Connections lost or refused, deliveries failed.
     pub failures: AtomicU64,
-    /// MQTT: samples not published because the tag already had a newer one out.
-    pub skipped_not_newer: AtomicU64,
+    /// MQTT: samples not published because the same (tag, source time) was published
+    /// already.
+    pub skipped_duplicate: AtomicU64,
+    /// MQTT: late samples (older than what their topic had) published, flagged, not retained;
+    /// part of `delivered`.
+    pub late_published: AtomicU64,
+    /// MQTT: packets sent again after a lost connection or a restart (the open window).
+    pub resent: AtomicU64,
     /// MQTT: live values published.
     pub live_published: AtomicU64,
 }
@@ -104,7 +112,9 @@ pub struct SinkStatsSnapshot {
     pub connected: bool,
     pub connects: u64,
     pub failures: u64,
-    pub skipped_not_newer: u64,
+    pub skipped_duplicate: u64,
+    pub late_published: u64,
+    pub resent: u64,
     pub live_published: u64,
 }
 
@@ -155,7 +165,9 @@ impl SinkMonitor {
             connected: s.connected.load(Ordering::Relaxed),
             connects: g(&s.connects),
             failures: g(&s.failures),
-            skipped_not_newer: g(&s.skipped_not_newer),
+            skipped_duplicate: g(&s.skipped_duplicate),
+            late_published: g(&s.late_published),
+            resent: g(&s.resent),
             live_published: g(&s.live_published),
         }
     }

@@ -14,53 +14,114 @@
 //! ```
 //!
 //! Values are JSON numbers, booleans or strings; a DateTime is an RFC 3339 string, a
-//! ByteString lowercase hex, a NaN or infinite float `null`.
+//! ByteString lowercase hex, a NaN or infinite float `null`. A late sample (below) carries
+//! `"late": true` as well.
 //!
-//! # Order and completeness
+//! # Every sample, late ones too
 //!
-//! History samples come from the sink's spool in the order the store took them, and are
-//! published per tag in source-time order: a sample not newer than the last one published for
-//! its tag (a re-delivery after a crash, or an old sample a healed gap brought after newer ones)
-//! is not published, and counted (`skipped_not_newer`); the historian stores hold it. The spool
-//! cursor moves only when the broker has acknowledged every publish of a window (QoS 1: PUBACK,
-//! QoS 2: PUBCOMP, QoS 0: written to the connection), so while the broker is unreachable history
-//! waits in the spool, and when it comes back it drains in order. A window cut by a lost
-//! connection is sent again from its start: at least once, as MQTT QoS 1 is.
+//! History samples come from the sink's spool in the order the store took them: per tag in
+//! source-time order, except what a healed gap brings after newer values. Every one of them is
+//! published. Per tag the publisher keeps a *mark*, the source time of the newest value it
+//! published in order:
+//!
+//! - a sample newer than its tag's mark is published as configured (retained with
+//!   `retain = true`) and moves the mark;
+//! - a sample older than the mark is *late*: it is published on the same topic, with
+//!   `"late": true`, and never retained, whatever `retain` says. A message published without
+//!   RETAIN does not replace the broker's retained message (MQTT 3.1.1, 3.3.1.3), so a new
+//!   subscriber still gets the newest value while a subscriber that builds history gets the
+//!   late sample too (counted, `late_published`). The same topic rather than a separate one:
+//!   a consumer of a tag's topic gets all of its history without knowing of a second tree,
+//!   and the flag tells it what it is;
+//! - a sample at its tag's mark has been published already (by the live path, say) and is
+//!   not published again (counted, `skipped_duplicate`).
+//!
+//! The marks are kept in the journal, so they survive restarts.
+//!
+//! # Windows, the journal, and what each QoS guarantees
+//!
+//! Samples go out in windows of up to [`WINDOW`] messages. Before the first packet of a window
+//! leaves, the window is written to the journal (`mqtt/journal.rs`, the file `mqtt.journal` in
+//! the spool directory; synced first at QoS 2): its messages byte for byte, their packet
+//! identifiers (1 to n), the spool position after them and the marks they move. The publisher
+//! connects with a persistent session (clean session off, the configured `client_id`) and runs
+//! the publisher's side of the QoS flows itself (`mqtt/flight.rs`) on the connection rumqttc
+//! sets up (TCP or TLS, CONNECT and CONNACK, framing); at QoS 2 each PUBREC is journaled
+//! (synced) before its PUBREL leaves, and at most `qos2_max_inflight` messages are in flight:
+//! mosquitto acknowledges QoS 2 messages beyond its own limit for a client and drops them
+//! (`flight.rs`). Once the broker has acknowledged the whole window (QoS 1: PUBACK,
+//! QoS 2: PUBCOMP, QoS 0: written to the connection), the journal records it done (synced),
+//! the marks move and the spool cursor moves past it. A window cut by a lost connection, or by
+//! a restart (a crash, SIGKILL, a power loss), goes out again as the same packets: a message
+//! not acknowledged as PUBLISH with the same packet identifier and DUP set, a released one as
+//! PUBREL (counted, `resent`).
+//!
+//! - **QoS 2: exactly once**, across reconnects, restarts of the receiver (SIGKILL and power
+//!   loss included) and restarts of the broker, provided the broker keeps the session: its
+//!   persistence on (a broker killed without saving loses what it had not saved), no session
+//!   expiry shorter than an outage, `client_id` unchanged, and `qos2_max_inflight` at most its
+//!   limit for a client's incoming QoS 2 messages. The broker recognises the identifier of a
+//!   message it holds and does not forward it twice; a PUBREL for a message it has forwarded
+//!   only gets its PUBCOMP. When the broker answers that it has no session for the client
+//!   while released messages are open (it lost its state), those are published anew: at
+//!   least once for that window, logged.
+//! - **QoS 1: at least once.** The broker forwards a message sent again, so after a lost
+//!   connection or a restart a subscriber may get a sample twice: the same payload, same
+//!   `source_time`, never flagged late; consumers key on (topic, `source_time`).
+//! - **QoS 0:** no acknowledgement; a window counts once written to the connection, and is
+//!   written again after a restart.
+//!
+//! rumqttc's own flow state (`MqttState`, driven by `EventLoop::poll`) cannot give QoS 2
+//! across a restart: it answers a PUBREC with a PUBREL inside its read loop, before the
+//! application sees the PUBREC, so "the broker owns this message" cannot be made durable before
+//! the PUBREL leaves, and its in-flight table lives in memory only, with packet identifiers
+//! from a counter that starts again at 1 in every event loop. A restarted process would
+//! publish a message the broker had already forwarded under an identifier the broker no
+//! longer holds: a duplicate. Hence `EventLoop::poll` only connects here; the packets then go
+//! through the connection it opened (`EventLoop::network`).
+//!
+//! # Live values
 //!
 //! Live values are published only for tags the history stream does not carry: when no history
 //! has arrived within [`LIVE_GRACE`] of the publisher starting (a transmitter without
 //! `[history]`), it publishes each tag's current value from the current-value table whenever its
-//! source time moves on (latest per tag: nothing is queued). Once history arrives, every value
-//! comes from it, in order, and live publishing stops.
+//! source time moves past the tag's mark (latest per tag: nothing is queued). Once history
+//! arrives, every value comes from it, in order, and live publishing stops.
 
-use std::collections::{HashMap, VecDeque};
+pub mod flight;
+pub mod journal;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use config::rx::Mqtt;
 use config::timefmt::format_rfc3339;
 use protocol::model::{Quality, UnixNanos, Value};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{Event, EventLoop, MqttOptions, Packet, PubAck, PubComp, PubRec, PubRel, QoS};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::spool::{SpoolReader, SpoolSample, Spooled};
+use super::spool::{Pos, SpoolReader, SpoolSample, Spooled};
 use super::{Backoff, SinkStats};
 use crate::state::State;
+use flight::{Ack, Flight};
+use journal::{Journal, Message, Window};
 
-/// Publishes in flight at once (and per acknowledged window).
-pub const WINDOW: usize = 500;
-/// A window not acknowledged within this is taken as a lost connection.
+/// Messages per window (journaled and acknowledged together); their packet identifiers are
+/// 1 to `WINDOW`. All of them are in flight at once at QoS 0 and 1, `qos2_max_inflight` at
+/// QoS 2.
+pub const WINDOW: usize = config::sinks::limits::MQTT_WINDOW as usize;
+/// The broker answering nothing for a window in flight this long is a lost connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// With no history within this of starting, live values are published.
 pub const LIVE_GRACE: Duration = Duration::from_secs(5);
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// Topics cached per tag name, at most.
 const TOPIC_CACHE: usize = 200_000;
-
-/// A publish ready to go: tag, source time, topic, payload.
-type Out = (Arc<str>, UnixNanos, String, Vec<u8>);
 
 /// The topic of `tag` under `prefix` (see the module doc).
 pub fn topic(prefix: &str, tag: &str) -> String {
@@ -109,30 +170,25 @@ fn json_value(v: &Value) -> serde_json::Value {
     }
 }
 
-/// The JSON payload of one value.
+/// The JSON payload of one value; `late`: a sample older than what its topic already had.
 pub fn payload(
     value: &Value,
     quality: Quality,
     source_time: UnixNanos,
     received: UnixNanos,
-) -> Vec<u8> {
-    serde_json::json!({
+    late: bool,
+) -> String {
+    let mut j = serde_json::json!({
         "value": json_value(value),
         "type": crate::store::db::type_name(value.value_type()),
         "quality": {"code": quality.0, "name": quality.name()},
         "source_time": format_rfc3339(source_time),
         "received_time": format_rfc3339(received),
-    })
-    .to_string()
-    .into_bytes()
-}
-
-fn qos(n: u8) -> QoS {
-    match n {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
+    });
+    if late {
+        j["late"] = serde_json::Value::Bool(true);
     }
+    j.to_string()
 }
 
 fn tls_config(cfg: &Mqtt) -> anyhow::Result<rumqttc::TlsConfiguration> {
@@ -169,8 +225,9 @@ fn tls_config(cfg: &Mqtt) -> anyhow::Result<rumqttc::TlsConfiguration> {
 fn options(cfg: &Mqtt, tls: Option<&rumqttc::TlsConfiguration>) -> MqttOptions {
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(cfg.keep_alive);
-    o.set_clean_session(true);
-    o.set_inflight(WINDOW as u16);
+    // The broker keeps the session between connections: what makes a re-sent packet
+    // identifier mean "the same message" to it (see the module doc).
+    o.set_clean_session(false);
     o.set_max_packet_size(1 << 20, 1 << 20);
     if let Some(user) = &cfg.username {
         o.set_credentials(
@@ -187,19 +244,268 @@ fn options(cfg: &Mqtt, tls: Option<&rumqttc::TlsConfiguration>) -> MqttOptions {
     o
 }
 
+/// Where a sample stands against its tag's mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Newer than anything published in order for the tag (or the tag's first).
+    InOrder,
+    /// Older: published, flagged late, not retained.
+    Late,
+    /// At the mark: published already.
+    Published,
+}
+
+pub fn order(mark: Option<UnixNanos>, time: UnixNanos) -> Order {
+    match mark {
+        Some(m) if time < m => Order::Late,
+        Some(m) if time == m => Order::Published,
+        _ => Order::InOrder,
+    }
+}
+
+/// Gathers a window's messages against the marks (and the marks the window itself moves).
+struct Builder<'a> {
+    marks: &'a HashMap<Arc<str>, UnixNanos>,
+    moved: HashMap<Arc<str>, UnixNanos>,
+    qos: u8,
+    retain: bool,
+    messages: Vec<Message>,
+    late: u32,
+    published: u64,
+}
+
+impl<'a> Builder<'a> {
+    fn new(marks: &'a HashMap<Arc<str>, UnixNanos>, cfg: &Mqtt) -> Builder<'a> {
+        Builder {
+            marks,
+            moved: HashMap::new(),
+            qos: cfg.qos,
+            retain: cfg.retain,
+            messages: Vec::new(),
+            late: 0,
+            published: 0,
+        }
+    }
+
+    fn mark(&self, tag: &str) -> Option<UnixNanos> {
+        self.moved.get(tag).or_else(|| self.marks.get(tag)).copied()
+    }
+
+    fn push(&mut self, s: &SpoolSample, topic: String) -> Order {
+        let o = order(self.mark(&s.tag), s.time);
+        match o {
+            Order::Published => self.published += 1,
+            Order::Late => {
+                self.late += 1;
+                self.messages.push(Message {
+                    topic,
+                    payload: payload(&s.value, s.quality, s.time, s.received, true),
+                    retain: false,
+                });
+            }
+            Order::InOrder => {
+                self.moved.insert(s.tag.clone(), s.time);
+                self.messages.push(Message {
+                    topic,
+                    payload: payload(&s.value, s.quality, s.time, s.received, false),
+                    retain: self.retain,
+                });
+            }
+        }
+        o
+    }
+
+    fn finish(self, end: Option<Pos>) -> Option<Window> {
+        if self.messages.is_empty() {
+            return None;
+        }
+        let mut marks: Vec<(String, UnixNanos)> = self
+            .moved
+            .into_iter()
+            .map(|(t, m)| (t.to_string(), m))
+            .collect();
+        marks.sort_unstable();
+        Some(Window {
+            qos: self.qos,
+            end: end.map(journal::pos_tuple),
+            late: self.late,
+            marks,
+            messages: self.messages,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Failure {
+    Connection(String),
+    /// The journal could not be written: nothing more may be sent until it can.
+    Journal(std::io::Error),
+}
+
+fn lost(why: impl Into<String>) -> Failure {
+    Failure::Connection(why.into())
+}
+
+/// The connection rumqttc opened, driven directly: packets out, packets in, keep-alive.
+struct Link<'a> {
+    ev: &'a mut EventLoop,
+    keep_alive: Duration,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+    foreign_logged: bool,
+}
+
+impl<'a> Link<'a> {
+    fn new(ev: &'a mut EventLoop, keep_alive: Duration) -> Link<'a> {
+        Link {
+            ev,
+            keep_alive,
+            last_sent: Instant::now(),
+            ping_sent: None,
+            foreign_logged: false,
+        }
+    }
+
+    async fn send(&mut self, packets: Vec<Packet>) -> Result<(), Failure> {
+        if packets.is_empty() {
+            return Ok(());
+        }
+        let Some(net) = self.ev.network.as_mut() else {
+            return Err(lost("not connected"));
+        };
+        let write = async {
+            for p in packets {
+                net.write(p).await?;
+            }
+            net.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .map_err(|_| lost("writing to the broker timed out"))?
+            .map_err(|e| lost(e.to_string()))?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    fn next_ping(&self) -> Instant {
+        match self.ping_sent {
+            Some(at) => at + self.keep_alive,
+            None => self.last_sent + self.keep_alive,
+        }
+    }
+
+    /// Sends PINGREQ when nothing went out for the keep-alive; fails when one went unanswered
+    /// that long.
+    async fn keep_alive(&mut self) -> Result<(), Failure> {
+        if self.keep_alive.is_zero() || Instant::now() < self.next_ping() {
+            return Ok(());
+        }
+        if self.ping_sent.is_some() {
+            return Err(lost("the broker did not answer a PINGREQ"));
+        }
+        self.send(vec![Packet::PingReq]).await?;
+        self.ping_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// A packet that has arrived already, if any (no waiting, no timer).
+    async fn try_recv(&mut self) -> Result<Option<Packet>, Failure> {
+        loop {
+            let Some(net) = self.ev.network.as_mut() else {
+                return Err(lost("not connected"));
+            };
+            let polled = {
+                let mut read = std::pin::pin!(net.read());
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            let packet = match polled {
+                std::task::Poll::Pending => return Ok(None),
+                std::task::Poll::Ready(r) => r.map_err(|e| lost(e.to_string()))?,
+            };
+            if let Some(p) = self.answer(packet).await? {
+                return Ok(Some(p));
+            }
+        }
+    }
+
+    /// Handles what is not for the publisher; returns the rest.
+    async fn answer(&mut self, packet: Packet) -> Result<Option<Packet>, Failure> {
+        let answer = match packet {
+            Packet::PingResp => {
+                self.ping_sent = None;
+                return Ok(None);
+            }
+            Packet::Publish(p) => {
+                if !self.foreign_logged {
+                    self.foreign_logged = true;
+                    warn!(
+                        topic = p.topic,
+                        "the MQTT session delivers messages to the publisher (a subscription of an earlier client with its client_id?); they are acknowledged and dropped"
+                    );
+                }
+                match p.qos {
+                    QoS::AtMostOnce => return Ok(None),
+                    QoS::AtLeastOnce => Packet::PubAck(PubAck::new(p.pkid)),
+                    QoS::ExactlyOnce => Packet::PubRec(PubRec::new(p.pkid)),
+                }
+            }
+            Packet::PubRel(r) => Packet::PubComp(PubComp::new(r.pkid)),
+            other => return Ok(Some(other)),
+        };
+        self.send(vec![answer]).await?;
+        Ok(None)
+    }
+
+    /// The next packet for the publisher, or `None` once `until` passes or `wake` is notified.
+    /// Answers what is not for it: PINGRESP, and the broker's own publishes (a subscription
+    /// an earlier client with this id left in the session: acknowledged and dropped).
+    async fn recv(
+        &mut self,
+        until: Instant,
+        wake: Option<&tokio::sync::Notify>,
+    ) -> Result<Option<Packet>, Failure> {
+        loop {
+            self.keep_alive().await?;
+            let wake_at = if self.keep_alive.is_zero() {
+                until
+            } else {
+                until.min(self.next_ping())
+            };
+            let Some(net) = self.ev.network.as_mut() else {
+                return Err(lost("not connected"));
+            };
+            let packet = tokio::select! {
+                biased;
+                r = net.read() => r.map_err(|e| lost(e.to_string()))?,
+                () = async {
+                    match wake {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => return Ok(None),
+                () = tokio::time::sleep_until(wake_at) => {
+                    if Instant::now() >= until {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+            };
+            if let Some(p) = self.answer(packet).await? {
+                return Ok(Some(p));
+            }
+        }
+    }
+}
+
 struct Publisher {
     cfg: Mqtt,
     stats: Arc<SinkStats>,
     state: Arc<State>,
     history_seen: Arc<AtomicBool>,
     started: Instant,
-    /// Source time of the last value the broker acknowledged, per tag.
-    published: HashMap<Arc<str>, UnixNanos>,
     topics: HashMap<Arc<str>, String>,
-}
-
-enum Failure {
-    Connection(String),
+    /// The journal's open window's flows, kept across reconnects (it knows what was acked).
+    flight: Option<Flight>,
 }
 
 impl Publisher {
@@ -215,173 +521,236 @@ impl Publisher {
         t
     }
 
+    /// Messages in flight at once for a window at `qos` (its own: one from the journal may
+    /// predate a change of `qos`).
+    fn limit(&self, qos: u8) -> usize {
+        if qos == 2 {
+            usize::from(self.cfg.qos2_max_inflight).clamp(1, WINDOW)
+        } else {
+            WINDOW
+        }
+    }
+
     fn live_allowed(&self) -> bool {
         self.cfg.live
             && !self.history_seen.load(Ordering::Relaxed)
             && self.started.elapsed() >= LIVE_GRACE
     }
 
-    /// Current values newer than what was published, at most [`WINDOW`].
-    fn live_window(&mut self) -> Vec<Out> {
+    /// Current values newer than their tags' marks, at most [`WINDOW`].
+    fn live_window(&mut self, marks: &HashMap<Arc<str>, UnixNanos>) -> Option<Window> {
         let mut picked = Vec::new();
         {
             let view = self.state.view();
-            let Some(cat) = view.catalogue() else {
-                return Vec::new();
-            };
+            let cat = view.catalogue()?;
             for (i, info) in cat.iter().enumerate() {
                 let Some(v) = view.value(i as u32) else {
                     continue;
                 };
-                let newer = self
-                    .published
-                    .get(info.name)
-                    .is_none_or(|t| v.source_time > *t);
-                if newer {
-                    picked.push((
-                        info.name.to_owned(),
-                        v.source_time,
-                        payload(v.value, v.quality, v.source_time, v.received_at),
-                    ));
+                if order(marks.get(info.name).copied(), v.source_time) == Order::InOrder {
+                    picked.push(SpoolSample {
+                        tag: Arc::from(info.name),
+                        value: v.value.clone(),
+                        quality: v.quality,
+                        time: v.source_time,
+                        received: v.received_at,
+                    });
                     if picked.len() >= WINDOW {
                         break;
                     }
                 }
             }
         }
-        picked
-            .into_iter()
-            .map(|(name, t, p)| {
-                let tag: Arc<str> = Arc::from(name);
-                let topic = self.topic(&tag);
-                (tag, t, topic, p)
-            })
-            .collect()
+        let mut b = Builder::new(marks, &self.cfg);
+        for s in &picked {
+            let topic = self.topic(&s.tag);
+            b.push(s, topic);
+        }
+        b.finish(None)
     }
 
-    /// Publishes one window and waits until the broker acknowledged all of it.
-    async fn publish_window(
-        &mut self,
-        client: &AsyncClient,
-        eventloop: &mut EventLoop,
-        window: &[Out],
-    ) -> Result<(), Failure> {
-        let q = qos(self.cfg.qos);
-        for (_, _, topic, payload) in window {
-            client
-                .try_publish(topic.clone(), q, self.cfg.retain, payload.clone())
-                .map_err(|e| Failure::Connection(format!("queueing a publish: {e}")))?;
-        }
-        let mut done = 0usize;
-        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
-        while done < window.len() {
-            let ev = tokio::time::timeout_at(deadline, eventloop.poll())
-                .await
-                .map_err(|_| Failure::Connection("the broker did not acknowledge in time".into()))?
-                .map_err(|e| Failure::Connection(e.to_string()))?;
-            match (q, ev) {
-                (QoS::AtMostOnce, Event::Outgoing(Outgoing::Publish(_)))
-                | (QoS::AtLeastOnce, Event::Incoming(Packet::PubAck(_)))
-                | (QoS::ExactlyOnce, Event::Incoming(Packet::PubComp(_))) => done += 1,
-                _ => {}
-            }
-        }
-        for (tag, t, _, _) in window {
-            let e = self.published.entry(tag.clone()).or_insert(*t);
-            *e = (*e).max(*t);
-        }
-        Ok(())
-    }
-
-    /// The spool items up to the next window's end: those to publish, and the position to
-    /// commit once they are acknowledged.
+    /// The next window of history (spool items up to [`WINDOW`] messages), and the position
+    /// after the items it covers (also when all of them were published already).
     fn history_window(
         &mut self,
         ahead: &mut VecDeque<Spooled>,
         reader: &mut SpoolReader,
-    ) -> (Vec<Out>, Option<super::spool::Pos>) {
-        let mut window = Vec::new();
-        let mut commit = None;
-        let mut local: HashMap<Arc<str>, UnixNanos> = HashMap::new();
-        while window.len() < WINDOW {
+        marks: &HashMap<Arc<str>, UnixNanos>,
+    ) -> (Option<Window>, Option<Pos>) {
+        let mut b = Builder::new(marks, &self.cfg);
+        let mut end = None;
+        while b.messages.len() < WINDOW {
             if ahead.is_empty() {
                 ahead.extend(reader.read(WINDOW * 4));
             }
             let Some(item) = ahead.pop_front() else { break };
-            commit = Some(item.after);
-            let s: &SpoolSample = &item.sample;
-            let last = local
-                .get(&s.tag)
-                .or_else(|| self.published.get(&s.tag))
-                .copied();
-            if last.is_some_and(|t| s.time <= t) {
-                self.stats.skipped_not_newer.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            local.insert(s.tag.clone(), s.time);
-            let topic = self.topic(&s.tag);
-            window.push((
-                s.tag.clone(),
-                s.time,
-                topic,
-                payload(&s.value, s.quality, s.time, s.received),
-            ));
+            end = Some(item.after);
+            let topic = self.topic(&item.sample.tag);
+            b.push(&item.sample, topic);
         }
-        (window, commit)
+        self.stats
+            .skipped_duplicate
+            .fetch_add(b.published, Ordering::Relaxed);
+        (b.finish(end), end)
     }
 
-    /// One connection's life: drain the spool, publish live values when allowed, keep the
-    /// connection alive while idle. Returns when the connection fails.
+    /// Sends the open window's packets (again, those an earlier connection or process sent)
+    /// and waits until the broker has acknowledged all of them, journaling each release on the
+    /// way.
+    async fn fly(&mut self, link: &mut Link<'_>, journal: &mut Journal) -> Result<(), Failure> {
+        let Some(flight) = self.flight.as_mut() else {
+            return Ok(());
+        };
+        let out = flight.connected();
+        link.send(out).await?;
+        self.stats
+            .resent
+            .fetch_add(flight.take_resent(), Ordering::Relaxed);
+        if flight.qos() == QoS::AtMostOnce {
+            flight.written();
+            return Ok(());
+        }
+        let mut deadline = Instant::now() + ACK_TIMEOUT;
+        while !flight.is_complete() {
+            let first = link
+                .recv(deadline, None)
+                .await?
+                .ok_or_else(|| lost("the broker did not acknowledge in time"))?;
+            // What else has arrived: the PUBRECs of a burst are journaled with one sync.
+            let mut packets = vec![first];
+            while packets.len() < WINDOW {
+                match link.try_recv().await? {
+                    Some(p) => packets.push(p),
+                    None => break,
+                }
+            }
+            let (mut received, mut out, mut progress) = (Vec::new(), Vec::new(), false);
+            for p in &packets {
+                match flight.on_packet(p) {
+                    Ack::Completed => progress = true,
+                    Ack::Received(id) => received.push(id),
+                    Ack::Rerelease(id) => out.push(Packet::PubRel(PubRel::new(id))),
+                    Ack::None => {}
+                }
+            }
+            if !received.is_empty() {
+                journal.released(&received).map_err(Failure::Journal)?;
+                out.extend(received.iter().filter_map(|id| flight.release(*id)));
+                progress = true;
+            }
+            out.extend(flight.fill());
+            link.send(out).await?;
+            self.stats
+                .resent
+                .fetch_add(flight.take_resent(), Ordering::Relaxed);
+            if progress {
+                deadline = Instant::now() + ACK_TIMEOUT;
+            }
+        }
+        Ok(())
+    }
+
+    /// The open window is acknowledged: journal it done, move the spool cursor, count.
+    fn finish(&mut self, journal: &mut Journal, reader: &mut SpoolReader) -> Result<(), Failure> {
+        let done = journal.done().map_err(Failure::Journal)?;
+        self.flight = None;
+        let Some(w) = done else { return Ok(()) };
+        let n = w.messages.len() as u64;
+        match w.end_pos() {
+            Some(end) => {
+                reader.commit(end);
+                self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                self.stats
+                    .late_published
+                    .fetch_add(u64::from(w.late), Ordering::Relaxed);
+            }
+            None => {
+                self.stats.live_published.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// One connection's life: finish the window left open, drain the spool, publish live
+    /// values when allowed, keep the connection alive while idle. Returns when it fails.
     async fn session(
         &mut self,
-        client: &AsyncClient,
-        eventloop: &mut EventLoop,
+        ev: &mut EventLoop,
+        session_present: bool,
         reader: &mut SpoolReader,
+        journal: &mut Journal,
     ) -> Failure {
+        match self.drive(ev, session_present, reader, journal).await {
+            Err(f) => f,
+            Ok(never) => match never {},
+        }
+    }
+
+    async fn drive(
+        &mut self,
+        ev: &mut EventLoop,
+        session_present: bool,
+        reader: &mut SpoolReader,
+        journal: &mut Journal,
+    ) -> Result<std::convert::Infallible, Failure> {
+        let mut link = Link::new(ev, self.cfg.keep_alive);
+        let shared = reader.shared().clone();
+        if let Some(open) = journal.open_window() {
+            let mut flight = match self.flight.take() {
+                Some(f) => f,
+                None => Flight::new(
+                    &open.window,
+                    &open.released,
+                    self.limit(open.window.qos),
+                    true,
+                ),
+            };
+            if !session_present && flight.any_released() {
+                warn!(
+                    client_id = self.cfg.client_id,
+                    "the MQTT broker has no session for this client any more (lost state, expired): the open window's released messages are published again; subscribers may get them twice"
+                );
+                journal.reset().map_err(Failure::Journal)?;
+                flight.reset();
+            }
+            self.flight = Some(flight);
+            self.fly(&mut link, journal).await?;
+            self.finish(journal, reader)?;
+        }
         reader.rewind();
         let mut ahead: VecDeque<Spooled> = VecDeque::new();
         loop {
-            let (window, commit) = self.history_window(&mut ahead, reader);
-            if !window.is_empty() {
-                if let Err(f) = self.publish_window(client, eventloop, &window).await {
-                    return f;
-                }
-                self.stats
-                    .delivered
-                    .fetch_add(window.len() as u64, Ordering::Relaxed);
-            }
-            if let Some(pos) = commit {
-                reader.commit(pos);
-                continue;
-            }
-            if self.live_allowed() {
-                let live = self.live_window();
-                if !live.is_empty() {
-                    if let Err(f) = self.publish_window(client, eventloop, &live).await {
-                        return f;
-                    }
-                    self.stats
-                        .live_published
-                        .fetch_add(live.len() as u64, Ordering::Relaxed);
+            let (window, end) = self.history_window(&mut ahead, reader, journal.marks());
+            let window = match (window, end) {
+                (Some(w), _) => Some(w),
+                (None, Some(end)) => {
+                    // Only samples published already: nothing to send for them.
+                    reader.commit(end);
                     continue;
                 }
-            }
-            // Idle: keep the connection serviced (pings) until something is appended.
-            tokio::select! {
-                ev = eventloop.poll() => {
-                    if let Err(e) = ev {
-                        return Failure::Connection(e.to_string());
-                    }
+                (None, None) if self.live_allowed() => self.live_window(journal.marks()),
+                (None, None) => None,
+            };
+            if let Some(w) = window {
+                self.flight = Some(Flight::new(&w, &BTreeSet::new(), self.limit(w.qos), false));
+                if let Err(e) = journal.begin(w) {
+                    self.flight = None;
+                    return Err(Failure::Journal(e));
                 }
-                () = reader.wait(IDLE_WAIT) => {}
+                self.fly(&mut link, journal).await?;
+                self.finish(journal, reader)?;
+                continue;
             }
+            // Idle: answer the broker and keep the connection alive until the spool grows.
+            link.recv(Instant::now() + IDLE_WAIT, Some(&shared.notify))
+                .await?;
         }
     }
 }
 
-/// Waits for the broker's CONNACK.
-async fn connect(eventloop: &mut EventLoop) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+/// Waits for the broker's CONNACK; returns whether the broker had a session for the client.
+async fn connect(eventloop: &mut EventLoop) -> Result<bool, String> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
         let ev = tokio::time::timeout_at(deadline, eventloop.poll())
             .await
@@ -389,14 +758,15 @@ async fn connect(eventloop: &mut EventLoop) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         if let Event::Incoming(Packet::ConnAck(ack)) = ev {
             return match ack.code {
-                rumqttc::ConnectReturnCode::Success => Ok(()),
+                rumqttc::ConnectReturnCode::Success => Ok(ack.session_present),
                 code => Err(format!("the broker refused the connection: {code:?}")),
             };
         }
     }
 }
 
-/// The publisher's task: connects (with backoff), drains its spool, reconnects.
+/// The publisher's task: opens its journal, connects (with backoff), drains its spool,
+/// reconnects.
 pub async fn run(
     cfg: Mqtt,
     mut reader: SpoolReader,
@@ -422,30 +792,60 @@ pub async fn run(
         state,
         history_seen,
         started: Instant::now(),
-        published: HashMap::new(),
         topics: HashMap::new(),
+        flight: None,
     };
+    let mut journal: Option<Journal> = None;
     let mut backoff = Backoff::new();
     let mut failures_logged = 0u64;
     loop {
-        let (client, mut eventloop) = AsyncClient::new(options(&p.cfg, tls.as_ref()), WINDOW * 2);
+        if journal.is_none() {
+            match Journal::open(reader.dir()) {
+                Ok(j) => {
+                    if let Some(pos) = j.resume() {
+                        reader.commit(pos);
+                    }
+                    journal = Some(j);
+                }
+                Err(e) => {
+                    p.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    failures_logged += 1;
+                    if failures_logged.is_power_of_two() {
+                        tracing::error!(dir = %reader.dir().display(), error = %e, attempts = failures_logged, "cannot open the MQTT journal; not publishing (history waits in its spool)");
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            }
+        }
+        let Some(j) = journal.as_mut() else { continue };
+        let mut eventloop = EventLoop::new(options(&p.cfg, tls.as_ref()), 1);
         let broker = format!("{}:{}", p.cfg.host, p.cfg.port);
         match connect(&mut eventloop).await {
-            Ok(()) => {
+            Ok(session_present) => {
                 backoff.reset();
                 failures_logged = 0;
                 p.stats.connected.store(true, Ordering::Relaxed);
                 p.stats.connects.fetch_add(1, Ordering::Relaxed);
-                info!(broker, "MQTT publisher connected");
-                let Failure::Connection(why) =
-                    p.session(&client, &mut eventloop, &mut reader).await;
+                info!(broker, session_present, "MQTT publisher connected");
+                let failure = p
+                    .session(&mut eventloop, session_present, &mut reader, j)
+                    .await;
                 p.stats.connected.store(false, Ordering::Relaxed);
                 p.stats.failures.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    broker,
-                    error = why,
-                    "MQTT connection lost; history waits in the spool"
-                );
+                match failure {
+                    Failure::Connection(why) => warn!(
+                        broker,
+                        error = why,
+                        "MQTT connection lost; history waits in the spool"
+                    ),
+                    Failure::Journal(e) => {
+                        tracing::error!(dir = %reader.dir().display(), error = %e, "cannot write the MQTT journal; nothing is published until it can be (history waits in the spool)");
+                        // Read back what is durable before going on.
+                        journal = None;
+                        p.flight = None;
+                    }
+                }
             }
             Err(e) => {
                 p.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -460,7 +860,7 @@ pub async fn run(
                 }
             }
         }
-        drop(client);
+        drop(eventloop);
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }
@@ -486,12 +886,14 @@ mod tests {
             Quality::GOOD,
             1_700_000_000_000_000_001,
             1_700_000_000_500_000_000,
+            false,
         );
-        let j: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&p).unwrap();
         assert_eq!(j["value"], 1.5);
         assert_eq!(j["type"], "Double");
         assert_eq!(j["quality"]["code"], 0);
         assert_eq!(j["quality"]["name"], "Good");
+        assert!(j.get("late").is_none(), "only a late sample says so");
         assert_eq!(j["source_time"], "2023-11-14T22:13:20.000000001Z");
         assert_eq!(j["received_time"], "2023-11-14T22:13:20.500000000Z");
         let p = payload(
@@ -499,13 +901,112 @@ mod tests {
             Quality::BAD_COMMUNICATION_ERROR,
             0,
             0,
+            true,
         );
-        let j: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&p).unwrap();
         assert_eq!(j["value"], "dead");
         assert_eq!(j["quality"]["code"], 0x8005_0000u32);
         assert_eq!(j["quality"]["name"], "BadCommunicationError");
-        let j: serde_json::Value =
-            serde_json::from_slice(&payload(&Value::Float(f32::NAN), Quality::GOOD, 0, 0)).unwrap();
+        assert_eq!(j["late"], true);
+        let j: serde_json::Value = serde_json::from_str(&payload(
+            &Value::Float(f32::NAN),
+            Quality::GOOD,
+            0,
+            0,
+            false,
+        ))
+        .unwrap();
         assert!(j["value"].is_null());
+    }
+
+    fn mqtt_cfg(retain: bool) -> Mqtt {
+        let text = format!(
+            "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"/tmp/x/history.sqlite\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nqos = 2\nretain = {retain}\n"
+        );
+        config::rx::RxConfig::parse(&text, std::path::Path::new("/tmp/x/rx.toml"))
+            .unwrap()
+            .mqtt
+            .unwrap()
+    }
+
+    fn sample(tag: &Arc<str>, t: i64) -> SpoolSample {
+        SpoolSample {
+            tag: tag.clone(),
+            value: Value::Int32(t as i32),
+            quality: Quality::GOOD,
+            time: t,
+            received: t + 1,
+        }
+    }
+
+    #[test]
+    fn late_samples_are_published_flagged_and_not_retained() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let marks: HashMap<Arc<str>, UnixNanos> = [(a.clone(), 100)].into();
+        let cfg = mqtt_cfg(true);
+        let mut w = Builder::new(&marks, &cfg);
+        let pushed: Vec<Order> = [
+            (&a, 90),  // older than the mark: a healed gap's sample
+            (&a, 100), // the mark itself: published already
+            (&a, 110), // in order: moves the mark within the window
+            (&a, 105), // older than the window's own mark now
+            (&b, 7),   // a tag without a mark
+            (&b, 7),   // the same again
+        ]
+        .into_iter()
+        .map(|(tag, t)| w.push(&sample(tag, t), format!("gw/{tag}")))
+        .collect();
+        assert_eq!(
+            pushed,
+            [
+                Order::Late,
+                Order::Published,
+                Order::InOrder,
+                Order::Late,
+                Order::InOrder,
+                Order::Published
+            ]
+        );
+        assert_eq!(w.published, 2);
+        let w = w.finish(Some(Pos::default())).unwrap();
+        assert_eq!(w.qos, 2);
+        assert_eq!(w.late, 2);
+        assert_eq!(w.marks, [("a".to_owned(), 110), ("b".to_owned(), 7)]);
+        let got: Vec<(&str, i64, bool, bool)> = w
+            .messages
+            .iter()
+            .map(|m| {
+                let j: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+                (
+                    m.topic.as_str(),
+                    j["value"].as_i64().unwrap(),
+                    m.retain,
+                    j["late"] == true,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("gw/a", 90, false, true),
+                ("gw/a", 110, true, false),
+                ("gw/a", 105, false, true),
+                ("gw/b", 7, true, false),
+            ]
+        );
+        // retain = false: nothing is retained, late samples are still flagged.
+        let cfg = mqtt_cfg(false);
+        let mut w = Builder::new(&marks, &cfg);
+        w.push(&sample(&a, 50), "gw/a".into());
+        w.push(&sample(&a, 150), "gw/a".into());
+        let w = w.finish(None).unwrap();
+        assert_eq!(w.end, None);
+        assert!(w.messages.iter().all(|m| !m.retain));
+        assert_eq!(w.late, 1);
+        // Only published samples: no window.
+        let mut w = Builder::new(&marks, &cfg);
+        w.push(&sample(&a, 100), "gw/a".into());
+        assert!(w.finish(Some(Pos::default())).is_none());
     }
 }

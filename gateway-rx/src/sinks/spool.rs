@@ -16,8 +16,8 @@
 //! written once per segment. The cursor file holds `segment offset index`: the record the sink
 //! has not finished with and how many of its samples it has delivered. It is written (replace by
 //! rename) each time the sink moves on, not synced: after a crash the sink re-delivers from an
-//! older cursor, and every sink tolerates a sample twice (PostgreSQL keeps (tag, time) once; the
-//! MQTT publisher skips what is not newer than what it published, see `mqtt.rs`).
+//! older cursor, and every sink copes with that (PostgreSQL keeps (tag, time) once; the MQTT
+//! publisher goes on from the position its own journal holds, synced, see `mqtt.rs`).
 //!
 //! # Durability
 //!
@@ -468,6 +468,11 @@ impl SpoolReader {
 
     pub fn shared(&self) -> &Arc<SpoolShared> {
         &self.shared
+    }
+
+    /// The spool's directory (a sink keeps its own state next to its spool).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The position after the samples the last [`read`](Self::read) returned.
