@@ -138,7 +138,7 @@ fn mqtt_errors() {
         diags(&format!(
             "{RX}[mqtt]\nhost = \"b\"\nqos2_max_inflight = 501\n"
         )),
-        5,
+        6,
         21,
         "mqtt.qos2_max_inflight",
         &["501 is out of range", "from 1 to 500"],
