@@ -730,7 +730,7 @@ fn write_spool(dir: &Path, samples: &[gateway_rx::sinks::spool::SpoolSample]) {
 fn sink_cfg(broker: &str, prefix: &str, qos: u8, dir: &Path) -> config::rx::Mqtt {
     let (host, port) = broker.rsplit_once(':').expect("host:port");
     parse_rx(&format!(
-        "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n[mqtt]\nhost = \"{host}\"\n\
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n[mqtt]\nhost = \"{host}\"\n\
          port = {port}\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\nqos = {qos}\nlive = false\n",
         toml_path(&dir.join("history.sqlite")),
         unique("gw")

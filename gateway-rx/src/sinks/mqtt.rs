@@ -921,7 +921,7 @@ mod tests {
 
     fn mqtt_cfg(retain: bool) -> Mqtt {
         let text = format!(
-            "[link]\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"/tmp/x/history.sqlite\"\n\
+            "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = \"/tmp/x/history.sqlite\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nqos = 2\nretain = {retain}\n"
         );
         config::rx::RxConfig::parse(&text, std::path::Path::new("/tmp/x/rx.toml"))
