@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use config::rx::RxLink;
-use observe::history::{self, Ring};
 use observe::prom::Exposition;
+use observe::trend::{self, Ring};
 use observe::{Health, Query, Site};
 use protocol::decoder::DecoderStats;
 use protocol::message::Stream;
@@ -97,7 +97,7 @@ impl RxStatus {
             started: Instant::now(),
             started_unix_ms: observe::unix_ms(),
             history: Mutex::new(History {
-                samples: Ring::new(history::CAPACITY),
+                samples: Ring::new(trend::CAPACITY),
                 gaps: Ring::new(MAX_GAPS),
                 gaps_total: 0,
             }),
@@ -185,10 +185,10 @@ impl RxStatus {
         let mut h = self.history();
         if let Some(prev) = h.samples.last() {
             let (a, b) = (&prev.stats, &sample.stats);
-            let data = history::delta(a.data_datagrams_lost, b.data_datagrams_lost);
+            let data = trend::delta(a.data_datagrams_lost, b.data_datagrams_lost);
             let mut messages = [0u64; 4];
             for (i, m) in messages.iter_mut().enumerate() {
-                *m = history::delta(a.messages_lost[i], b.messages_lost[i]);
+                *m = trend::delta(a.messages_lost[i], b.messages_lost[i]);
             }
             if data > 0 || messages.iter().any(|&m| m > 0) {
                 let prev_t = prev.t_ms;
@@ -927,7 +927,7 @@ impl RxStatus {
             pairs.iter().map(|(a, b)| f(a, b)).collect()
         };
         let d = |a: &Sample, b: &Sample, f: fn(&DecoderStats) -> u64| {
-            per_s(a, b, history::delta(f(&a.stats), f(&b.stats)))
+            per_s(a, b, trend::delta(f(&a.stats), f(&b.stats)))
         };
         json!({
             "t": pairs.iter().map(|(_, b)| b.t_ms).collect::<Vec<_>>(),
@@ -943,7 +943,7 @@ impl RxStatus {
                 "good": series(&|_, b| b.tags.good as f64),
                 "uncertain": series(&|_, b| b.tags.uncertain as f64),
                 "bad": series(&|_, b| b.tags.bad as f64),
-                "modbus_reads": series(&|a, b| per_s(a, b, history::delta(a.modbus_reads, b.modbus_reads))),
+                "modbus_reads": series(&|a, b| per_s(a, b, trend::delta(a.modbus_reads, b.modbus_reads))),
             },
         })
     }

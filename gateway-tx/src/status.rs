@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use config::tx::{ModbusDevice, TxLink};
-use observe::history::{self, Ring};
 use observe::prom::Exposition;
+use observe::trend::{self, Ring};
 use observe::{Health, Query, Site};
 use protocol::message::Stream;
 use protocol::stats::EncoderStats;
@@ -128,7 +128,7 @@ impl TxStatus {
             link_alive,
             started: Instant::now(),
             started_unix_ms: observe::unix_ms(),
-            history: Mutex::new(Ring::new(history::CAPACITY)),
+            history: Mutex::new(Ring::new(trend::CAPACITY)),
             history_stream: std::sync::OnceLock::new(),
         }
     }
@@ -214,8 +214,8 @@ impl TxStatus {
         let h = self.history();
         match h.window(RATE_WINDOW) {
             Some((a, b)) if b.t_ms > a.t_ms => {
-                let datagrams = history::delta(a.datagrams, b.datagrams);
-                let bytes = history::delta(a.bytes, b.bytes) + datagrams * IP_UDP_OVERHEAD as u64;
+                let datagrams = trend::delta(a.datagrams, b.datagrams);
+                let bytes = trend::delta(a.bytes, b.bytes) + datagrams * IP_UDP_OVERHEAD as u64;
                 bytes as f64 * 8.0 * 1000.0 / (b.t_ms - a.t_ms) as f64
             }
             _ => 0.0,
@@ -748,15 +748,15 @@ impl TxStatus {
             "t": pairs.iter().map(|(_, b)| b.t_ms).collect::<Vec<_>>(),
             "series": {
                 "mbit": series(&|a, b| {
-                    let d = history::delta(a.datagrams, b.datagrams);
-                    let bytes = history::delta(a.bytes, b.bytes) + d * IP_UDP_OVERHEAD as u64;
+                    let d = trend::delta(a.datagrams, b.datagrams);
+                    let bytes = trend::delta(a.bytes, b.bytes) + d * IP_UDP_OVERHEAD as u64;
                     per_s(a, b, bytes) * 8.0 / 1e6
                 }),
-                "datagrams": series(&|a, b| per_s(a, b, history::delta(a.datagrams, b.datagrams))),
+                "datagrams": series(&|a, b| per_s(a, b, trend::delta(a.datagrams, b.datagrams))),
                 "pending": series(&|_, b| b.pending as f64),
                 "queue": series(&|_, b| b.queue as f64),
-                "polls_ok": series(&|a, b| per_s(a, b, history::delta(a.polls_ok, b.polls_ok))),
-                "polls_failed": series(&|a, b| per_s(a, b, history::delta(a.polls_failed, b.polls_failed))),
+                "polls_ok": series(&|a, b| per_s(a, b, trend::delta(a.polls_ok, b.polls_ok))),
+                "polls_failed": series(&|a, b| per_s(a, b, trend::delta(a.polls_failed, b.polls_failed))),
                 "connected": series(&|_, b| b.connected as f64),
                 "good": series(&|_, b| b.tags.good as f64),
                 "bad": series(&|_, b| b.tags.bad as f64),

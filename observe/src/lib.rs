@@ -6,19 +6,19 @@
 //!   counters at scrape time.
 //! - [`page`]: the status page, rendered on the server from the same JSON that `/api/status`
 //!   serves (so it reads without JavaScript), and updated once a second by an inline script.
-//! - [`history`]: a bounded ring of per-second samples for the charts.
+//! - [`trend`]: a bounded ring of per-second samples for the charts.
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
 //! - [`lifecycle`]: logging set-up, the wall clock, and running until a signal.
 //!
 //! The daemons own what is measured; this crate owns how it is served.
 
-pub mod history;
 pub mod http;
 pub mod lifecycle;
 pub mod notify;
 pub mod page;
 pub mod prom;
 pub mod tags;
+pub mod trend;
 
 pub use http::{Health, Query, Site};
 

@@ -50,7 +50,7 @@ pub mod log;
 mod records;
 pub mod report;
 pub mod segment;
-mod sender;
+mod thread;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -392,14 +392,14 @@ impl History {
         let stats = Arc::new(HistoryStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let historians = Arc::new(historian::Historians::default());
-        let shared = sender::Shared {
+        let shared = thread::Shared {
             tap: tap.clone(),
             outlet: outlet.clone(),
             stats: stats.clone(),
             historians: historians.clone(),
         };
         let mut thread_state =
-            sender::Sender::new(log, shared, shape, config.carousel_window, names);
+            thread::HistoryThread::new(log, shared, shape, config.carousel_window, names);
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("history".into())

@@ -66,7 +66,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// A failure that costs the connection.
 #[derive(Debug, Error)]
-pub enum LinkError {
+pub enum ConnectionError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("cannot resolve {host}: {source}")]
@@ -81,10 +81,10 @@ pub enum LinkError {
     Protocol(tokio_modbus::ProtocolError),
 }
 
-impl LinkError {
+impl ConnectionError {
     pub fn quality(&self) -> Quality {
         match self {
-            LinkError::Timeout(_) => Quality::BAD_TIMEOUT,
+            ConnectionError::Timeout(_) => Quality::BAD_TIMEOUT,
             _ => Quality::BAD_COMMUNICATION_ERROR,
         }
     }
@@ -224,33 +224,33 @@ impl Poller {
         }
     }
 
-    async fn connect(&self) -> Result<Context, LinkError> {
+    async fn connect(&self) -> Result<Context, ConnectionError> {
         let host = self.device.host.as_str();
         let port = self.device.port;
         let unit = self.device.unit_id;
         let attempt = async move {
             let addr = tokio::net::lookup_host((host, port))
                 .await
-                .map_err(|source| LinkError::Resolve {
+                .map_err(|source| ConnectionError::Resolve {
                     host: host.to_string(),
                     source,
                 })?
                 .next()
-                .ok_or_else(|| LinkError::NoAddress(host.to_string()))?;
+                .ok_or_else(|| ConnectionError::NoAddress(host.to_string()))?;
             let stream = TcpStream::connect(addr)
                 .await
-                .map_err(|source| LinkError::Connect { addr, source })?;
+                .map_err(|source| ConnectionError::Connect { addr, source })?;
             // Requests are tiny and strictly one at a time; never let Nagle hold one back.
             let _ = stream.set_nodelay(true);
             Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(unit)))
         };
         timeout(self.device.timeout, attempt)
             .await
-            .map_err(|_| LinkError::Timeout(self.device.timeout))?
+            .map_err(|_| ConnectionError::Timeout(self.device.timeout))?
     }
 
     /// Marks every tag Bad once per change of failure, and logs only the transition to down.
-    fn went_down(&mut self, error: &LinkError) {
+    fn went_down(&mut self, error: &ConnectionError) {
         self.health.set_connected(false);
         let message = error.to_string();
         self.health.poll_failed(&message);
@@ -289,7 +289,7 @@ impl Poller {
 
     /// One pass over every request. Errors that cost the connection end the pass; exceptions
     /// and bad replies only affect their request's tags.
-    async fn poll(&mut self, ctx: &mut Context) -> Result<(), LinkError> {
+    async fn poll(&mut self, ctx: &mut Context) -> Result<(), ConnectionError> {
         let started = Instant::now();
         let mut updates = Vec::with_capacity(self.tags.len());
         let mut first_error: Option<String> = None;
@@ -299,11 +299,13 @@ impl Poller {
             let reply = timeout(self.device.timeout, ctx.call(request_for(req))).await;
             let time = unix_now();
             let outcome = match reply {
-                Err(_) => return Err(LinkError::Timeout(self.device.timeout)),
+                Err(_) => return Err(ConnectionError::Timeout(self.device.timeout)),
                 Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                    return Err(LinkError::Transport(closed_or(e)));
+                    return Err(ConnectionError::Transport(closed_or(e)));
                 }
-                Ok(Err(tokio_modbus::Error::Protocol(e))) => return Err(LinkError::Protocol(e)),
+                Ok(Err(tokio_modbus::Error::Protocol(e))) => {
+                    return Err(ConnectionError::Protocol(e));
+                }
                 Ok(Ok(Err(code))) => {
                     if matches!(
                         code,

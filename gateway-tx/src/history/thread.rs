@@ -57,7 +57,7 @@ pub(super) struct Shared {
     pub historians: Arc<Historians>,
 }
 
-pub(super) struct Sender {
+pub(super) struct HistoryThread {
     log: HistoryLog,
     tap: Arc<HistoryTap>,
     outlet: Arc<HistoryOutlet>,
@@ -90,14 +90,14 @@ pub(super) struct Sender {
     write_errors: u64,
 }
 
-impl Sender {
+impl HistoryThread {
     pub(super) fn new(
         log: HistoryLog,
         shared: Shared,
         shape: LinkShape,
         window: Duration,
         names: Vec<String>,
-    ) -> Sender {
+    ) -> HistoryThread {
         let Shared {
             tap,
             outlet,
@@ -113,7 +113,7 @@ impl Sender {
             .collect();
         // Up to 50 ms of budget at once, and at least a few datagrams.
         let token_cap = (shape.resend_bytes_per_s * 0.05).max(shape.cost(shape.body_budget) * 4.0);
-        Sender {
+        HistoryThread {
             catalogue: log.catalogue(),
             log,
             tap,
