@@ -9,14 +9,28 @@
 //!   that change every 50 ms) and the release `gateway-tx` polling it;
 //! - in `gw-it`: the release `gateway-rx` (link socket on the diode address, Modbus mirror on
 //!   127.0.0.1), the mirror reader (`diode-agent probe`) and, for the scenarios that need it,
-//!   the impairment relay with its observer (`diode-agent relay`) in front of gateway-rx;
-//! - in `gw-x`: `diode-agent garbage`.
+//!   the impairment relay with its observer (`diode-agent relay`) in front of gateway-rx, and
+//!   for `replay` a capture of the link datagrams as they arrive (`diode-agent capture`);
+//! - in `gw-x`, the attacker on the IT network: `diode-agent garbage` (random bytes, bad CRCs,
+//!   forged datagrams, floods of fresh sessions) and `diode-agent replay` (a capture).
 //!
 //! Each scenario asserts numbers: link counters from the veth ends and the firewall, gateway-rx's
 //! `status` log lines, the relay's own counts and its observer's verdict of what an ideal
 //! erasure decoder could repair, and the values the mirror serves compared with the PLC's.
 //! At the end a table is printed and saved to `target/systest/report.md`; each scenario's
 //! configs and logs stay in `target/systest/work/<scenario>/`.
+//!
+//! The attack scenarios (`garbage`, `garbage-key`, `session-flood`, `session-flood-key`,
+//! `replay`) test both layers of THREATS.md. Behind the shipped IT firewall the link port's
+//! last rule (`udp dport $LINK_PORT counter drop`) drops every datagram from `gw-x`: its counter
+//! must equal what was sent and gateway-rx must see none of it. The scenario then deletes that
+//! one rule (it is put back after the scenario, whatever happened) and the same traffic reaches
+//! gateway-rx, which must count every datagram exactly, by reason: bad magic or length, CRC,
+//! authentication, stale session, replay, key rate limit (exactly unless the IT box's socket
+//! buffers overflowed meanwhile, which is then allowed for and noted). Throughout each attack the
+//! mirror is read again and again: every read must serve every tag with a value no more than 2 s
+//! behind the PLC (fresh), never one the PLC did not hold (true), and the receiver must keep
+//! the transmitter's session (no session change).
 //!
 //! It builds nothing: the daemons are the release binaries
 //! (`cargo build --release -p gateway-tx -p gateway-rx`, which `.ci/run` runs first), found in
@@ -30,7 +44,10 @@
 //!   time allows);
 //! - `DIODE_SKIP=1` skips (not honoured with `CI=true`);
 //! - `DIODE_ALLOW_STALE=1` runs release binaries older than the daemons' sources (by default
-//!   that is a reason to skip, or to fail under `CI=true`).
+//!   that is a reason to skip, or to fail under `CI=true`);
+//! - `DIODE_BIN_DIR` takes the daemons from another directory;
+//! - `DIODE_LEGACY_CONFIG=1` writes configs without `insecure_no_key` and `state_file`, for
+//!   daemons built before those existed (to show what the attack scenarios find in them).
 
 use anyhow::Context as _;
 use std::fmt::Write as _;
@@ -41,6 +58,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tests::plc_sim::DEMO_TAGS;
+
+#[path = "diode/attacks.rs"]
+mod attacks;
 
 const NS_OT: &str = "gw-ot";
 const NS_IT: &str = "gw-it";
@@ -219,9 +239,26 @@ enum Kind {
     TxRestart,
     Cut(u64),
     PlcUnplug,
+    /// From the IT network: behind the shipped firewall, then with its link-port rule removed.
     Garbage {
         key: bool,
     },
+    /// From the IT network, link-port rule removed: datagrams of fresh sessions of a newer epoch.
+    SessionFlood {
+        key: bool,
+    },
+    /// From the IT network, link-port rule removed: captures of two transmitter sessions
+    /// replayed after the receiver restarted, with the link cut and then up.
+    Replay,
+}
+
+impl Kind {
+    fn keyed(self) -> bool {
+        matches!(
+            self,
+            Kind::Garbage { key: true } | Kind::SessionFlood { key: true } | Kind::Replay
+        )
+    }
 }
 
 struct Scenario {
@@ -337,15 +374,47 @@ fn scenarios(cut_secs: u64) -> Vec<Scenario> {
         ),
         s(
             "garbage",
-            "host on the IT network sends garbage to gateway-rx's port, no key configured",
-            "every datagram with a bad CRC counted; nothing lost; values intact",
+            "host on the IT network sends random bytes and bad CRCs to gateway-rx's port (3000 of \
+             each at 3000/s), no key: behind the shipped firewall, then without its link-port \
+             rule; then random bytes at 10,000/s for 2 s",
+            "firewall: its link-port rule drops every one, gateway-rx sees none; without the rule \
+             every one is counted (bad magic or length, CRC); nothing lost; mirror fresh and true",
             Kind::Garbage { key: false },
         ),
         s(
             "garbage-key",
-            "same plus forged datagrams with valid CRCs; pre-shared key configured",
-            "every forged datagram an authentication failure; every bad CRC counted; values intact",
+            "as garbage (first two parts) plus 3000 forged datagrams with valid CRCs (in turn: \
+             unauthenticated, of an older session, of a newer one); key configured",
+            "firewall: every one dropped, none seen; without the rule every bad CRC counted, \
+             every forged datagram an authentication failure, or a stale session for the older \
+             epoch; nothing lost; mirror fresh and true",
             Kind::Garbage { key: true },
+        ),
+        s(
+            "session-flood",
+            "link-port rule removed; host on the IT network sends CRC-valid datagrams, each of a \
+             fresh session of a newer epoch: 1/s for 10 s, then 10,000/s for 2 s; no key",
+            "the live session is never displaced (no session change); every one counted as a \
+             stale session; mirror fresh and true throughout",
+            Kind::SessionFlood { key: false },
+        ),
+        s(
+            "session-flood-key",
+            "as session-flood, datagrams claiming authentication, key configured: 1/s for 5 s, \
+             10,000/s for 2 s, then 10,000 as fast as they go",
+            "no session change; every one an authentication failure or refused a key \
+             derivation (key_rate_limited, which the fast burst must reach); mirror fresh and true",
+            Kind::SessionFlood { key: true },
+        ),
+        s(
+            "replay",
+            "link-port rule removed, key configured; the link datagrams of a transmitter session \
+             (A) and of the next one after a restart (B) captured; receiver restarted with the link \
+             cut, B and A replayed at 20,000/s; link back, A and B replayed again",
+            "link cut: every datagram of B refused as a replay, every one of A as a stale session, \
+             none accepted, the mirror serves nothing; link up: A stale, B replayed, duplicate or \
+             out of window, every one; the receiver stays in B; mirror fresh and true",
+            Kind::Replay,
         ),
     ]
 }
@@ -374,6 +443,7 @@ struct Row {
     /// Packets the IT box's firewall stopped on their way to the diode (from the kernel, e.g.
     /// ICMP port unreachable while gateway-rx was down).
     blocked: u64,
+    attacks: Vec<Attack>,
     notes: Vec<String>,
     /// Behaviour worth a look that the scenario does not fail on.
     findings: Vec<String>,
@@ -386,6 +456,86 @@ impl Row {
         if !ok {
             self.failures.push(what.into());
         }
+    }
+
+    /// Records one attack and checks it: `checks` are (held, what failed) pairs about the
+    /// counts, to which the mirror's own checks over the attack are added.
+    fn attack(&mut self, a: Attack, checks: Vec<(bool, String)>) {
+        let w = a.window;
+        let mut failed: Vec<String> = checks
+            .into_iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, what)| what)
+            .collect();
+        if w.samples == 0 {
+            failed.push("the mirror was not read during the attack".to_string());
+        }
+        match a.mirror {
+            MirrorExpect::Fresh => {
+                if w.stale > 0 {
+                    failed.push(format!(
+                        "{} of {} mirror reads during the attack were stale or refused \
+                         (largest lag {})",
+                        w.stale,
+                        w.samples,
+                        w.max_lag_text()
+                    ));
+                }
+            }
+            MirrorExpect::Nothing => {
+                if w.served > 0 {
+                    failed.push(format!(
+                        "the mirror served {} values during the attack (it knew none before)",
+                        w.served
+                    ));
+                }
+            }
+        }
+        if w.corrupted > 0 || w.regressions > 0 {
+            failed.push(format!(
+                "{} reads of values the PLC never held, {} reads back in time during the attack",
+                w.corrupted, w.regressions
+            ));
+        }
+        for f in &failed {
+            self.failures.push(format!("{}: {f}", a.what));
+        }
+        self.attacks.push(Attack {
+            ok: failed.is_empty(),
+            ..a
+        });
+    }
+}
+
+/// One attack of a scenario, for the report's attack table.
+struct Attack {
+    what: String,
+    /// Datagrams the attacker sent.
+    sent: u64,
+    /// Dropped by the IT firewall's link-port rule (`None`: the rule was removed).
+    firewall: Option<u64>,
+    /// What gateway-rx counted, by reason.
+    counted: String,
+    mirror: MirrorExpect,
+    window: Window,
+    ok: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MirrorExpect {
+    /// Every read serves every tag, fresh.
+    Fresh,
+    /// The receiver knows no value (restarted with the link cut): an attack must not give it one.
+    Nothing,
+}
+
+/// `counted` datagrams of `sent`: all of them, unless `overflow` datagrams were dropped in the
+/// IT box's socket buffers meanwhile, which only the ones they were can account for.
+fn exact(counted: u64, sent: u64, overflow: u64) -> bool {
+    if overflow == 0 {
+        counted == sent
+    } else {
+        counted <= sent && counted + overflow >= sent
     }
 }
 
@@ -407,16 +557,23 @@ fn run_scenario(bed: &mut Bed, sc: &Scenario) -> Row {
         relay: None,
         rx_instances: 0,
         tx_instances: 0,
-        key: matches!(sc.kind, Kind::Garbage { key: true }),
+        key: sc.kind.keyed(),
+        legacy_config: std::env::var("DIODE_LEGACY_CONFIG").is_ok_and(|v| v == "1"),
         fec: sc.fec,
         monitor: Monitor::default(),
-        garbage: None,
+        capture: None,
+        attackers: 0,
+        replay_rx_start: None,
     };
     if let Err(e) = scenario(&mut run, sc, &mut row) {
         row.failures.push(format!("{e:#}"));
     }
     run.stop_all();
     let _ = run.bed.set_impairment(None);
+    if let Err(e) = run.bed.set_link_port_rule(true) {
+        row.failures
+            .push(format!("putting the firewall's link-port rule back: {e:#}"));
+    }
     row.seconds = started.elapsed().as_secs_f64();
     row
 }
@@ -455,6 +612,10 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
     }
     run.start_rx(relay)?;
     run.bed.plc.cmd("run")?;
+    if sc.kind == Kind::Replay {
+        run.start_capture()?;
+        run.capture_cmd("start session-a.cap")?;
+    }
     run.start_tx()?;
     let ready = run.wait_ready(READY_TIMEOUT)?;
     row.notes.push(format!(
@@ -618,39 +779,9 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
             ));
             run.watch(Duration::from_secs(2))?;
         }
-        Kind::Garbage { key } => {
-            run.watch(Duration::from_secs(2))?;
-            let target = format!("{IT_ADDR}:{LINK_PORT}");
-            let mut args = vec![
-                "garbage",
-                "--target",
-                target.as_str(),
-                "--count",
-                "3000",
-                "--rate",
-                "3000",
-            ];
-            if key {
-                args.push("--forged");
-            }
-            let log = run.dir.join("garbage.log");
-            let mut g = Proc::spawn(NS_X, &run.bed.bins.agent, &args, &log, "garbage")?;
-            let t = Instant::now();
-            while g.running() && t.elapsed() < Duration::from_secs(30) {
-                run.sample()?;
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            g.kill();
-            let summary = std::fs::read_to_string(&log).unwrap_or_default();
-            let summary = summary
-                .lines()
-                .find(|l| l.starts_with("ok "))
-                .unwrap_or("")
-                .to_string();
-            anyhow::ensure!(!summary.is_empty(), "garbage sender reported nothing");
-            run.garbage = Some(summary);
-            run.watch(Duration::from_secs(2))?;
-        }
+        Kind::Garbage { key } => attacks::garbage(run, row, key)?,
+        Kind::SessionFlood { key } => attacks::session_flood(run, row, key)?,
+        Kind::Replay => attacks::replay(run, row)?,
     }
 
     // Freeze the plant and wait for the IT side to show exactly its values.
@@ -949,35 +1080,7 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                 _ => {}
             }
         }
-        Kind::Garbage { key } => {
-            let g = run.garbage.clone().unwrap_or_default();
-            row.notes
-                .push(format!("garbage sender: {}", g.trim_start_matches("ok ")));
-            let bad_crc = field(&g, "bad_crc").unwrap_or(0);
-            let forged = field(&g, "forged").unwrap_or(0);
-            row.check(bad_crc > 0, "no garbage was sent");
-            row.check(
-                rx.crc_failures == bad_crc,
-                format!(
-                    "gateway-rx counted {} CRC failures; {bad_crc} datagrams with a bad CRC were sent",
-                    rx.crc_failures
-                ),
-            );
-            if key {
-                row.check(forged > 0, "no forged datagram was sent");
-                row.check(
-                    rx.auth_failures == forged,
-                    format!(
-                        "gateway-rx counted {} authentication failures; {forged} forged datagrams were sent",
-                        rx.auth_failures
-                    ),
-                );
-            } else {
-                row.check(
-                    rx.auth_failures == 0,
-                    "authentication failures without a key",
-                );
-            }
+        Kind::Garbage { .. } | Kind::SessionFlood { .. } => {
             row.check(
                 rx.accepted == wire.link_accepted,
                 format!(
@@ -986,6 +1089,28 @@ fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
                 ),
             );
             row.check(rx.lost == 0, format!("{} data datagrams lost", rx.lost));
+            row.check(
+                rx.session_changes == 0,
+                format!("gateway-rx changed session {} times", rx.session_changes),
+            );
+        }
+        Kind::Replay => {
+            // The restarted receiver took every datagram the diode passed since it started
+            // (with the link cut: none) and not one of the replays.
+            let since = run.replay_rx_start.unwrap_or_default();
+            let diode = wire.link_accepted + wire0.link_accepted - since.link_accepted;
+            row.check(
+                rx.accepted == diode,
+                format!(
+                    "the restarted gateway-rx accepted {} datagrams; {diode} came over the diode \
+                     since it started",
+                    rx.accepted
+                ),
+            );
+            row.check(
+                rx.session_changes == 0,
+                format!("gateway-rx changed session {} times", rx.session_changes),
+            );
         }
         Kind::RxRestart | Kind::TxRestart | Kind::PlcUnplug => {
             row.check(
@@ -1035,9 +1160,15 @@ struct Run<'a> {
     rx_instances: u32,
     tx_instances: u32,
     key: bool,
+    /// Configs as daemons built before `insecure_no_key` and `state_file` take them.
+    legacy_config: bool,
     fec: Fec,
     monitor: Monitor,
-    garbage: Option<String>,
+    capture: Option<Agent>,
+    /// Attacker processes started so far (each logs to a file of its own).
+    attackers: u32,
+    /// The link counters when the replay scenario restarted the receiver.
+    replay_rx_start: Option<Wire>,
 }
 
 impl Run<'_> {
@@ -1045,6 +1176,9 @@ impl Run<'_> {
     /// side's link state file, or the explicit choice of none.
     fn key_line(&self, side: &str) -> anyhow::Result<String> {
         if !self.key {
+            if self.legacy_config {
+                return Ok(String::new());
+            }
             return Ok("insecure_no_key = true\n".to_string());
         }
         let path = self.dir.join("link.key");
@@ -1056,6 +1190,9 @@ impl Run<'_> {
             std::fs::write(&path, hex)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        if self.legacy_config {
+            return Ok("key_file = \"link.key\"\n".to_string());
         }
         Ok(format!(
             "key_file = \"link.key\"\nstate_file = \"{side}-link.state\"\n"
@@ -1177,6 +1314,114 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The link capture in the IT box (`diode-agent capture`).
+    fn start_capture(&mut self) -> anyhow::Result<()> {
+        let port = LINK_PORT.to_string();
+        let args = ["capture", "--from", OT_ADDR, "--port", port.as_str()];
+        let log = self.dir.join("capture.log");
+        let mut a = Agent::spawn(NS_IT, &self.bed.bins.agent, &args, &log, "capture")?;
+        a.ready()?;
+        self.capture = Some(a);
+        Ok(())
+    }
+
+    /// `start FILE` (a file name in the scenario's directory) or `stop`.
+    fn capture_cmd(&mut self, line: &str) -> anyhow::Result<String> {
+        let line = match line.strip_prefix("start ") {
+            Some(name) => format!("start {}", self.dir.join(name).display()),
+            None => line.to_string(),
+        };
+        self.capture.as_mut().context("no capture")?.cmd(&line)
+    }
+
+    /// Runs `diode-agent ARGS` on the host on the IT network until it exits, reading the mirror
+    /// all the while and once after; returns the agent's summary and what the mirror showed.
+    fn send_from_it_lan(
+        &mut self,
+        label: &str,
+        args: &[String],
+    ) -> anyhow::Result<(String, Window)> {
+        self.attackers += 1;
+        let log = self
+            .dir
+            .join(format!("it-lan-{}-{label}.log", self.attackers));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mark = self.monitor.mark();
+        let mut p = Proc::spawn(NS_X, &self.bed.bins.agent, &args, &log, "it-lan host")?;
+        let t = Instant::now();
+        while p.running() && t.elapsed() < AGENT_TIMEOUT {
+            self.sample()?;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        p.kill();
+        self.sample()?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let summary = text
+            .lines()
+            .find(|l| l.starts_with("ok "))
+            .with_context(|| {
+                format!(
+                    "{label}: the sender reported nothing; see {}",
+                    log.display()
+                )
+            })?
+            .to_string();
+        Ok((summary, self.monitor.since(&mark)))
+    }
+
+    /// gateway-rx's last status line (its counters up to a second ago).
+    fn status_now(&self) -> RxStatus {
+        last_status(&self.rx_log()).unwrap_or_default()
+    }
+
+    /// gateway-rx's counters once it has dealt with everything sent so far: the first status
+    /// line, of those logged from now on, whose rejections did not change since the line before.
+    /// Reads the mirror meanwhile.
+    fn settled_status(&mut self) -> anyhow::Result<RxStatus> {
+        let log = self.rx_log();
+        let n0 = statuses(&log).len();
+        let t = Instant::now();
+        loop {
+            let all = statuses(&log);
+            if all.len() >= n0 + 2 {
+                let (a, b) = (all[all.len() - 2], all[all.len() - 1]);
+                if a.rejected() == b.rejected() {
+                    return Ok(b);
+                }
+            }
+            anyhow::ensure!(
+                t.elapsed() < CONVERGE_TIMEOUT,
+                "gateway-rx's rejection counters did not settle within {} s",
+                CONVERGE_TIMEOUT.as_secs()
+            );
+            self.sample()?;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    /// The session id the running transmitter logged at start.
+    fn tx_session(&self) -> anyhow::Result<u64> {
+        let log = self
+            .dir
+            .join(format!("gateway-tx-{}.log", self.tx_instances));
+        let text = std::fs::read_to_string(&log)?;
+        text.lines()
+            .filter(|l| l.contains("\"message\":\"gateway-tx running"))
+            .find_map(|l| json_string(l, "session"))
+            .and_then(|s| u64::from_str_radix(&s, 16).ok())
+            .with_context(|| format!("no session in {}", log.display()))
+    }
+
+    /// The sessions the running receiver logged taking, in order.
+    fn rx_sessions(&self) -> Vec<u64> {
+        let text = std::fs::read_to_string(self.rx_log()).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("\"message\":\"new transmitter session"))
+            .filter_map(|l| json_string(l, "session"))
+            .filter_map(|s| u64::from_str_radix(&s, 16).ok())
+            .collect()
+    }
+
     /// One read of every tag, checked against the PLC's step read right after it.
     fn sample(&mut self) -> anyhow::Result<SampleSummary> {
         let line = self.bed.probe.cmd("sample")?;
@@ -1223,10 +1468,16 @@ impl Run<'_> {
         if let Some(relay) = self.relay.take() {
             drop(relay);
         }
+        if let Some(capture) = self.capture.take() {
+            drop(capture);
+        }
         let _ = self.bed.plc.cmd("run");
         let _ = self.bed.plc.cmd("plug");
     }
 }
+
+/// A fresh read of a bulk register shows a step at most this far (2 s) behind the PLC's.
+const FRESH_STEPS: u64 = 2000 / PLC_PERIOD_MS;
 
 /// What the mirror reads showed over a scenario.
 #[derive(Default)]
@@ -1238,7 +1489,44 @@ struct Monitor {
     /// Reads of a bulk register showing an older step than an earlier read.
     regressions: u64,
     unavailable_reads: u64,
+    /// Reads that served a value.
+    served_reads: u64,
+    /// Samples with a tag unavailable, or a bulk register more than [`FRESH_STEPS`] behind.
+    stale_samples: u64,
+    /// Per sample: how many steps its oldest bulk register was behind the PLC (`None` when
+    /// it served no bulk register).
+    lags: Vec<Option<u64>>,
     last_bulk: Vec<Option<u64>>,
+}
+
+/// The monitor's counters at a point in time.
+struct Mark {
+    samples: u64,
+    corrupted: u64,
+    regressions: u64,
+    served: u64,
+    stale: u64,
+}
+
+/// What the mirror showed between a [`Mark`] and now.
+#[derive(Default, Clone, Copy)]
+struct Window {
+    samples: u64,
+    stale: u64,
+    served: u64,
+    corrupted: u64,
+    regressions: u64,
+    /// The largest lag of a bulk register behind the PLC, in steps.
+    max_lag: Option<u64>,
+}
+
+impl Window {
+    fn max_lag_text(&self) -> String {
+        match self.max_lag {
+            Some(l) => format!("{} ms", l * PLC_PERIOD_MS),
+            None => "-".to_string(),
+        }
+    }
 }
 
 struct SampleSummary {
@@ -1255,11 +1543,13 @@ impl Monitor {
             self.last_bulk = vec![None; tokens.len().saturating_sub(demo)];
         }
         let mut unavailable = 0;
+        let mut lag: Option<u64> = None;
         for (k, t) in tokens.iter().enumerate() {
             match *t {
                 "-" => unavailable += 1,
                 "x" => self.corrupted_reads += 1,
                 n => {
+                    self.served_reads += 1;
                     let Ok(s) = n.parse::<u64>() else {
                         self.corrupted_reads += 1;
                         continue;
@@ -1274,12 +1564,42 @@ impl Monitor {
                             self.regressions += 1;
                         }
                         *last = Some(s);
+                        lag = Some(lag.unwrap_or(0).max(step.saturating_sub(s)));
                     }
                 }
             }
         }
         self.unavailable_reads += unavailable as u64;
+        if unavailable > 0 || lag.is_some_and(|l| l > FRESH_STEPS) {
+            self.stale_samples += 1;
+        }
+        self.lags.push(lag);
         SampleSummary { unavailable }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            samples: self.samples,
+            corrupted: self.corrupted_reads,
+            regressions: self.regressions,
+            served: self.served_reads,
+            stale: self.stale_samples,
+        }
+    }
+
+    fn since(&self, m: &Mark) -> Window {
+        let from = usize::try_from(m.samples).unwrap_or(usize::MAX);
+        Window {
+            samples: self.samples - m.samples,
+            stale: self.stale_samples - m.stale,
+            served: self.served_reads - m.served,
+            corrupted: self.corrupted_reads - m.corrupted,
+            regressions: self.regressions - m.regressions,
+            max_lag: self
+                .lags
+                .get(from..)
+                .and_then(|l| l.iter().flatten().max().copied()),
+        }
     }
 
     /// A new receiver starts from nothing; what the old one served says nothing about it.
@@ -1296,6 +1616,8 @@ struct Bins {
     rx: PathBuf,
     agent: PathBuf,
     netns: PathBuf,
+    /// The IT box's shipped rule set (`deploy/nftables/it-box.nft`).
+    it_rules: PathBuf,
 }
 
 struct Bed {
@@ -1365,22 +1687,58 @@ impl Bed {
         if let Some(r) = rule {
             let _ = writeln!(script, "add rule inet impair pre {r}");
         }
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", NS_IT, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut i) = c.stdin.take() {
-            i.write_all(script.as_bytes())?;
+        nft_script(NS_IT, &script)
+    }
+
+    /// The IT firewall's rule that drops the link port from anywhere but the diode, as the
+    /// shipped rule set writes it (the last input rule), ready for `nft add rule`.
+    fn shipped_link_port_rule(&self) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(&self.bins.it_rules)?;
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| is_link_port_rule(l))
+            .with_context(|| {
+                format!(
+                    "{} has no link-port rule (`udp dport $LINK_PORT ... drop`)",
+                    self.bins.it_rules.display()
+                )
+            })?;
+        Ok(line.replace("$LINK_PORT", &LINK_PORT.to_string()))
+    }
+
+    /// The link-port rule in the IT box's firewall: its handle and how many packets it dropped.
+    fn link_port_rule(&self) -> anyhow::Result<Option<(u64, u64)>> {
+        let text = ns_output(
+            NS_IT,
+            &["nft", "-a", "list", "chain", "inet", "gateway_it", "input"],
+        )?;
+        Ok(text.lines().filter(|l| is_link_port_rule(l)).find_map(|l| {
+            let handle = l.rsplit("# handle ").next()?.trim().parse().ok()?;
+            Some((handle, packets(l)?))
+        }))
+    }
+
+    /// Packets the link-port rule dropped since it was (re)loaded; `None` while it is removed.
+    fn link_port_drops(&self) -> anyhow::Result<Option<u64>> {
+        Ok(self.link_port_rule()?.map(|(_, p)| p))
+    }
+
+    /// Removes the shipped link-port rule, or puts it back (at the end of the chain, where the
+    /// shipped rule set has it).
+    fn set_link_port_rule(&self, present: bool) -> anyhow::Result<()> {
+        match (self.link_port_rule()?, present) {
+            (Some(_), true) | (None, false) => Ok(()),
+            (Some((handle, _)), false) => nft_script(
+                NS_IT,
+                &format!("delete rule inet gateway_it input handle {handle}\n"),
+            ),
+            // A rule set that ships without the rule has nothing to put back.
+            (None, true) => match self.shipped_link_port_rule() {
+                Ok(rule) => nft_script(NS_IT, &format!("add rule inet gateway_it input {rule}\n")),
+                Err(_) => Ok(()),
+            },
         }
-        let out = c.wait_with_output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
     }
 
     /// Packets the impairment rules dropped since [`Bed::reset_impairment_drops`].
@@ -1496,6 +1854,32 @@ impl Wire {
             it_no_ports: self.it_no_ports - b.it_no_ports,
         }
     }
+}
+
+/// Runs an nft script in a namespace.
+fn nft_script(ns: &str, script: &str) -> anyhow::Result<()> {
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut i) = c.stdin.take() {
+        i.write_all(script.as_bytes())?;
+    }
+    let out = c.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The IT firewall's input rule for the link port from anywhere but the diode (the rule that
+/// accepts it on the diode names the interface).
+fn is_link_port_rule(line: &str) -> bool {
+    line.contains("udp dport") && line.contains("drop") && !line.contains("iifname")
 }
 
 fn ns_output(ns: &str, cmd: &[&str]) -> anyhow::Result<String> {
@@ -1707,32 +2091,126 @@ impl Drop for Agent {
 // ---------------------------------------------------------------------------------------------
 // gateway-rx's status log
 
+/// gateway-rx's counters (daemons that predate a counter log none: it reads 0).
 #[derive(Default, Clone, Copy, Debug)]
 struct RxStatus {
+    received: u64,
     accepted: u64,
     repaired: u64,
     lost: u64,
     crc_failures: u64,
     auth_failures: u64,
     duplicates: u64,
+    bad_magic: u64,
+    bad_length: u64,
+    bad_version: u64,
+    malformed: u64,
+    out_of_window: u64,
+    stale_session: u64,
+    replayed: u64,
+    key_rate_limited: u64,
+    session_changes: u64,
+}
+
+impl RxStatus {
+    /// The rejection counters by name, in the status line's order.
+    fn rejections(&self) -> [(&'static str, u64); 11] {
+        [
+            ("crc", self.crc_failures),
+            ("auth", self.auth_failures),
+            ("duplicate", self.duplicates),
+            ("bad magic", self.bad_magic),
+            ("bad length", self.bad_length),
+            ("bad version", self.bad_version),
+            ("malformed", self.malformed),
+            ("out of window", self.out_of_window),
+            ("stale session", self.stale_session),
+            ("replayed", self.replayed),
+            ("key rate-limited", self.key_rate_limited),
+        ]
+    }
+
+    fn rejected(&self) -> u64 {
+        self.rejections().iter().map(|(_, n)| n).sum()
+    }
+
+    /// The rejection counters that are not 0, as the report shows them.
+    fn counted(&self) -> String {
+        let parts: Vec<String> = self
+            .rejections()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        if parts.is_empty() {
+            "nothing".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// The counts since `b`, an earlier line of the same receiver.
+    fn since(&self, b: &RxStatus) -> RxStatus {
+        RxStatus {
+            received: self.received.saturating_sub(b.received),
+            accepted: self.accepted.saturating_sub(b.accepted),
+            repaired: self.repaired.saturating_sub(b.repaired),
+            lost: self.lost.saturating_sub(b.lost),
+            crc_failures: self.crc_failures.saturating_sub(b.crc_failures),
+            auth_failures: self.auth_failures.saturating_sub(b.auth_failures),
+            duplicates: self.duplicates.saturating_sub(b.duplicates),
+            bad_magic: self.bad_magic.saturating_sub(b.bad_magic),
+            bad_length: self.bad_length.saturating_sub(b.bad_length),
+            bad_version: self.bad_version.saturating_sub(b.bad_version),
+            malformed: self.malformed.saturating_sub(b.malformed),
+            out_of_window: self.out_of_window.saturating_sub(b.out_of_window),
+            stale_session: self.stale_session.saturating_sub(b.stale_session),
+            replayed: self.replayed.saturating_sub(b.replayed),
+            key_rate_limited: self.key_rate_limited.saturating_sub(b.key_rate_limited),
+            session_changes: self.session_changes.saturating_sub(b.session_changes),
+        }
+    }
+}
+
+/// Every `status` line of a gateway-rx JSON log, in order.
+fn statuses(log: &Path) -> Vec<RxStatus> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"message\":\"status\""))
+        .map(|line| {
+            let n = |k: &str| json_number(line, k).unwrap_or(0);
+            RxStatus {
+                received: n("received"),
+                accepted: n("accepted"),
+                repaired: n("repaired"),
+                lost: n("lost"),
+                crc_failures: n("crc_failures"),
+                auth_failures: n("auth_failures"),
+                duplicates: n("duplicates"),
+                bad_magic: n("bad_magic"),
+                bad_length: n("bad_length"),
+                bad_version: n("bad_version"),
+                malformed: n("malformed"),
+                out_of_window: n("out_of_window"),
+                stale_session: n("stale_session"),
+                replayed: n("replayed"),
+                key_rate_limited: n("key_rate_limited"),
+                session_changes: n("session_changes"),
+            }
+        })
+        .collect()
 }
 
 /// The last `status` line of a gateway-rx JSON log.
 fn last_status(log: &Path) -> Option<RxStatus> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.contains("\"message\":\"status\""))?;
-    let n = |k: &str| json_number(line, k).unwrap_or(0);
-    Some(RxStatus {
-        accepted: n("accepted"),
-        repaired: n("repaired"),
-        lost: n("lost"),
-        crc_failures: n("crc_failures"),
-        auth_failures: n("auth_failures"),
-        duplicates: n("duplicates"),
-    })
+    statuses(log).pop()
+}
+
+/// A string field of a JSON log line.
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\":\"");
+    let rest = &line[line.find(&pat)? + pat.len()..];
+    Some(rest[..rest.find('"')?].to_string())
 }
 
 fn json_number(line: &str, key: &str) -> Option<u64> {
@@ -1834,11 +2312,16 @@ fn preflight(ci: bool) -> Result<Bins, String> {
     if !netns.is_file() {
         return Err(format!("{} is missing", netns.display()));
     }
+    let it_rules = workspace.join("deploy").join("nftables").join("it-box.nft");
+    if !it_rules.is_file() {
+        return Err(format!("{} is missing", it_rules.display()));
+    }
     Ok(Bins {
         tx,
         rx,
         agent: PathBuf::from(env!("CARGO_BIN_EXE_diode-agent")),
         netns,
+        it_rules,
     })
 }
 
@@ -1957,11 +2440,11 @@ fn report(rows: &[Row], cut_secs: u64, elapsed: Duration, plc_stats: &str) -> St
     );
     let _ = writeln!(
         s,
-        "| scenario | impairment | sent | dropped | received | accepted | repaired | lost | CRC fail | auth fail | dup | values delivered | corrupted delivered | return path | blocked at IT fw | result |"
+        "| scenario | impairment | sent | dropped | received | accepted | repaired | lost | CRC fail | auth fail | dup | bad magic/len | stale session | replayed | key rate-limited | session changes | values delivered | corrupted delivered | return path | blocked at IT fw | result |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"
     );
     for r in rows {
         let values = match r.converge {
@@ -1970,7 +2453,7 @@ fn report(rows: &[Row], cut_secs: u64, elapsed: Duration, plc_stats: &str) -> St
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             r.impairment,
             r.sent,
@@ -1982,6 +2465,11 @@ fn report(rows: &[Row], cut_secs: u64, elapsed: Duration, plc_stats: &str) -> St
             r.rx.crc_failures,
             r.rx.auth_failures,
             r.rx.duplicates,
+            r.rx.bad_magic + r.rx.bad_length,
+            r.rx.stale_session,
+            r.rx.replayed,
+            r.rx.key_rate_limited,
+            r.rx.session_changes,
             values,
             r.corrupted_reads,
             r.return_path,
@@ -1998,13 +2486,57 @@ fn report(rows: &[Row], cut_secs: u64, elapsed: Duration, plc_stats: &str) -> St
         "\nColumns: sent = packets out of the OT box's diode interface; dropped = by the impairment \
          (firewall rule or relay); received = link datagrams handed to gateway-rx's socket; accepted, \
          repaired (data datagrams rebuilt by FEC), lost (data datagrams neither received nor rebuilt), \
-         CRC fail, auth fail, dup = gateway-rx's status log; values delivered = tags whose mirror value \
+         CRC fail, auth fail, dup, bad magic/len, stale session (datagrams of a session that may \
+         not displace the current one), replayed (of the resumed session, up to where the receiver \
+         got before it restarted), key rate-limited, session changes = gateway-rx's status log (the \
+         last receiver's, for a scenario that restarts it); values delivered = tags whose mirror value \
          equals the frozen PLC's (time to converge); corrupted delivered = mirror reads of a value the \
          PLC never held; return path = packets out of the IT box's diode interface + packets into the \
          OT box's + UDP datagrams received on the OT box (must be 0); blocked at IT fw = packets the \
          kernel tried to send towards the OT box (e.g. ICMP port unreachable while gateway-rx was \
          down), dropped by the IT box's firewall.\n"
     );
+    let attacks: Vec<(&Row, &Attack)> = rows
+        .iter()
+        .flat_map(|r| r.attacks.iter().map(move |a| (r, a)))
+        .collect();
+    if !attacks.is_empty() {
+        let _ = writeln!(
+            s,
+            "## Attacks from the IT network\n\n\
+             | scenario | attack | sent | dropped by the IT firewall's link-port rule | counted by gateway-rx | mirror reads stale or refused | largest lag | result |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---|---:|---:|---|");
+        for (r, a) in attacks {
+            let w = a.window;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.name,
+                a.what,
+                a.sent,
+                a.firewall
+                    .map_or("rule removed".to_string(), |n| n.to_string()),
+                a.counted,
+                match a.mirror {
+                    MirrorExpect::Fresh => format!("{} of {}", w.stale, w.samples),
+                    MirrorExpect::Nothing => format!(
+                        "{} of {} (values served: {}, must be 0)",
+                        w.stale, w.samples, w.served
+                    ),
+                },
+                w.max_lag_text(),
+                if a.ok { "pass" } else { "FAIL" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nA mirror read is stale when a tag has no value or a register is more than {} ms \
+             behind the PLC; largest lag = the oldest register read during the attack, behind \
+             the PLC's step read right after.\n",
+            FRESH_STEPS * PLC_PERIOD_MS
+        );
+    }
     for r in rows {
         let _ = writeln!(s, "## {} ({:.1} s)\n", r.name, r.seconds);
         let _ = writeln!(s, "- expected: {}", r.expect);

@@ -1,9 +1,9 @@
 //! `diode-agent`: the helper processes of the diode system test (`tests/tests/diode.rs`).
 //!
 //! Each subcommand runs inside one of the test bed's network namespaces (`ip netns exec NS
-//! diode-agent ...`) and, except `garbage`, is driven over standard input and output: one
-//! command per line in, one reply line out. End of input ends the process, so an agent never
-//! outlives the harness that started it.
+//! diode-agent ...`) and, except `garbage` and `replay`, is driven over standard input and
+//! output: one command per line in, one reply line out. End of input ends the process, so an
+//! agent never outlives the harness that started it.
 //!
 //! - `plc` (OT box): the simulated PLC ([`tests::plc_sim::PlcSim`]) with its demo process and
 //!   `--bulk` extra u16 holding registers that all change every step (enough traffic to fill
@@ -16,12 +16,18 @@
 //! - `relay` (IT box): the impairment relay ([`tests::relay::Relay`]) in front of gateway-rx,
 //!   with an observer on both sides of it that classifies every datagram and computes, per FEC
 //!   group, what an ideal erasure decoder could repair. Commands: `set k=v ...`, `stats`.
-//! - `garbage` (a host on the IT network): sends datagrams that are not the link's, and exits
-//!   with a summary of what it sent.
+//! - `capture` (IT box): records the link datagrams arriving from the transmitter's address
+//!   (a packet socket, beside gateway-rx's own, which it does not disturb). Commands: `start
+//!   FILE`, `stop` (replies how many it wrote). The file is each datagram as a big-endian u32
+//!   length and its bytes.
+//! - `garbage` (a host on the IT network): sends datagrams that are not the transmitter's, of
+//!   the `--kinds` asked for, and exits with a summary of what it sent by kind.
+//! - `replay` (a host on the IT network): sends a `capture` file, and exits with a summary.
 
 use std::collections::HashMap;
-use std::io::BufRead;
-use std::net::SocketAddr;
+use std::io::{BufRead, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,22 +94,56 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Records the transmitter's link datagrams as they arrive.
+    Capture {
+        /// The transmitter's address.
+        #[arg(long)]
+        from: Ipv4Addr,
+        /// The link port.
+        #[arg(long)]
+        port: u16,
+    },
     /// Sends garbage to gateway-rx's port.
     Garbage {
         #[arg(long)]
         target: SocketAddr,
+        /// What to send, in turn (comma-separated): `random` (bytes without the link's magic),
+        /// `bad-crc` (a header and a wrong CRC), `forged` (well-formed with a valid CRC, in
+        /// turn: not claiming authentication, claiming it in a session of an older epoch, and
+        /// of a newer one), `new-session` (well-formed with a valid CRC, each of a fresh
+        /// session of a newer epoch, unauthenticated: for a receiver without a key),
+        /// `new-session-auth` (the same claiming authentication: for a receiver with a key).
+        #[arg(long, value_delimiter = ',', default_value = "random,bad-crc")]
+        kinds: Vec<Kind>,
         /// Datagrams of each kind.
         #[arg(long, default_value_t = 1000)]
         count: u64,
-        /// Datagrams per second, all kinds together.
+        /// Datagrams per second, all kinds together; 0 sends as fast as the socket takes them.
         #[arg(long, default_value_t = 2000)]
         rate: u64,
-        /// Also send well-formed datagrams with a valid CRC that no key authenticates.
-        #[arg(long)]
-        forged: bool,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Sends the datagrams of a `capture` file to gateway-rx's port.
+    Replay {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        file: PathBuf,
+        /// Datagrams per second; 0 sends as fast as the socket takes them.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+    },
+}
+
+/// What `garbage` sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    Random,
+    BadCrc,
+    Forged,
+    NewSession,
+    NewSessionAuth,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,13 +169,15 @@ fn main() -> anyhow::Result<()> {
             target,
             seed,
         } => runtime.block_on(relay(listen, target, seed)),
+        Command::Capture { from, port } => capture(from, port),
         Command::Garbage {
             target,
+            kinds,
             count,
             rate,
-            forged,
             seed,
-        } => runtime.block_on(garbage(target, count, rate, forged, seed)),
+        } => runtime.block_on(garbage(target, &kinds, count, rate, seed)),
+        Command::Replay { target, file, rate } => runtime.block_on(replay(target, &file, rate)),
     }
 }
 
@@ -633,68 +675,305 @@ fn bad_crc_datagram(rng: &mut Rng) -> Vec<u8> {
     d
 }
 
-/// A well-formed datagram of a made-up session with a valid CRC: only a key tells it from
-/// the transmitter's. Alternately claims to be authenticated (with a random tag) and not.
-fn forged_datagram(rng: &mut Rng, n: u64) -> Vec<u8> {
-    let authenticated = n.is_multiple_of(2);
-    let payload_len = 64 + rng.below(1200) as usize;
+/// A well-formed data datagram of `session` with `payload_len` random bytes and a valid CRC:
+/// only a key tells it from the transmitter's. `authenticated` sets the flag and appends a
+/// random tag.
+fn forged_datagram(rng: &mut Rng, session: u64, authenticated: bool, payload_len: u16) -> Vec<u8> {
     let header = Header {
         flags: if authenticated {
             wire::FLAG_AUTHENTICATED
         } else {
             0
         },
-        session: rng.next(),
+        session,
         seq: rng.below(1 << 20),
         group: rng.below(1 << 16),
         index: rng.below(64) as u16,
         k: 64,
         m: 16,
-        payload_len: payload_len as u16,
+        payload_len,
     };
     let mut d = header.to_bytes().to_vec();
-    let mut rest = vec![0u8; payload_len + if authenticated { wire::TAG_LEN } else { 0 }];
+    let tag = if authenticated { wire::TAG_LEN } else { 0 };
+    let mut rest = vec![0u8; usize::from(payload_len) + tag];
     rng.fill(&mut rest);
     d.extend_from_slice(&rest);
     let crc = wire::crc32(&d);
     d.extend_from_slice(&crc.to_be_bytes());
-    debug_assert_eq!(wire::check(&d).map(|h| h.seq), Ok(header.seq));
     d
+}
+
+/// Unix time in seconds, which the transmitter's epochs follow.
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// A session id of an epoch at least a day before now: older than that of any transmitter
+/// started since (an epoch is at least the Unix time of the start).
+fn older_session(rng: &mut Rng) -> u64 {
+    let before = u64::from(unix_now().saturating_sub(86_400)).max(1);
+    let epoch = u32::try_from(1 + rng.below(before)).unwrap_or(1);
+    protocol::epoch::session_id(epoch, rng.next() as u32)
+}
+
+/// A session id of an epoch at least a day after now: newer than the transmitter's (its epoch
+/// is the Unix time of its start, or one more than its last, which a test bed never pushes a
+/// day ahead).
+fn newer_session(rng: &mut Rng) -> u64 {
+    let ahead = u32::try_from(86_400 + rng.below(1 << 24)).unwrap_or(86_400);
+    let epoch = unix_now().saturating_add(ahead);
+    protocol::epoch::session_id(epoch, rng.next() as u32)
+}
+
+/// What `garbage` counts as sent, by what a receiver must make of it.
+const LABELS: [&str; 7] = [
+    "random",
+    "bad_crc",
+    "forged_plain",
+    "forged_old",
+    "forged_new",
+    "new_session",
+    "new_session_auth",
+];
+
+/// The `n`-th datagram of `kind`, and its label (an index into [`LABELS`]).
+fn garbage_datagram(kind: Kind, rng: &mut Rng, n: u64) -> (Vec<u8>, usize) {
+    let any_len = |rng: &mut Rng| 64 + rng.below(1200) as u16;
+    // A flood of sessions costs the sender little when its datagrams are small.
+    let small = |rng: &mut Rng| 16 + rng.below(64) as u16;
+    match kind {
+        Kind::Random => (random_datagram(rng), 0),
+        Kind::BadCrc => (bad_crc_datagram(rng), 1),
+        Kind::Forged => {
+            let (session, authenticated, label) = match n % 3 {
+                0 => (rng.next(), false, 2),
+                1 => (older_session(rng), true, 3),
+                _ => (newer_session(rng), true, 4),
+            };
+            let len = any_len(rng);
+            (forged_datagram(rng, session, authenticated, len), label)
+        }
+        Kind::NewSession | Kind::NewSessionAuth => {
+            let authenticated = kind == Kind::NewSessionAuth;
+            let session = newer_session(rng);
+            let len = small(rng);
+            let label = if authenticated { 6 } else { 5 };
+            (forged_datagram(rng, session, authenticated, len), label)
+        }
+    }
+}
+
+/// Sends `total` datagrams that `next` makes (each with a label below `labels`) to `target`,
+/// `rate` a second (0: as fast as the socket takes them). Paced, so the host's socket buffers
+/// are not what gets tested. Returns how many of each label were sent and how many sends
+/// failed.
+async fn send_paced(
+    target: SocketAddr,
+    total: u64,
+    rate: u64,
+    labels: usize,
+    mut next: impl FnMut(u64) -> (Vec<u8>, usize),
+) -> anyhow::Result<(Vec<u64>, u64)> {
+    let socket = UdpSocket::bind("0.0.0.0:0").await?;
+    socket.connect(target).await?;
+    let started = Instant::now();
+    let mut sent = vec![0u64; labels];
+    let mut errors = 0u64;
+    for n in 0..total {
+        let (d, label) = next(n);
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        match socket.send(&d).await {
+            Ok(_) => {
+                if let Some(c) = sent.get_mut(label) {
+                    *c += 1;
+                }
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    Ok((sent, errors))
 }
 
 async fn garbage(
     target: SocketAddr,
+    kinds: &[Kind],
     count: u64,
     rate: u64,
-    forged: bool,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind("0.0.0.0:0").await?;
-    socket.connect(target).await?;
+    anyhow::ensure!(!kinds.is_empty(), "no --kinds");
     let mut rng = Rng(seed | 1);
-    let kinds = if forged { 3 } else { 2 };
-    let total = count * kinds;
+    let k = kinds.len() as u64;
     let started = Instant::now();
-    let (mut random, mut bad_crc, mut forged_sent, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    for n in 0..total {
-        let d = match n % kinds {
-            0 => random_datagram(&mut rng),
-            1 => bad_crc_datagram(&mut rng),
-            _ => forged_datagram(&mut rng, n / kinds),
-        };
-        // Paced, so the host's socket buffers are not what gets tested.
-        let due = started + Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
-        tokio::time::sleep_until(due.into()).await;
-        match socket.send(&d).await {
-            Ok(_) => match n % kinds {
-                0 => random += 1,
-                1 => bad_crc += 1,
-                _ => forged_sent += 1,
-            },
-            Err(_) => errors += 1,
+    let (sent, errors) = send_paced(target, count * k, rate, LABELS.len(), |n| {
+        garbage_datagram(kinds[(n % k) as usize], &mut rng, n / k)
+    })
+    .await?;
+    let mut line = String::from("ok");
+    for (label, c) in LABELS.iter().zip(&sent) {
+        line.push_str(&format!(" {label}={c}"));
+    }
+    line.push_str(&format!(
+        " forged={} total={} errors={errors} seconds={:.2}",
+        sent[2] + sent[3] + sent[4],
+        sent.iter().sum::<u64>(),
+        started.elapsed().as_secs_f64()
+    ));
+    println!("{line}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// capture and replay
+
+/// `AF_PACKET` (linux/socket.h) and `ETH_P_IP` (linux/if_ether.h): socket2 names the former
+/// only with its "all" feature, which would rebuild it for the whole workspace.
+const AF_PACKET: i32 = 17;
+const ETH_P_IP: u16 = 0x0800;
+
+/// A capture file being written.
+struct Recording {
+    out: std::io::BufWriter<std::fs::File>,
+    datagrams: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Recording {
+    fn add(&mut self, d: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        let len = u32::try_from(d.len()).unwrap_or(u32::MAX);
+        let r = self
+            .out
+            .write_all(&len.to_be_bytes())
+            .and_then(|()| self.out.write_all(d));
+        match r {
+            Ok(()) => self.datagrams += 1,
+            Err(e) => self.error = Some(e),
         }
     }
-    println!("ok random={random} bad_crc={bad_crc} forged={forged_sent} errors={errors}");
+}
+
+/// The UDP payload of an IPv4 packet from `from` to port `port`, if it is one (and not a
+/// fragment).
+fn link_datagram(p: &[u8], from: Ipv4Addr, port: u16) -> Option<&[u8]> {
+    let first = *p.first()?;
+    if first >> 4 != 4 || *p.get(9)? != 17 {
+        return None;
+    }
+    let fragment = u16::from_be_bytes([*p.get(6)?, *p.get(7)?]) & 0x3fff;
+    let src = Ipv4Addr::new(*p.get(12)?, *p.get(13)?, *p.get(14)?, *p.get(15)?);
+    if fragment != 0 || src != from {
+        return None;
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*p.get(2)?, *p.get(3)?]));
+    let udp = p.get(ihl..total.min(p.len()))?;
+    let dport = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    let len = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+    if dport != port {
+        return None;
+    }
+    udp.get(8..len)
+}
+
+fn capture(from: Ipv4Addr, port: u16) -> anyhow::Result<()> {
+    // A packet socket of type DGRAM is handed every IPv4 packet as it arrives at an interface
+    // (before the firewall), without its link header; gateway-rx's socket is not disturbed.
+    let socket = socket2::Socket::new(
+        socket2::Domain::from(AF_PACKET),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::from(i32::from(ETH_P_IP.to_be()))),
+    )
+    .context("opening a packet socket (needs CAP_NET_RAW)")?;
+    let _ = socket.set_recv_buffer_size(16 << 20);
+    let recording: Arc<Mutex<Option<Recording>>> = Arc::new(Mutex::new(None));
+    let rec = recording.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = (&socket).read(&mut buf) {
+            let Some(d) = link_datagram(&buf[..n], from, port) else {
+                continue;
+            };
+            if let Ok(mut r) = rec.lock()
+                && let Some(r) = r.as_mut()
+            {
+                r.add(d);
+            }
+        }
+    });
+    println!("ready {from}:{port}");
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let reply = match words.as_slice() {
+            ["start", path] => match std::fs::File::create(path) {
+                Ok(f) => {
+                    let r = Recording {
+                        out: std::io::BufWriter::new(f),
+                        datagrams: 0,
+                        error: None,
+                    };
+                    match recording.lock() {
+                        Ok(mut slot) => {
+                            *slot = Some(r);
+                            "ok".to_string()
+                        }
+                        Err(_) => "error recording lock".to_string(),
+                    }
+                }
+                Err(e) => format!("error {path}: {e}"),
+            },
+            ["stop"] => match recording.lock().ok().and_then(|mut slot| slot.take()) {
+                Some(mut r) => match (r.error.take(), r.out.flush()) {
+                    (None, Ok(())) => format!("ok datagrams={}", r.datagrams),
+                    (Some(e), _) | (None, Err(e)) => format!("error writing: {e}"),
+                },
+                None => "error not recording".to_string(),
+            },
+            _ => format!("error unknown command {line:?}"),
+        };
+        println!("{reply}");
+    }
+    Ok(())
+}
+
+/// The datagrams of a capture file.
+fn read_capture(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .context("capture file cut in a length")?;
+        let len = usize::try_from(u32::from_be_bytes(*len))?;
+        anyhow::ensure!(tail.len() >= len, "capture file cut in a datagram");
+        let (d, tail) = tail.split_at(len);
+        out.push(d.to_vec());
+        rest = tail;
+    }
+    Ok(out)
+}
+
+async fn replay(target: SocketAddr, file: &Path, rate: u64) -> anyhow::Result<()> {
+    let datagrams = read_capture(file)?;
+    let started = Instant::now();
+    let (sent, errors) = send_paced(target, datagrams.len() as u64, rate, 1, |n| {
+        (datagrams[n as usize].clone(), 0)
+    })
+    .await?;
+    println!(
+        "ok sent={} errors={errors} seconds={:.2}",
+        sent[0],
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -715,7 +994,8 @@ mod tests_ {
     #[test]
     fn garbage_is_rejected_for_the_right_reason() {
         let mut rng = Rng(7);
-        for n in 0..200 {
+        let now = unix_now();
+        for n in 0..300 {
             assert!(!matches!(
                 wire::check(&random_datagram(&mut rng)),
                 Ok(_) | Err(protocol::error::Reject::Crc)
@@ -724,7 +1004,64 @@ mod tests_ {
                 wire::check(&bad_crc_datagram(&mut rng)),
                 Err(protocol::error::Reject::Crc)
             );
-            assert!(wire::check(&forged_datagram(&mut rng, n)).is_ok());
+            let (d, label) = garbage_datagram(Kind::Forged, &mut rng, n);
+            let h = wire::check(&d).expect("a forged datagram is well-formed");
+            let epoch = protocol::epoch::epoch_of(h.session);
+            match label {
+                2 => assert!(!h.is_authenticated()),
+                3 => assert!(h.is_authenticated() && epoch < now - 86_000),
+                4 => assert!(h.is_authenticated() && epoch > now + 86_000),
+                other => panic!("label {other}"),
+            }
+            for kind in [Kind::NewSession, Kind::NewSessionAuth] {
+                let (d, _) = garbage_datagram(kind, &mut rng, n);
+                let h = wire::check(&d).expect("a new session's datagram is well-formed");
+                assert_eq!(h.is_authenticated(), kind == Kind::NewSessionAuth);
+                assert!(protocol::epoch::epoch_of(h.session) > now + 86_000);
+            }
         }
+    }
+
+    #[test]
+    fn a_capture_holds_the_transmitters_datagrams_only() {
+        let from = Ipv4Addr::new(198, 18, 0, 1);
+        let packet = |src: Ipv4Addr, dport: u16, payload: &[u8]| {
+            let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+            p.extend_from_slice(&src.octets());
+            p.extend_from_slice(&[198, 18, 0, 2]);
+            let udp_len = 8 + payload.len() as u16;
+            p.extend_from_slice(&40000u16.to_be_bytes());
+            p.extend_from_slice(&dport.to_be_bytes());
+            p.extend_from_slice(&udp_len.to_be_bytes());
+            p.extend_from_slice(&[0, 0]);
+            p.extend_from_slice(payload);
+            let total = p.len() as u16;
+            p[2..4].copy_from_slice(&total.to_be_bytes());
+            // Trailing bytes past the IP length (Ethernet padding) are not the datagram's.
+            p.extend_from_slice(&[0xEE; 6]);
+            p
+        };
+        assert_eq!(
+            link_datagram(&packet(from, 5600, b"DDGW abc"), from, 5600),
+            Some(&b"DDGW abc"[..])
+        );
+        assert_eq!(link_datagram(&packet(from, 5601, b"x"), from, 5600), None);
+        let other = Ipv4Addr::new(198, 18, 1, 2);
+        assert_eq!(link_datagram(&packet(other, 5600, b"x"), from, 5600), None);
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("capture");
+        let mut r = Recording {
+            out: std::io::BufWriter::new(std::fs::File::create(&path).expect("create")),
+            datagrams: 0,
+            error: None,
+        };
+        r.add(b"one");
+        r.add(b"");
+        r.add(&[7u8; 1400]);
+        r.out.flush().expect("flush");
+        assert_eq!(r.datagrams, 3);
+        let back = read_capture(&path).expect("read back");
+        assert_eq!(back, vec![b"one".to_vec(), Vec::new(), vec![7u8; 1400]]);
     }
 }
