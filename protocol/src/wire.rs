@@ -43,7 +43,8 @@ const OFF_LEN: usize = 36;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Header {
     pub flags: u8,
-    /// Chosen at random when the transmitter starts.
+    /// The transmitter's epoch (high 32 bits) and 32 random bits, chosen when it starts
+    /// (`crate::epoch`).
     pub session: u64,
     /// Counts every datagram of the session, data and repair, from 0.
     pub seq: u64,
