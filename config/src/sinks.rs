@@ -69,6 +69,15 @@ pub struct Spool {
     pub max_bytes: u64,
 }
 
+/// Whether an MQTT topic name may not hold `c`: the wildcards, and what a broker may close the
+/// connection for (MQTT 3.1.1, 1.5.3: NUL, the other control characters and the Unicode
+/// noncharacters; Mosquitto does close it). The prefix check here and the receiver's topic of a
+/// tag both follow it.
+pub fn topic_refuses(c: char) -> bool {
+    let noncharacter = ('\u{FDD0}'..='\u{FDEF}').contains(&c) || u32::from(c) & 0xFFFE == 0xFFFE;
+    matches!(c, '+' | '#') || c.is_control() || noncharacter
+}
+
 /// `[mqtt]`: the MQTT publisher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mqtt {
@@ -353,6 +362,11 @@ pub(crate) fn parse_mqtt(
                 Some("contains a wildcard ('+' or '#'), which cannot appear in a topic name")
             } else if v.contains('\0') {
                 Some("contains a NUL character")
+            } else if v.chars().any(topic_refuses) {
+                Some(
+                    "contains a control character or a Unicode noncharacter, which a broker may \
+                     refuse",
+                )
             } else if v.starts_with('$') {
                 Some("starts with '$', which brokers reserve for their own topics ($SYS)")
             } else if v.len() > 1024 {

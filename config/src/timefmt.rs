@@ -87,9 +87,9 @@ pub fn parse_rfc3339(text: &str) -> Result<UnixNanos, String> {
         _ => return fail("it must end with Z or an offset like +02:00"),
     };
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
-    secs.checked_mul(NANOS_PER_SEC)
-        .and_then(|n| n.checked_add(nanos))
-        .map_or_else(|| fail("out of range"), Ok)
+    // In i128: the whole seconds of the earliest instants are below i64::MIN on their own.
+    let total = i128::from(secs) * i128::from(NANOS_PER_SEC) + i128::from(nanos);
+    i64::try_from(total).map_or_else(|_| fail("out of range"), Ok)
 }
 
 /// `2024-05-01T12:00:00.000000001Z`: UTC, always nine fraction digits, so text order is time
@@ -184,6 +184,24 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)), Ok(t), "{t}");
         }
+    }
+
+    /// The instants of the first and last second of `UnixNanos`: their whole seconds are out
+    /// of range on their own, only the fraction brings them back.
+    #[test]
+    fn the_ends_of_the_range_round_trip() {
+        for t in [
+            i64::MIN,
+            i64::MIN + 999_999_999,
+            i64::MAX,
+            i64::MAX - 999_999_999,
+        ] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Ok(t), "{t}");
+        }
+        assert_eq!(
+            parse_rfc3339("1677-09-21T00:12:43.145224191Z").map_err(|e| e.contains("out of range")),
+            Err(true)
+        );
     }
 
     #[test]

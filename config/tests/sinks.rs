@@ -161,6 +161,18 @@ fn mqtt_errors() {
         "mqtt.topic_prefix",
         &["reserve"],
     );
+    // A broker closes the connection of a client publishing such a topic.
+    for prefix in ["a\\tb", "a\\u007Fb", "a\\uFFFEb"] {
+        one(
+            diags(&format!(
+                "{RX}[mqtt]\nhost = \"b\"\ntopic_prefix = \"{prefix}\"\n"
+            )),
+            5,
+            16,
+            "mqtt.topic_prefix",
+            &["control character or a Unicode noncharacter"],
+        );
+    }
     one(
         diags(&format!("{RX}[mqtt]\nhost = \"b\"\nqoss = 1\n")),
         6,

@@ -30,6 +30,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -215,14 +216,20 @@ struct Shared {
     csp: HeaderValue,
 }
 
+impl Shared {
+    fn new(site: Arc<dyn Site>) -> Arc<Shared> {
+        Arc::new(Shared {
+            site,
+            counters: ServerCounters::default(),
+            csp: HeaderValue::from_str(&page::content_security_policy())
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+        })
+    }
+}
+
 /// Serves `site` on `listener` until the task is dropped; dropping it closes every connection.
 pub async fn serve(listener: TcpListener, site: Arc<dyn Site>) {
-    let shared = Arc::new(Shared {
-        site,
-        counters: ServerCounters::default(),
-        csp: HeaderValue::from_str(&page::content_security_policy())
-            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
-    });
+    let shared = Shared::new(site);
     info!(
         bind = ?listener.local_addr().ok(),
         max_connections = MAX_CONNECTIONS,
@@ -258,36 +265,57 @@ pub async fn serve(listener: TcpListener, site: Arc<dyn Site>) {
         let shared = shared.clone();
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
-            let service = service_fn(move |req: Request<Incoming>| {
-                let shared = shared.clone();
-                // On a blocking thread: a status page over a million tags takes a while, and
-                // the runtime's workers run the link, the mirrors and the sinks.
-                let (method, uri) = (req.method().clone(), req.uri().clone());
-                async move {
-                    let answered =
-                        tokio::task::spawn_blocking(move || respond(&shared, &method, &uri)).await;
-                    Ok::<_, Infallible>(answered.unwrap_or_else(|_| {
-                        text(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "the status could not be made\n".into(),
-                        )
-                    }))
-                }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(2 * MAX_HEAD_BYTES)
-                .max_header_size(MAX_HEAD_BYTES)
-                .max_headers(MAX_HEADERS);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            // Past its lifetime the connection is dropped, which closes it.
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+            if let Err(e) = serve_connection(stream, shared).await {
                 debug!(%peer, error = %e, "status HTTP connection ended");
             }
         });
     }
+}
+
+/// Serves one connection until the client closes it, it fails, or it reaches its lifetime.
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let shared = shared.clone();
+        // On a blocking thread: a status page over a million tags takes a while, and the
+        // runtime's workers run the link, the mirrors and the sinks.
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        async move {
+            let answered =
+                tokio::task::spawn_blocking(move || respond(&shared, &method, &uri)).await;
+            Ok::<_, Infallible>(answered.unwrap_or_else(|_| {
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the status could not be made\n".into(),
+                )
+            }))
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(2 * MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    // Past its lifetime the connection is dropped, which closes it.
+    match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+/// One connection served as [`serve`] serves each (same limits, router and site), on any byte
+/// stream: for the fuzz target of the request path.
+#[cfg(feature = "fuzzing")]
+pub async fn serve_stream<S>(stream: S, site: Arc<dyn Site>) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_connection(stream, Shared::new(site)).await
 }
 
 fn respond(shared: &Shared, method: &Method, uri: &hyper::Uri) -> Response<Full<Bytes>> {

@@ -4,7 +4,17 @@
 //! library requires). Data shards are sent as they are; any `k` of the `k + m` shards restore
 //! the data shards that are missing.
 
+use reed_solomon_simd::rate::{DefaultRateDecoder, RateDecoder};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+#[cfg(any(fuzzing, test))]
+mod memo;
+
+/// The decoder's engine: the library's own, except in fuzz builds (see `fec/memo.rs`).
+#[cfg(not(fuzzing))]
+type DecodeEngine = reed_solomon_simd::engine::DefaultEngine;
+#[cfg(fuzzing)]
+type DecodeEngine = memo::MemoEngine;
 
 /// Most shards (data + repair) one group may have. Far above any useful shape; it bounds what
 /// a receiver must be prepared to buffer and decode for one group.
@@ -181,7 +191,8 @@ impl GroupEncoder {
 /// Reuses one library decoder across groups.
 #[derive(Default)]
 pub struct GroupDecoder {
-    rs: Option<ReedSolomonDecoder>,
+    /// What `ReedSolomonDecoder` wraps, with the engine chosen above.
+    rs: Option<DefaultRateDecoder<DecodeEngine>>,
 }
 
 impl GroupDecoder {
@@ -202,7 +213,13 @@ impl GroupDecoder {
                 rs.reset(k, m, shard_bytes)?;
                 rs
             }
-            slot => slot.insert(ReedSolomonDecoder::new(k, m, shard_bytes)?),
+            slot => slot.insert(DefaultRateDecoder::new(
+                k,
+                m,
+                shard_bytes,
+                DecodeEngine::default(),
+                None,
+            )?),
         };
         for (i, shard) in data {
             rs.add_original_shard(i, shard)?;

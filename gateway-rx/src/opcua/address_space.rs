@@ -105,7 +105,10 @@ impl Layout {
         self.ids.clear();
         for tag in catalogue {
             if servable(tag.name) {
-                wanted.insert(tag.name, tag);
+                // With a name given twice (the link is not trusted), the first tag is the one
+                // served (`Catalogue::index_of`), so its type, unit and description are the
+                // node's.
+                wanted.entry(tag.name).or_insert(tag);
                 self.ids.push(Some(tag_node_id(ns, tag.name)));
             } else {
                 out.skipped += 1;
@@ -226,6 +229,37 @@ fn insert_variable(space: &mut AddressSpace, ns: u16, tag: TagRef<'_>, history: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name given twice: the node is built from the first tag, the one whose values are
+    /// served, whatever an earlier catalogue held.
+    #[test]
+    fn a_name_given_twice_is_served_as_its_first_tag() {
+        use opcua::server::address_space::NodeType;
+        use protocol::model::{SourceAddress, TagInfo};
+
+        let tag = |value_type| TagInfo {
+            name: "line/a".into(),
+            value_type,
+            unit: String::new(),
+            description: String::new(),
+            source: SourceAddress::Other(String::new()),
+        };
+        let data_type = |space: &AddressSpace| match space.find(&tag_node_id(2, "line/a")) {
+            Some(NodeType::Variable(v)) => v.data_type(),
+            other => panic!("not a variable: {other:?}"),
+        };
+        let mut space = AddressSpace::new();
+        space.add_namespace("urn:test:mirror", 2);
+        let mut layout = Layout::default();
+        let first = Catalogue::new(vec![tag(ValueType::Boolean)]);
+        layout.sync(&mut space, 2, &first, false);
+        assert_eq!(data_type(&space), NodeId::from(DataTypeId::Boolean));
+        let twice = Catalogue::new(vec![tag(ValueType::Int16), tag(ValueType::Boolean)]);
+        assert_eq!(twice.index_of("line/a"), Some(0));
+        let out = layout.sync(&mut space, 2, &twice, false);
+        assert_eq!(data_type(&space), NodeId::from(DataTypeId::Int16));
+        assert_eq!((out.rebuilt, out.skipped), (1, 0));
+    }
 
     #[test]
     fn names_and_paths() {

@@ -50,33 +50,59 @@
 //!
 //! HistoryRead raw, from the embedded store: see `history`.
 
+#[cfg(all(feature = "opcua", not(feature = "fuzzing")))]
 mod address_space;
+/// Public for the fuzz target of the catalogue's layout as nodes.
+#[cfg(all(feature = "opcua", feature = "fuzzing"))]
+pub mod address_space;
+#[cfg(feature = "opcua")]
 pub mod convert;
+#[cfg(not(feature = "opcua"))]
+mod disabled;
+#[cfg(feature = "opcua")]
 pub mod history;
+#[cfg(feature = "opcua")]
 mod node_manager;
 
+#[cfg(feature = "opcua")]
 use std::net::SocketAddr;
+#[cfg(feature = "opcua")]
 use std::path::PathBuf;
+#[cfg(feature = "opcua")]
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+#[cfg(feature = "opcua")]
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+#[cfg(feature = "opcua")]
 use anyhow::Context;
+#[cfg(feature = "opcua")]
 use config::opcua_server::{OpcUaServer, SecurityMode, SecurityPolicy};
+#[cfg(feature = "opcua")]
 use opcua::server::node_manager::memory::InMemoryNodeManagerBuilder;
+#[cfg(feature = "opcua")]
 use opcua::server::{
     ANONYMOUS_USER_TOKEN_ID, ServerBuilder, ServerEndpoint, ServerHandle, ServerInfo,
     ServerUserToken, SubscriptionCache,
 };
+#[cfg(feature = "opcua")]
 use opcua::types::{
     AttributeId, DataValue, MessageSecurityMode, StatusCode, TimestampsToReturn, VariableId,
     Variant,
 };
+#[cfg(feature = "opcua")]
 use tokio::task::JoinHandle;
+#[cfg(feature = "opcua")]
 use tracing::{error, info, warn};
 
+#[cfg(feature = "opcua")]
 use crate::state::State;
+#[cfg(feature = "opcua")]
 use address_space::Layout;
+#[cfg(not(feature = "opcua"))]
+pub use disabled::{OpcUaMirror, OpcUaMonitor};
+#[cfg(feature = "opcua")]
 pub use node_manager::{MirrorNodeManager, MirrorNodes};
 
 /// The change feed is drained at most this often, and subscriptions tick as often: a subscriber
@@ -108,6 +134,7 @@ pub struct OpcUaCounters {
     pub tags_not_served: AtomicU64,
 }
 
+#[cfg(feature = "opcua")]
 /// What the status page reads of a running mirror.
 #[derive(Clone)]
 pub struct OpcUaMonitor {
@@ -116,6 +143,7 @@ pub struct OpcUaMonitor {
     pub endpoint_url: String,
 }
 
+#[cfg(feature = "opcua")]
 impl OpcUaMonitor {
     fn summary(&self, id: VariableId) -> u64 {
         match self.info.diagnostics.summary.get(id) {
@@ -142,6 +170,7 @@ impl OpcUaMonitor {
     }
 }
 
+#[cfg(feature = "opcua")]
 /// A running OPC UA mirror. Dropping it stops the server.
 pub struct OpcUaMirror {
     /// The address the server listens on (the real port when the config said 0).
@@ -152,6 +181,7 @@ pub struct OpcUaMirror {
     tasks: Vec<JoinHandle<()>>,
 }
 
+#[cfg(feature = "opcua")]
 fn policy(p: SecurityPolicy) -> opcua::crypto::SecurityPolicy {
     match p {
         SecurityPolicy::None => opcua::crypto::SecurityPolicy::None,
@@ -160,6 +190,7 @@ fn policy(p: SecurityPolicy) -> opcua::crypto::SecurityPolicy {
     }
 }
 
+#[cfg(feature = "opcua")]
 fn mode(m: SecurityMode) -> MessageSecurityMode {
     match m {
         SecurityMode::None => MessageSecurityMode::None,
@@ -168,6 +199,7 @@ fn mode(m: SecurityMode) -> MessageSecurityMode {
     }
 }
 
+#[cfg(feature = "opcua")]
 impl OpcUaMirror {
     /// Binds and starts the server. `store`: the embedded store's database, for HistoryRead
     /// (`None`: the store is off, variables are not history-readable).
@@ -314,6 +346,7 @@ impl OpcUaMirror {
     }
 }
 
+#[cfg(feature = "opcua")]
 impl Drop for OpcUaMirror {
     fn drop(&mut self) {
         self.handle.cancel();
@@ -323,6 +356,7 @@ impl Drop for OpcUaMirror {
     }
 }
 
+#[cfg(feature = "opcua")]
 /// Keeps the address space in step with the catalogue and pushes changed values to the
 /// subscriptions (see the module doc).
 async fn feed(

@@ -4,9 +4,10 @@
 //! # Topics and payloads
 //!
 //! A tag `site/area/pump3/speed` is published on `<topic_prefix>/site/area/pump3/speed`. Each
-//! level of the tag path becomes a topic level; the wildcards `+` and `#` and NUL characters in
-//! a tag name become `_`, an empty level becomes `_`, and a topic that would start with `$`
-//! (reserved for the broker's own topics) gets a leading `_`. The payload:
+//! level of the tag path becomes a topic level; the wildcards `+` and `#`, control characters
+//! (NUL included) and Unicode noncharacters in a tag name become `_` (a broker may close the
+//! connection of a client publishing them), an empty level becomes `_`, and a topic that would
+//! start with `$` (reserved for the broker's own topics) gets a leading `_`. The payload:
 //!
 //! ```json
 //! {"value": 1480.5, "type": "Double", "quality": {"code": 0, "name": "Good"},
@@ -97,6 +98,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use config::rx::Mqtt;
+use config::sinks::topic_refuses;
 use config::timefmt::format_rfc3339;
 use protocol::model::{Quality, UnixNanos, Value};
 use rumqttc::{Event, EventLoop, MqttOptions, Packet, PubAck, PubComp, PubRec, PubRel, QoS};
@@ -139,11 +141,7 @@ pub fn topic(prefix: &str, tag: &str) -> String {
             continue;
         }
         for c in level.chars() {
-            out.push(if matches!(c, '+' | '#' | '\0') {
-                '_'
-            } else {
-                c
-            });
+            out.push(if topic_refuses(c) { '_' } else { c });
         }
     }
     if out.starts_with('$') {
@@ -877,6 +875,21 @@ mod tests {
         assert_eq!(topic("gw", "/a//b/"), "gw/_/a/_/b/_");
         assert_eq!(topic("", "$SYS/x"), "_$SYS/x");
         assert_eq!(topic("p/q", "x"), "p/q/x");
+    }
+
+    /// Mosquitto closes the connection of a client publishing to a topic with a control
+    /// character or a Unicode noncharacter (MQTT 3.1.1, 1.5.3 allows it to), so the window
+    /// holding it would be sent again on every reconnect and the sink would never move on.
+    #[test]
+    fn topics_hold_no_character_a_broker_may_refuse() {
+        assert_eq!(
+            topic(
+                "gw",
+                "a\nb/c\u{7f}/\u{85}x/\u{fffe}/\u{fdd0}\u{1ffff}/tab\there"
+            ),
+            "gw/a_b/c_/_x/_/__/tab_here"
+        );
+        assert_eq!(topic("", "caf\u{e9}/\u{fffd}"), "caf\u{e9}/\u{fffd}");
     }
 
     #[test]
