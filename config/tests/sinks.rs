@@ -167,7 +167,7 @@ fn mqtt_errors() {
             diags(&format!(
                 "{RX}[mqtt]\nhost = \"b\"\ntopic_prefix = \"{prefix}\"\n"
             )),
-            5,
+            6,
             16,
             "mqtt.topic_prefix",
             &["control character or a Unicode noncharacter"],
