@@ -61,6 +61,13 @@ fn decoder_crash_240e5e2a() {
     replay(include_bytes!("regressions/decoder-crash-240e5e2a"));
 }
 
+/// The fuzz target's own input for the same overflow: a frame whose stream sequence jumps to
+/// near u64::MAX, then another loss on that stream.
+#[test]
+fn messages_lost_saturates_on_a_forged_stream_sequence() {
+    replay(include_bytes!("regressions/decoder-messages-lost-overflow"));
+}
+
 /// One unauthenticated data datagram of session 1: datagram sequence `seq` (its own group,
 /// no FEC), `data_seq`, and one whole live frame of message sequence `msg_seq` with an empty
 /// body (which fails to decode: counted, as any body a forger makes up).
