@@ -48,8 +48,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::XorShift;
@@ -57,6 +55,7 @@ use common::peers::{
     PersistentMosquitto, SessionSubscriber, pg_client, pg_rows, pg_table, same_value, source_time,
     unique,
 };
+use common::tmpfs::{Filler, Tmpfs};
 use common::toml_string;
 use protocol::model::Value;
 use tests::plc_sim::PlcSim;
@@ -263,116 +262,6 @@ impl Drop for Daemon {
     }
 }
 
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, mib: u64) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={mib}m,mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mounting a tmpfs on {}: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs(dir.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-/// Keeps a filesystem full: a file grown until the disk refuses, again every 200 ms (what the
-/// daemon frees is taken back at once), until stopped; then the file is removed.
-struct Filler {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    largest: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Filler {
-    fn start(path: PathBuf) -> Filler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let largest = Arc::new(AtomicU64::new(0));
-        let (stop2, largest2, p) = (stop.clone(), largest.clone(), path.clone());
-        let thread = std::thread::spawn(move || {
-            let mut refused = 0u64;
-            let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-            else {
-                return 0;
-            };
-            let big = vec![0xa5u8; 1 << 20];
-            let mut written = 0u64;
-            while !stop2.load(Ordering::SeqCst) {
-                for chunk in [1usize << 20, 64 << 10, 4 << 10, 512] {
-                    loop {
-                        match f.write(&big[..chunk]) {
-                            Ok(0) => break,
-                            Ok(n) => written += n as u64,
-                            Err(_) => {
-                                refused += 1;
-                                break;
-                            }
-                        }
-                    }
-                }
-                largest2.fetch_max(written, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            refused
-        });
-        Filler {
-            path,
-            stop,
-            largest,
-            thread: Some(thread),
-        }
-    }
-
-    /// Frees the space; returns (the file's largest size, writes the disk refused).
-    fn free(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        let refused = self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0);
-        let _ = std::fs::remove_file(&self.path);
-        (self.largest.load(Ordering::SeqCst), refused)
-    }
-}
-
-impl Drop for Filler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// Starts PostgreSQL again if the test stopped it and then failed.
 struct PgServer {
     ctl: String,
@@ -487,6 +376,8 @@ struct Tally {
     missing: Vec<Key>,
     /// Copies beyond the first.
     duplicates: usize,
+    /// The samples held more than once.
+    repeated: Vec<Key>,
     /// A (tag, time) the transmitter never recorded, or a value or quality other than its.
     wrong: Vec<String>,
 }
@@ -514,6 +405,11 @@ impl Tally {
         }
         t.held = copies.len();
         t.duplicates = copies.values().map(|n| n - 1).sum();
+        t.repeated = copies
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, _)| k.clone())
+            .collect();
         t.missing = truth
             .keys()
             .filter(|k| !copies.contains_key(*k))
@@ -521,6 +417,28 @@ impl Tally {
             .collect();
         t
     }
+}
+
+/// The history numbers of `keys` as ranges (`a..=b`), the first few.
+fn seq_ranges(truth: &BTreeMap<Key, Truth>, keys: &[Key]) -> String {
+    let mut seqs: Vec<u64> = keys.iter().map(|k| truth[k].seq).collect();
+    seqs.sort_unstable();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for s in seqs {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == s => *end = s,
+            _ => ranges.push((s, s)),
+        }
+    }
+    let mut text: Vec<String> = ranges
+        .iter()
+        .take(8)
+        .map(|(a, b)| format!("{a}..={b}"))
+        .collect();
+    if ranges.len() > 8 {
+        text.push(format!("and {} more ranges", ranges.len() - 8));
+    }
+    text.join(", ")
 }
 
 /// `gateway-rx query` over every tag and all time, as (tag, time, value, quality).
@@ -948,7 +866,7 @@ async fn chaos_receiving_chain_loses_duplicates_and_misfiles_nothing() {
         ("PostgreSQL", &pg_tally),
         ("MQTT (QoS 2)", &mqtt_tally),
     ] {
-        let outside: Vec<&Key> = t.missing.iter().filter(|k| !in_gap(k)).collect();
+        let outside: Vec<Key> = t.missing.iter().filter(|k| !in_gap(k)).cloned().collect();
         let _ = writeln!(
             table,
             "| {name} | {} | {} | {} | {} | {} |",
@@ -960,17 +878,17 @@ async fn chaos_receiving_chain_loses_duplicates_and_misfiles_nothing() {
         );
         if !outside.is_empty() {
             failures.push(format!(
-                "{name}: {} samples missing outside any unhealed gap, e.g. {:?}",
+                "{name}: {} samples missing outside any unhealed gap, history numbers {}",
                 outside.len(),
-                outside
-                    .iter()
-                    .take(5)
-                    .map(|k| (k, truth[*k].seq))
-                    .collect::<Vec<_>>()
+                seq_ranges(&truth, &outside)
             ));
         }
         if t.duplicates > 0 {
-            failures.push(format!("{name}: {} duplicates", t.duplicates));
+            failures.push(format!(
+                "{name}: {} duplicates, history numbers {}",
+                t.duplicates,
+                seq_ranges(&truth, &t.repeated)
+            ));
         }
         if !t.wrong.is_empty() {
             failures.push(format!(

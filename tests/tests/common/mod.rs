@@ -7,6 +7,8 @@
 pub mod daemons;
 #[allow(dead_code)]
 pub mod peers;
+#[allow(dead_code)]
+pub mod tmpfs;
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
