@@ -11,9 +11,9 @@ pub struct ReleaseDaemons {
 }
 
 /// The release daemons, from `$DIODE_BIN_DIR`, else the `release` directory of
-/// [`target_dir`]; an error naming what is missing, or the newest source file when they are
-/// older than the daemons' sources (testing them would report on code that is not there any
-/// more), unless `DIODE_ALLOW_STALE=1`.
+/// [`target_dir`]; an error naming what is missing, or the newest source file when one is
+/// older than its sources (its crate's, protocol's, config's, observe's: testing it would
+/// report on code that is not there any more), unless `DIODE_ALLOW_STALE=1`.
 pub fn release_daemons() -> Result<ReleaseDaemons, String> {
     let release = std::env::var_os("DIODE_BIN_DIR")
         .map(PathBuf::from)
@@ -28,28 +28,25 @@ pub fn release_daemons() -> Result<ReleaseDaemons, String> {
             ));
         }
     }
-    let built = [&tx, &rx]
-        .iter()
-        .filter_map(|b| std::fs::metadata(b).and_then(|m| m.modified()).ok())
-        .min();
-    let sources = [
-        "protocol/src",
-        "config/src",
-        "gateway-tx/src",
-        "gateway-rx/src",
-    ]
-    .iter()
-    .filter_map(|d| newest(&workspace().join(d)))
-    .max();
+    // Each binary against the sources it is built from (gateway-tx is not relinked when only
+    // gateway-rx changes).
     let allow_stale = std::env::var("DIODE_ALLOW_STALE").is_ok_and(|v| v == "1");
-    if let (Some(built), Some((sources, file))) = (built, sources)
-        && sources > built
-        && !allow_stale
-    {
-        return Err(format!(
-            "the release binaries are older than {}: run `cargo build --release -p gateway-tx -p gateway-rx` first",
-            file.display()
-        ));
+    for (bin, own) in [(&tx, "gateway-tx/src"), (&rx, "gateway-rx/src")] {
+        let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok();
+        let sources = [own, "protocol/src", "config/src", "observe/src"]
+            .iter()
+            .filter_map(|d| newest(&workspace().join(d)))
+            .max();
+        if let (Some(built), Some((sources, file))) = (built, sources)
+            && sources > built
+            && !allow_stale
+        {
+            return Err(format!(
+                "{} is older than {}: run `cargo build --release -p gateway-tx -p gateway-rx` first",
+                bin.display(),
+                file.display()
+            ));
+        }
     }
     Ok(ReleaseDaemons { tx, rx })
 }
