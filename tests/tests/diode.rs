@@ -61,6 +61,8 @@ use tests::plc_sim::DEMO_TAGS;
 
 #[path = "diode/attacks.rs"]
 mod attacks;
+#[allow(dead_code)] // the shared helpers serve several test files
+mod common;
 
 const NS_OT: &str = "gw-ot";
 const NS_IT: &str = "gw-it";
@@ -1629,7 +1631,7 @@ struct Bed {
 
 impl Bed {
     fn up(bins: Bins) -> anyhow::Result<Bed> {
-        let work = target_dir().join("systest").join("work");
+        let work = common::daemons::target_dir().join("systest").join("work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
         netns(&bins.netns, "up")?;
@@ -2247,13 +2249,7 @@ fn preflight(ci: bool) -> Result<Bins, String> {
     if !ci && std::env::var("DIODE_SKIP").is_ok_and(|v| v == "1") {
         return Err("DIODE_SKIP=1".to_string());
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("");
-    if euid != "0" {
+    if !common::daemons::is_root() {
         return Err("not root (network namespaces need root)".to_string());
     }
     let works = |prog: &str, args: &[&str]| {
@@ -2270,44 +2266,8 @@ fn preflight(ci: bool) -> Result<Bins, String> {
     if !works("nft", &["--version"]) {
         return Err("`nft` is not available (install nftables)".to_string());
     }
-    let release = std::env::var_os("DIODE_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("release"));
-    let tx = release.join("gateway-tx");
-    let rx = release.join("gateway-rx");
-    for b in [&tx, &rx] {
-        if !b.is_file() {
-            return Err(format!(
-                "{} is missing: run `cargo build --release -p gateway-tx -p gateway-rx` first",
-                b.display()
-            ));
-        }
-    }
-    // Testing binaries older than the sources would report on code that is not there any more.
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let built = [&tx, &rx]
-        .iter()
-        .filter_map(|b| std::fs::metadata(b).and_then(|m| m.modified()).ok())
-        .min();
-    let sources = [
-        "protocol/src",
-        "config/src",
-        "gateway-tx/src",
-        "gateway-rx/src",
-    ]
-    .iter()
-    .filter_map(|d| newest(&workspace.join(d)))
-    .max();
-    let allow_stale = std::env::var("DIODE_ALLOW_STALE").is_ok_and(|v| v == "1");
-    if let (Some(built), Some((sources, file))) = (built, sources)
-        && sources > built
-        && !allow_stale
-    {
-        return Err(format!(
-            "the release binaries are older than {}: run `cargo build --release -p gateway-tx -p gateway-rx` first",
-            file.display()
-        ));
-    }
+    let daemons = common::daemons::release_daemons()?;
+    let workspace = common::daemons::workspace();
     let netns = workspace.join("systest").join("netns.sh");
     if !netns.is_file() {
         return Err(format!("{} is missing", netns.display()));
@@ -2317,56 +2277,18 @@ fn preflight(ci: bool) -> Result<Bins, String> {
         return Err(format!("{} is missing", it_rules.display()));
     }
     Ok(Bins {
-        tx,
-        rx,
+        tx: daemons.tx,
+        rx: daemons.rx,
         agent: PathBuf::from(env!("CARGO_BIN_EXE_diode-agent")),
         netns,
         it_rules,
     })
 }
 
-/// The newest modification time of a file under `dir`, and that file.
-fn newest(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest(&path)
-        } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .map(|t| (t, path))
-        };
-        if let Some(c) = candidate
-            && best.as_ref().is_none_or(|b| c.0 > b.0)
-        {
-            best = Some(c);
-        }
-    }
-    best
-}
-
-/// The Cargo target directory: `$CARGO_TARGET_DIR`, else two levels above this test's
-/// executable (`<target>/<profile>/deps/diode-…`), else `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(t) = exe.parent().and_then(Path::parent).and_then(Path::parent)
-        && t.join("release").is_dir()
-    {
-        return t.to_path_buf();
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-}
-
 fn bins_report_path() -> PathBuf {
-    target_dir().join("systest").join("report.md")
+    common::daemons::target_dir()
+        .join("systest")
+        .join("report.md")
 }
 
 /// One run of the test bed at a time on a machine (the namespaces have fixed names).

@@ -395,6 +395,15 @@ impl LogTrack {
             }
             self.dirty = true;
         }
+        self.save(conn)
+    }
+
+    /// Saves the log's row if it changed. The writer calls it in every transaction, not only
+    /// at [`check`](Self::check): a gap recorded without `checked_until` moving past it in the
+    /// database was recorded again after a restart or a rollback reloaded the row, as a second
+    /// gap over the same numbers that took the first one's place in `open`, leaving the first
+    /// open for ever.
+    pub fn save(&mut self, conn: &Connection) -> db::Result<()> {
         if self.dirty {
             db::save_log(conn, self.log, &self.row)?;
             self.dirty = false;

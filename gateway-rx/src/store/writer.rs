@@ -268,6 +268,10 @@ impl Writer {
             }
             self.next_check = now + CHECK_EVERY;
         }
+        // What the batches changed of each log's row commits with the gaps they recorded.
+        for (track, _) in self.tracks.values_mut() {
+            track.save(&tx)?;
+        }
         // The sinks' spools take (and sync) the new samples before the store commits them, so
         // that nothing the store holds is missing from a spool, even after a power loss.
         if let Some(feed) = self.sinks.as_mut() {
@@ -722,5 +726,53 @@ mod tests {
             "the failed transaction's samples: {s:?}"
         );
         assert_eq!(s.commits, 3, "{s:?}");
+    }
+
+    /// A gap recorded by a transaction in which the periodic check did not run, then a restart
+    /// (or a rollback, which reloads the tracking from the database): the numbers are not
+    /// recorded again as a second gap, and the carousel's re-send heals the one gap there is
+    /// (a stale `checked_until` in the database opened a second gap over the same numbers and
+    /// left the first open for ever).
+    #[test]
+    fn a_gap_is_recorded_once_across_a_restart() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cfg = StoreConfig {
+            enabled: true,
+            path: dir.path().join("history.sqlite"),
+            max_age: Duration::from_secs(100 * 365 * 86_400),
+            max_bytes: 1 << 40,
+            gap_log: dir.path().join("history-gaps.jsonl"),
+        };
+        let state = Arc::new(State::new());
+        let cat = catalogue(&["site/a"]);
+        let hash = cat.hash();
+        state.apply_catalogue(cat);
+        let writer = || {
+            let (_tx, rx) = std::sync::mpsc::sync_channel(1);
+            Writer::new(cfg.clone(), state.clone(), rx, Arc::new(Shared::default()))
+        };
+        // The periodic check is due at the first step only.
+        let later = || Instant::now() + Duration::from_secs(3600);
+        let mut w = writer();
+        w.step(vec![batch(hash, 0, 0, 10)]);
+        w.next_check = later();
+        // Numbers 10..20 do not arrive: a gap.
+        w.step(vec![batch(hash, 0, 20, 5)]);
+        drop(w);
+        // Restarted: more live history, then the carousel's re-send of 10..20.
+        let mut w = writer();
+        w.next_check = later();
+        w.step(vec![batch(hash, 0, 25, 5)]);
+        w.step(vec![batch(hash, 0, 10, 10)]);
+        let conn = db::open_ro(&cfg.path).expect("store");
+        let gaps = db::list_gaps(&conn, false, 10).expect("gaps");
+        assert_eq!(
+            gaps.iter()
+                .map(|g| (g.start_seq, g.end_seq, g.state.as_str()))
+                .collect::<Vec<_>>(),
+            [(10, 20, "healed")],
+            "{gaps:#?}"
+        );
+        assert_eq!(stored(&cfg.path, "site/a"), expected(0, 30));
     }
 }

@@ -2,6 +2,14 @@
 //! gateway-rx → Modbus mirror) built from TOML text, a Modbus client for the mirror that never
 //! hangs, a wiretap that knows what the relay really did to each datagram, and bounded waits.
 
+// Not every test file that includes this module uses these.
+#[allow(dead_code)]
+pub mod daemons;
+#[allow(dead_code)]
+pub mod peers;
+#[allow(dead_code)]
+pub mod tmpfs;
+
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
