@@ -60,6 +60,8 @@ pub struct LinkSender {
     pacer: Pacer,
     send_errors: u64,
     shared_stats: SharedEncoderStats,
+    /// The scheduler's, shared: it counts what it encodes, the sender what leaves.
+    link_counters: Arc<LinkCounters>,
     /// The history outlet the scheduler's history feed takes from, waited on for new messages.
     history: Option<Arc<crate::history::HistoryOutlet>>,
     /// New tables after live reloads, when the daemon supports them.
@@ -92,6 +94,7 @@ impl LinkSender {
         );
         Ok(LinkSender {
             udp,
+            link_counters: scheduler.link_counters().clone(),
             scheduler,
             pacer: Pacer::new(link.rate_bps, 16 * usize::from(link.mtu), now),
             send_errors: 0,
@@ -113,7 +116,7 @@ impl LinkSender {
 
     /// A handle on the send counters that stays valid while [`LinkSender::run`] runs.
     pub fn counters(&self) -> Arc<LinkCounters> {
-        self.scheduler.link_counters().clone()
+        self.link_counters.clone()
     }
 
     /// Caps the datagrams per batch (1: one `sendmsg` per datagram, as without GSO), for
@@ -194,8 +197,7 @@ impl LinkSender {
     /// equal-length datagrams (see `crate::udp`): the pacer's credit for the first datagram is
     /// waited for, and the batch grows while the credit left covers more.
     async fn transmit(&mut self) -> anyhow::Result<()> {
-        self.scheduler
-            .link_counters()
+        self.link_counters
             .pending_datagrams
             .store(self.scheduler.pending_datagrams() as u64, Ordering::Relaxed);
         while let Some(first) = self.scheduler.peek_transmit() {
@@ -252,10 +254,10 @@ impl LinkSender {
                 .send()
                 .await
                 .context("sending on the link socket")?;
-            self.scheduler.sent(sent.datagrams);
-            let c = self.scheduler.link_counters();
+            let c = &self.link_counters;
             c.pending_datagrams
                 .store(self.scheduler.pending_datagrams() as u64, Ordering::Relaxed);
+            self.scheduler.sent(sent.datagrams);
             c.datagrams_sent
                 .fetch_add(sent.datagrams, Ordering::Relaxed);
             c.bytes_sent.fetch_add(sent.bytes, Ordering::Relaxed);

@@ -13,17 +13,17 @@ use crate::history::HistoryOutlet;
 
 /// How often a slice of the rolling snapshot goes out. Small enough that the snapshot is
 /// smooth, large enough that each slice fills datagrams.
-pub const SNAPSHOT_TICK: Duration = Duration::from_millis(100);
+pub(super) const SNAPSHOT_TICK: Duration = Duration::from_millis(100);
 
 /// Catalogue chunks sent per pass (each fills about one datagram).
-pub const CATALOGUE_CHUNKS_PER_PASS: usize = 16;
+pub(super) const CATALOGUE_CHUNKS_PER_PASS: usize = 16;
 
 /// History messages handed to the encoder per pass, at most.
-pub const HISTORY_PER_PASS: usize = 128;
+pub(super) const HISTORY_PER_PASS: usize = 128;
 
 /// The first gap between catalogue rounds, doubled after each round up to the configured
 /// interval.
-pub const FIRST_CATALOGUE_GAP: Duration = Duration::from_secs(1);
+pub(super) const FIRST_CATALOGUE_GAP: Duration = Duration::from_secs(1);
 
 /// What tells the receiver the link is alive, and what the transmitter counted.
 pub struct HeartbeatFeed {
@@ -80,7 +80,7 @@ impl Feed for HeartbeatFeed {
 }
 
 /// The rolling snapshot: every current value once per period, a slice every
-/// [`SNAPSHOT_TICK`], so the period is covered evenly.
+/// `SNAPSHOT_TICK`, so the period is covered evenly.
 pub struct SnapshotFeed {
     period: Duration,
     next: Instant,
@@ -156,7 +156,7 @@ impl Feed for LiveFeed {
     }
 }
 
-/// The catalogue: a round on start, then after gaps of [`FIRST_CATALOGUE_GAP`] doubling up to
+/// The catalogue: a round on start, then after gaps of `FIRST_CATALOGUE_GAP` doubling up to
 /// the configured interval, so a receiver that missed the first round (or started just after)
 /// is not left without a catalogue, and so without values, for a whole interval.
 pub struct CatalogueFeed {
