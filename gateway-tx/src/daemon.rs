@@ -26,9 +26,10 @@ use protocol::model::TagIndex;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::link::{HealthFn, LinkSender};
+use crate::link::LinkSender;
 use crate::modbus::{DeviceHealth, run_device};
 use crate::opcua::EndpointHealth;
+use crate::scheduler::HealthFn;
 use crate::status::{DeviceStatus, EndpointStatus, TxSite, TxStatus};
 use crate::tags::TagTable;
 

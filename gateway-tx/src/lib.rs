@@ -8,6 +8,7 @@ pub mod link;
 pub mod modbus;
 pub mod opcua;
 pub mod pacer;
+pub mod scheduler;
 pub mod status;
 pub mod tags;
 pub mod udp;

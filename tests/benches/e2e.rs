@@ -42,7 +42,8 @@ use anyhow::{Context, bail};
 use config::rx::RxConfig;
 use config::tx::TxConfig;
 use gateway_rx::Receiver;
-use gateway_tx::link::{LinkSender, SharedEncoderStats, batches};
+use gateway_tx::link::{LinkSender, SharedEncoderStats};
+use gateway_tx::scheduler::batches;
 use gateway_tx::tags::{TagTable, Update};
 use protocol::decoder::{Decoder, DecoderConfig, DecoderStats, Event};
 use protocol::encoder::{
