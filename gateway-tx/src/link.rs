@@ -155,7 +155,11 @@ impl LinkSender {
     pub async fn run(mut self) -> anyhow::Result<()> {
         loop {
             if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
-                self.scheduler.stop(Instant::now());
+                // One last pass first: changes queued since the previous one (a stop and a
+                // change can wake the loop together) go out with the rest.
+                let now = Instant::now();
+                self.scheduler.poll(now, crate::unix_now());
+                self.scheduler.stop(now);
                 self.transmit().await?;
                 info!(
                     datagrams = self.scheduler.tx_counters().datagrams_sent,
