@@ -3,12 +3,12 @@
 //! sink's spool once, or inside a gap recorded as lost. The chaos test (`chaos.rs`) meets both
 //! cases with the real daemons; these are the same failures on the library, in seconds.
 //!
-//! Both fail today, and are ignored until the store and the spools commit together: the store's
-//! writer appends and syncs a transaction's samples to the spools before it commits, and goes
-//! on whatever either outcome is. A spool whose sync fails (its disk full) loses the samples
-//! its buffer held while the store commits them (counted only in `spool_errors`, no gap); a
-//! store whose commit fails (its disk full) leaves them in the spools, and the carousel's
-//! re-send spools them again. Run them with `cargo test -p tests --test disk_full -- --ignored`.
+//! Both failed while the store's writer appended and synced a transaction's samples to the
+//! spools before it committed, whatever either outcome: a spool whose sync failed (its disk
+//! full) lost the samples its buffer held while the store committed them (counted only in
+//! `spool_errors`, no gap); a store whose commit failed (its disk full) left them in the
+//! spools, and the carousel's re-send spooled them again. The store's transaction is now the
+//! one commit point of both (see `gateway-rx/src/sinks/spool.rs`, "Durability").
 
 #[allow(dead_code)] // the shared helpers serve several test files
 mod common;
@@ -75,7 +75,7 @@ fn start(store: &Path, spool: &Path) -> (HistoryStore, Vec<SinkHandle>, u64) {
 
 /// The history numbers of the samples the spool holds, read back in order.
 fn spooled(spool: &Path) -> Vec<u64> {
-    let (_writer, shared) = SpoolWriter::open(spool, 1 << 30).expect("spool");
+    let (_writer, shared) = SpoolWriter::open(spool, 1 << 30, None).expect("spool");
     let mut reader = SpoolReader::open(spool, shared).expect("spool reader");
     let mut out = Vec::new();
     loop {
@@ -112,7 +112,6 @@ fn tmpfs(dir: &Path, mib: u64) -> Option<Tmpfs> {
 /// The spool's disk full, the store's not: every sample the store commits is in the spool, or
 /// counted in a lost gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the store and the spools commit together (see the module doc)"]
 async fn spool_disk_full_loses_nothing_the_store_holds() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(fs) = tmpfs(&dir.path().join("spoolfs"), 1) else {
@@ -151,7 +150,6 @@ async fn spool_disk_full_loses_nothing_the_store_holds() {
 /// The store's disk full, the spool's not: the transactions that fail leave nothing in the
 /// spool, so the carousel's re-send is spooled once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the store and the spools commit together (see the module doc)"]
 async fn store_disk_full_spools_each_sample_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(fs) = tmpfs(&dir.path().join("storefs"), 2) else {

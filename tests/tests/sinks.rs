@@ -658,9 +658,11 @@ fn history_with_late(
 }
 
 fn write_spool(dir: &Path, samples: &[gateway_rx::sinks::spool::SpoolSample]) {
-    let (mut w, _) = gateway_rx::sinks::spool::SpoolWriter::open(dir, 1 << 30).expect("spool");
+    let (mut w, _) =
+        gateway_rx::sinks::spool::SpoolWriter::open(dir, 1 << 30, None).expect("spool");
     assert_eq!(w.append(samples).expect("append"), samples.len());
-    w.sync().expect("sync");
+    w.prepare().expect("prepare");
+    w.publish();
 }
 
 /// The `[mqtt]` config of a sink publishing under `prefix` to `broker` at `qos`.
@@ -685,7 +687,7 @@ struct SinkRun {
 impl SinkRun {
     fn start(cfg: &config::rx::Mqtt, dir: &Path) -> SinkRun {
         use gateway_rx::sinks::spool::{SpoolReader, SpoolWriter};
-        let (_writer, shared) = SpoolWriter::open(dir, 1 << 30).expect("spool");
+        let (_writer, shared) = SpoolWriter::open(dir, 1 << 30, None).expect("spool");
         let reader = SpoolReader::open(dir, shared).expect("spool reader");
         let stats = Arc::new(gateway_rx::sinks::SinkStats::default());
         let task = tokio::spawn(gateway_rx::sinks::mqtt::run(
@@ -1095,9 +1097,10 @@ async fn postgres_throughput() {
     let mut rates = Vec::new();
     for round in ["new", "duplicate"] {
         let dir = tmp.path().join(format!("spool-{round}"));
-        let (mut w, shared) = SpoolWriter::open(&dir, 1 << 34).expect("spool");
+        let (mut w, shared) = SpoolWriter::open(&dir, 1 << 34, None).expect("spool");
         assert_eq!(w.append(&samples).expect("append"), n);
-        w.sync().expect("sync");
+        w.prepare().expect("prepare");
+        w.publish();
         let reader = gateway_rx::sinks::spool::SpoolReader::open(&dir, shared).expect("reader");
         let stats = Arc::new(gateway_rx::sinks::SinkStats::default());
         let started = Instant::now();
@@ -1173,9 +1176,10 @@ async fn mqtt_throughput() {
         })
         .collect();
     let dir = tmp.path().join("spool");
-    let (mut w, shared) = SpoolWriter::open(&dir, 1 << 34).expect("spool");
+    let (mut w, shared) = SpoolWriter::open(&dir, 1 << 34, None).expect("spool");
     assert_eq!(w.append(&samples).expect("append"), n);
-    w.sync().expect("sync");
+    w.prepare().expect("prepare");
+    w.publish();
     let reader = SpoolReader::open(&dir, shared).expect("reader");
     let stats = Arc::new(gateway_rx::sinks::SinkStats::default());
     let state = Arc::new(gateway_rx::state::State::new());

@@ -202,6 +202,24 @@ impl Episode {
         }
     }
 
+    /// Adds what `other` (a transaction's part) lost.
+    fn merge(&mut self, other: Episode) {
+        self.count += other.count;
+        self.from = self.from.min(other.from);
+        self.to = self.to.max(other.to);
+        for t in other.tags {
+            if self.tags.len() >= MAX_GAP_TAGS {
+                break;
+            }
+            self.tags.insert(t);
+        }
+        for (log, (a, b)) in other.logs {
+            let e = self.logs.entry(log).or_insert((a, b));
+            e.0 = e.0.min(a);
+            e.1 = e.1.max(b);
+        }
+    }
+
     fn add(&mut self, lost: &[FreshSample]) {
         for f in lost {
             self.count += 1;
@@ -230,10 +248,20 @@ struct FeedSpool {
     writer: SpoolWriter,
     stats: Arc<SinkStats>,
     episode: Option<Episode>,
+    /// What the transaction in progress could not spool (the spool is full), applied to the
+    /// episode when the store commits: `None` when it took everything.
+    staged: Option<Episode>,
     done: Vec<SinkGap>,
 }
 
 impl FeedSpool {
+    fn note_error(&self, e: &std::io::Error, what: &str) {
+        let before = self.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+        if before.is_power_of_two() || before == 0 {
+            warn!(sink = self.name, error = %e, "{what}; the store's transaction is rolled back and the carousel re-sends it");
+        }
+    }
+
     fn close_episode(&mut self) {
         let Some(e) = self.episode.take() else { return };
         let now = crate::unix_now();
@@ -283,32 +311,69 @@ impl SinkFeed {
         }
     }
 
-    /// Appends samples the store just took to every sink's spool; what does not fit is
-    /// counted and kept for the gap audit. Never blocks on a destination.
-    pub fn append(&mut self, fresh: &[FreshSample]) {
+    /// Appends samples the store is taking, in the transaction in progress, to every sink's
+    /// spool; what does not fit (a full spool) is kept for the gap audit once the store
+    /// commits. Never blocks on a destination. An I/O error fails the store's transaction
+    /// (the caller [`rollback`](Self::rollback)s, and the carousel re-sends the samples to both):
+    /// a sample must never be in the store without being in every spool, or the other way
+    /// round (see `spool.rs`, "Durability").
+    pub fn append(&mut self, fresh: &[FreshSample]) -> std::io::Result<()> {
         if fresh.is_empty() {
-            return;
+            return Ok(());
         }
         for s in &mut self.spools {
             let taken = match s.writer.append(fresh) {
                 Ok(n) => n,
                 Err(e) => {
-                    let before = s.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
-                    if before.is_power_of_two() || before == 0 {
-                        warn!(sink = s.name, error = %e, "cannot write the sink's spool");
-                    }
-                    // What the writer took before the error is in the spool; the rest is not.
-                    0
+                    s.note_error(&e, "cannot write the sink's spool");
+                    return Err(e);
                 }
             };
             if taken < fresh.len() {
-                let lost = &fresh[taken..];
-                s.stats
-                    .overflow_samples
-                    .fetch_add(lost.len() as u64, Ordering::Relaxed);
-                s.episode.get_or_insert_with(Episode::new).add(lost);
-            } else if s.episode.is_some() {
-                s.close_episode();
+                s.staged
+                    .get_or_insert_with(Episode::new)
+                    .add(&fresh[taken..]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes out and syncs what was appended, before the store commits.
+    pub fn prepare(&mut self) -> std::io::Result<()> {
+        for s in &mut self.spools {
+            if let Err(e) = s.writer.prepare() {
+                s.note_error(&e, "cannot sync the sink's spool");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where each spool's prepared records end, for the store to record in its transaction.
+    pub fn heads(&self) -> Vec<(&'static str, (u64, u64))> {
+        self.spools
+            .iter()
+            .map(|s| (s.name, s.writer.pending_head()))
+            .collect()
+    }
+
+    /// The store committed: the samples become readable to the sinks, and what a full spool
+    /// refused is counted.
+    pub fn publish(&mut self) {
+        for s in &mut self.spools {
+            s.writer.publish();
+            match s.staged.take() {
+                Some(lost) => {
+                    s.stats
+                        .overflow_samples
+                        .fetch_add(lost.count, Ordering::Relaxed);
+                    match s.episode.as_mut() {
+                        Some(e) => e.merge(lost),
+                        None => s.episode = Some(lost),
+                    }
+                }
+                None if s.episode.is_some() => s.close_episode(),
+                None => {}
             }
             if s.episode
                 .as_ref()
@@ -319,15 +384,11 @@ impl SinkFeed {
         }
     }
 
-    /// Makes what was appended durable and readable (before the store commits).
-    pub fn sync(&mut self) {
+    /// The store's transaction failed: what it appended to the spools is cut off again.
+    pub fn rollback(&mut self) {
         for s in &mut self.spools {
-            if let Err(e) = s.writer.sync() {
-                let before = s.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
-                if before.is_power_of_two() || before == 0 {
-                    warn!(sink = s.name, error = %e, "cannot sync the sink's spool");
-                }
-            }
+            s.writer.rollback();
+            s.staged = None;
         }
     }
 
@@ -415,8 +476,11 @@ pub fn start(
     let history_seen = Arc::new(AtomicBool::new(false));
     let mut spools = Vec::new();
     let mut handles = Vec::new();
+    // Where the store's last commit says each spool ends (see spool.rs, "Durability").
+    let heads = crate::store::db::spool_heads(&config.store.path);
     let mut open = |name: &'static str, cfg: &config::rx::Spool| {
-        let (writer, shared) = SpoolWriter::open(&cfg.dir, cfg.max_bytes)
+        let committed = heads.get(name).copied();
+        let (writer, shared) = SpoolWriter::open(&cfg.dir, cfg.max_bytes, committed)
             .with_context(|| format!("opening the {name} sink's spool in {}", cfg.dir.display()))?;
         let reader = SpoolReader::open(&cfg.dir, shared.clone())
             .with_context(|| format!("reading the {name} sink's spool in {}", cfg.dir.display()))?;
@@ -426,6 +490,7 @@ pub fn start(
             writer,
             stats: stats.clone(),
             episode: None,
+            staged: None,
             done: Vec::new(),
         });
         anyhow::Ok((reader, stats, shared))
@@ -523,7 +588,7 @@ mod tests {
     #[test]
     fn overflow_is_counted_and_becomes_a_lost_gap() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, _shared) = SpoolWriter::open(dir.path(), 1 << 20).unwrap();
+        let (writer, _shared) = SpoolWriter::open(dir.path(), 1 << 20, None).unwrap();
         let stats = Arc::new(SinkStats::default());
         let mut feed = SinkFeed {
             spools: vec![FeedSpool {
@@ -531,6 +596,7 @@ mod tests {
                 writer,
                 stats: stats.clone(),
                 episode: None,
+                staged: None,
                 done: Vec::new(),
             }],
             history_seen: Arc::new(AtomicBool::new(false)),
@@ -538,8 +604,9 @@ mod tests {
         let many: Vec<FreshSample> = (0..200_000)
             .map(|i| fresh(if i % 2 == 0 { "a/x" } else { "a/y" }, i, 1000 + i as u64))
             .collect();
-        feed.append(&many);
-        feed.sync();
+        feed.append(&many).unwrap();
+        feed.prepare().unwrap();
+        feed.publish();
         let lost = stats.overflow_samples.load(Ordering::Relaxed);
         assert!(lost > 0 && lost < 200_000, "{lost}");
         // Still overflowing: nothing recorded yet; flushed (or once the spool takes samples

@@ -575,9 +575,10 @@ mod tests {
             .collect();
         let n = samples.len() as u64;
         let (mut w, shared) =
-            SpoolWriter::open(&cfg.spool.dir, cfg.spool.max_bytes).expect("spool");
+            SpoolWriter::open(&cfg.spool.dir, cfg.spool.max_bytes, None).expect("spool");
         assert_eq!(w.append(&samples).expect("append"), samples.len());
-        w.sync().expect("sync");
+        w.prepare().expect("prepare");
+        w.publish();
         let mut reader = SpoolReader::open(&cfg.spool.dir, shared).expect("spool reader");
 
         let (mut client, connection) = pg_config(&cfg)

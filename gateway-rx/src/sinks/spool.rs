@@ -19,12 +19,23 @@
 //! older cursor, and every sink copes with that (PostgreSQL keeps (tag, time) once; the MQTT
 //! publisher goes on from the position its own journal holds, synced, see `mqtt.rs`).
 //!
-//! # Durability
+//! # Durability: the store's transaction is the one commit point
 //!
-//! The store's writer appends, then [`SpoolWriter::sync`]s (fdatasync) *before* it commits the
-//! store's transaction, so a sample the store holds is in every sink's spool even after a power
-//! loss. A record torn by a crash is cut off when the spool is next opened; every open starts a
-//! new segment, so records are only ever appended to a segment this process created.
+//! The store's writer appends a transaction's new samples, then [`SpoolWriter::prepare`]s
+//! (writes out and fdatasyncs) *before* it commits the store's transaction, and records in that
+//! transaction where each spool's prepared records end ([`SpoolWriter::pending_head`]). Only
+//! once the store has committed does it [`SpoolWriter::publish`] them: make them readable to
+//! the sink. Should anything fail on the way (a spool that cannot be written or synced, a full
+//! disk, the store's own commit), the writer [`SpoolWriter::rollback`]s: the records are cut
+//! off again, as if never written, and the carousel re-sends the samples to both. And when a
+//! crash falls between a spool's sync and the store's commit, [`SpoolWriter::open`] cuts each
+//! spool back to where the store's last commit says it ends. So a sample is in a sink's spool
+//! exactly when the store holds it: never missing (a sink would lose it, with no gap to show),
+//! never twice (an MQTT sink would publish it twice).
+//!
+//! A record torn by a crash is cut off when the spool is next opened; every open starts a new
+//! segment, so records are only ever appended to a segment this process created. A segment
+//! ends only between transactions, so a rollback only ever cuts the current one.
 //!
 //! # Bounds
 //!
@@ -137,6 +148,10 @@ pub struct SpoolShared {
     pub notify: tokio::sync::Notify,
     /// Corruption the reader found, for the writer's side to record as gaps: bytes skipped.
     pub corrupt: Mutex<Vec<u64>>,
+    /// Rollbacks so far. The reader reads ahead of the readable end into its buffer; bytes a
+    /// rollback cut off and the next transaction wrote anew would be stale there, so a reader
+    /// that sees this move opens its segment afresh.
+    rollbacks: AtomicU64,
 }
 
 impl SpoolShared {
@@ -195,6 +210,26 @@ fn read_record(r: &mut impl Read, offset: u64, limit: u64) -> Result<Option<Vec<
     Ok(Some(payload))
 }
 
+/// Removes what lies beyond `head` (segment, length): later segments, and the tail of the
+/// head's own segment.
+fn cut_back(dir: &Path, (segment, len): (u64, u64)) -> std::io::Result<()> {
+    for id in list_segments(dir)? {
+        let path = segment_path(dir, id);
+        if id > segment {
+            tracing::warn!(path = %path.display(), "spool: a segment the store never committed removed");
+            std::fs::remove_file(&path)?;
+        } else if id == segment {
+            let f = OpenOptions::new().write(true).open(&path)?;
+            if f.metadata()?.len() > len {
+                tracing::warn!(path = %path.display(), len, "spool: records the store never committed cut off");
+                f.set_len(len)?;
+                f.sync_all()?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The length of the valid prefix of a segment (records that read back whole).
 fn valid_prefix(path: &Path) -> std::io::Result<u64> {
     let file = File::open(path)?;
@@ -218,17 +253,33 @@ pub struct SpoolWriter {
     segment_bytes: u64,
     segment: u64,
     file: Option<BufWriter<File>>,
+    /// Bytes written to the current segment, published or not.
     len: u64,
+    /// Bytes of the current segment that are published (readable).
+    published: u64,
     names: HashMap<Arc<str>, u32>,
+    /// Names interned since the last publish (forgotten again on a rollback).
+    names_added: Vec<Arc<str>>,
+    /// The segment is full: a new one starts after the next publish.
+    roll_after_publish: bool,
     dirty: bool,
     buf: Vec<u8>,
 }
 
 impl SpoolWriter {
-    /// Opens (creating) the spool in `dir`: cuts a torn last record off and starts a new
-    /// segment. The reader for the same directory takes the returned [`SpoolShared`].
-    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<(SpoolWriter, Arc<SpoolShared>)> {
+    /// Opens (creating) the spool in `dir`: cuts it back to `committed` (where the store's last
+    /// commit says its records end: what a crash left after that was never the store's), cuts a
+    /// torn last record off, and starts a new segment. The reader for the same directory takes
+    /// the returned [`SpoolShared`].
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        committed: Option<(u64, u64)>,
+    ) -> std::io::Result<(SpoolWriter, Arc<SpoolShared>)> {
         std::fs::create_dir_all(dir)?;
+        if let Some(head) = committed {
+            cut_back(dir, head)?;
+        }
         let ids = list_segments(dir)?;
         if let Some(&last) = ids.last() {
             let path = segment_path(dir, last);
@@ -257,7 +308,10 @@ impl SpoolWriter {
             segment,
             file: None,
             len: 0,
+            published: 0,
             names: HashMap::new(),
+            names_added: Vec::new(),
+            roll_after_publish: false,
             dirty: false,
             buf: Vec::new(),
         };
@@ -277,21 +331,17 @@ impl SpoolWriter {
         }
         self.file = Some(BufWriter::with_capacity(256 << 10, f));
         self.len = 0;
+        self.published = 0;
         self.names.clear();
+        self.names_added.clear();
         *self.shared.head.lock().unwrap_or_else(|e| e.into_inner()) = (self.segment, 0);
         Ok(())
     }
 
-    /// Ends the current segment and starts the next.
-    fn roll(&mut self) -> std::io::Result<()> {
-        self.sync()?;
-        self.segment += 1;
-        self.create_segment()
-    }
-
     /// Appends samples in order; returns how many it took (all of them unless the spool is
-    /// full: then a prefix, and the caller accounts for the rest). An I/O error is returned
-    /// as such; what was taken before it is in the spool.
+    /// full: then a prefix, and the caller accounts for the rest). Nothing appended is readable
+    /// before [`publish`](Self::publish). An I/O error is returned as such: the caller then
+    /// [`rollback`](Self::rollback)s.
     pub fn append<S: AsRef<SpoolSample>>(&mut self, samples: &[S]) -> std::io::Result<usize> {
         let mut taken = 0usize;
         for chunk in samples.chunks(SAMPLES_PER_RECORD) {
@@ -301,21 +351,22 @@ impl SpoolWriter {
                 self.create_segment()?;
             }
             let mut rec_len = self.encode(chunk)?;
+            // A segment ends between transactions only (see the module doc): with records of
+            // this one in it already, it grows past its size and ends after the publish.
             if self.len > 0 && self.len + rec_len > self.segment_bytes {
-                self.roll()?;
-                rec_len = self.encode(chunk)?;
+                if self.len == self.published {
+                    self.segment += 1;
+                    self.create_segment()?;
+                    rec_len = self.encode(chunk)?;
+                } else {
+                    self.roll_after_publish = true;
+                }
             }
             if self.shared.bytes() + rec_len > self.max_bytes {
                 break;
             }
             let Some(f) = self.file.as_mut() else { break };
-            let written = f.write_all(&self.buf);
-            if let Err(e) = written {
-                // What reached the file may be a torn record: never append after it.
-                self.file = None;
-                self.dirty = false;
-                return Err(e);
-            }
+            f.write_all(&self.buf)?;
             self.len += rec_len;
             self.dirty = true;
             self.shared
@@ -324,7 +375,11 @@ impl SpoolWriter {
                 .fetch_add(rec_len, Ordering::Relaxed);
             for s in chunk {
                 let next = self.names.len() as u32;
-                self.names.entry(s.as_ref().tag.clone()).or_insert(next);
+                let tag = &s.as_ref().tag;
+                if !self.names.contains_key(tag) {
+                    self.names.insert(tag.clone(), next);
+                    self.names_added.push(tag.clone());
+                }
             }
             taken += chunk.len();
         }
@@ -379,24 +434,78 @@ impl SpoolWriter {
         Ok(len + RECORD_HEADER)
     }
 
-    /// Writes out and syncs what was appended, then makes it readable and wakes the reader.
-    pub fn sync(&mut self) -> std::io::Result<()> {
+    /// Writes out and syncs what was appended, without making it readable: the first half of
+    /// the store's commit (see the module doc).
+    pub fn prepare(&mut self) -> std::io::Result<()> {
         if !self.dirty {
             return Ok(());
         }
         let Some(f) = self.file.as_mut() else {
             return Ok(());
         };
-        let r = f.flush().and_then(|()| f.get_ref().sync_data());
-        if let Err(e) = r {
-            self.file = None;
-            self.dirty = false;
-            return Err(e);
-        }
+        f.flush()?;
+        f.get_ref().sync_data()?;
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Where the records prepared so far end: (segment, length), for the store to record in
+    /// the transaction that commits them.
+    pub fn pending_head(&self) -> (u64, u64) {
+        (self.segment, self.len)
+    }
+
+    /// The store committed: what was prepared becomes readable and the reader is woken.
+    pub fn publish(&mut self) {
+        self.published = self.len;
+        self.names_added.clear();
         *self.shared.head.lock().unwrap_or_else(|e| e.into_inner()) = (self.segment, self.len);
         self.shared.notify.notify_one();
-        Ok(())
+        if std::mem::take(&mut self.roll_after_publish) {
+            self.segment += 1;
+            if let Err(e) = self.create_segment() {
+                // The next append tries again.
+                self.file = None;
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot start a new spool segment");
+            }
+        }
+    }
+
+    /// The store's transaction failed (or a spool could not take its part): what was appended
+    /// since the last publish is cut off again, as if never written.
+    pub fn rollback(&mut self) {
+        let unpublished = self.len - self.published;
+        let cut = match self.file.take() {
+            Some(w) => {
+                // Whatever the buffer still holds is not to be written.
+                let (f, _) = w.into_parts();
+                f.set_len(self.published).map(|()| f)
+            }
+            None => OpenOptions::new()
+                .append(true)
+                .open(segment_path(&self.dir, self.segment))
+                .and_then(|f| f.set_len(self.published).map(|()| f)),
+        };
+        match cut {
+            Ok(f) => self.file = Some(BufWriter::with_capacity(256 << 10, f)),
+            Err(e) => {
+                // Past the published end the segment may hold a torn record: the next append
+                // starts a new one, and the reader finds the torn tail as corruption (counted,
+                // recorded as a gap).
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot cut unpublished records off the spool");
+            }
+        }
+        self.shared
+            .stats
+            .bytes
+            .fetch_sub(unpublished, Ordering::Relaxed);
+        self.len = self.published;
+        for name in self.names_added.drain(..) {
+            self.names.remove(&name);
+        }
+        self.roll_after_publish = false;
+        self.dirty = false;
+        self.shared.rollbacks.fetch_add(1, Ordering::Release);
     }
 
     pub fn shared(&self) -> &Arc<SpoolShared> {
@@ -406,6 +515,8 @@ impl SpoolWriter {
 
 struct OpenSegment {
     id: u64,
+    /// [`SpoolShared::rollbacks`] when it was opened.
+    generation: u64,
     reader: BufReader<File>,
     /// Offset of the next record.
     offset: u64,
@@ -634,10 +745,10 @@ impl SpoolReader {
     /// The open segment positioned at `pos`, opening it (and learning its names up to
     /// `pos.offset`) if needed; `None` when the file does not exist.
     fn open_segment(&mut self, pos: Pos) -> std::io::Result<Option<&mut OpenSegment>> {
-        let reusable = self
-            .seg
-            .as_ref()
-            .is_some_and(|s| s.id == pos.segment && s.offset == pos.offset);
+        let generation = self.shared.rollbacks.load(Ordering::Acquire);
+        let reusable = self.seg.as_ref().is_some_and(|s| {
+            s.id == pos.segment && s.offset == pos.offset && s.generation == generation
+        });
         if !reusable {
             self.seg = None;
             let path = segment_path(&self.dir, pos.segment);
@@ -667,6 +778,7 @@ impl SpoolReader {
             }
             self.seg = Some(OpenSegment {
                 id: pos.segment,
+                generation,
                 reader,
                 offset: pos.offset,
                 names,
@@ -752,9 +864,10 @@ mod tests {
         let want: Vec<SpoolSample> = (0..20_000)
             .map(|i| sample(&format!("site/tag{}", i % 37), i))
             .collect();
-        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
         assert_eq!(w.append(&want[..7000]).unwrap(), 7000);
-        w.sync().unwrap();
+        w.prepare().unwrap();
+        w.publish();
         let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
         let mut got: Vec<SpoolSample> = r.read(3000).into_iter().map(|s| s.sample).collect();
         let p = r.position();
@@ -762,9 +875,10 @@ mod tests {
         drop(r);
         // Restart both sides: a new segment; the reader resumes at its cursor.
         drop(w);
-        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
         assert_eq!(w.append(&want[7000..]).unwrap(), 13_000);
-        w.sync().unwrap();
+        w.prepare().unwrap();
+        w.publish();
         let mut r = SpoolReader::open(dir.path(), shared).unwrap();
         got.extend(drain(&mut r));
         assert_eq!(got, want);
@@ -775,9 +889,10 @@ mod tests {
     fn resumes_mid_record_and_rewinds() {
         let dir = tempfile::tempdir().unwrap();
         let want: Vec<SpoolSample> = (0..5000).map(|i| sample("a/b", i)).collect();
-        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
         w.append(&want).unwrap();
-        w.sync().unwrap();
+        w.prepare().unwrap();
+        w.publish();
         let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
         let first = r.read(1);
         assert_eq!(first.len(), SAMPLES_PER_RECORD);
@@ -796,10 +911,11 @@ mod tests {
     fn bounded_by_bytes_and_space_comes_back() {
         let dir = tempfile::tempdir().unwrap();
         let max = 256 << 10;
-        let (mut w, shared) = SpoolWriter::open(dir.path(), max).unwrap();
+        let (mut w, shared) = SpoolWriter::open(dir.path(), max, None).unwrap();
         let many: Vec<SpoolSample> = (0..100_000).map(|i| sample("x", i)).collect();
         let took = w.append(&many).unwrap();
-        w.sync().unwrap();
+        w.prepare().unwrap();
+        w.publish();
         assert!(took > 0 && took < many.len(), "took {took}");
         assert!(shared.bytes() <= max);
         assert_eq!(
@@ -821,16 +937,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let want: Vec<SpoolSample> = (0..3000).map(|i| sample("t", i)).collect();
         {
-            let (mut w, _) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+            let (mut w, _) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
             w.append(&want).unwrap();
-            w.sync().unwrap();
+            w.prepare().unwrap();
+            w.publish();
         }
         let seg = segment_path(dir.path(), 1);
         let len = std::fs::metadata(&seg).unwrap().len();
         // A torn last record.
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(len - 5).unwrap();
-        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
         let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
         let got = drain(&mut r);
         assert_eq!(got, want[..SAMPLES_PER_RECORD]);
@@ -839,10 +956,60 @@ mod tests {
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[20] ^= 0xff;
         std::fs::write(&seg, bytes).unwrap();
-        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20).unwrap();
+        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
         let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
         assert!(drain(&mut r).is_empty());
         assert_eq!(shared.stats.corrupt_records.load(Ordering::Relaxed), 1);
         assert_eq!(shared.corrupt.lock().unwrap().len(), 1);
+    }
+
+    /// What a transaction the store rolled back appended is never read, and the names it
+    /// interned are defined again by the next record that uses them.
+    #[test]
+    fn rolled_back_records_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, shared) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
+        w.append(&[sample("a", 1)]).unwrap();
+        w.prepare().unwrap();
+        w.publish();
+        let bytes = shared.bytes();
+        w.append(&[sample("b", 2), sample("a", 3)]).unwrap();
+        w.prepare().unwrap();
+        assert_eq!(
+            drain(&mut r),
+            vec![sample("a", 1)],
+            "prepared is not readable"
+        );
+        w.rollback();
+        assert_eq!(shared.bytes(), bytes);
+        w.append(&[sample("b", 4)]).unwrap();
+        w.prepare().unwrap();
+        w.publish();
+        assert_eq!(drain(&mut r), vec![sample("b", 4)]);
+        // And after a restart, from the files alone.
+        drop((w, r));
+        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared).unwrap();
+        assert_eq!(drain(&mut r), vec![sample("a", 1), sample("b", 4)]);
+    }
+
+    /// A crash between a spool's sync and the store's commit leaves records the store never
+    /// took: opening cuts the spool back to where the store's last commit says it ends.
+    #[test]
+    fn open_cuts_back_to_the_stores_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
+        w.append(&[sample("a", 1)]).unwrap();
+        w.prepare().unwrap();
+        let committed = w.pending_head();
+        w.publish();
+        w.append(&[sample("a", 2)]).unwrap();
+        w.prepare().unwrap();
+        // The process dies here: the store never committed the second record.
+        drop(w);
+        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20, Some(committed)).unwrap();
+        let mut r = SpoolReader::open(dir.path(), shared).unwrap();
+        assert_eq!(drain(&mut r), vec![sample("a", 1)]);
     }
 }

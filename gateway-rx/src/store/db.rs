@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS gaps(
     closed_at INTEGER,
     tags TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS gaps_state ON gaps(state, id);
+CREATE TABLE IF NOT EXISTS spool_heads(
+    sink TEXT PRIMARY KEY,
+    segment INTEGER NOT NULL,
+    len INTEGER NOT NULL);
 ";
 
 /// Opens (creating if needed) the store for writing.
@@ -84,6 +88,46 @@ pub fn open_rw(path: &Path) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
+}
+
+/// Records, in the transaction that commits the samples, where `sink`'s spool ends with them.
+pub fn save_spool_head(conn: &Connection, sink: &str, (segment, len): (u64, u64)) -> Result<()> {
+    conn.execute(
+        "INSERT INTO spool_heads(sink, segment, len) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(sink) DO UPDATE SET segment = excluded.segment, len = excluded.len",
+        rusqlite::params![sink, segment as i64, len as i64],
+    )?;
+    Ok(())
+}
+
+/// Where each sink's spool ended at the store's last commit, from the store at `path`; empty
+/// when there is no store yet (or one from before this was recorded).
+pub fn spool_heads(path: &Path) -> std::collections::HashMap<String, (u64, u64)> {
+    let mut out = std::collections::HashMap::new();
+    if !path.exists() {
+        return out;
+    }
+    let read = || -> Result<Vec<(String, i64, i64)>> {
+        let conn = open_ro(path)?;
+        let mut stmt = conn.prepare("SELECT sink, segment, len FROM spool_heads")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rows)
+    };
+    match read() {
+        Ok(rows) => {
+            for (sink, segment, len) in rows {
+                if let (Ok(segment), Ok(len)) = (u64::try_from(segment), u64::try_from(len)) {
+                    out.insert(sink, (segment, len));
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "no spool heads in the store");
+        }
+    }
+    out
 }
 
 /// Opens an existing store for reading (the command-line tools), beside a running daemon.

@@ -272,17 +272,26 @@ impl Writer {
         for (track, _) in self.tracks.values_mut() {
             track.save(&tx)?;
         }
-        // The sinks' spools take (and sync) the new samples before the store commits them, so
-        // that nothing the store holds is missing from a spool, even after a power loss.
+        // The sinks' spools take (and sync) the new samples in this transaction, and it
+        // records where they end; they become readable once it commits, and are cut off again
+        // if it does not (see sinks/spool.rs, "Durability"). A spool that cannot take them
+        // fails the transaction: the carousel re-sends them to the store and the spools alike.
         if let Some(feed) = self.sinks.as_mut() {
             if history_arrived {
                 feed.note_history();
             }
-            feed.append(&self.fresh);
-            feed.sync();
+            feed.append(&self.fresh)
+                .and_then(|()| feed.prepare())
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            for (sink, head) in feed.heads() {
+                db::save_spool_head(&tx, sink, head)?;
+            }
             self.fresh.clear();
         }
         tx.commit()?;
+        if let Some(feed) = self.sinks.as_mut() {
+            feed.publish();
+        }
         let done = std::mem::take(&mut self.tx);
         let st = &self.shared.stats;
         st.samples_inserted
@@ -310,6 +319,10 @@ impl Writer {
         self.audit.discard();
         self.tracks.clear();
         self.fresh.clear();
+        // What the transaction put in the spools goes with it.
+        if let Some(feed) = self.sinks.as_mut() {
+            feed.rollback();
+        }
         for map in self.catalogues.values_mut() {
             map.ids.fill(None);
             map.saved = false;
