@@ -10,9 +10,10 @@
 //! re-sent, and records the numbers that did not arrive as gaps that the carousel then heals;
 //! healed samples are new to the store, so they reach the sinks too. A history batch the store
 //! could not take (its queue was full, its database could not be written) stays missing for the
-//! sinks as well, and the carousel re-sends it to both. Only a transaction that fails at its
-//! very commit (the spools have already taken its samples) reaches the sinks before the store;
-//! the carousel's re-send then reaches them a second time (delivery is at least once, below).
+//! sinks as well, and the carousel re-sends it to both. The spools take a transaction's samples
+//! in that transaction and make them readable only once it commits (`spool.rs`,
+//! "Durability"): a sample is in a sink's spool exactly when the store holds it, whatever fails
+//! (a full disk under the store or a spool, a crash between the two).
 //!
 //! # Queues and their policies
 //!
