@@ -53,6 +53,9 @@ pub struct AuditLog {
     failed: bool,
     /// Lines recorded and not yet written.
     recorded: Vec<String>,
+    /// When a gap was last logged, and how many were not logged since.
+    last_warn: Option<std::time::Instant>,
+    unlogged: u64,
 }
 
 impl AuditLog {
@@ -62,7 +65,24 @@ impl AuditLog {
             file: None,
             failed: false,
             recorded: Vec::new(),
+            last_warn: None,
+            unlogged: 0,
         }
+    }
+
+    /// Whether a gap may be logged now (at most one line every 10 s); `Some(n)`: `n` were not
+    /// logged since the last one.
+    pub fn warn_due(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last_warn
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(10))
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_warn = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
     }
 
     pub fn path(&self) -> &Path {
@@ -334,14 +354,19 @@ impl LogTrack {
             row.id = db::insert_gap(conn, &row)?;
             audit.record("opened", &row, end - start);
             counts.opened += 1;
-            warn!(
-                gap = row.id,
-                log = format_args!("{:016x}", self.log),
-                first_seq = start,
-                count = end - start,
-                reason,
-                "history gap: samples missing; the carousel or a backfill can heal it"
-            );
+            // Rate-limited: a store that cannot commit (a full disk) records the same gap again
+            // in every attempt; the audit log and the table keep every one that commits.
+            if let Some(suppressed) = audit.warn_due() {
+                warn!(
+                    gap = row.id,
+                    log = format_args!("{:016x}", self.log),
+                    first_seq = start,
+                    count = end - start,
+                    reason,
+                    suppressed,
+                    "history gap: samples missing; the carousel or a backfill can heal it"
+                );
+            }
             self.open.insert(
                 start,
                 OpenGap {
