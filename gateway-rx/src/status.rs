@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use config::rx::RxLink;
+use observe::metrics::Counters;
 use observe::prom::Exposition;
 use observe::trend::{self, Ring};
 use observe::{Health, Query, Site};
@@ -556,88 +557,9 @@ impl RxStatus {
     }
 
     fn sink_metrics(&self, e: &mut Exposition) {
-        if self.sinks.is_empty() {
-            return;
-        }
         let all: Vec<(&str, crate::sinks::SinkStatsSnapshot)> =
             self.sinks.iter().map(|m| (m.name, m.stats())).collect();
-        let fam = |f: fn(&crate::sinks::SinkStatsSnapshot) -> u64| {
-            all.iter().map(move |(n, s)| (*n, f(s))).collect::<Vec<_>>()
-        };
-        e.labelled(
-            "gateway_rx_sink_connected",
-            "gauge",
-            "1 while the sink is connected to its destination (MQTT broker, PostgreSQL).",
-            "sink",
-            fam(|s| u64::from(s.connected)),
-        );
-        e.labelled(
-            "gateway_rx_sink_spooled_samples_total",
-            "counter",
-            "History samples appended to the sink's spool.",
-            "sink",
-            fam(|s| s.appended),
-        );
-        e.labelled(
-            "gateway_rx_sink_delivered_samples_total",
-            "counter",
-            "History samples the destination acknowledged.",
-            "sink",
-            fam(|s| s.delivered),
-        );
-        e.labelled(
-            "gateway_rx_sink_spool_bytes",
-            "gauge",
-            "Bytes the sink's spool uses on disk (bounded by spool_max_bytes).",
-            "sink",
-            fam(|s| s.spool_bytes),
-        );
-        e.labelled(
-            "gateway_rx_sink_overflow_samples_total",
-            "counter",
-            "History samples dropped for the sink because its spool was full (recorded as \
-             lost gaps; the store keeps them).",
-            "sink",
-            fam(|s| s.overflow_samples),
-        );
-        e.labelled(
-            "gateway_rx_sink_gaps_total",
-            "counter",
-            "Gaps recorded for the sink (spool overflow or corruption).",
-            "sink",
-            fam(|s| s.gaps_recorded),
-        );
-        e.labelled(
-            "gateway_rx_sink_failures_total",
-            "counter",
-            "Connections to the destination refused or lost, and batches that failed.",
-            "sink",
-            fam(|s| s.failures),
-        );
-        e.labelled(
-            "gateway_rx_sink_late_samples_total",
-            "counter",
-            "MQTT: history samples older than what their topic had (a healed gap), published \
-             flagged late and not retained (part of delivered).",
-            "sink",
-            fam(|s| s.late_published),
-        );
-        e.labelled(
-            "gateway_rx_sink_duplicates_skipped_total",
-            "counter",
-            "MQTT: samples not published because the same tag and source time was published \
-             already.",
-            "sink",
-            fam(|s| s.skipped_duplicate),
-        );
-        e.labelled(
-            "gateway_rx_sink_resent_total",
-            "counter",
-            "MQTT: packets of an unacknowledged window sent again after a lost connection or a \
-             restart (same packet ids).",
-            "sink",
-            fam(|s| s.resent),
-        );
+        observe::metrics::metrics_by(e, crate::sinks::SinkStatsSnapshot::COUNTERS, "sink", &all);
     }
 
     pub fn status(&self, query: &Query) -> Json {
