@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use config::tx::{ModbusDevice, TxLink};
+use observe::metrics::Counters;
 use observe::prom::Exposition;
 use observe::trend::{self, Ring};
 use observe::{Health, Query, Site};
@@ -347,7 +348,7 @@ impl TxStatus {
             enc.fec_errors,
         );
         if let Some(h) = self.history_stream() {
-            crate::history::report::metrics(&h, e);
+            h.metrics(e);
         }
         e.gauge(
             "gateway_tx_link_rate_limit_bits_per_second",
@@ -654,7 +655,7 @@ impl TxStatus {
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad,
                              "no_value": q.no_value },
             "history": self.history_json(),
-            "history_stream": history_stream.as_ref().map(crate::history::report::json),
+            "history_stream": history_stream.as_ref().map(|h| h.json()),
             "tags": tags,
             "view": {
                 "title": "gateway-tx",
@@ -706,7 +707,7 @@ impl TxStatus {
             tables.push(
                 json!({ "title": "History stream (buffer, carousel, backfills)",
                                 "columns": ["counter", "value"],
-                                "rows": crate::history::report::rows(h) }),
+                                "rows": h.rows() }),
             );
         }
         page
