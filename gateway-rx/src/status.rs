@@ -504,8 +504,10 @@ impl RxStatus {
                     "rows": source_rows, "empty": "no heartbeat yet" }),
         ];
         if let Some(m) = &self.modbus {
-            tables.push(json!({ "title": "Modbus mirror (read-only)", "columns": ["counter", "value"],
-                                "rows": m.snapshot().rows() }));
+            tables.push(
+                json!({ "title": "Modbus mirror (read-only)", "columns": ["counter", "value"],
+                                "rows": m.snapshot().rows() }),
+            );
         }
 
         if let Some(o) = &self.opcua {

@@ -44,7 +44,13 @@ observe::counters! {
 pub fn stream_rows(s: &EncoderStats) -> Vec<Json> {
     Stream::ALL
         .iter()
-        .map(|st| json!([st.name(), s.messages[*st as usize], s.message_bytes[*st as usize]]))
+        .map(|st| {
+            json!([
+                st.name(),
+                s.messages[*st as usize],
+                s.message_bytes[*st as usize]
+            ])
+        })
         .collect()
 }
 
