@@ -213,7 +213,7 @@ crate::counters! {
 
     connections_accepted => CONNECTIONS["accepted"];
     connections_refused => CONNECTIONS["refused"];
-    /// Answers by status code, as [`CODES`].
+    /// Answers by status code: 200, 404, 405, 503.
     answers: [AtomicU64; 4] => RESPONSES[each &CODE_LABELS];
 }
 

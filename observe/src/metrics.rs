@@ -4,7 +4,7 @@
 //! - the struct of atomics it counts in, and its plain copy with the same field names;
 //! - `snapshot()`, which copies the one into the other;
 //! - a table of [`Counter`]s, from which [`metrics`] writes the Prometheus families (name,
-//!   type, labels, and the HELP text: the first paragraph of the doc comment), [`json`] the
+//!   type, labels, and the HELP text: the first paragraph of the doc comment), [`json()`] the
 //!   status JSON object, and [`rows`] the rows of the status page's counter table.
 //!
 //! Before, a counter was written six times (atomic field, snapshot field, the copy, the
@@ -344,33 +344,59 @@ macro_rules! family {
 
 /// Declares a subsystem's counters once (see the [module](crate::metrics) documentation).
 ///
-/// ```ignore
+/// ```
+/// use std::sync::atomic::{AtomicBool, AtomicU64};
+/// use observe::metrics::Counters;
+///
+/// observe::family! {
+///     /// Requests to the mirror, by answer: served, or the exception.
+///     pub const REQUESTS = counter "x_requests_total" by "outcome";
+/// }
+/// observe::family! {
+///     /// Answers by status code.
+///     pub const RESPONSES = counter "x_responses_total" by "code";
+/// }
+///
 /// observe::counters! {
-///     /// Counters of the Modbus mirror since it started.
+///     /// Counters of the mirror since it started.
 ///     #[derive(Debug, Default)]
-///     pub struct ServerCounters;
-///     /// A copy of [`ServerCounters`].
+///     pub struct MirrorCounters;
+///     /// A copy of [`MirrorCounters`].
 ///     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-///     pub struct ServerCountersSnapshot;
+///     pub struct MirrorCountersSnapshot;
 ///
 ///     /// Read requests answered.
 ///     reads_served => REQUESTS["served"], row "reads served";
-///     /// Write requests refused by the mirror (also counted as illegal_function).
-///     writes_refused => counter("gateway_rx_modbus_writes_refused_total"), json, row "writes refused" bad;
+///     /// Write requests refused (also counted as illegal_function).
+///     writes_refused => counter("x_writes_refused_total"), json, row "writes refused" bad;
+///     illegal_function => REQUESTS["illegal_function"];
 ///     /// Shown nowhere, kept for tests and logs.
 ///     accept_errors;
-///     connected: AtomicBool => gauge("gateway_rx_sink_connected");
-///     answers: [AtomicU64; 4] => RESPONSES[each &["200", "404", "405", "503"]];
-///     /// Computed from the others: not a field.
+///     /// 1 while connected.
+///     connected: AtomicBool => gauge("x_connected");
+///     answers: [AtomicU64; 2] => RESPONSES[each &["200", "404"]];
+///     /// The log's head.
+///     head, json;
+///     /// Sent once each.
+///     sent, json "sent_total", row "sent" = |s| format!("{} of {}", s.sent, s.head);
+///     /// Not sent yet: computed from the others, not a field.
 ///     let backlog = |s| s.head.saturating_sub(s.sent) => gauge("x_backlog"), row "waiting";
-///     sent => json "sent_total", row "sent" = |s| format!("{} of {}", s.sent, s.head);
 /// }
+///
+/// let c = MirrorCounters::default();
+/// c.writes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// let s = c.snapshot();
+/// assert_eq!(s.writes_refused, 1);
+/// let mut e = observe::prom::Exposition::new();
+/// s.metrics(&mut e);
+/// assert!(e.finish().contains("# HELP x_writes_refused_total Write requests refused"));
+/// assert_eq!(s.json()["sent_total"], 0);
 /// ```
 ///
 /// Each entry: its doc comment; the field (an `AtomicU64` unless a type is given) or a
 /// computed `let`; then, each optional and in this order: `=> counter("name")`,
-/// `gauge("name")`, `FAMILY["label value"]` or `FAMILY[each LABELS]` (an array field, one
-/// sample per label); `, json` or `, json "key"`; `, row "label"` with `warn` or `bad` (the
+/// `=> gauge("name")`, `=> FAMILY["label value"]` or `=> FAMILY[each LABELS]` (an array field,
+/// one sample per label); `, json` or `, json "key"`; `, row "label"` with `warn` or `bad` (the
 /// tone of a nonzero value) or `= |s| text`. A single counter's HELP is its doc comment's first
 /// paragraph; a shared family's is the family's.
 ///

@@ -2,10 +2,10 @@
 //! `Stream as usize` (see [`crate::message::Stream::ALL`]).
 //!
 //! Each struct also lists its counters in `FIELDS` (name, doc comment, value), made from the
-//! one declaration by [`stats!`]: the daemons show every counter from it (their metric names
-//! and status rows are theirs; what a counter counts is said once, here), and a test of
-//! theirs fails when a counter added here is shown nowhere. The first paragraph of a doc
-//! comment is the Prometheus HELP text, so it is one plain sentence.
+//! one declaration by `stats!`: the daemons show the counters from it (their metric names and
+//! status rows are theirs; what a counter counts is said once, here, and their HELP texts come
+//! from here), and a test of theirs fails when a counter added here has no entry in their
+//! table. The first paragraph of a doc comment is that HELP text, so it is one plain sentence.
 
 use crate::message::Stream;
 
