@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod link;
 pub mod link_state;
+pub mod link_stats;
 pub mod modbus_server;
 pub mod opcua;
 pub mod sinks;

@@ -47,7 +47,7 @@ use std::future::{Future, Ready, ready};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -80,21 +80,44 @@ pub const MAX_READ_BITS: u16 = 2000;
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const ACCEPT_RETRY: Duration = Duration::from_millis(200);
 
-/// Counters of the Modbus mirror since it started.
-#[derive(Debug, Default)]
-pub struct ServerCounters {
-    pub connections_accepted: AtomicU64,
-    pub connections_refused: AtomicU64,
+observe::family! {
+    /// Requests to the read-only Modbus mirror, by answer: served, or the exception.
+    pub const REQUESTS = counter "gateway_rx_modbus_requests_total" by "outcome";
+}
+
+observe::family! {
+    /// Connections to the Modbus mirror, by outcome (refused: over the limit; failed: closed on
+    /// a bad frame, an IO error or the idle timeout).
+    pub const CONNECTIONS = counter "gateway_rx_modbus_connections_total" by "outcome";
+}
+
+observe::counters! {
+    /// Counters of the Modbus mirror since it started.
+    #[derive(Debug, Default)]
+    pub struct ServerCounters;
+    /// A copy of [`ServerCounters`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ServerCountersSnapshot;
+
+    /// Read requests answered with values.
+    reads_served => REQUESTS["served"], row "reads served";
+    /// Write requests refused by the mirror (also counted as illegal_function).
+    writes_refused => counter("gateway_rx_modbus_writes_refused_total"), row "writes refused";
+    illegal_function => REQUESTS["illegal_function"];
+    illegal_address => REQUESTS["illegal_data_address"],
+        row "exceptions 02 / 03 / 04 / 0A" = |s| format!("{} / {} / {} / {}",
+            s.illegal_address, s.illegal_value, s.device_failure, s.unknown_unit);
+    illegal_value => REQUESTS["illegal_data_value"];
+    device_failure => REQUESTS["server_device_failure"];
+    unknown_unit => REQUESTS["gateway_path_unavailable"];
+    connections_accepted => CONNECTIONS["accepted"],
+        row "connections accepted / refused / failed" = |s| format!("{} / {} / {}",
+            s.connections_accepted, s.connections_refused, s.connections_failed);
+    connections_refused => CONNECTIONS["refused"];
     /// Connections closed on a malformed frame, an IO error or the idle timeout.
-    pub connections_failed: AtomicU64,
-    pub reads_served: AtomicU64,
-    pub writes_refused: AtomicU64,
-    pub illegal_function: AtomicU64,
-    pub illegal_address: AtomicU64,
-    pub illegal_value: AtomicU64,
-    pub device_failure: AtomicU64,
-    pub unknown_unit: AtomicU64,
-    pub accept_errors: AtomicU64,
+    connections_failed => CONNECTIONS["failed"];
+    /// Failed accepts (logged; the listener is served again after a pause).
+    accept_errors;
 }
 
 /// Logs at most once per [`LOG_INTERVAL`], saying how many were not logged in between.

@@ -119,56 +119,39 @@ pub struct ApplyOutcome {
     pub type_mismatch: u64,
 }
 
-/// Monotonic counters since start.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub samples_applied: AtomicU64,
-    pub samples_stale: AtomicU64,
-    pub samples_unknown_catalogue: AtomicU64,
-    pub samples_bad_index: AtomicU64,
-    pub samples_type_mismatch: AtomicU64,
-    pub catalogues_applied: AtomicU64,
-    /// Catalogue chunks refused by the assembler (inconsistent, or beyond its bounds).
-    pub catalogue_chunks_rejected: AtomicU64,
-    pub heartbeats: AtomicU64,
-    pub sessions: AtomicU64,
-    pub link_downs: AtomicU64,
-    pub modbus_tags_not_indexed: AtomicU64,
+observe::family! {
+    /// Samples received, by outcome: applied, or why they were ignored.
+    pub const SAMPLES = counter "gateway_rx_samples_total" by "outcome";
 }
 
-/// A plain copy of [`Counters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CountersSnapshot {
-    pub samples_applied: u64,
-    pub samples_stale: u64,
-    pub samples_unknown_catalogue: u64,
-    pub samples_bad_index: u64,
-    pub samples_type_mismatch: u64,
-    pub catalogues_applied: u64,
-    pub catalogue_chunks_rejected: u64,
-    pub heartbeats: u64,
-    pub sessions: u64,
-    pub link_downs: u64,
-    pub modbus_tags_not_indexed: u64,
-}
+observe::counters! {
+    /// Monotonic counters since start.
+    #[derive(Debug, Default)]
+    pub struct Counters;
+    /// A plain copy of [`Counters`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct CountersSnapshot;
 
-impl Counters {
-    pub fn snapshot(&self) -> CountersSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CountersSnapshot {
-            samples_applied: get(&self.samples_applied),
-            samples_stale: get(&self.samples_stale),
-            samples_unknown_catalogue: get(&self.samples_unknown_catalogue),
-            samples_bad_index: get(&self.samples_bad_index),
-            samples_type_mismatch: get(&self.samples_type_mismatch),
-            catalogues_applied: get(&self.catalogues_applied),
-            catalogue_chunks_rejected: get(&self.catalogue_chunks_rejected),
-            heartbeats: get(&self.heartbeats),
-            sessions: get(&self.sessions),
-            link_downs: get(&self.link_downs),
-            modbus_tags_not_indexed: get(&self.modbus_tags_not_indexed),
-        }
-    }
+    samples_applied => SAMPLES["applied"];
+    /// Older than the stored value (snapshot after a newer live value).
+    samples_stale => SAMPLES["stale"];
+    samples_unknown_catalogue => SAMPLES["unknown_catalogue"];
+    samples_bad_index => SAMPLES["bad_index"];
+    samples_type_mismatch => SAMPLES["type_mismatch"];
+    /// Catalogue versions installed.
+    catalogues_applied => counter("gateway_rx_catalogues_applied_total");
+    /// Catalogue chunks refused: inconsistent with their version, or beyond the assembler's
+    /// bounds (tags, bytes).
+    catalogue_chunks_rejected => counter("gateway_rx_catalogue_chunks_rejected_total");
+    /// Heartbeats received.
+    heartbeats => counter("gateway_rx_heartbeats_total");
+    /// Transmitter sessions started (the first one included).
+    sessions;
+    /// Times the link went down (no heartbeat for the heartbeat timeout).
+    link_downs => counter("gateway_rx_link_downs_total"), json, row "link downs";
+    /// Catalogue tags beyond the Modbus register index's caps, not mirrored over Modbus
+    /// (summed over the catalogues applied).
+    modbus_tags_not_indexed;
 }
 
 fn add(counter: &AtomicU64, n: u64) {

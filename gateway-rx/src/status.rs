@@ -1,8 +1,13 @@
 //! What gateway-rx shows operators: Prometheus metrics, health and the status page, all
 //! computed when asked from counters the receiver keeps anyway (the decoder's stats, the
-//! state's counters and values, the Modbus mirror's counters, the last heartbeat), plus a
-//! one-second sampler that keeps ten minutes of history for the charts and the list of loss
-//! gaps.
+//! state's counters and values, the Modbus mirror's counters, the sinks', the last heartbeat),
+//! plus a one-second sampler that keeps ten minutes of history for the charts and the list of
+//! loss gaps.
+//!
+//! Each subsystem declares its counters once and renders its own part of the metrics, the
+//! JSON and the page's rows from that declaration (`observe::metrics`; the decoder's in
+//! [`crate::link_stats`]); this module composes those parts with what only it knows (the link
+//! state, the heartbeat, tag qualities, gaps, the charts' history).
 //!
 //! A *gap* here is a run of consecutive seconds in which the decoder counted loss beyond what
 //! FEC repaired (data datagrams or messages lost). Live values heal with the transmitter's
@@ -15,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use config::rx::RxLink;
+use observe::metrics::Counters;
 use observe::prom::Exposition;
 use observe::trend::{self, Ring};
 use observe::{Health, Query, Site};
@@ -23,6 +29,7 @@ use protocol::message::Stream;
 use serde_json::{Value as Json, json};
 
 use crate::link::SharedStats;
+use crate::link_stats::DECODER;
 use crate::modbus_server::ServerCounters;
 use crate::state::{LinkState, State};
 
@@ -159,7 +166,7 @@ impl RxStatus {
     fn modbus_reads(&self) -> u64 {
         self.modbus
             .as_ref()
-            .map_or(0, |m| m.reads_served.load(Ordering::Relaxed))
+            .map_or(0, |m| m.snapshot().reads_served)
     }
 
     /// Takes one history sample a second until the task is dropped.
@@ -274,109 +281,8 @@ impl RxStatus {
              timeout or none yet.",
             matches!(link, LinkState::Up { .. }),
         );
-        e.counter(
-            "gateway_rx_link_datagrams_received_total",
-            "Datagrams read from the link socket; each is counted once more under \
-             gateway_rx_link_datagrams_total by outcome.",
-            s.datagrams_received,
-        );
-        e.counter(
-            "gateway_rx_link_bytes_received_total",
-            "Bytes of the datagrams read from the link socket.",
-            s.bytes_received,
-        );
-        e.labelled(
-            "gateway_rx_link_datagrams_total",
-            "counter",
-            "Datagrams received, by outcome: accepted, or the reason they were rejected.",
-            "outcome",
-            [
-                ("accepted", s.datagrams_accepted),
-                ("bad_length", s.bad_length),
-                ("bad_magic", s.bad_magic),
-                ("crc_failure", s.crc_failures),
-                ("bad_version", s.bad_version),
-                ("malformed", s.malformed),
-                ("auth_failure", s.auth_failures),
-                ("duplicate", s.duplicates),
-                ("out_of_window", s.out_of_window),
-                ("stale_session", s.stale_session_dropped),
-                ("replayed", s.replayed),
-                ("key_rate_limited", s.key_rate_limited),
-            ],
-        );
-        e.counter(
-            "gateway_rx_link_datagrams_missing_total",
-            "Datagram sequence numbers never received (loss on the link, before FEC).",
-            s.datagrams_missing,
-        );
-        e.counter(
-            "gateway_rx_link_datagrams_repaired_total",
-            "Data datagrams restored by FEC.",
-            s.datagrams_repaired,
-        );
-        e.counter(
-            "gateway_rx_link_data_datagrams_lost_total",
-            "Data datagrams neither received nor repaired (loss beyond FEC).",
-            s.data_datagrams_lost,
-        );
-        e.counter(
-            "gateway_rx_link_datagrams_late_total",
-            "Data datagrams whose place in the sequence had passed (repaired before a \
-             reordered original arrived, or given up as lost).",
-            s.late,
-        );
-        e.labelled(
-            "gateway_rx_link_fec_groups_total",
-            "counter",
-            "FEC groups by outcome: repaired (at least one data shard restored), lost (data \
-             shards missing beyond repair), failed (shards disagree).",
-            "outcome",
-            [
-                ("repaired", s.groups_repaired),
-                ("lost", s.groups_lost),
-                ("failed", s.fec_failures),
-            ],
-        );
-        e.counter(
-            "gateway_rx_link_frame_errors_total",
-            "Frames whose structure was broken although CRC and authentication passed.",
-            s.frame_errors,
-        );
-        e.counter(
-            "gateway_rx_link_decode_errors_total",
-            "Message bodies that failed to decode (also counted as lost).",
-            s.decode_errors,
-        );
-        e.labelled(
-            "gateway_rx_messages_delivered_total",
-            "counter",
-            "Messages delivered by the decoder, by stream.",
-            "stream",
-            Stream::ALL.map(|st| (st.name(), s.delivered(st))),
-        );
-        e.labelled(
-            "gateway_rx_messages_lost_total",
-            "counter",
-            "Messages lost beyond repair, by stream (exact, from per-stream sequence gaps).",
-            "stream",
-            Stream::ALL.map(|st| (st.name(), s.lost(st))),
-        );
-        e.counter(
-            "gateway_rx_session_changes_total",
-            "Switches from one transmitter session to another (transmitter restarts).",
-            s.session_changes,
-        );
-        e.counter(
-            "gateway_rx_link_downs_total",
-            "Times the link went down (no heartbeat for the heartbeat timeout).",
-            c.link_downs,
-        );
-        e.counter(
-            "gateway_rx_heartbeats_total",
-            "Heartbeats received.",
-            c.heartbeats,
-        );
+        observe::metrics::metrics(e, DECODER, &s);
+        c.metrics(e);
         let heartbeat = self.state.last_heartbeat();
         e.gauge(
             "gateway_rx_last_heartbeat_timestamp_seconds",
@@ -395,17 +301,6 @@ impl RxStatus {
             "Tags in the current catalogue (0: none received yet).",
             self.state.tag_count(),
         );
-        e.counter(
-            "gateway_rx_catalogues_applied_total",
-            "Catalogue versions installed.",
-            c.catalogues_applied,
-        );
-        e.counter(
-            "gateway_rx_catalogue_chunks_rejected_total",
-            "Catalogue chunks refused: inconsistent with their version, or beyond the assembler's \
-             bounds (tags, bytes).",
-            c.catalogue_chunks_rejected,
-        );
         let q = self.quality_counts();
         e.labelled(
             "gateway_rx_tags",
@@ -418,19 +313,6 @@ impl RxStatus {
                 ("uncertain", q.uncertain),
                 ("bad", q.bad),
                 ("no_value", q.no_value),
-            ],
-        );
-        e.labelled(
-            "gateway_rx_samples_total",
-            "counter",
-            "Samples received, by outcome: applied, or why they were ignored.",
-            "outcome",
-            [
-                ("applied", c.samples_applied),
-                ("stale", c.samples_stale),
-                ("unknown_catalogue", c.samples_unknown_catalogue),
-                ("bad_index", c.samples_bad_index),
-                ("type_mismatch", c.samples_type_mismatch),
             ],
         );
         if let Some((_, hb)) = &heartbeat {
@@ -476,38 +358,7 @@ impl RxStatus {
             }
         }
         if let Some(m) = &self.modbus {
-            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            e.labelled(
-                "gateway_rx_modbus_requests_total",
-                "counter",
-                "Requests to the read-only Modbus mirror, by answer: served, or the exception.",
-                "outcome",
-                [
-                    ("served", get(&m.reads_served)),
-                    ("illegal_function", get(&m.illegal_function)),
-                    ("illegal_data_address", get(&m.illegal_address)),
-                    ("illegal_data_value", get(&m.illegal_value)),
-                    ("server_device_failure", get(&m.device_failure)),
-                    ("gateway_path_unavailable", get(&m.unknown_unit)),
-                ],
-            );
-            e.counter(
-                "gateway_rx_modbus_writes_refused_total",
-                "Write requests refused by the mirror (also counted as illegal_function).",
-                get(&m.writes_refused),
-            );
-            e.labelled(
-                "gateway_rx_modbus_connections_total",
-                "counter",
-                "Connections to the Modbus mirror, by outcome (refused: over the limit; \
-                 failed: closed on a bad frame, an IO error or the idle timeout).",
-                "outcome",
-                [
-                    ("accepted", get(&m.connections_accepted)),
-                    ("refused", get(&m.connections_refused)),
-                    ("failed", get(&m.connections_failed)),
-                ],
-            );
+            m.snapshot().metrics(e);
         }
         if let Some(o) = &self.opcua {
             let c = &o.counters;
@@ -556,88 +407,9 @@ impl RxStatus {
     }
 
     fn sink_metrics(&self, e: &mut Exposition) {
-        if self.sinks.is_empty() {
-            return;
-        }
         let all: Vec<(&str, crate::sinks::SinkStatsSnapshot)> =
             self.sinks.iter().map(|m| (m.name, m.stats())).collect();
-        let fam = |f: fn(&crate::sinks::SinkStatsSnapshot) -> u64| {
-            all.iter().map(move |(n, s)| (*n, f(s))).collect::<Vec<_>>()
-        };
-        e.labelled(
-            "gateway_rx_sink_connected",
-            "gauge",
-            "1 while the sink is connected to its destination (MQTT broker, PostgreSQL).",
-            "sink",
-            fam(|s| u64::from(s.connected)),
-        );
-        e.labelled(
-            "gateway_rx_sink_spooled_samples_total",
-            "counter",
-            "History samples appended to the sink's spool.",
-            "sink",
-            fam(|s| s.appended),
-        );
-        e.labelled(
-            "gateway_rx_sink_delivered_samples_total",
-            "counter",
-            "History samples the destination acknowledged.",
-            "sink",
-            fam(|s| s.delivered),
-        );
-        e.labelled(
-            "gateway_rx_sink_spool_bytes",
-            "gauge",
-            "Bytes the sink's spool uses on disk (bounded by spool_max_bytes).",
-            "sink",
-            fam(|s| s.spool_bytes),
-        );
-        e.labelled(
-            "gateway_rx_sink_overflow_samples_total",
-            "counter",
-            "History samples dropped for the sink because its spool was full (recorded as \
-             lost gaps; the store keeps them).",
-            "sink",
-            fam(|s| s.overflow_samples),
-        );
-        e.labelled(
-            "gateway_rx_sink_gaps_total",
-            "counter",
-            "Gaps recorded for the sink (spool overflow or corruption).",
-            "sink",
-            fam(|s| s.gaps_recorded),
-        );
-        e.labelled(
-            "gateway_rx_sink_failures_total",
-            "counter",
-            "Connections to the destination refused or lost, and batches that failed.",
-            "sink",
-            fam(|s| s.failures),
-        );
-        e.labelled(
-            "gateway_rx_sink_late_samples_total",
-            "counter",
-            "MQTT: history samples older than what their topic had (a healed gap), published \
-             flagged late and not retained (part of delivered).",
-            "sink",
-            fam(|s| s.late_published),
-        );
-        e.labelled(
-            "gateway_rx_sink_duplicates_skipped_total",
-            "counter",
-            "MQTT: samples not published because the same tag and source time was published \
-             already.",
-            "sink",
-            fam(|s| s.skipped_duplicate),
-        );
-        e.labelled(
-            "gateway_rx_sink_resent_total",
-            "counter",
-            "MQTT: packets of an unacknowledged window sent again after a lost connection or a \
-             restart (same packet ids).",
-            "sink",
-            fam(|s| s.resent),
-        );
+        observe::metrics::metrics_by(e, crate::sinks::SinkStatsSnapshot::COUNTERS, "sink", &all);
     }
 
     pub fn status(&self, query: &Query) -> Json {
@@ -699,37 +471,9 @@ impl RxStatus {
             })
             .collect();
 
-        let counter_rows = vec![
-            json!(["datagrams received", s.datagrams_received]),
-            json!(["accepted", s.datagrams_accepted]),
-            json!(["missing on the link (before FEC)", s.datagrams_missing]),
-            json!(["repaired by FEC", s.datagrams_repaired]),
-            json!(["lost beyond FEC (data datagrams)", { "text": s.data_datagrams_lost, "tone": if s.data_datagrams_lost > 0 { "bad" } else { "" } }]),
-            json!(["CRC failures", { "text": s.crc_failures, "tone": if s.crc_failures > 0 { "warn" } else { "" } }]),
-            json!(["authentication failures", { "text": s.auth_failures, "tone": if s.auth_failures > 0 { "bad" } else { "" } }]),
-            json!(["duplicates", s.duplicates]),
-            json!([
-                "bad magic / length / version",
-                s.bad_magic + s.bad_length + s.bad_version
-            ]),
-            json!(["malformed", s.malformed]),
-            json!(["out of window", s.out_of_window]),
-            json!(["older or foreign session refused", { "text": s.stale_session_dropped, "tone": if s.stale_session_dropped > 0 { "warn" } else { "" } }]),
-            json!(["replays refused", { "text": s.replayed, "tone": if s.replayed > 0 { "bad" } else { "" } }]),
-            json!(["new-session keys rate-limited", { "text": s.key_rate_limited, "tone": if s.key_rate_limited > 0 { "bad" } else { "" } }]),
-            json!(["session changes", s.session_changes]),
-            json!(["link downs", c.link_downs]),
-        ];
-        let stream_rows: Vec<Json> = Stream::ALL
-            .iter()
-            .map(|st| {
-                json!([
-                    st.name(),
-                    s.delivered(*st),
-                    { "text": s.lost(*st), "tone": if s.lost(*st) > 0 { "bad" } else { "" } },
-                ])
-            })
-            .collect();
+        let mut counter_rows = observe::metrics::rows(DECODER, &s);
+        counter_rows.extend(c.rows());
+        let stream_rows = crate::link_stats::stream_rows(&s);
         let source_rows: Vec<Json> = heartbeat
             .as_ref()
             .map(|(_, hb)| {
@@ -760,15 +504,10 @@ impl RxStatus {
                     "rows": source_rows, "empty": "no heartbeat yet" }),
         ];
         if let Some(m) = &self.modbus {
-            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            tables.push(json!({ "title": "Modbus mirror (read-only)", "columns": ["counter", "value"], "rows": [
-                ["reads served", get(&m.reads_served)],
-                ["writes refused", get(&m.writes_refused)],
-                ["exceptions 02 / 03 / 04 / 0A", format!("{} / {} / {} / {}", get(&m.illegal_address),
-                    get(&m.illegal_value), get(&m.device_failure), get(&m.unknown_unit))],
-                ["connections accepted / refused / failed", format!("{} / {} / {}",
-                    get(&m.connections_accepted), get(&m.connections_refused), get(&m.connections_failed))],
-            ]}));
+            tables.push(
+                json!({ "title": "Modbus mirror (read-only)", "columns": ["counter", "value"],
+                                "rows": m.snapshot().rows() }),
+            );
         }
 
         if let Some(o) = &self.opcua {
@@ -784,6 +523,9 @@ impl RxStatus {
                     get(&c.writes_refused), get(&c.calls_refused), get(&c.node_management_refused))],
             ]}));
         }
+
+        let mut counters = observe::metrics::json(DECODER, &s);
+        counters.extend(c.json());
 
         json!({
             "daemon": "gateway-rx",
@@ -802,23 +544,7 @@ impl RxStatus {
                 "transmitter_config_hash": heartbeat.as_ref().map(|(_, hb)| format!("{:016x}", hb.config_hash)),
                 "catalogue": catalogue.as_ref().map(|c| format!("{:016x}", c.hash())),
             },
-            "counters": {
-                "datagrams_received": s.datagrams_received,
-                "bytes_received": s.bytes_received,
-                "datagrams_accepted": s.datagrams_accepted,
-                "datagrams_missing": s.datagrams_missing,
-                "datagrams_repaired": s.datagrams_repaired,
-                "data_datagrams_lost": s.data_datagrams_lost,
-                "crc_failures": s.crc_failures,
-                "auth_failures": s.auth_failures,
-                "duplicates": s.duplicates,
-                "bad_magic": s.bad_magic,
-                "messages_lost": Stream::ALL.iter().map(|st| (st.name().to_owned(), json!(s.lost(*st))))
-                    .collect::<serde_json::Map<String, Json>>(),
-                "messages_lost_total": messages_lost,
-                "session_changes": s.session_changes,
-                "link_downs": c.link_downs,
-            },
+            "counters": counters,
             "gaps": gaps_json,
             "gaps_total": gaps_total,
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad, "no_value": q.no_value },

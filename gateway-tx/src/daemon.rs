@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -351,11 +351,22 @@ impl Drop for Transmitter {
     }
 }
 
-/// Live reloads, for the log and the status.
-#[derive(Debug, Default)]
-pub struct ReloadCounters {
-    pub applied: AtomicU64,
-    pub refused: AtomicU64,
+observe::family! {
+    /// Live config reloads (SIGHUP, --watch) by outcome; a refused one keeps the running
+    /// config.
+    pub const RELOADS = counter "gateway_tx_config_reloads_total" by "outcome";
+}
+
+observe::counters! {
+    /// Live reloads, for the log and the status.
+    #[derive(Debug, Default)]
+    pub struct ReloadCounters;
+    /// A copy of [`ReloadCounters`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ReloadCountersSnapshot;
+
+    applied => RELOADS["applied"];
+    refused => RELOADS["refused"];
 }
 
 /// What a live reload changed.
@@ -554,19 +565,19 @@ async fn status_log(
         tick.tick().await;
         let e = encoder.lock().map(|e| e.clone()).unwrap_or_default();
         let table = table.borrow().0.clone();
-        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let c = counters.snapshot();
         tracing::info!(
-            datagrams_sent = get(&counters.datagrams_sent),
-            bytes_sent = get(&counters.bytes_sent),
-            send_errors = get(&counters.send_errors),
+            datagrams_sent = c.datagrams_sent,
+            bytes_sent = c.bytes_sent,
+            send_errors = c.send_errors,
             data_datagrams = e.data_datagrams,
             repair_datagrams = e.repair_datagrams,
             groups = e.groups,
             timer_flushes = e.timer_flushes,
-            samples_sent = get(&counters.samples_sent),
+            samples_sent = c.samples_sent,
             samples_superseded = table.superseded(),
             changes_waiting = table.pending_changes(),
-            pending_datagrams = get(&counters.pending_datagrams),
+            pending_datagrams = c.pending_datagrams,
             "status"
         );
     }

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod epoch;
 pub mod history;
 pub mod link;
+pub mod link_stats;
 pub mod modbus;
 pub mod opcua;
 pub mod pacer;

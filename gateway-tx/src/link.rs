@@ -9,7 +9,7 @@
 //! Datagrams leave in batches of equal length (GSO, see `crate::udp`), each batch paced as a
 //! whole.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,24 +33,37 @@ pub type SharedEncoderStats = Arc<Mutex<EncoderStats>>;
 /// and then on the usual schedule, in the same session.
 pub type TableUpdates = tokio::sync::watch::Receiver<(Arc<TagTable>, u64)>;
 
-/// What left the link socket, counted as it happens (a relaxed atomic add per datagram), for
-/// metrics and the status page: unlike the encoder's counters these are exact while a long
-/// paced backlog drains.
-#[derive(Debug, Default)]
-pub struct LinkCounters {
-    pub datagrams_sent: AtomicU64,
-    /// UDP payload bytes sent (the IP and UDP headers not included).
-    pub bytes_sent: AtomicU64,
-    /// Sends that failed and were skipped (see `is_transient`).
-    pub send_errors: AtomicU64,
-    /// Datagrams encoded and waiting for the pacer (the encoder's queue), as of the last send.
-    pub pending_datagrams: AtomicU64,
-    /// Live samples handed to the encoder.
-    pub samples_sent: AtomicU64,
-    /// Messages the encoder refused (one larger than the protocol's message limit): dropped
-    /// and counted, never a reason to stop sending the rest. Sources refuse values beyond
+observe::counters! {
+    /// What left the link socket, counted as it happens (a relaxed atomic add per datagram),
+    /// for metrics and the status page: unlike the encoder's counters these are exact while a
+    /// long paced backlog drains.
+    #[derive(Debug, Default)]
+    pub struct LinkCounters;
+    /// A copy of [`LinkCounters`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct LinkCountersSnapshot;
+
+    /// Datagrams sent on the link socket.
+    datagrams_sent => counter("gateway_tx_link_datagrams_sent_total"), json, row "datagrams sent";
+    /// UDP payload bytes sent on the link socket (IP and UDP headers not included).
+    bytes_sent => counter("gateway_tx_link_bytes_sent_total"), json,
+        row "bytes sent (UDP payload)";
+    /// Datagrams the kernel refused to send (skipped and counted).
+    ///
+    /// See `is_transient`.
+    send_errors => counter("gateway_tx_link_send_errors_total"), json, row "send errors";
+    /// Messages the encoder refused (larger than the protocol's limit) and dropped.
+    ///
+    /// Never a reason to stop sending the rest. Sources refuse values beyond
     /// `protocol::model::MAX_VALUE_BYTES` first, so this stays 0.
-    pub messages_refused: AtomicU64,
+    messages_refused => counter("gateway_tx_link_messages_refused_total"), json,
+        row "messages refused (too large)" bad;
+    /// Pacing backlog: datagrams encoded and waiting for the pacer.
+    ///
+    /// The encoder's queue, as of the last send.
+    pending_datagrams => gauge("gateway_tx_link_pending_datagrams"), json;
+    /// Live samples handed to the link.
+    samples_sent => counter("gateway_tx_samples_sent_total"), json, row "samples sent (live)";
 }
 
 pub struct LinkSender {

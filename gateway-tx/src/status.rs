@@ -1,21 +1,28 @@
 //! What gateway-tx shows operators: Prometheus metrics, health and the status page, all
 //! computed when asked from counters the transmitter keeps anyway (the link sender's send
-//! counters and encoder stats, each device's health, the tag table), plus a one-second
-//! sampler that keeps ten minutes of history for the charts.
+//! counters and encoder stats, the history stream's, each device's health, the tag table), plus
+//! a one-second sampler that keeps ten minutes of history for the charts.
+//!
+//! The link's, the encoder's (see [`crate::link_stats`]), the history stream's and the
+//! reloads' counters are each declared once and render their own part of the metrics, the
+//! JSON and the page's rows (`observe::metrics`); this module composes those parts with what
+//! only it knows. Devices and OPC UA endpoints are families with one sample per instance,
+//! written here from their health.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use config::tx::{ModbusDevice, TxLink};
+use observe::metrics::Counters;
 use observe::prom::Exposition;
 use observe::trend::{self, Ring};
 use observe::{Health, Query, Site};
-use protocol::message::Stream;
 use protocol::stats::EncoderStats;
 use serde_json::{Value as Json, json};
 
 use crate::link::{LinkCounters, SharedEncoderStats};
+use crate::link_stats::ENCODER;
 use crate::modbus::DeviceHealth;
 use crate::pacer::IP_UDP_OVERHEAD;
 use crate::tags::{QualityCounts, TagTable};
@@ -155,13 +162,12 @@ impl TxStatus {
     }
 
     fn sample(&self) -> Sample {
-        let c = &self.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let c = self.counters.snapshot();
         Sample {
             t_ms: observe::unix_ms(),
-            datagrams: get(&c.datagrams_sent),
-            bytes: get(&c.bytes_sent),
-            pending: get(&c.pending_datagrams),
+            datagrams: c.datagrams_sent,
+            bytes: c.bytes_sent,
+            pending: c.pending_datagrams,
             queue: self.table().pending_changes() as u64,
             polls_ok: self
                 .devices()
@@ -249,8 +255,6 @@ impl TxStatus {
     }
 
     pub fn metrics(&self, e: &mut Exposition) {
-        let c = &self.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let enc = self.encoder_stats();
         e.family(
             "gateway_tx_info",
@@ -282,72 +286,10 @@ impl TxStatus {
             "1 while the link sender task runs.",
             self.link_alive(),
         );
-        e.counter(
-            "gateway_tx_link_datagrams_sent_total",
-            "Datagrams sent on the link socket.",
-            get(&c.datagrams_sent),
-        );
-        e.counter(
-            "gateway_tx_link_bytes_sent_total",
-            "UDP payload bytes sent on the link socket (IP and UDP headers not included).",
-            get(&c.bytes_sent),
-        );
-        e.counter(
-            "gateway_tx_link_send_errors_total",
-            "Datagrams the kernel refused to send (skipped and counted).",
-            get(&c.send_errors),
-        );
-        e.counter(
-            "gateway_tx_link_messages_refused_total",
-            "Messages the encoder refused (larger than the protocol's limit) and dropped.",
-            get(&c.messages_refused),
-        );
-        e.labelled(
-            "gateway_tx_link_datagrams_encoded_total",
-            "counter",
-            "Datagrams produced by the encoder, by kind (data, or FEC repair).",
-            "kind",
-            [
-                ("data", enc.data_datagrams),
-                ("repair", enc.repair_datagrams),
-            ],
-        );
-        e.labelled(
-            "gateway_tx_link_messages_total",
-            "counter",
-            "Messages encoded for the link, by stream.",
-            "stream",
-            Stream::ALL.map(|s| (s.name(), enc.messages[s as usize])),
-        );
-        e.labelled(
-            "gateway_tx_link_message_bytes_total",
-            "counter",
-            "Encoded message body bytes, by stream.",
-            "stream",
-            Stream::ALL.map(|s| (s.name(), enc.message_bytes[s as usize])),
-        );
-        e.counter(
-            "gateway_tx_link_fragmented_messages_total",
-            "Messages that needed more than one datagram.",
-            enc.fragmented_messages,
-        );
-        e.counter(
-            "gateway_tx_link_fec_groups_total",
-            "FEC groups closed.",
-            enc.groups,
-        );
-        e.counter(
-            "gateway_tx_link_timer_flushes_total",
-            "FEC blocks closed by the flush timer rather than by filling up.",
-            enc.timer_flushes,
-        );
-        e.counter(
-            "gateway_tx_link_fec_errors_total",
-            "FEC groups whose repair shards could not be computed (never expected).",
-            enc.fec_errors,
-        );
+        self.counters.snapshot().metrics(e);
+        observe::metrics::metrics(e, ENCODER, &enc);
         if let Some(h) = self.history_stream() {
-            crate::history::report::metrics(&h, e);
+            h.metrics(e);
         }
         e.gauge(
             "gateway_tx_link_rate_limit_bits_per_second",
@@ -361,19 +303,9 @@ impl TxStatus {
             self.measured_rate_bps(),
         );
         e.gauge(
-            "gateway_tx_link_pending_datagrams",
-            "Pacing backlog: datagrams encoded and waiting for the pacer.",
-            get(&c.pending_datagrams),
-        );
-        e.gauge(
             "gateway_tx_change_queue_depth",
             "Live changes waiting for the link (at most one per tag).",
             self.table().pending_changes(),
-        );
-        e.counter(
-            "gateway_tx_samples_sent_total",
-            "Live samples handed to the link.",
-            get(&c.samples_sent),
         );
         e.counter(
             "gateway_tx_samples_superseded_total",
@@ -387,17 +319,7 @@ impl TxStatus {
              BadEncodingLimitsExceeded.",
             self.table().refused_too_large(),
         );
-        e.labelled(
-            "gateway_tx_config_reloads_total",
-            "counter",
-            "Live config reloads (SIGHUP, --watch) by outcome; a refused one keeps the running \
-             config.",
-            "outcome",
-            [
-                ("applied", self.reloads.applied.load(Ordering::Relaxed)),
-                ("refused", self.reloads.refused.load(Ordering::Relaxed)),
-            ],
-        );
+        self.reloads.snapshot().metrics(e);
         let q = self.table().quality_counts();
         e.labelled(
             "gateway_tx_tags",
@@ -505,8 +427,7 @@ impl TxStatus {
 
     pub fn status(&self, query: &Query) -> Json {
         let now = crate::unix_now();
-        let c = &self.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let c = self.counters.snapshot();
         let enc = self.encoder_stats();
         let health = self.health();
         let q = self.table().quality_counts();
@@ -594,30 +515,13 @@ impl TxStatus {
                 ])
             })
             .collect();
-        let link_rows = vec![
-            json!(["datagrams sent", get(&c.datagrams_sent)]),
-            json!(["bytes sent (UDP payload)", get(&c.bytes_sent)]),
-            json!(["send errors", get(&c.send_errors)]),
-            json!(["messages refused (too large)", { "text": get(&c.messages_refused), "tone": if get(&c.messages_refused) > 0 { "bad" } else { "" } }]),
-            json!(["data datagrams encoded", enc.data_datagrams]),
-            json!(["repair datagrams encoded", enc.repair_datagrams]),
-            json!(["FEC groups", enc.groups]),
-            json!(["timer flushes", enc.timer_flushes]),
-            json!(["fragmented messages", enc.fragmented_messages]),
-            json!(["samples sent (live)", get(&c.samples_sent)]),
+        let mut link_rows = c.rows();
+        link_rows.extend(observe::metrics::rows(ENCODER, &enc));
+        link_rows.extend([
             json!(["samples superseded", self.table().superseded()]),
             json!(["values refused (too large)", { "text": self.table().refused_too_large(), "tone": if self.table().refused_too_large() > 0 { "bad" } else { "" } }]),
-        ];
-        let stream_rows: Vec<Json> = Stream::ALL
-            .iter()
-            .map(|s| {
-                json!([
-                    s.name(),
-                    enc.messages[*s as usize],
-                    enc.message_bytes[*s as usize]
-                ])
-            })
-            .collect();
+        ]);
+        let stream_rows = crate::link_stats::stream_rows(&enc);
 
         let tags = self.tag_rows(query, now);
         let fec = &self.link.fec;
@@ -639,13 +543,7 @@ impl TxStatus {
                 "rate_bps": rate,
                 "fec": { "data_shards": fec.data_shards, "repair_shards": fec.repair_shards,
                          "interleave": fec.interleave },
-                "datagrams_sent": get(&c.datagrams_sent),
-                "bytes_sent": get(&c.bytes_sent),
-                "send_errors": get(&c.send_errors),
-                "messages_refused": get(&c.messages_refused),
-                "pending_datagrams": get(&c.pending_datagrams),
                 "change_queue": self.table().pending_changes(),
-                "samples_sent": get(&c.samples_sent),
                 "samples_superseded": self.table().superseded(),
                 "values_refused_too_large": self.table().refused_too_large(),
             },
@@ -654,7 +552,7 @@ impl TxStatus {
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad,
                              "no_value": q.no_value },
             "history": self.history_json(),
-            "history_stream": history_stream.as_ref().map(crate::history::report::json),
+            "history_stream": history_stream.as_ref().map(|h| h.json()),
             "tags": tags,
             "view": {
                 "title": "gateway-tx",
@@ -668,14 +566,14 @@ impl TxStatus {
                     { "label": "Destination", "value": self.link.destination.to_string() },
                     { "label": "Send rate", "value": format!("{} of {}", mbit(rate), mbit(self.link.rate_bps as f64)),
                       "tone": if rate > 0.9 * self.link.rate_bps as f64 { "warn" } else { "" } },
-                    { "label": "Pacing backlog", "value": format!("{} datagrams", get(&c.pending_datagrams)) },
+                    { "label": "Pacing backlog", "value": format!("{} datagrams", c.pending_datagrams) },
                     { "label": "Change queue", "value": format!("{} tags", self.table().pending_changes()) },
                     { "label": "Devices up", "value": format!("{up} of {}", self.devices().len()),
                       "tone": if up == self.devices().len() { "good" } else if up == 0 { "bad" } else { "warn" } },
                     { "label": "Tags good / uncertain / bad", "value": format!("{} / {} / {}", q.good, q.uncertain, q.bad),
                       "tone": if q.bad > 0 { "bad" } else if q.uncertain > 0 { "warn" } else { "good" } },
-                    { "label": "Datagrams sent", "value": get(&c.datagrams_sent) },
-                    { "label": "Samples sent / superseded", "value": format!("{} / {}", get(&c.samples_sent), self.table().superseded()) },
+                    { "label": "Datagrams sent", "value": c.datagrams_sent },
+                    { "label": "Samples sent / superseded", "value": format!("{} / {}", c.samples_sent, self.table().superseded()) },
                     { "label": "FEC", "value": format!("{}+{} \u{d7}{}", fec.data_shards, fec.repair_shards, fec.interleave) },
                 ],
                 "charts": [
@@ -702,11 +600,14 @@ impl TxStatus {
                 ],
             },
         });
+        if let Some(link) = page["link"].as_object_mut() {
+            link.extend(c.json());
+        }
         if let (Some(h), Some(tables)) = (&history_stream, page["view"]["tables"].as_array_mut()) {
             tables.push(
                 json!({ "title": "History stream (buffer, carousel, backfills)",
                                 "columns": ["counter", "value"],
-                                "rows": crate::history::report::rows(h) }),
+                                "rows": h.rows() }),
             );
         }
         page

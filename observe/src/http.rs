@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::metrics::{self, Counters};
 use crate::page;
 use crate::prom::{self, Exposition};
 
@@ -194,13 +195,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The server's own counters.
-#[derive(Debug, Default)]
-pub struct ServerCounters {
-    pub connections_accepted: AtomicU64,
-    pub connections_refused: AtomicU64,
+crate::family! {
+    /// Connections to the status HTTP server, by outcome (refused: over the connection limit).
+    const CONNECTIONS = counter "http_connections_total" by "outcome";
+}
+crate::family! {
+    /// Answers of the status HTTP server by status code (before this scrape's own).
+    const RESPONSES = counter "http_responses_total" by "code";
+}
+
+crate::counters! {
+    /// The server's own counters (their names take the site's prefix).
+    #[derive(Debug, Default)]
+    pub struct ServerCounters;
+    /// A copy of [`ServerCounters`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ServerCountersSnapshot;
+
+    connections_accepted => CONNECTIONS["accepted"];
+    connections_refused => CONNECTIONS["refused"];
     /// Answers by status code: 200, 404, 405, 503.
-    pub answers: [AtomicU64; 4],
+    answers: [AtomicU64; 4] => RESPONSES[each &CODE_LABELS];
 }
 
 const CODES: [StatusCode; 4] = [
@@ -209,6 +224,15 @@ const CODES: [StatusCode; 4] = [
     StatusCode::METHOD_NOT_ALLOWED,
     StatusCode::SERVICE_UNAVAILABLE,
 ];
+const CODE_LABELS: [&str; 4] = ["200", "404", "405", "503"];
+
+#[test]
+fn code_labels_are_the_codes() {
+    assert_eq!(
+        CODES.map(|c| c.as_str().to_owned()),
+        CODE_LABELS.map(str::to_owned)
+    );
+}
 
 struct Shared {
     site: Arc<dyn Site>,
@@ -342,7 +366,8 @@ fn answer(shared: &Shared, method: &Method, uri: &hyper::Uri) -> Response<Full<B
         "/metrics" => {
             let mut e = Exposition::new();
             site.metrics(&mut e);
-            server_metrics(site.prefix(), c, &mut e);
+            let counters = ServerCountersSnapshot::COUNTERS;
+            metrics::metrics_prefixed(&mut e, site.prefix(), counters, &c.snapshot());
             with_type(StatusCode::OK, prom::CONTENT_TYPE, e.finish())
         }
         "/health" => {
@@ -368,32 +393,6 @@ fn answer(shared: &Shared, method: &Method, uri: &hyper::Uri) -> Response<Full<B
             "not found; try /, /metrics, /health or /api/status\n".into(),
         ),
     }
-}
-
-fn server_metrics(prefix: &str, c: &ServerCounters, e: &mut Exposition) {
-    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let name = format!("{prefix}_http_connections_total");
-    e.labelled(
-        &name,
-        "counter",
-        "Connections to the status HTTP server, by outcome (refused: over the connection limit).",
-        "outcome",
-        [
-            ("accepted", get(&c.connections_accepted)),
-            ("refused", get(&c.connections_refused)),
-        ],
-    );
-    let name = format!("{prefix}_http_responses_total");
-    e.labelled(
-        &name,
-        "counter",
-        "Answers of the status HTTP server by status code (before this scrape's own).",
-        "code",
-        CODES
-            .iter()
-            .zip(&c.answers)
-            .map(|(code, n)| (code.as_str(), get(n))),
-    );
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {

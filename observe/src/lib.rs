@@ -2,6 +2,8 @@
 //!
 //! - [`http`]: a small read-only HTTP/1 server for `/metrics`, `/health`, `/api/status` and the
 //!   status page (GET and HEAD only; bounded connections, request sizes and time).
+//! - [`metrics`]: counters declared once (the atomics, their snapshot, and how they show in
+//!   `/metrics`, `/api/status` and the status page), with [`counters!`] and [`family!`].
 //! - [`prom`]: the Prometheus text exposition format, written directly from the daemons'
 //!   counters at scrape time.
 //! - [`page`]: the status page, rendered on the server from the same JSON that `/api/status`
@@ -14,6 +16,7 @@
 
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod notify;
 pub mod page;
 pub mod prom;

@@ -30,12 +30,19 @@ impl Stream {
         Stream::Snapshot,
         Stream::History,
     ];
+    /// Their names, in the same order (labels of per-stream counters).
+    pub const NAMES: [&'static str; 4] = [
+        Stream::Control.name(),
+        Stream::Live.name(),
+        Stream::Snapshot.name(),
+        Stream::History.name(),
+    ];
 
     pub fn from_u8(v: u8) -> Option<Stream> {
         Stream::ALL.get(usize::from(v)).copied()
     }
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Stream::Control => "control",
             Stream::Live => "live",

@@ -41,7 +41,7 @@ pub mod spool;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -53,7 +53,7 @@ use tracing::warn;
 use crate::state::State;
 use crate::store::db::GapRow;
 use crate::store::gaps::MAX_GAP_TAGS;
-use spool::{SpoolReader, SpoolSample, SpoolShared, SpoolWriter};
+use spool::{SpoolReader, SpoolSample, SpoolWriter};
 
 /// An overflow is recorded as a gap at least this often while it lasts.
 const OVERFLOW_RECORD_EVERY: Duration = Duration::from_secs(60);
@@ -73,57 +73,55 @@ impl AsRef<SpoolSample> for FreshSample {
     }
 }
 
-/// Counters of one sink.
-#[derive(Debug, Default)]
-pub struct SinkStats {
-    /// Samples delivered and acknowledged by the destination.
-    pub delivered: AtomicU64,
-    /// Samples dropped because the spool was full (recorded as gaps).
-    pub overflow_samples: AtomicU64,
-    /// Gaps recorded for this sink (overflow and corruption).
-    pub gaps_recorded: AtomicU64,
-    /// Spool appends that failed with an I/O error (their samples counted in overflow).
-    pub spool_errors: AtomicU64,
-    pub connected: AtomicBool,
-    pub connects: AtomicU64,
-    /// Connections lost or refused, deliveries failed.
-    pub failures: AtomicU64,
-    /// MQTT: samples not published because the same (tag, source time) was published
-    /// already.
-    pub skipped_duplicate: AtomicU64,
-    /// MQTT: late samples (older than what their topic had) published, flagged, not retained;
-    /// part of `delivered`.
-    pub late_published: AtomicU64,
-    /// MQTT: packets sent again after a lost connection or a restart (the open window).
-    pub resent: AtomicU64,
-    /// MQTT: live values published.
-    pub live_published: AtomicU64,
-}
+observe::counters! {
+    /// Counters of one sink, its spool's included (the spool's writer and reader count in them
+    /// too).
+    #[derive(Debug, Default)]
+    pub struct SinkStats;
+    /// A copy of a sink's counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct SinkStatsSnapshot;
 
-/// A copy of a sink's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SinkStatsSnapshot {
-    pub appended: u64,
-    pub delivered: u64,
-    pub overflow_samples: u64,
-    pub gaps_recorded: u64,
-    pub spool_errors: u64,
-    pub spool_bytes: u64,
-    pub corrupt_records: u64,
-    pub connected: bool,
-    pub connects: u64,
-    pub failures: u64,
-    pub skipped_duplicate: u64,
-    pub late_published: u64,
-    pub resent: u64,
-    pub live_published: u64,
+    /// 1 while the sink is connected to its destination (MQTT broker, PostgreSQL).
+    connected: AtomicBool => gauge("gateway_rx_sink_connected");
+    /// History samples appended to the sink's spool.
+    appended => counter("gateway_rx_sink_spooled_samples_total");
+    /// History samples the destination acknowledged.
+    delivered => counter("gateway_rx_sink_delivered_samples_total");
+    /// Bytes the sink's spool uses on disk (bounded by spool_max_bytes).
+    spool_bytes => gauge("gateway_rx_sink_spool_bytes");
+    /// History samples dropped for the sink because its spool was full (recorded as lost
+    /// gaps; the store keeps them).
+    overflow_samples => counter("gateway_rx_sink_overflow_samples_total");
+    /// Gaps recorded for the sink (spool overflow or corruption).
+    gaps_recorded => counter("gateway_rx_sink_gaps_total");
+    /// Connections to the destination refused or lost, and batches that failed.
+    failures => counter("gateway_rx_sink_failures_total");
+    /// MQTT: history samples older than what their topic had (a healed gap), published
+    /// flagged late and not retained (part of delivered).
+    late_published => counter("gateway_rx_sink_late_samples_total");
+    /// MQTT: samples not published because the same tag and source time was published
+    /// already.
+    skipped_duplicate => counter("gateway_rx_sink_duplicates_skipped_total");
+    /// MQTT: packets of an unacknowledged window sent again after a lost connection or a
+    /// restart (same packet ids).
+    resent => counter("gateway_rx_sink_resent_total");
+    /// Spool appends that failed with an I/O error (their samples counted in overflow).
+    spool_errors;
+    /// Samples the spool had no room for (the caller counts them as overflow).
+    spool_refused;
+    /// Spool records the reader skipped as corrupt (recorded as gaps).
+    corrupt_records;
+    /// Connections made to the destination.
+    connects;
+    /// MQTT: live values published.
+    live_published;
 }
 
 /// A running sink: its task, counters and spool.
 pub struct SinkHandle {
     pub name: &'static str,
     stats: Arc<SinkStats>,
-    spool: Arc<SpoolShared>,
     task: JoinHandle<()>,
 }
 
@@ -137,7 +135,6 @@ impl SinkHandle {
         SinkMonitor {
             name: self.name,
             stats: self.stats.clone(),
-            spool: self.spool.clone(),
         }
     }
 }
@@ -147,30 +144,11 @@ impl SinkHandle {
 pub struct SinkMonitor {
     pub name: &'static str,
     stats: Arc<SinkStats>,
-    spool: Arc<SpoolShared>,
 }
 
 impl SinkMonitor {
     pub fn stats(&self) -> SinkStatsSnapshot {
-        let s = &self.stats;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let sp = &self.spool.stats;
-        SinkStatsSnapshot {
-            appended: g(&sp.appended),
-            delivered: g(&s.delivered),
-            overflow_samples: g(&s.overflow_samples),
-            gaps_recorded: g(&s.gaps_recorded),
-            spool_errors: g(&s.spool_errors),
-            spool_bytes: g(&sp.bytes),
-            corrupt_records: g(&sp.corrupt_records),
-            connected: s.connected.load(Ordering::Relaxed),
-            connects: g(&s.connects),
-            failures: g(&s.failures),
-            skipped_duplicate: g(&s.skipped_duplicate),
-            late_published: g(&s.late_published),
-            resent: g(&s.resent),
-            live_published: g(&s.live_published),
-        }
+        self.stats.snapshot()
     }
 }
 
@@ -485,7 +463,7 @@ pub fn start(
             .with_context(|| format!("opening the {name} sink's spool in {}", cfg.dir.display()))?;
         let reader = SpoolReader::open(&cfg.dir, shared.clone())
             .with_context(|| format!("reading the {name} sink's spool in {}", cfg.dir.display()))?;
-        let stats = Arc::new(SinkStats::default());
+        let stats = shared.stats.clone();
         spools.push(FeedSpool {
             name,
             writer,
@@ -494,10 +472,10 @@ pub fn start(
             staged: None,
             done: Vec::new(),
         });
-        anyhow::Ok((reader, stats, shared))
+        anyhow::Ok((reader, stats))
     };
     if let Some(m) = &config.mqtt {
-        let (reader, stats, shared) = open("mqtt", &m.spool)?;
+        let (reader, stats) = open("mqtt", &m.spool)?;
         let task = tokio::spawn(mqtt::run(
             m.clone(),
             reader,
@@ -508,17 +486,15 @@ pub fn start(
         handles.push(SinkHandle {
             name: "mqtt",
             stats,
-            spool: shared,
             task,
         });
     }
     if let Some(p) = &config.postgres {
-        let (reader, stats, shared) = open("postgres", &p.spool)?;
+        let (reader, stats) = open("postgres", &p.spool)?;
         let task = tokio::spawn(postgres::run(p.clone(), reader, stats.clone()));
         handles.push(SinkHandle {
             name: "postgres",
             stats,
-            spool: shared,
             task,
         });
     }

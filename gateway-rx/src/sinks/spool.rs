@@ -49,11 +49,13 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use protocol::model::{Quality, UnixNanos, Value};
 use serde::{Deserialize, Serialize};
+
+use super::SinkStats;
 
 /// Bytes before each record's payload.
 pub const RECORD_HEADER: u64 = 8;
@@ -129,21 +131,14 @@ pub struct Pos {
     pub index: u32,
 }
 
-/// Counters of one spool.
-#[derive(Debug, Default)]
-pub struct SpoolStats {
-    pub appended: AtomicU64,
-    pub refused: AtomicU64,
-    pub corrupt_records: AtomicU64,
-    pub bytes: AtomicU64,
-}
-
 /// What the writer and the reader of one spool share.
 #[derive(Debug, Default)]
 pub struct SpoolShared {
     /// The readable end: (segment, length). Only what was synced is readable.
     head: Mutex<(u64, u64)>,
-    pub stats: SpoolStats,
+    /// The sink's counters: the spool counts `appended`, `spool_refused`, `corrupt_records`
+    /// and `spool_bytes`.
+    pub stats: Arc<SinkStats>,
     /// Woken when something was appended.
     pub notify: tokio::sync::Notify,
     /// Corruption the reader found, for the writer's side to record as gaps: bytes skipped.
@@ -161,7 +156,7 @@ impl SpoolShared {
 
     /// Bytes the segments use.
     pub fn bytes(&self) -> u64 {
-        self.stats.bytes.load(Ordering::Relaxed)
+        self.stats.spool_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -298,7 +293,7 @@ impl SpoolWriter {
                 .unwrap_or(0);
         }
         let shared = Arc::new(SpoolShared::default());
-        shared.stats.bytes.store(bytes, Ordering::Relaxed);
+        shared.stats.spool_bytes.store(bytes, Ordering::Relaxed);
         let segment = ids.last().map_or(1, |l| l + 1);
         let mut w = SpoolWriter {
             dir: dir.to_path_buf(),
@@ -371,7 +366,7 @@ impl SpoolWriter {
             self.dirty = true;
             self.shared
                 .stats
-                .bytes
+                .spool_bytes
                 .fetch_add(rec_len, Ordering::Relaxed);
             for s in chunk {
                 let next = self.names.len() as u32;
@@ -389,7 +384,7 @@ impl SpoolWriter {
             .fetch_add(taken as u64, Ordering::Relaxed);
         self.shared
             .stats
-            .refused
+            .spool_refused
             .fetch_add((samples.len() - taken) as u64, Ordering::Relaxed);
         Ok(taken)
     }
@@ -818,7 +813,7 @@ impl SpoolReader {
             let path = segment_path(&self.dir, id);
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if std::fs::remove_file(&path).is_ok() {
-                let _ = self.shared.stats.bytes.fetch_update(
+                let _ = self.shared.stats.spool_bytes.fetch_update(
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                     |b| Some(b.saturating_sub(len)),
@@ -919,7 +914,7 @@ mod tests {
         assert!(took > 0 && took < many.len(), "took {took}");
         assert!(shared.bytes() <= max);
         assert_eq!(
-            shared.stats.refused.load(Ordering::Relaxed),
+            shared.stats.spool_refused.load(Ordering::Relaxed),
             (many.len() - took) as u64
         );
         let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();

@@ -37,7 +37,7 @@ pub mod gaps;
 pub mod ranges;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -57,78 +57,36 @@ pub const PENDING_SAMPLES: usize = 200_000;
 /// Receiver-queue drops remembered for gap reasons, at most.
 const OVERFLOW_RANGES: usize = 4096;
 
-/// Counters of the store, for status and tests.
-#[derive(Debug, Default)]
-pub struct StoreStats {
-    pub batches_received: AtomicU64,
-    pub samples_received: AtomicU64,
+observe::counters! {
+    /// Counters of the store, for status and tests.
+    #[derive(Debug, Default)]
+    pub struct StoreStats;
+    /// A copy of [`StoreStats`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct StoreStatsSnapshot;
+
+    batches_received;
+    samples_received;
     /// Samples new to the store.
-    pub samples_inserted: AtomicU64,
+    samples_inserted;
     /// Samples whose (tag, source time) was already stored.
-    pub samples_duplicate: AtomicU64,
-    pub queue_full_batches: AtomicU64,
-    pub queue_full_samples: AtomicU64,
-    pub unknown_catalogue_dropped: AtomicU64,
+    samples_duplicate;
+    queue_full_batches;
+    queue_full_samples;
+    unknown_catalogue_dropped;
     /// Received while the store was disabled or could not be opened, or taken by a
     /// transaction that failed.
-    pub not_stored: AtomicU64,
-    pub write_errors: AtomicU64,
-    pub gaps_opened: AtomicU64,
-    pub gaps_healed: AtomicU64,
-    pub gaps_expired: AtomicU64,
-    pub gaps_abandoned: AtomicU64,
-    pub open_gaps: AtomicU64,
-    pub retention_deleted: AtomicU64,
-    pub store_bytes: AtomicU64,
+    not_stored;
+    write_errors;
+    gaps_opened;
+    gaps_healed;
+    gaps_expired;
+    gaps_abandoned;
+    open_gaps;
+    retention_deleted;
+    store_bytes;
     /// Transactions committed.
-    pub commits: AtomicU64,
-}
-
-/// A copy of [`StoreStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreStatsSnapshot {
-    pub batches_received: u64,
-    pub samples_received: u64,
-    pub samples_inserted: u64,
-    pub samples_duplicate: u64,
-    pub queue_full_batches: u64,
-    pub queue_full_samples: u64,
-    pub unknown_catalogue_dropped: u64,
-    pub not_stored: u64,
-    pub write_errors: u64,
-    pub gaps_opened: u64,
-    pub gaps_healed: u64,
-    pub gaps_expired: u64,
-    pub gaps_abandoned: u64,
-    pub open_gaps: u64,
-    pub retention_deleted: u64,
-    pub store_bytes: u64,
-    pub commits: u64,
-}
-
-impl StoreStats {
-    pub fn snapshot(&self) -> StoreStatsSnapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        StoreStatsSnapshot {
-            batches_received: g(&self.batches_received),
-            samples_received: g(&self.samples_received),
-            samples_inserted: g(&self.samples_inserted),
-            samples_duplicate: g(&self.samples_duplicate),
-            queue_full_batches: g(&self.queue_full_batches),
-            queue_full_samples: g(&self.queue_full_samples),
-            unknown_catalogue_dropped: g(&self.unknown_catalogue_dropped),
-            not_stored: g(&self.not_stored),
-            write_errors: g(&self.write_errors),
-            gaps_opened: g(&self.gaps_opened),
-            gaps_healed: g(&self.gaps_healed),
-            gaps_expired: g(&self.gaps_expired),
-            gaps_abandoned: g(&self.gaps_abandoned),
-            open_gaps: g(&self.open_gaps),
-            retention_deleted: g(&self.retention_deleted),
-            store_bytes: g(&self.store_bytes),
-            commits: g(&self.commits),
-        }
-    }
+    commits;
 }
 
 #[derive(Debug, Default)]

@@ -48,12 +48,14 @@ pub mod backfill;
 pub mod historian;
 pub mod log;
 mod records;
-pub mod report;
 pub mod segment;
+mod stats;
 mod thread;
 
+pub use stats::{HistoryStats, HistoryStatsSnapshot};
+
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -219,93 +221,6 @@ impl HistoryOutlet {
     pub fn push(&self, body: Vec<u8>) {
         self.lock().push_back(body);
         self.notify.notify_one();
-    }
-}
-
-/// Counters of the history stream, updated by the history thread.
-#[derive(Debug, Default)]
-pub struct HistoryStats {
-    pub appended: AtomicU64,
-    pub tap_dropped: AtomicU64,
-    pub write_errors: AtomicU64,
-    /// The log's head: the next sequence number.
-    pub head_seq: AtomicU64,
-    pub oldest_seq: AtomicU64,
-    /// Everything below this was handed to the link once.
-    pub live_seq: AtomicU64,
-    pub live_samples: AtomicU64,
-    /// Of those, read back from the buffer: they waited beyond the memory the thread keeps
-    /// (the link was behind).
-    pub live_read_back: AtomicU64,
-    pub carousel_samples: AtomicU64,
-    /// Estimated link bytes of carousel and backfill messages (datagram headers and FEC
-    /// repair included).
-    pub resend_bytes: AtomicU64,
-    pub carousel_cycles: AtomicU64,
-    pub backfill_samples: AtomicU64,
-    pub backfills_done: AtomicU64,
-    /// Records not re-sent: their tag is in no current catalogue.
-    pub unresolvable: AtomicU64,
-    pub log_bytes: AtomicU64,
-    pub segments: AtomicU64,
-    pub segments_deleted: AtomicU64,
-    pub records_deleted: AtomicU64,
-    /// Deleted before they were ever sent (the link was slower than the history for longer
-    /// than the buffer holds).
-    pub deleted_unsent: AtomicU64,
-    pub corrupt_records: AtomicU64,
-}
-
-/// A copy of [`HistoryStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HistoryStatsSnapshot {
-    pub appended: u64,
-    pub tap_dropped: u64,
-    pub write_errors: u64,
-    pub head_seq: u64,
-    pub oldest_seq: u64,
-    pub live_seq: u64,
-    pub live_samples: u64,
-    pub live_read_back: u64,
-    pub carousel_samples: u64,
-    pub resend_bytes: u64,
-    pub carousel_cycles: u64,
-    pub backfill_samples: u64,
-    pub backfills_done: u64,
-    pub unresolvable: u64,
-    pub log_bytes: u64,
-    pub segments: u64,
-    pub segments_deleted: u64,
-    pub records_deleted: u64,
-    pub deleted_unsent: u64,
-    pub corrupt_records: u64,
-}
-
-impl HistoryStats {
-    pub fn snapshot(&self) -> HistoryStatsSnapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        HistoryStatsSnapshot {
-            appended: g(&self.appended),
-            tap_dropped: g(&self.tap_dropped),
-            write_errors: g(&self.write_errors),
-            head_seq: g(&self.head_seq),
-            oldest_seq: g(&self.oldest_seq),
-            live_seq: g(&self.live_seq),
-            live_samples: g(&self.live_samples),
-            live_read_back: g(&self.live_read_back),
-            carousel_samples: g(&self.carousel_samples),
-            resend_bytes: g(&self.resend_bytes),
-            carousel_cycles: g(&self.carousel_cycles),
-            backfill_samples: g(&self.backfill_samples),
-            backfills_done: g(&self.backfills_done),
-            unresolvable: g(&self.unresolvable),
-            log_bytes: g(&self.log_bytes),
-            segments: g(&self.segments),
-            segments_deleted: g(&self.segments_deleted),
-            records_deleted: g(&self.records_deleted),
-            deleted_unsent: g(&self.deleted_unsent),
-            corrupt_records: g(&self.corrupt_records),
-        }
     }
 }
 
