@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use protocol::model::{Quality, UnixNanos, Value};
@@ -492,7 +492,7 @@ impl SpoolWriter {
         }
         self.shared
             .stats
-            .bytes
+            .spool_bytes
             .fetch_sub(unpublished, Ordering::Relaxed);
         self.len = self.published;
         for name in self.names_added.drain(..) {
