@@ -109,6 +109,7 @@ impl Receiver {
                 link_alive.clone(),
             )
             .with_sinks(monitors)
+            .with_store(store.sink())
             .with_opcua(opcua.as_ref().map(|m| m.monitor.clone())),
         );
         let mut http_addr = None;

@@ -83,6 +83,8 @@ pub struct RxStatus {
     history: Mutex<History>,
     /// The sinks fed by the store (`[mqtt]`, `[postgres]`).
     sinks: Vec<crate::sinks::SinkMonitor>,
+    /// The embedded historian store's counters, when it takes history.
+    store: Option<crate::store::HistorySink>,
     /// The OPC UA mirror, when `[opcua_server]` is configured.
     opcua: Option<crate::opcua::OpcUaMonitor>,
 }
@@ -109,6 +111,7 @@ impl RxStatus {
                 gaps_total: 0,
             }),
             sinks: Vec::new(),
+            store: None,
             opcua: None,
         }
     }
@@ -120,6 +123,12 @@ impl RxStatus {
     }
 
     /// Adds the sinks' counters to the metrics.
+    /// Adds the store's counters to the metrics, the status JSON and the page.
+    pub fn with_store(mut self, store: Option<crate::store::HistorySink>) -> RxStatus {
+        self.store = store;
+        self
+    }
+
     pub fn with_sinks(mut self, sinks: Vec<crate::sinks::SinkMonitor>) -> RxStatus {
         self.sinks = sinks;
         self
@@ -403,6 +412,9 @@ impl RxStatus {
                 get(&c.tags_not_served),
             );
         }
+        if let Some(store) = &self.store {
+            store.stats().metrics(e);
+        }
         self.sink_metrics(e);
     }
 
@@ -509,6 +521,13 @@ impl RxStatus {
                                 "rows": m.snapshot().rows() }),
             );
         }
+        let store = self.store.as_ref().map(|st| st.stats());
+        if let Some(st) = &store {
+            tables.push(
+                json!({ "title": "History store", "columns": ["counter", "value"],
+                                "rows": st.rows() }),
+            );
+        }
 
         if let Some(o) = &self.opcua {
             let c = &o.counters;
@@ -545,6 +564,7 @@ impl RxStatus {
                 "catalogue": catalogue.as_ref().map(|c| format!("{:016x}", c.hash())),
             },
             "counters": counters,
+            "store": store.map(|st| st.json()),
             "gaps": gaps_json,
             "gaps_total": gaps_total,
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad, "no_value": q.no_value },

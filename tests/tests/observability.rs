@@ -343,6 +343,20 @@ async fn metrics_health_and_status_pages_after_loss_a_cut_and_a_stop() {
     assert_eq!(h.json()["status"], "unhealthy");
     let m = get(rx_http, "/metrics").await.body;
     assert_eq!(metric(&m, "gateway_rx_link_up"), 0.0);
+    // The store's losses are in /metrics and /api/status too (they were in neither).
+    for family in [
+        "gateway_rx_store_queue_full_samples_total",
+        "gateway_rx_store_write_errors_total",
+        "gateway_rx_store_gaps_opened_total",
+        "gateway_rx_store_open_gaps",
+    ] {
+        assert!(m.contains(&format!("# TYPE {family} ")), "{family} missing");
+    }
+    assert!(
+        status["store"]["write_errors"].is_u64(),
+        "no store counters in /api/status: {}",
+        status["store"]
+    );
     assert!(metric(&m, "gateway_rx_tags{quality=\"uncertain\"}") > 0.0);
     c.relay.set(Impairments::default());
     wait_health(rx_http, 200, "gateway-rx healthy again").await;

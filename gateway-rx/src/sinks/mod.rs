@@ -106,8 +106,9 @@ observe::counters! {
     /// MQTT: packets of an unacknowledged window sent again after a lost connection or a
     /// restart (same packet ids).
     resent => counter("gateway_rx_sink_resent_total");
-    /// Spool appends that failed with an I/O error (their samples counted in overflow).
-    spool_errors;
+    /// Spool writes or syncs that failed with an I/O error (a full disk): the store's
+    /// transaction was rolled back with it, and the carousel re-sends its samples to both.
+    spool_errors => counter("gateway_rx_sink_spool_errors_total");
     /// Samples the spool had no room for (the caller counts them as overflow).
     spool_refused;
     /// Spool records the reader skipped as corrupt (recorded as gaps).

@@ -65,28 +65,43 @@ observe::counters! {
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub struct StoreStatsSnapshot;
 
-    batches_received;
-    samples_received;
+    /// History batches the link handed to the store.
+    batches_received => counter("gateway_rx_store_batches_received_total"), json;
+    /// History samples the link handed to the store.
+    samples_received => counter("gateway_rx_store_samples_received_total"), json, row "samples received";
     /// Samples new to the store.
-    samples_inserted;
-    /// Samples whose (tag, source time) was already stored.
-    samples_duplicate;
-    queue_full_batches;
-    queue_full_samples;
-    unknown_catalogue_dropped;
+    samples_inserted => counter("gateway_rx_store_samples_inserted_total"), json, row "samples stored";
+    /// Samples whose (tag, source time) was already stored (re-sends of the carousel).
+    samples_duplicate => counter("gateway_rx_store_samples_duplicate_total"), json, row "already stored (re-sends)";
+    /// History batches dropped because the writer's queue was full (recorded as gaps).
+    queue_full_batches => counter("gateway_rx_store_queue_full_batches_total"), json;
+    /// History samples dropped because the writer's queue was full (recorded as gaps).
+    queue_full_samples => counter("gateway_rx_store_queue_full_samples_total"), json, row "dropped: writer queue full" warn;
+    /// History samples of a catalogue the receiver did not know, dropped beyond the holding
+    /// bound (their numbers stay missing: gaps).
+    unknown_catalogue_dropped => counter("gateway_rx_store_unknown_catalogue_dropped_total"), json, row "dropped: unknown catalogue" warn;
     /// Received while the store was disabled or could not be opened, or taken by a
     /// transaction that failed.
-    not_stored;
-    write_errors;
-    gaps_opened;
-    gaps_healed;
-    gaps_expired;
-    gaps_abandoned;
-    open_gaps;
-    retention_deleted;
-    store_bytes;
+    not_stored => counter("gateway_rx_store_not_stored_total"), json, row "not stored (disabled, unopenable, failed transaction)" warn;
+    /// Transactions that failed (a full disk, an I/O error): rolled back, re-sent by the
+    /// carousel.
+    write_errors => counter("gateway_rx_store_write_errors_total"), json, row "write errors" bad;
+    /// History gaps opened.
+    gaps_opened => counter("gateway_rx_store_gaps_opened_total"), json, row "gaps opened" warn;
+    /// History gaps healed by re-sends.
+    gaps_healed => counter("gateway_rx_store_gaps_healed_total"), json, row "gaps healed";
+    /// History gaps the transmitter's buffer no longer holds: lost for good.
+    gaps_expired => counter("gateway_rx_store_gaps_expired_total"), json, row "gaps expired (lost)" bad;
+    /// History gaps given up beyond the tracking bounds.
+    gaps_abandoned => counter("gateway_rx_store_gaps_abandoned_total"), json, row "gaps abandoned" bad;
+    /// History gaps open now.
+    open_gaps => gauge("gateway_rx_store_open_gaps"), json, row "gaps open";
+    /// Samples deleted by retention (policy, not loss).
+    retention_deleted => counter("gateway_rx_store_retention_deleted_total"), json;
+    /// Bytes the store's database uses.
+    store_bytes => gauge("gateway_rx_store_bytes"), json;
     /// Transactions committed.
-    commits;
+    commits => counter("gateway_rx_store_commits_total"), json;
 }
 
 #[derive(Debug, Default)]
