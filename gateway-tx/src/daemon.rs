@@ -1,17 +1,16 @@
-//! Starts and stops the transmitter's tasks: one poller per device, the link sender, and,
-//! with `[http]`, the status server and its history sampler.
+//! Starts and stops the transmitter's tasks: the sources (see [`crate::source`]), the link
+//! sender, and, with `[http]`, the status server and its history sampler.
 //!
 //! Live reload ([`Transmitter::reload`], on SIGHUP or a change of the file with `--watch`):
 //! a valid config is applied in the same session and without restarting the link sender. The
 //! new tag table takes the current values of the tags whose name, type and source are
-//! unchanged; the link sender switches to it and sends its catalogue at once. Every device
-//! poller and OPC UA endpoint task is restarted on the new table (an endpoint opens a new
-//! session; its start-up HistoryRead is not repeated) (tag indexes shift when tags are added or removed
-//! before a device's own; polls resume within one interval, values are kept meanwhile). What
-//! cannot change live is refused, naming the key, and needs a restart: anything under
-//! `[link]`, `[http]` and `[history]`, and, with `[history]`, the tag list (the history
-//! buffer names tags by the catalogue it started with). A refused reload keeps the running
-//! config.
+//! unchanged; the link sender switches to it and sends its catalogue at once. Every source is
+//! restarted on the new table (tag indexes shift when tags are added or removed before a
+//! source's own; polls resume within one interval, values are kept meanwhile; an OPC UA
+//! endpoint opens a new session, and its start-up HistoryRead is not repeated). What cannot
+//! change live is refused, naming the key, and needs a restart: anything under `[link]`,
+//! `[http]` and `[history]`, and, with `[history]`, the tag list (the history buffer names
+//! tags by the catalogue it started with). A refused reload keeps the running config.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,15 +21,13 @@ use std::time::Duration;
 use anyhow::Context;
 
 use config::tx::TxConfig;
-use protocol::model::TagIndex;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::link::LinkSender;
-use crate::modbus::{DeviceHealth, run_device};
-use crate::opcua::EndpointHealth;
 use crate::scheduler::HealthFn;
-use crate::status::{DeviceStatus, EndpointStatus, TxSite, TxStatus};
+use crate::source::{Current, Running, Sources};
+use crate::status::{TxSite, TxStatus};
 use crate::tags::TagTable;
 
 /// A running transmitter. Dropping it stops every task.
@@ -43,6 +40,7 @@ pub struct Transmitter {
     link: JoinHandle<anyhow::Result<()>>,
     /// Tells the link sender to send what it holds and stop (see [`Transmitter::shutdown`]).
     stop_link: tokio::sync::watch::Sender<bool>,
+    /// The status log, sampler and server (the sources' tasks are in [`Live`]).
     pollers: Vec<JoinHandle<()>>,
     /// What a live reload replaces.
     live: Mutex<Live>,
@@ -64,7 +62,8 @@ impl Transmitter {
         // First: a start that cannot persist its epoch must not send or poll anything.
         let session =
             crate::epoch::start_session(&config.link.state_file, config.link.key.is_some())?;
-        let table = Arc::new(TagTable::from_config(&config));
+        let (sources, table) = Sources::build(&config, None)?;
+        let table = Arc::new(table);
         // The history's tap goes in before any source can report a sample.
         let history = match &config.history {
             Some(h) => {
@@ -76,25 +75,13 @@ impl Transmitter {
             None => None,
         };
         let mut pollers = Vec::new();
-        let healths: Healths = Arc::default();
-        let ep_healths: EndpointHealths = Arc::default();
         let history_hooks = history.as_ref().map(|h| h.hooks());
-        let (mut device_pollers, devices) = start_pollers(&config, &table, &healths, &[])?;
-        let (endpoint_tasks, endpoints) =
-            start_endpoints(&config, &table, &ep_healths, &[], history_hooks.as_ref())?;
-        device_pollers.extend(endpoint_tasks);
+        let sources = Arc::new(sources);
+        let running = sources.start(&table, history_hooks.as_ref());
+        let current = Current::new(sources.clone());
         let health: HealthFn = {
-            let healths = healths.clone();
-            let ep_healths = ep_healths.clone();
-            Arc::new(move || {
-                let healths = healths.lock().unwrap_or_else(|e| e.into_inner());
-                let ep_healths = ep_healths.lock().unwrap_or_else(|e| e.into_inner());
-                healths
-                    .iter()
-                    .map(|(name, h)| h.snapshot(name))
-                    .chain(ep_healths.iter().map(|(name, h)| h.snapshot(name)))
-                    .collect()
-            })
+            let current = current.clone();
+            Arc::new(move || current.get().health())
         };
         let (table_tx, table_rx) = tokio::sync::watch::channel((table.clone(), config.config_hash));
         let sender = LinkSender::new(
@@ -112,7 +99,7 @@ impl Transmitter {
         let link_alive = Arc::new(AtomicBool::new(true));
         let status = Arc::new(TxStatus::new(
             table.clone(),
-            devices,
+            current,
             config.link.clone(),
             session,
             config.config_hash,
@@ -120,7 +107,6 @@ impl Transmitter {
             sender.counters(),
             link_alive.clone(),
         ));
-        status.set_endpoints(endpoints);
         if let Some(h) = &history {
             status.set_history_stream(h.stats());
         }
@@ -157,9 +143,8 @@ impl Transmitter {
             live: Mutex::new(Live {
                 config,
                 table,
-                pollers: device_pollers,
-                healths,
-                ep_healths,
+                sources,
+                running,
                 table_tx,
                 history: history_hooks,
             }),
@@ -237,7 +222,9 @@ impl Transmitter {
         if old.history != new.history {
             fixed.push("history");
         }
-        let table = Arc::new(TagTable::from_config(&new));
+        // Built before anything stops: a config the sources refuse keeps the running one.
+        let (sources, table) =
+            Sources::build(&new, Some(&live.sources)).map_err(|e| format!("{e:#}"))?;
         if live.history.is_some() && table.infos() != live.table.infos() {
             fixed.push("devices.tags (with [history], the tag list)");
         }
@@ -253,38 +240,17 @@ impl Transmitter {
             table.infos().iter().map(|t| t.name.as_str()).collect();
         let added = new_names.difference(&old_names).count();
         let removed = old_names.difference(&new_names).count();
-        // Old pollers stop first, so no value reaches the old table after it was copied.
-        for p in live.pollers.drain(..) {
-            p.abort();
-        }
+        // The old sources stop first, so no value reaches the old table after it was copied.
+        live.running.stop();
         if let Some(h) = &live.history {
             table.set_history(h.tap.clone());
         }
         let kept_values = table.carry_over(&live.table);
-        let previous: Vec<(String, Arc<DeviceHealth>)> = live
-            .healths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (mut pollers, devices) =
-            start_pollers(&new, &table, &live.healths, &previous).map_err(|e| format!("{e:#}"))?;
-        let previous: Vec<(String, Arc<EndpointHealth>)> = live
-            .ep_healths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (tasks, endpoints) = start_endpoints(
-            &new,
-            &table,
-            &live.ep_healths,
-            &previous,
-            live.history.as_ref(),
-        )
-        .map_err(|e| format!("{e:#}"))?;
-        pollers.extend(tasks);
-        live.pollers = pollers;
-        self.status.replace(table.clone(), devices);
-        self.status.set_endpoints(endpoints);
+        let table = Arc::new(table);
+        let sources = Arc::new(sources);
+        live.running = sources.start(&table, live.history.as_ref());
+        live.sources = sources.clone();
+        self.status.replace(table.clone(), sources);
         live.table_tx.send_replace((table.clone(), new.config_hash));
         let summary = ReloadSummary {
             tags: table.len(),
@@ -313,9 +279,7 @@ impl Transmitter {
         for p in &self.pollers {
             p.abort();
         }
-        for p in &self.lock_live().pollers {
-            p.abort();
-        }
+        self.lock_live().running.stop();
         if self.link.is_finished() {
             return;
         }
@@ -345,9 +309,7 @@ impl Drop for Transmitter {
         for p in &self.pollers {
             p.abort();
         }
-        for p in &self.lock_live().pollers {
-            p.abort();
-        }
+        self.lock_live().running.stop();
     }
 }
 
@@ -382,141 +344,14 @@ pub struct ReloadSummary {
     pub kept_values: usize,
 }
 
-/// Each device's health by name, as the heartbeat reports it.
-type Healths = Arc<Mutex<Vec<(String, Arc<DeviceHealth>)>>>;
-/// Each OPC UA endpoint's health by name, reported with the devices'.
-type EndpointHealths = Arc<Mutex<Vec<(String, Arc<EndpointHealth>)>>>;
-
 /// What a live reload replaces.
 struct Live {
     config: TxConfig,
     table: Arc<TagTable>,
-    /// One per device and one per OPC UA endpoint.
-    pollers: Vec<JoinHandle<()>>,
-    healths: Healths,
-    ep_healths: EndpointHealths,
+    sources: Arc<Sources>,
+    running: Running,
     table_tx: tokio::sync::watch::Sender<(Arc<TagTable>, u64)>,
     history: Option<crate::history::SourceHooks>,
-}
-
-/// Starts one poller per device of `config` on `table`, and sets `healths` to theirs; a
-/// device named in `previous` keeps its health counters.
-fn start_pollers(
-    config: &TxConfig,
-    table: &Arc<TagTable>,
-    healths: &Healths,
-    previous: &[(String, Arc<DeviceHealth>)],
-) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<DeviceStatus>)> {
-    let mut pollers = Vec::new();
-    let mut named = Vec::new();
-    let mut devices = Vec::new();
-    let mut first: TagIndex = 0;
-    for device in &config.devices {
-        let health = previous
-            .iter()
-            .find(|(name, _)| *name == device.name)
-            .map(|(_, h)| h.clone())
-            .unwrap_or_default();
-        named.push((device.name.clone(), health.clone()));
-        devices.push(DeviceStatus {
-            config: device.clone(),
-            health: health.clone(),
-        });
-        let n = TagIndex::try_from(device.tags.len())?;
-        pollers.push(tokio::spawn(run_device(
-            device.clone(),
-            first,
-            table.clone(),
-            health,
-        )));
-        first += n;
-    }
-    *healths.lock().unwrap_or_else(|e| e.into_inner()) = named;
-    Ok((pollers, devices))
-}
-
-/// Starts one task per OPC UA endpoint of `config` on `table` (their tags follow every Modbus
-/// tag), and sets `healths` to theirs; an endpoint named in `previous` keeps its health (and
-/// does not repeat its start-up HistoryRead). With a history, an endpoint with historized tags
-/// also gets a task serving backfills from its historian.
-#[cfg(feature = "opcua")]
-fn start_endpoints(
-    config: &TxConfig,
-    table: &Arc<TagTable>,
-    healths: &EndpointHealths,
-    previous: &[(String, Arc<EndpointHealth>)],
-    history: Option<&crate::history::SourceHooks>,
-) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<EndpointStatus>)> {
-    let mut tasks = Vec::new();
-    let mut named = Vec::new();
-    let mut statuses = Vec::new();
-    let modbus_tags: usize = config.devices.iter().map(|d| d.tags.len()).sum();
-    let mut first = TagIndex::try_from(modbus_tags)?;
-    for ep in &config.opcua {
-        let health = previous
-            .iter()
-            .find(|(name, _)| *name == ep.name)
-            .map(|(_, h)| h.clone())
-            .unwrap_or_default();
-        named.push((ep.name.clone(), health.clone()));
-        statuses.push(EndpointStatus {
-            config: ep.clone(),
-            health: health.clone(),
-        });
-        tasks.push(tokio::spawn(crate::opcua::run_endpoint(
-            ep.clone(),
-            first,
-            table.clone(),
-            health,
-            history.map(|h| h.tap.clone()),
-        )));
-        if let Some(h) = history {
-            let historized = crate::opcua::backfill::historized(ep);
-            if !historized.is_empty() {
-                let names = historized
-                    .iter()
-                    .map(|&i| ep.tags[i].name.clone())
-                    .collect();
-                let reads = h.historians.register(&ep.name, names);
-                tasks.push(tokio::spawn(crate::opcua::backfill::run(
-                    ep.clone(),
-                    first,
-                    reads,
-                    h.tap.clone(),
-                )));
-            }
-        }
-        first += TagIndex::try_from(ep.tags.len())?;
-    }
-    if let Some(h) = history {
-        let with_history: Vec<&str> = config
-            .opcua
-            .iter()
-            .filter(|ep| ep.tags.iter().any(|t| t.historize))
-            .map(|ep| ep.name.as_str())
-            .collect();
-        h.historians.retain(&with_history);
-    }
-    *healths.lock().unwrap_or_else(|e| e.into_inner()) = named;
-    Ok((tasks, statuses))
-}
-
-/// Built without OPC UA: a config with endpoints is refused rather than silently not read.
-#[cfg(not(feature = "opcua"))]
-fn start_endpoints(
-    config: &TxConfig,
-    _table: &Arc<TagTable>,
-    healths: &EndpointHealths,
-    _previous: &[(String, Arc<EndpointHealth>)],
-    _history: Option<&crate::history::SourceHooks>,
-) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<EndpointStatus>)> {
-    anyhow::ensure!(
-        config.opcua.is_empty(),
-        "the config has [[opcua]] endpoints, but this gateway-tx was built without OPC UA \
-         (cargo feature `opcua`)"
-    );
-    healths.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    Ok((Vec::new(), Vec::new()))
 }
 
 /// The `[link]` keys that differ; none of them can change while the link runs.

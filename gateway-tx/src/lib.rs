@@ -10,6 +10,7 @@ pub mod modbus;
 pub mod opcua;
 pub mod pacer;
 pub mod scheduler;
+pub mod source;
 pub mod status;
 pub mod tags;
 pub mod udp;

@@ -6,14 +6,15 @@
 //! The link's, the encoder's (see [`crate::link_stats`]), the history stream's and the
 //! reloads' counters are each declared once and render their own part of the metrics, the
 //! JSON and the page's rows (`observe::metrics`); this module composes those parts with what
-//! only it knows. Devices and OPC UA endpoints are families with one sample per instance,
-//! written here from their health.
+//! only it knows. The sources are shown by kind (Modbus devices, OPC UA endpoints): each kind's
+//! [`crate::source::View`] gives its metric families, its JSON array and its table, from each
+//! source's [`crate::source::Health`]; the charts and the health check read every source alike.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use config::tx::{ModbusDevice, TxLink};
+use config::tx::TxLink;
 use observe::metrics::Counters;
 use observe::prom::Exposition;
 use observe::trend::{self, Ring};
@@ -23,31 +24,19 @@ use serde_json::{Value as Json, json};
 
 use crate::link::{LinkCounters, SharedEncoderStats};
 use crate::link_stats::ENCODER;
-use crate::modbus::DeviceHealth;
 use crate::pacer::IP_UDP_OVERHEAD;
+use crate::source::{Current, KINDS, Sources};
 use crate::tags::{QualityCounts, TagTable};
 
 /// The measured send rate is averaged over this many one-second samples.
 const RATE_WINDOW: usize = 10;
 
-/// One device as the status shows it: its config and the health its poller writes.
-pub struct DeviceStatus {
-    pub config: ModbusDevice,
-    pub health: Arc<DeviceHealth>,
-}
-
-/// One OPC UA endpoint as the status shows it: its config and the health its task writes.
-pub struct EndpointStatus {
-    pub config: config::opcua::OpcUaEndpoint,
-    pub health: Arc<crate::opcua::EndpointHealth>,
-}
-
 /// Everything of a running transmitter the status reads. Shared with the HTTP server.
 pub struct TxStatus {
     /// Replaced on a live reload (see [`TxStatus::replace`]).
     table: std::sync::RwLock<Arc<TagTable>>,
-    devices: std::sync::RwLock<Arc<Vec<DeviceStatus>>>,
-    endpoints: std::sync::RwLock<Arc<Vec<EndpointStatus>>>,
+    /// Shared with the heartbeat; replaced on a live reload.
+    sources: Current,
     pub link: TxLink,
     pub session: u64,
     pub config_hash: u64,
@@ -84,37 +73,26 @@ impl TxStatus {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The devices now polled.
-    pub fn devices(&self) -> Arc<Vec<DeviceStatus>> {
-        self.devices
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The sources now read.
+    pub fn sources(&self) -> Arc<Sources> {
+        self.sources.get()
     }
 
-    /// The OPC UA endpoints now read.
-    pub fn endpoints(&self) -> Arc<Vec<EndpointStatus>> {
-        self.endpoints
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The health of the source named `name`.
+    pub fn source_health(&self, name: &str) -> Option<Arc<crate::source::Health>> {
+        self.sources().get(name).map(|p| p.health.clone())
     }
 
-    /// At start and after a live reload: the OPC UA endpoints.
-    pub fn set_endpoints(&self, endpoints: Vec<EndpointStatus>) {
-        *self.endpoints.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(endpoints);
-    }
-
-    /// After a live reload: the new table and devices.
-    pub fn replace(&self, table: Arc<TagTable>, devices: Vec<DeviceStatus>) {
+    /// After a live reload: the new table and sources.
+    pub fn replace(&self, table: Arc<TagTable>, sources: Arc<Sources>) {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
-        *self.devices.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(devices);
+        self.sources.set(sources);
     }
 
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         table: Arc<TagTable>,
-        devices: Vec<DeviceStatus>,
+        sources: Current,
         link: TxLink,
         session: u64,
         config_hash: u64,
@@ -125,8 +103,7 @@ impl TxStatus {
         TxStatus {
             reloads: Arc::default(),
             table: std::sync::RwLock::new(table),
-            devices: std::sync::RwLock::new(Arc::new(devices)),
-            endpoints: std::sync::RwLock::new(Arc::new(Vec::new())),
+            sources,
             link,
             session,
             config_hash,
@@ -163,42 +140,16 @@ impl TxStatus {
 
     fn sample(&self) -> Sample {
         let c = self.counters.snapshot();
+        let sources = self.sources();
         Sample {
             t_ms: observe::unix_ms(),
             datagrams: c.datagrams_sent,
             bytes: c.bytes_sent,
             pending: c.pending_datagrams,
             queue: self.table().pending_changes() as u64,
-            polls_ok: self
-                .devices()
-                .iter()
-                .map(|d| d.health.polls_ok())
-                .sum::<u64>()
-                + self
-                    .endpoints()
-                    .iter()
-                    .map(|e| e.health.base.polls_ok())
-                    .sum::<u64>(),
-            polls_failed: self
-                .devices()
-                .iter()
-                .map(|d| d.health.polls_failed())
-                .sum::<u64>()
-                + self
-                    .endpoints()
-                    .iter()
-                    .map(|e| e.health.base.polls_failed())
-                    .sum::<u64>(),
-            connected: (self
-                .devices()
-                .iter()
-                .filter(|d| d.health.connected())
-                .count()
-                + self
-                    .endpoints()
-                    .iter()
-                    .filter(|e| e.health.base.connected())
-                    .count()) as u64,
+            polls_ok: sources.iter().map(|p| p.health.polls_ok()).sum(),
+            polls_failed: sources.iter().map(|p| p.health.polls_failed()).sum(),
+            connected: sources.iter().filter(|p| p.health.connected()).count() as u64,
             tags: self.table().quality_counts(),
         }
     }
@@ -233,23 +184,12 @@ impl TxStatus {
         if !self.link_alive() {
             reasons.push("link sender stopped".to_owned());
         }
-        let up = self
-            .devices()
-            .iter()
-            .filter(|d| d.health.connected())
-            .count();
-        if !self.devices().is_empty() && up == 0 {
-            reasons.push(format!(
-                "all {} devices are down (not connected)",
-                self.devices().len()
-            ));
-        }
-        let endpoints = self.endpoints();
-        if !endpoints.is_empty() && !endpoints.iter().any(|e| e.health.base.connected()) {
-            reasons.push(format!(
-                "all {} OPC UA endpoints are down (no session)",
-                endpoints.len()
-            ));
+        let sources = self.sources();
+        for kind in KINDS {
+            let of = sources.of(kind);
+            if !of.is_empty() && !of.iter().any(|p| p.health.connected()) {
+                reasons.push(format!("all {} {}", of.len(), kind.view.all_down));
+            }
         }
         Health { reasons }
     }
@@ -338,91 +278,10 @@ impl TxStatus {
             "Tags in the catalogue.",
             self.table().len(),
         );
-        e.labelled(
-            "gateway_tx_device_up",
-            "gauge",
-            "1 while the device's Modbus TCP connection is up.",
-            "device",
-            self.devices()
-                .iter()
-                .map(|d| (d.config.name.as_str(), d.health.connected())),
-        );
-        e.family(
-            "gateway_tx_device_polls_total",
-            "counter",
-            "Polls of each device, by outcome (failed: any request of the poll failed).",
-        );
-        for d in self.devices().iter() {
-            let name = d.config.name.as_str();
-            e.sample(
-                "gateway_tx_device_polls_total",
-                &[("device", name), ("outcome", "ok")],
-                d.health.polls_ok(),
-            );
-            e.sample(
-                "gateway_tx_device_polls_total",
-                &[("device", name), ("outcome", "failed")],
-                d.health.polls_failed(),
-            );
+        let sources = self.sources();
+        for kind in KINDS {
+            (kind.view.metrics)(e, &sources.of(kind));
         }
-        e.labelled(
-            "gateway_tx_device_poll_latency_seconds",
-            "gauge",
-            "Duration of the device's last complete poll (all of its requests).",
-            "device",
-            self.devices().iter().map(|d| {
-                (
-                    d.config.name.as_str(),
-                    d.health.last_latency().as_secs_f64(),
-                )
-            }),
-        );
-        e.labelled(
-            "gateway_tx_device_tags",
-            "gauge",
-            "Tags configured per device.",
-            "device",
-            self.devices()
-                .iter()
-                .map(|d| (d.config.name.as_str(), d.config.tags.len())),
-        );
-        let endpoints = self.endpoints();
-        e.labelled(
-            "gateway_tx_opcua_up",
-            "gauge",
-            "1 while the OPC UA endpoint's session is open.",
-            "endpoint",
-            endpoints
-                .iter()
-                .map(|x| (x.config.name.as_str(), x.health.base.connected())),
-        );
-        e.labelled(
-            "gateway_tx_opcua_reconnects_total",
-            "counter",
-            "Sessions opened to the OPC UA endpoint after the first.",
-            "endpoint",
-            endpoints
-                .iter()
-                .map(|x| (x.config.name.as_str(), x.health.reconnects())),
-        );
-        e.labelled(
-            "gateway_tx_opcua_values_total",
-            "counter",
-            "Data changes received (subscription) or Read rounds done (poll) per endpoint.",
-            "endpoint",
-            endpoints
-                .iter()
-                .map(|x| (x.config.name.as_str(), x.health.base.polls_ok())),
-        );
-        e.labelled(
-            "gateway_tx_opcua_failures_total",
-            "counter",
-            "Failed connections, service calls and refused monitored items per endpoint.",
-            "endpoint",
-            endpoints
-                .iter()
-                .map(|x| (x.config.name.as_str(), x.health.base.polls_failed())),
-        );
     }
 
     pub fn status(&self, query: &Query) -> Json {
@@ -432,89 +291,28 @@ impl TxStatus {
         let health = self.health();
         let q = self.table().quality_counts();
         let rate = self.measured_rate_bps();
-        let up = self
-            .devices()
-            .iter()
-            .filter(|d| d.health.connected())
-            .count();
         let uptime = self.started.elapsed();
 
-        let devices: Vec<Json> = self
-            .devices()
-            .iter()
-            .map(|d| {
-                json!({
-                    "name": d.config.name,
-                    "host": d.config.host,
-                    "port": d.config.port,
-                    "unit_id": d.config.unit_id,
-                    "poll_interval_ms": d.config.poll_interval.as_millis() as u64,
-                    "tags": d.config.tags.len(),
-                    "connected": d.health.connected(),
-                    "polls_ok": d.health.polls_ok(),
-                    "polls_failed": d.health.polls_failed(),
-                    "last_latency_ms": d.health.last_latency().as_secs_f64() * 1000.0,
-                    "last_error": d.health.last_error(),
-                })
-            })
-            .collect();
-        let device_rows: Vec<Json> = self
-            .devices()
-            .iter()
-            .map(|d| {
-                let connected = d.health.connected();
-                let error = d.health.last_error();
-                json!([
-                    d.config.name,
-                    format!("{}:{} unit {}", d.config.host, d.config.port, d.config.unit_id),
-                    { "text": if connected { "up" } else { "down" },
-                      "tone": if connected { "good" } else { "bad" } },
-                    d.health.polls_ok(),
-                    { "text": d.health.polls_failed(),
-                      "tone": if d.health.polls_failed() > 0 { "warn" } else { "" } },
-                    format!("{:.1} ms", d.health.last_latency().as_secs_f64() * 1000.0),
-                    { "text": if error.is_empty() { "\u{2013}".to_owned() } else { error },
-                      "tone": if d.health.last_error().is_empty() { "" } else { "bad" } },
-                ])
-            })
-            .collect();
-
-        let endpoints = self.endpoints();
-        let opcua: Vec<Json> = endpoints
-            .iter()
-            .map(|x| {
-                json!({
-                    "name": x.config.name,
-                    "url": x.config.url,
-                    "mode": format!("{:?}", x.config.mode).to_lowercase(),
-                    "tags": x.config.tags.len(),
-                    "connected": x.health.base.connected(),
-                    "reconnects": x.health.reconnects(),
-                    "values": x.health.base.polls_ok(),
-                    "failures": x.health.base.polls_failed(),
-                    "last_error": x.health.base.last_error(),
-                })
-            })
-            .collect();
-        let opcua_rows: Vec<Json> = endpoints
-            .iter()
-            .map(|x| {
-                let connected = x.health.base.connected();
-                let error = x.health.base.last_error();
-                json!([
-                    x.config.name,
-                    x.config.url,
-                    { "text": if connected { "up" } else { "down" },
-                      "tone": if connected { "good" } else { "bad" } },
-                    x.health.reconnects(),
-                    x.health.base.polls_ok(),
-                    { "text": x.health.base.polls_failed(),
-                      "tone": if x.health.base.polls_failed() > 0 { "warn" } else { "" } },
-                    { "text": if error.is_empty() { "\u{2013}".to_owned() } else { error.clone() },
-                      "tone": if error.is_empty() { "" } else { "bad" } },
-                ])
-            })
-            .collect();
+        // Each kind of source: its JSON array, its table, and its "up of n" fact if it has one.
+        let sources = self.sources();
+        let mut by_kind = serde_json::Map::new();
+        let mut source_tables = Vec::new();
+        let mut up_facts = Vec::new();
+        for kind in KINDS {
+            let v = &kind.view;
+            let of = sources.of(kind);
+            by_kind.insert(v.key.to_owned(), of.iter().map(|p| p.status()).collect());
+            source_tables.push(json!({
+                "title": v.title, "columns": v.columns,
+                "rows": of.iter().map(|p| p.row()).collect::<Vec<Json>>(),
+                "empty": v.empty, "wide": true,
+            }));
+            if let Some(label) = v.up_fact {
+                let (up, n) = (of.iter().filter(|p| p.health.connected()).count(), of.len());
+                up_facts.push(json!({ "label": label, "value": format!("{up} of {n}"),
+                    "tone": if up == n { "good" } else if up == 0 { "bad" } else { "warn" } }));
+            }
+        }
         let mut link_rows = c.rows();
         link_rows.extend(observe::metrics::rows(ENCODER, &enc));
         link_rows.extend([
@@ -526,6 +324,26 @@ impl TxStatus {
         let tags = self.tag_rows(query, now);
         let fec = &self.link.fec;
         let history_stream = self.history_stream();
+        let mut facts = vec![
+            json!({ "label": "Link sender", "value": if self.link_alive() { "running" } else { "STOPPED" },
+                    "tone": if self.link_alive() { "good" } else { "bad" } }),
+            json!({ "label": "Session", "value": format!("{:016x}", self.session) }),
+            observe::page::auth_fact(self.link.key.is_some()),
+            json!({ "label": "Uptime", "value": observe::page::age_text(Some(uptime.as_millis() as f64)) }),
+            json!({ "label": "Destination", "value": self.link.destination.to_string() }),
+            json!({ "label": "Send rate", "value": format!("{} of {}", mbit(rate), mbit(self.link.rate_bps as f64)),
+                    "tone": if rate > 0.9 * self.link.rate_bps as f64 { "warn" } else { "" } }),
+            json!({ "label": "Pacing backlog", "value": format!("{} datagrams", c.pending_datagrams) }),
+            json!({ "label": "Change queue", "value": format!("{} tags", self.table().pending_changes()) }),
+        ];
+        facts.extend(up_facts);
+        facts.extend([
+            json!({ "label": "Tags good / uncertain / bad", "value": format!("{} / {} / {}", q.good, q.uncertain, q.bad),
+                    "tone": if q.bad > 0 { "bad" } else if q.uncertain > 0 { "warn" } else { "good" } }),
+            json!({ "label": "Datagrams sent", "value": c.datagrams_sent }),
+            json!({ "label": "Samples sent / superseded", "value": format!("{} / {}", c.samples_sent, self.table().superseded()) }),
+            json!({ "label": "FEC", "value": format!("{}+{} \u{d7}{}", fec.data_shards, fec.repair_shards, fec.interleave) }),
+        ]);
         let mut page = json!({
             "daemon": "gateway-tx",
             "version": env!("CARGO_PKG_VERSION"),
@@ -547,8 +365,6 @@ impl TxStatus {
                 "samples_superseded": self.table().superseded(),
                 "values_refused_too_large": self.table().refused_too_large(),
             },
-            "devices": devices,
-            "opcua": opcua,
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad,
                              "no_value": q.no_value },
             "history": self.history_json(),
@@ -557,25 +373,7 @@ impl TxStatus {
             "view": {
                 "title": "gateway-tx",
                 "subtitle": "OT side \u{b7} polls the plant, sends one way across the diode",
-                "facts": [
-                    { "label": "Link sender", "value": if self.link_alive() { "running" } else { "STOPPED" },
-                      "tone": if self.link_alive() { "good" } else { "bad" } },
-                    { "label": "Session", "value": format!("{:016x}", self.session) },
-                    observe::page::auth_fact(self.link.key.is_some()),
-                    { "label": "Uptime", "value": observe::page::age_text(Some(uptime.as_millis() as f64)) },
-                    { "label": "Destination", "value": self.link.destination.to_string() },
-                    { "label": "Send rate", "value": format!("{} of {}", mbit(rate), mbit(self.link.rate_bps as f64)),
-                      "tone": if rate > 0.9 * self.link.rate_bps as f64 { "warn" } else { "" } },
-                    { "label": "Pacing backlog", "value": format!("{} datagrams", c.pending_datagrams) },
-                    { "label": "Change queue", "value": format!("{} tags", self.table().pending_changes()) },
-                    { "label": "Devices up", "value": format!("{up} of {}", self.devices().len()),
-                      "tone": if up == self.devices().len() { "good" } else if up == 0 { "bad" } else { "warn" } },
-                    { "label": "Tags good / uncertain / bad", "value": format!("{} / {} / {}", q.good, q.uncertain, q.bad),
-                      "tone": if q.bad > 0 { "bad" } else if q.uncertain > 0 { "warn" } else { "good" } },
-                    { "label": "Datagrams sent", "value": c.datagrams_sent },
-                    { "label": "Samples sent / superseded", "value": format!("{} / {}", c.samples_sent, self.table().superseded()) },
-                    { "label": "FEC", "value": format!("{}+{} \u{d7}{}", fec.data_shards, fec.repair_shards, fec.interleave) },
-                ],
+                "facts": facts,
                 "charts": [
                     { "title": "Link send rate", "unit": "Mbit/s",
                       "series": [ { "key": "mbit", "label": format!("sent (limit {})", mbit(self.link.rate_bps as f64)), "color": "#2f6fde" } ] },
@@ -589,12 +387,6 @@ impl TxStatus {
                                   { "key": "polls_failed", "label": "failed", "color": "#c0392b" } ] },
                 ],
                 "tables": [
-                    { "title": "Devices (Modbus TCP, read-only)",
-                      "columns": ["device", "address", "state", "polls ok", "failed", "last poll", "last error"],
-                      "rows": device_rows, "empty": "no devices configured", "wide": true },
-                    { "title": "OPC UA endpoints (read-only)",
-                      "columns": ["endpoint", "url", "state", "reconnects", "values", "failures", "last error"],
-                      "rows": opcua_rows, "empty": "no OPC UA endpoints configured", "wide": true },
                     { "title": "Link counters", "columns": ["counter", "value"], "rows": link_rows },
                     { "title": "Messages by stream", "columns": ["stream", "messages", "bytes"], "rows": stream_rows },
                 ],
@@ -602,6 +394,12 @@ impl TxStatus {
         });
         if let Some(link) = page["link"].as_object_mut() {
             link.extend(c.json());
+        }
+        if let Some(p) = page.as_object_mut() {
+            p.extend(by_kind);
+        }
+        if let Some(tables) = page["view"]["tables"].as_array_mut() {
+            tables.splice(0..0, source_tables);
         }
         if let (Some(h), Some(tables)) = (&history_stream, page["view"]["tables"].as_array_mut()) {
             tables.push(

@@ -9,10 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use config::tx::{ModbusTag, TxConfig};
-use protocol::model::{
-    ModbusAddress, Quality, Sample, SourceAddress, TagIndex, TagInfo, UnixNanos, Value, ValueType,
-};
+use protocol::model::{Quality, Sample, TagIndex, TagInfo, UnixNanos, Value, ValueType};
 use tokio::sync::Notify;
 
 pub struct TagTable {
@@ -56,40 +53,8 @@ pub struct Update {
 }
 
 impl TagTable {
-    /// Builds the table from the config: Modbus devices in file order, then OPC UA endpoints in
-    /// file order, each with its tags in file order. That order is the catalogue order, so tag indexes are stable for an unchanged config.
-    pub fn from_config(config: &TxConfig) -> TagTable {
-        let mut infos = Vec::new();
-        let mut deadbands = Vec::new();
-        for device in &config.devices {
-            for tag in &device.tags {
-                infos.push(modbus_tag_info(&device.name, device.unit_id, tag));
-                deadbands.push(tag.deadband);
-            }
-        }
-        // OPC UA tags follow, endpoints and tags in file order.
-        for ep in &config.opcua {
-            for tag in &ep.tags {
-                infos.push(TagInfo {
-                    name: tag.name.clone(),
-                    value_type: tag.value_type,
-                    unit: tag.unit.clone(),
-                    description: tag.description.clone(),
-                    source: SourceAddress::OpcUa {
-                        endpoint: ep.name.clone(),
-                        node_id: tag.node_text.clone(),
-                    },
-                });
-                // A percent deadband needs the variable's EURange: the server applies it.
-                deadbands.push(match tag.deadband_type {
-                    config::opcua::DeadbandType::Absolute => tag.deadband,
-                    config::opcua::DeadbandType::Percent => 0.0,
-                });
-            }
-        }
-        TagTable::new(infos, deadbands)
-    }
-
+    /// A table of `infos` (their order is the catalogue's: tag `i` is `infos[i]`), each
+    /// with its deadband. The daemon's is built by `source::Sources::build`.
     pub fn new(infos: Vec<TagInfo>, deadbands: Vec<f64>) -> TagTable {
         let n = infos.len();
         TagTable {
@@ -312,28 +277,6 @@ impl TagTable {
     }
 }
 
-fn modbus_tag_info(device: &str, unit_id: u8, tag: &ModbusTag) -> TagInfo {
-    let address = ModbusAddress {
-        device: device.to_string(),
-        unit_id,
-        table: tag.table,
-        address: tag.address,
-        kind: tag.kind,
-        count: tag.count,
-        byte_order: tag.byte_order,
-        word_order: tag.word_order,
-        scale: tag.scale,
-        offset: tag.offset,
-    };
-    TagInfo {
-        name: tag.name.clone(),
-        value_type: protocol::registers::value_type(&address),
-        unit: tag.unit.clone(),
-        description: tag.description.clone(),
-        source: SourceAddress::Modbus(address),
-    }
-}
-
 fn exceeds_deadband(old: &Value, new: &Value, deadband: f64) -> bool {
     match (old.as_f64(), new.as_f64()) {
         (Some(a), Some(b)) if deadband > 0.0 => {
@@ -366,6 +309,7 @@ pub fn zero_of(t: ValueType) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::model::SourceAddress;
 
     fn table(deadband: f64) -> TagTable {
         let info = TagInfo {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::tx::{ModbusDevice, ModbusTag};
-use gateway_tx::modbus::{DeviceHealth, run_device};
+use gateway_tx::modbus::run_device;
+use gateway_tx::source::Health;
 use gateway_tx::tags::TagTable;
 use plc_sim::{DEMO_TAGS, Fault, PlcSim};
 use protocol::model::{
@@ -76,7 +77,7 @@ fn tag(
     }
 }
 
-/// A tag table for devices in this order, numbered as `TagTable::from_config` would.
+/// A tag table for devices in this order, numbered as `source::Sources::build` would.
 fn table_for(devices: &[&ModbusDevice]) -> Arc<TagTable> {
     let mut infos = Vec::new();
     for d in devices {
@@ -97,7 +98,7 @@ fn table_for(devices: &[&ModbusDevice]) -> Arc<TagTable> {
 
 struct Running {
     task: JoinHandle<()>,
-    health: Arc<DeviceHealth>,
+    health: Arc<Health>,
 }
 
 impl Drop for Running {
@@ -107,7 +108,7 @@ impl Drop for Running {
 }
 
 fn spawn(device: &ModbusDevice, first: TagIndex, table: &Arc<TagTable>) -> Running {
-    let health = Arc::new(DeviceHealth::new());
+    let health = Arc::new(Health::new());
     let task = tokio::spawn(run_device(
         device.clone(),
         first,

@@ -233,8 +233,8 @@ async fn subscription_delivers_every_type_with_source_time_and_status() {
         }
     );
     every_type_round_trip(&sim, &table).await;
-    let ep = &tx.status.endpoints()[0];
-    assert!(ep.health.base.connected());
+    let ep = tx.status.source_health("sim").expect("endpoint sim");
+    assert!(ep.connected());
     assert_eq!(
         sim.mutations().total(),
         0,
@@ -403,7 +403,13 @@ async fn poll_mode_delivers_every_type() {
     );
     let tx = Transmitter::start(config).await.expect("transmitter");
     every_type_round_trip(&sim, &tx.table()).await;
-    assert!(tx.status.endpoints()[0].health.base.polls_ok() > 0);
+    assert!(
+        tx.status
+            .source_health("sim")
+            .expect("endpoint sim")
+            .polls_ok()
+            > 0
+    );
     assert_eq!(
         sim.mutations().total(),
         0,
@@ -451,8 +457,8 @@ async fn restart_recovers(endpoint_extra: &str) {
         Some(Value::Double(1.0)),
         "the last value is kept while Bad"
     );
-    let health = tx.status.endpoints()[0].health.clone();
-    assert!(!health.base.connected());
+    let health = tx.status.source_health("sim").expect("endpoint sim");
+    assert!(!health.connected());
     let reasons = tx.status.health().reasons;
     assert!(
         reasons
@@ -469,7 +475,7 @@ async fn restart_recovers(endpoint_extra: &str) {
             .is_some_and(|s| s.value == Value::Double(2.0) && s.quality == Quality::GOOD)
     })
     .await;
-    assert!(health.base.connected());
+    assert!(health.connected());
     assert!(health.reconnects() >= 1);
     // What operators see: /metrics and the status page.
     let mut e = observe::prom::Exposition::new();
@@ -527,9 +533,9 @@ async fn secured_endpoint_refuses_an_unknown_server_certificate_until_it_is_trus
         current(&table, "sim/speed").is_some_and(|s| s.quality == BAD_NOT_CONNECTED)
     })
     .await;
-    let health = tx.status.endpoints()[0].health.clone();
-    assert!(!health.base.connected());
-    assert!(!health.base.last_error().is_empty());
+    let health = tx.status.source_health("sim").expect("endpoint sim");
+    assert!(!health.connected());
+    assert!(!health.last_error().is_empty());
     // The engineer trusts it by moving the file.
     for f in files_in(&pki.join("rejected")) {
         let name = f.file_name().expect("file name").to_owned();
@@ -542,7 +548,7 @@ async fn secured_endpoint_refuses_an_unknown_server_certificate_until_it_is_trus
             .is_some_and(|s| s.value == Value::Double(3.5) && s.quality == Quality::GOOD)
     })
     .await;
-    assert!(health.base.connected());
+    assert!(health.connected());
     assert_eq!(sim.mutations().total(), 0);
 }
 
@@ -751,17 +757,17 @@ async fn user_name_identity_over_a_secured_endpoint() {
         current(&good, "sim/speed").is_some_and(|s| s.value == Value::Double(4.25))
     })
     .await;
-    let refused = txs[1].status.endpoints()[0].health.clone();
+    let refused = txs[1].status.source_health("sim").expect("endpoint sim");
     wait_for("the wrong password refused", || {
-        !refused.base.last_error().is_empty()
+        !refused.last_error().is_empty()
     })
     .await;
-    let error = refused.base.last_error();
+    let error = refused.last_error();
     assert!(
         error.contains("refused user \"reader\"") && error.contains("BadIdentityTokenRejected"),
         "{error}"
     );
-    assert!(!refused.base.connected());
+    assert!(!refused.connected());
     assert_eq!(
         current(&txs[1].table(), "sim/speed").map(|s| s.quality),
         Some(BAD_NOT_CONNECTED)
@@ -820,7 +826,7 @@ async fn live_reload_restarts_the_endpoint_with_the_new_tags() {
         current(&table, "sim/speed").is_some_and(|s| s.value == Value::Double(6.0))
     })
     .await;
-    assert_eq!(tx.status.endpoints()[0].config.tags.len(), 2);
+    assert_eq!(tx.status.sources().get("sim").map(|s| s.len), Some(2));
     assert_eq!(sim.mutations().total(), 0);
 }
 
@@ -1217,8 +1223,8 @@ async fn aes128_sha256_rsaoaep_round_trip(mode_config: &str, mode: MessageSecuri
     let config = tx_config(&sim, &pki, &extra, &type_tags(&sim), "");
     let tx = Transmitter::start(config).await.expect("transmitter");
     every_type_round_trip(&sim, &tx.table()).await;
-    let health = tx.status.endpoints()[0].health.clone();
-    assert!(health.base.connected());
+    let health = tx.status.source_health("sim").expect("endpoint sim");
+    assert!(health.connected());
     assert_eq!(
         sim.readers(),
         vec![anonymous_reader(SecurityPolicy::Aes128Sha256RsaOaep, mode)],
@@ -1343,11 +1349,16 @@ async fn x509_user_certificate_identity_is_accepted_only_for_the_trusted_certifi
             })
         })
         .await;
-        assert!(tx.status.endpoints()[0].health.base.connected());
+        assert!(
+            tx.status
+                .source_health("sim")
+                .expect("endpoint sim")
+                .connected()
+        );
     }
-    let refused = txs[2].status.endpoints()[0].health.clone();
+    let refused = txs[2].status.source_health("sim").expect("endpoint sim");
     wait_for("the unknown user certificate refused", || {
-        !refused.base.last_error().is_empty()
+        !refused.last_error().is_empty()
     })
     .await;
     // What the operator sees on the status page: which certificate was refused, and why.
@@ -1363,7 +1374,7 @@ async fn x509_user_certificate_identity_is_accepted_only_for_the_trusted_certifi
         "{error}"
     );
     assert_eq!(status["opcua"][0]["connected"], false);
-    assert!(!refused.base.connected());
+    assert!(!refused.connected());
     assert_eq!(
         current(&txs[2].table(), "sim/speed").map(|s| s.quality),
         Some(BAD_NOT_CONNECTED)

@@ -41,7 +41,7 @@ async fn run(tags: usize, seconds: u64) {
     let config = TxConfig::parse(&s, Path::new("load.toml")).expect("config");
     let tx = Transmitter::start(config).await.expect("transmitter");
     let table = tx.table();
-    let health = tx.status.endpoints()[0].health.clone();
+    let health = tx.status.source_health("load").expect("endpoint load");
     let names: Vec<String> = (0..tags).map(|i| format!("Load.{i}")).collect();
     let start = Instant::now();
     while table.quality_counts().good < tags as u64 {
@@ -52,7 +52,7 @@ async fn run(tags: usize, seconds: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let setup = start.elapsed();
-    let before = health.base.polls_ok();
+    let before = health.polls_ok();
     let t0 = Instant::now();
     let mut rounds = 0u64;
     while t0.elapsed() < Duration::from_secs(seconds) {
@@ -79,7 +79,7 @@ async fn run(tags: usize, seconds: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let received = health.base.polls_ok() - before;
+    let received = health.polls_ok() - before;
     println!(
         "opcua load: {tags} tags, subscription setup {:.2} s, {rounds} rounds of all tags set in {elapsed:.2} s, \
          {received} data changes received ({:.0} updates/s; {:.0}% of those set), last round complete",

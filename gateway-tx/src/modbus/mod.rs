@@ -1,8 +1,8 @@
-//! The Modbus TCP source: request planning, the per-device poller and its health counters.
+//! The Modbus TCP source: request planning, the per-device poller, and the device as a
+//! [`crate::source::Source`].
 
-pub mod health;
 pub mod plan;
 pub mod poller;
+pub mod source;
 
-pub use health::DeviceHealth;
 pub use poller::{run_device, run_device_with};

@@ -39,7 +39,7 @@
 //!
 //! Logs are rate-limited by transition: one warning when a device goes down, one info when it
 //! comes back, one warning when a request starts failing and one info when it recovers; the
-//! repeated failures in between are counted in [`DeviceHealth`] and logged at debug level.
+//! repeated failures in between are counted in the device's [`Health`] and logged at debug level.
 
 use std::io;
 use std::net::SocketAddr;
@@ -56,8 +56,8 @@ use tokio_modbus::client::{Client, Context};
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 use tracing::{debug, info, warn};
 
-use super::health::DeviceHealth;
 use super::plan::{self, PlanOptions, ReadRequest};
+use crate::source::Health;
 use crate::tags::{TagTable, Update};
 use crate::unix_now;
 
@@ -111,12 +111,12 @@ pub fn exception_quality(code: ExceptionCode) -> Quality {
 }
 
 /// Polls `device` forever (the caller aborts the task). Its tags are `first_tag..` in the
-/// device's tag order, as [`TagTable::from_config`] numbers them.
+/// device's tag order, as [`crate::source::Sources::build`] numbers them.
 pub async fn run_device(
     device: ModbusDevice,
     first_tag: TagIndex,
     table: Arc<TagTable>,
-    health: Arc<DeviceHealth>,
+    health: Arc<Health>,
 ) {
     run_device_with(device, first_tag, table, health, PlanOptions::default()).await
 }
@@ -126,7 +126,7 @@ pub async fn run_device_with(
     device: ModbusDevice,
     first_tag: TagIndex,
     table: Arc<TagTable>,
-    health: Arc<DeviceHealth>,
+    health: Arc<Health>,
     opts: PlanOptions,
 ) {
     let plan = plan::plan(&device, first_tag, &opts);
@@ -181,7 +181,7 @@ enum State {
 struct Poller {
     device: ModbusDevice,
     table: Arc<TagTable>,
-    health: Arc<DeviceHealth>,
+    health: Arc<Health>,
     requests: Vec<Planned>,
     /// Every tag some request reads.
     tags: Vec<TagIndex>,

@@ -12,9 +12,9 @@ use opcua::types::{AttributeId, NodeId, ReadValueId, StatusCode, TimestampsToRet
 use protocol::model::{Quality, TagIndex, ValueType};
 use tokio::sync::oneshot;
 
-use super::EndpointHealth;
 use super::{client, history_read, nodeid, poll, subscribe};
 use crate::history::HistoryTap;
+use crate::source::Health;
 use crate::tags::{TagTable, Update};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -70,14 +70,14 @@ pub async fn run_endpoint(
     ep: OpcUaEndpoint,
     first: TagIndex,
     table: Arc<TagTable>,
-    health: Arc<EndpointHealth>,
+    health: Arc<Health>,
     history: Option<Arc<HistoryTap>>,
 ) {
     let mut client = match client::build(&ep) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(endpoint = %ep.name, error = %e, "OPC UA endpoint cannot start");
-            health.base.poll_failed(&e.to_string());
+            health.poll_failed(&e.to_string());
             mark_all(&table, first, &ep, Quality::BAD_CONFIGURATION_ERROR);
             return;
         }
@@ -86,7 +86,7 @@ pub async fn run_endpoint(
         Ok(i) => i,
         Err(e) => {
             tracing::error!(endpoint = %ep.name, error = %e, "OPC UA endpoint cannot start");
-            health.base.poll_failed(&e.to_string());
+            health.poll_failed(&e.to_string());
             mark_all(&table, first, &ep, Quality::BAD_CONFIGURATION_ERROR);
             return;
         }
@@ -104,18 +104,18 @@ pub async fn run_endpoint(
         let code = match connect(&mut client, &ep, identity.clone()).await {
             Ok(mut conn) => {
                 health.session_opened();
-                health.base.set_connected(true);
+                health.set_connected(true);
                 tracing::info!(endpoint = %ep.name, url = %ep.url, "OPC UA session open");
                 // Dropping `conn` closes the session if the server still has it.
                 serve(&mut conn, &ep, first, &table, &health, history.as_ref()).await
             }
             Err(e) => {
                 tracing::warn!(endpoint = %ep.name, url = %ep.url, error = %e, "OPC UA connection failed");
-                health.base.poll_failed(&e);
+                health.poll_failed(&e);
                 StatusCode::BadNotConnected
             }
         };
-        health.base.set_connected(false);
+        health.set_connected(false);
         tracing::warn!(endpoint = %ep.name, status = %code, "OPC UA session lost; tags are Bad until it is back");
         mark_all(&table, first, &ep, Quality::BAD_NOT_CONNECTED);
         if started.elapsed() > BACKOFF_MAX {
@@ -223,15 +223,13 @@ async fn serve(
     ep: &OpcUaEndpoint,
     first: TagIndex,
     table: &Arc<TagTable>,
-    health: &Arc<EndpointHealth>,
+    health: &Arc<Health>,
     history: Option<&Arc<HistoryTap>>,
 ) -> StatusCode {
     let namespaces = match read_namespaces(&conn.session).await {
         Ok(n) => n,
         Err(code) => {
-            health
-                .base
-                .poll_failed(&format!("reading the NamespaceArray: {code}"));
+            health.poll_failed(&format!("reading the NamespaceArray: {code}"));
             return code;
         }
     };

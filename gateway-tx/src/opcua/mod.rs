@@ -2,7 +2,7 @@
 //! the endpoint's tags by subscription (or polled Read) into the tag table, and at start reads
 //! the recent history of `historize` tags into the history stream. Only Browse, Read,
 //! HistoryRead and the session and subscription services are ever called: never Write, Call,
-//! node management or HistoryUpdate (DESIGN.md: read-only towards the plant).
+//! node management or HistoryUpdate (read-only towards the plant).
 
 #[cfg(feature = "opcua")]
 pub mod backfill;
@@ -20,56 +20,9 @@ pub mod history_read;
 pub mod nodeid;
 #[cfg(feature = "opcua")]
 mod poll;
+pub mod source;
 #[cfg(feature = "opcua")]
 mod subscribe;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 #[cfg(feature = "opcua")]
 pub use endpoint::run_endpoint;
-
-use crate::modbus::DeviceHealth;
-
-/// Health of one endpoint: the Modbus devices' counters (connected, reads or publishes that
-/// delivered values, failures, last error) plus reconnections.
-#[derive(Debug, Default)]
-pub struct EndpointHealth {
-    pub base: DeviceHealth,
-    /// Sessions opened, live reloads included.
-    sessions: AtomicU64,
-    /// The start-up HistoryRead completed; later sessions and live reloads do not repeat it.
-    history_done: AtomicBool,
-}
-
-impl EndpointHealth {
-    pub fn new() -> EndpointHealth {
-        EndpointHealth::default()
-    }
-
-    /// Sessions opened after the first (a live reload opens one too).
-    pub fn reconnects(&self) -> u64 {
-        self.sessions.load(Ordering::Relaxed).saturating_sub(1)
-    }
-
-    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
-    pub(crate) fn session_opened(&self) {
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Whether the start-up HistoryRead is still to do.
-    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
-    pub(crate) fn history_pending(&self) -> bool {
-        !self.history_done.load(Ordering::Relaxed)
-    }
-
-    /// The start-up HistoryRead completed (an interrupted one is redone on the next session:
-    /// the receiver's store keeps each tag and source time once).
-    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
-    pub(crate) fn history_finished(&self) {
-        self.history_done.store(true, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self, name: &str) -> protocol::message::SourceHealth {
-        self.base.snapshot(name)
-    }
-}

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use config::opcua::OpcUaEndpoint;
 use opcua::types::{AttributeId, ReadValueId, StatusCode, TimestampsToReturn};
 
-use super::EndpointHealth;
 use super::convert;
 use super::endpoint::{Connection, Item};
+use crate::source::Health;
 use crate::tags::TagTable;
 
 pub(crate) async fn run(
@@ -16,7 +16,7 @@ pub(crate) async fn run(
     ep: &OpcUaEndpoint,
     items: &[Item],
     table: &Arc<TagTable>,
-    health: &Arc<EndpointHealth>,
+    health: &Arc<Health>,
 ) -> StatusCode {
     let reads: Vec<ReadValueId> = items
         .iter()
@@ -43,7 +43,7 @@ pub(crate) async fn run(
             {
                 Ok(v) => v,
                 Err(e) => {
-                    health.base.poll_failed(&format!("Read: {e}"));
+                    health.poll_failed(&format!("Read: {e}"));
                     return e.status();
                 }
             };
@@ -54,6 +54,6 @@ pub(crate) async fn run(
                     .map(|(it, dv)| convert::update(it.tag, it.ty, dv, now)),
             );
         }
-        health.base.poll_ok(started.elapsed());
+        health.poll_ok(started.elapsed());
     }
 }

@@ -13,9 +13,9 @@ use opcua::types::{
 use protocol::model::{Quality, TagIndex, ValueType};
 use tokio::sync::mpsc;
 
-use super::EndpointHealth;
 use super::convert;
 use super::endpoint::{Connection, Item};
+use crate::source::Health;
 use crate::tags::{TagTable, Update};
 
 /// Notifications per publish response at most, so a burst of changes of thousands of tags
@@ -27,7 +27,7 @@ pub(crate) async fn run(
     ep: &OpcUaEndpoint,
     items: &[Item],
     table: &Arc<TagTable>,
-    health: &Arc<EndpointHealth>,
+    health: &Arc<Health>,
 ) -> StatusCode {
     // Client handle = position in `by_handle` + 1 (0 would make the library pick one).
     let by_handle: Arc<Vec<(TagIndex, ValueType)>> =
@@ -49,7 +49,7 @@ pub(crate) async fn run(
                     return;
                 };
                 table.apply([convert::update(tag, ty, &dv, crate::unix_now())]);
-                health.base.poll_ok(std::time::Duration::ZERO);
+                health.poll_ok(std::time::Duration::ZERO);
             },
             |_, _| {},
         )
@@ -73,7 +73,7 @@ pub(crate) async fn run(
     let sub = match sub {
         Ok(id) => id,
         Err(e) => {
-            health.base.poll_failed(&format!("CreateSubscription: {e}"));
+            health.poll_failed(&format!("CreateSubscription: {e}"));
             return e.status();
         }
     };
@@ -104,15 +104,13 @@ pub(crate) async fn run(
                 }
             }
             Err(e) => {
-                health
-                    .base
-                    .poll_failed(&format!("CreateMonitoredItems: {e}"));
+                health.poll_failed(&format!("CreateMonitoredItems: {e}"));
                 return e.status();
             }
         }
     }
     if !bad.is_empty() {
-        health.base.poll_failed(&format!(
+        health.poll_failed(&format!(
             "{} monitored item(s) refused (first: {})",
             bad.len(),
             Quality(bad[0].quality.0).name()
@@ -124,7 +122,7 @@ pub(crate) async fn run(
             code = &mut conn.lost => return code.unwrap_or(StatusCode::BadNotConnected),
             Some(status) = status_rx.recv() => {
                 if status.is_bad() {
-                    health.base.poll_failed(&format!("subscription status {status}"));
+                    health.poll_failed(&format!("subscription status {status}"));
                     return status;
                 }
             }

@@ -1,4 +1,8 @@
-//! Per-device health, written by the device's poller and read by the heartbeat and status.
+//! One source's health, whatever its protocol: written by its tasks, read by the heartbeat
+//! (as the `SourceHealth` it sends) and by the status (metrics, health, the page). One type
+//! for every kind of source, so that the heartbeat, the sampler's charts and the health check
+//! read every source alike; a live reload carries it to the source of the same kind and name
+//! (see [`crate::source`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -6,21 +10,27 @@ use std::time::Duration;
 
 use protocol::message::SourceHealth;
 
-/// Counters and state of one Modbus device. Lock-free except for the error text, which is
-/// written only on a failure transition and read once per heartbeat.
+/// Counters and state of one source. Lock-free except for the error text, which is written
+/// only on a failure transition and read once per heartbeat.
 #[derive(Debug, Default)]
-pub struct DeviceHealth {
+pub struct Health {
     connected: AtomicBool,
+    /// Modbus: complete polls; OPC UA: data changes received or Read rounds done.
     polls_ok: AtomicU64,
     polls_failed: AtomicU64,
     /// Microseconds of the last complete poll (all of the device's requests).
     last_latency_us: AtomicU64,
     last_error: Mutex<String>,
+    /// Sessions opened, live reloads included (sources with sessions: OPC UA).
+    sessions: AtomicU64,
+    /// The start-up history read (OPC UA: HistoryRead of `historize` tags) completed; later
+    /// sessions and live reloads do not repeat it.
+    history_done: AtomicBool,
 }
 
-impl DeviceHealth {
-    pub fn new() -> DeviceHealth {
-        DeviceHealth::default()
+impl Health {
+    pub fn new() -> Health {
+        Health::default()
     }
 
     pub fn snapshot(&self, name: &str) -> SourceHealth {
@@ -54,6 +64,11 @@ impl DeviceHealth {
         self.error_lock().clone()
     }
 
+    /// Sessions opened after the first (a live reload opens one too).
+    pub fn reconnects(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
     }
@@ -82,6 +97,24 @@ impl DeviceHealth {
         self.last_latency_us.store(us, Ordering::Relaxed);
     }
 
+    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
+    pub(crate) fn session_opened(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the start-up history read is still to do.
+    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
+    pub(crate) fn history_pending(&self) -> bool {
+        !self.history_done.load(Ordering::Relaxed)
+    }
+
+    /// The start-up history read completed (an interrupted one is redone on the next session:
+    /// the receiver's store keeps each tag and source time once).
+    #[cfg_attr(not(feature = "opcua"), allow(dead_code))]
+    pub(crate) fn history_finished(&self) {
+        self.history_done.store(true, Ordering::Relaxed);
+    }
+
     fn error_lock(&self) -> std::sync::MutexGuard<'_, String> {
         // A poisoned lock still holds a valid string.
         self.last_error.lock().unwrap_or_else(|e| e.into_inner())
@@ -94,7 +127,7 @@ mod tests {
 
     #[test]
     fn snapshot_reflects_counters_and_clears_error_on_success() {
-        let h = DeviceHealth::new();
+        let h = Health::new();
         h.set_connected(true);
         h.poll_failed("exception 02");
         h.poll_failed("exception 02");
