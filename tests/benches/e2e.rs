@@ -1,5 +1,5 @@
 //! End-to-end benchmark of the gateway, reported as ratios against a plain UDP blast measured
-//! in the same run (DESIGN.md: benchmarks report ratios, not absolute figures checked by
+//! in the same run (benchmarks report ratios, not absolute figures checked by
 //! timed tests).
 //!
 //! `cargo bench -p tests --bench e2e` measures, in one run:
@@ -24,7 +24,7 @@
 //!    (see `e2e/history.rs`).
 //! 6. **Scale** (separate processes): receiver memory with 1,000,000 tags; Modbus polling of
 //!    100 simulated PLCs × 1,000 registers every 100 ms (the poller's CPU, not the simulators').
-//! 7. **Targets** of issue 7, each met or missed, with the figure.
+//! 7. **Targets**, each met or missed, with the figure.
 //!
 //! It prints a table and writes `target/bench/e2e.json` so runs can be compared. Set
 //! `E2E_QUICK=1` for a shorter run with shorter windows (for trying changes, not for figures),
@@ -2258,7 +2258,7 @@ fn targets(
 }
 
 fn print_targets(out: &mut String, ts: &[Target]) {
-    let _ = writeln!(out, "\n== 7. Issue 7 targets");
+    let _ = writeln!(out, "\n== 7. Targets");
     for t in ts {
         let _ = writeln!(
             out,
