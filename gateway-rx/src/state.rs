@@ -41,12 +41,12 @@
 //!
 //! Change feed: a sink that pushes values (the OPC UA mirror's subscriptions) calls
 //! [`State::enable_change_feed`], then waits on [`State::changed`] and drains
-//! [`State::take_changes`]. The feed is a set of tag indexes (one bit per catalogue tag, and the
-//! list of those set), plus two flags: every tag (the link went down or up, a new session:
-//! served qualities changed) and catalogue (a new catalogue replaced the indexes). A tag changed
-//! many times between two drains is listed once and the drain reads its latest value, so the
-//! feed holds at most one entry per tag whatever the sample rate, and costs a bit test per
-//! applied sample. Until a sink enables it, nothing is recorded.
+//! [`State::take_changes`]. The feed is a set of tag indexes (a [`ChangedTags`]), plus two
+//! flags: every tag (the link went down or up, a new session: served qualities changed) and
+//! catalogue (a new catalogue replaced the indexes). A tag changed many times between two
+//! drains is listed once and the drain reads its latest value, so the feed holds at most one
+//! entry per tag whatever the sample rate, and costs a bit test per applied sample. Until a
+//! sink enables it, nothing is recorded.
 //!
 //! Locking: one `RwLock`. Writers hold it for a batch of samples or to swap in a catalogue
 //! (the Modbus index for a new catalogue is built before the lock is taken); readers hold it
@@ -56,6 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use protocol::catalogue::Catalogue;
+use protocol::changed_tags::ChangedTags;
 use protocol::message::{CatalogueHash, Heartbeat, Stream};
 use protocol::model::{Quality, Sample, TagIndex, UnixNanos, Value};
 use protocol::tag_ref::TagRef;
@@ -166,26 +167,15 @@ pub struct Changes {
 #[derive(Debug, Default)]
 struct ChangeSet {
     enabled: bool,
-    /// One bit per catalogue index: set when the index is in `tags`.
-    marked: Vec<u64>,
-    tags: Vec<TagIndex>,
+    tags: ChangedTags,
     all: bool,
     catalogue: bool,
 }
 
 impl ChangeSet {
     fn mark(&mut self, tag: TagIndex) {
-        if !self.enabled {
-            return;
-        }
-        let Ok(i) = usize::try_from(tag) else { return };
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        if self.marked.len() <= word {
-            self.marked.resize(word + 1, 0);
-        }
-        if self.marked[word] & bit == 0 {
-            self.marked[word] |= bit;
-            self.tags.push(tag);
+        if self.enabled {
+            self.tags.insert(tag);
         }
     }
 
@@ -196,7 +186,6 @@ impl ChangeSet {
     }
 
     fn new_catalogue(&mut self) -> bool {
-        self.marked.clear();
         self.tags.clear();
         self.catalogue = true;
         self.all = true;
@@ -350,15 +339,7 @@ impl State {
         buffer.clear();
         let mut inner = self.write();
         let c = &mut inner.changes;
-        std::mem::swap(&mut c.tags, &mut buffer);
-        for &tag in &buffer {
-            if let Some(word) = usize::try_from(tag / 64)
-                .ok()
-                .and_then(|w| c.marked.get_mut(w))
-            {
-                *word &= !(1u64 << (tag % 64));
-            }
-        }
+        buffer.extend(std::iter::from_fn(|| c.tags.pop()));
         Changes {
             catalogue: std::mem::take(&mut c.catalogue),
             all: std::mem::take(&mut c.all),
