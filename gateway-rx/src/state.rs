@@ -290,10 +290,6 @@ impl StateView<'_> {
     pub fn modbus_index(&self) -> &RegisterIndex {
         &self.inner.modbus
     }
-
-    pub fn link(&self) -> LinkState {
-        self.inner.link
-    }
 }
 
 impl State {
@@ -519,20 +515,6 @@ impl State {
         }
     }
 
-    /// Records a heartbeat of `session`. Brings the link up (as a new session if the session
-    /// differs from the last one seen).
-    pub fn apply_heartbeat_of(&self, session: SessionId, heartbeat: Heartbeat, now: UnixNanos) {
-        let mut inner = self.write();
-        let wake = inner.start_session(session, &self.counters);
-        inner.last_heartbeat = Some(heartbeat);
-        inner.last_heartbeat_at = Some(now);
-        drop(inner);
-        if wake {
-            self.changed.notify_one();
-        }
-        add(&self.counters.heartbeats, 1);
-    }
-
     /// Records a heartbeat of the session last announced by [`new_session`](Self::new_session)
     /// and brings the link up. Before any session is known the link stays down.
     pub fn apply_heartbeat(&self, heartbeat: Heartbeat, now: UnixNanos) {
@@ -571,23 +553,6 @@ impl State {
             self.changed.notify_one();
         }
         add(&self.counters.link_downs, 1);
-    }
-
-    /// Marks the link down if the last heartbeat is older than `timeout` at `now`. Returns
-    /// true when this call took the link down.
-    pub fn check_heartbeat(&self, now: UnixNanos, timeout: std::time::Duration) -> bool {
-        let timeout_nanos = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
-        let expired = {
-            let inner = self.read();
-            matches!(inner.link, LinkState::Up { .. })
-                && inner
-                    .last_heartbeat_at
-                    .is_none_or(|t| now.saturating_sub(t) > timeout_nanos)
-        };
-        if expired {
-            self.mark_link_down(now);
-        }
-        expired
     }
 }
 
@@ -832,24 +797,37 @@ mod tests {
 
     #[test]
     fn heartbeats_drive_the_link() {
+        // The calls the link task makes: the decoder's new session, each heartbeat, and
+        // `mark_link_down` when none came for the heartbeat timeout.
         let state = State::new();
         assert!(state.link_is_down());
         state.apply_heartbeat(heartbeat(1), 10);
         assert!(state.link_is_down(), "no session known yet");
-        state.apply_heartbeat_of(5, heartbeat(1), 10);
+        state.new_session(5);
+        state.apply_heartbeat(heartbeat(1), 12);
         assert_eq!(state.link_state(), LinkState::Up { session: 5 });
         assert_eq!(
             state.last_heartbeat().map(|(t, h)| (t, h.catalogue)),
-            Some((10, 1))
+            Some((12, 1))
         );
-        let timeout = std::time::Duration::from_nanos(10);
-        assert!(!state.check_heartbeat(15, timeout));
-        assert!(state.check_heartbeat(21, timeout));
+        state.mark_link_down(21);
         assert!(state.link_is_down());
-        assert!(!state.check_heartbeat(100, timeout));
-        state.apply_heartbeat_of(6, heartbeat(1), 110);
+        state.mark_link_down(100);
+        assert_eq!(
+            state.link_down_since(),
+            Some(21),
+            "down once, since the first"
+        );
+        assert_eq!(state.counters().link_downs, 1);
+        // A heartbeat of the same session brings the link back, without a new session.
+        state.apply_heartbeat(heartbeat(1), 110);
+        assert_eq!(state.link_state(), LinkState::Up { session: 5 });
+        assert_eq!(state.link_down_since(), None);
+        state.new_session(6);
+        state.apply_heartbeat(heartbeat(1), 120);
         assert_eq!(state.link_state(), LinkState::Up { session: 6 });
-        assert_eq!(state.counters().heartbeats, 3);
+        assert_eq!(state.counters().heartbeats, 4);
+        assert_eq!(state.counters().sessions, 2);
     }
 
     #[test]
