@@ -97,6 +97,41 @@ pub(crate) fn check_name(ctx: &mut Ctx<'_>, n: At<String>) -> Option<At<String>>
     None
 }
 
+/// Path segments of `[A-Za-z0-9_.-]+` separated by `/`.
+pub(crate) fn check_tag_name(ctx: &mut Ctx<'_>, n: At<String>) -> Option<At<String>> {
+    let s = n.val.as_str();
+    let problem = if s.is_empty() {
+        Some("is empty".to_owned())
+    } else if s.len() > 255 {
+        Some(format!("is {} bytes long, more than 255", s.len()))
+    } else if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-/".contains(*c)))
+    {
+        Some(format!("contains {c:?}"))
+    } else if s.split('/').any(str::is_empty) {
+        Some("has an empty path segment (a leading, trailing or doubled '/')".to_owned())
+    } else if s.split('/').any(|seg| seg.chars().all(|c| c == '.')) {
+        Some("has a path segment made only of dots".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        None => Some(n),
+        Some(p) => {
+            ctx.error(
+                n.span.start,
+                &n.key,
+                format!(
+                    "tag name \"{s}\" {p}; a tag name is one or more segments of letters, \
+                     digits, '_', '.' and '-' separated by '/', like \"site/area/pump3/speed\""
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// An optional integer with a default; `None` only when present and invalid (reported).
 pub(crate) fn int_or(
     ctx: &mut Ctx<'_>,

@@ -796,7 +796,7 @@ fn parse_tag(
                 "give the tag a unique path-like name, like name = \"site/area/pump3/speed\"",
             ),
         )
-        .and_then(|n| crate::tx::check_tag_name(ctx, n));
+        .and_then(|n| crate::common::check_tag_name(ctx, n));
     let name_ok = match &name {
         Some(n) => unique(ctx, tag_names, n, &t.path, "tag name", "the whole file"),
         None => false,

@@ -34,41 +34,37 @@
 //! - **Never received.** A tag with no value yet has none to serve; each sink says so in its
 //!   own protocol (the Modbus mirror answers exception 04).
 //!
-//! Memory: one entry per catalogue tag (the catalogue itself is capped by the assembler), and a
-//! Modbus register index capped at [`MAX_MODBUS_INDEX_ENTRIES`] entries with at most
-//! [`MAX_TAGS_PER_REGISTER`] tags per register; tags beyond either cap are not mirrored over
-//! Modbus and are counted (`modbus_tags_not_indexed`).
+//! Memory: one entry per catalogue tag (the catalogue itself is capped by the assembler), and
+//! the Modbus mirror's register index (bounded, see [`crate::modbus_server::index`]). The index
+//! is built with each catalogue and installed with it, so that its tag indexes always index
+//! the values of the same view.
 //!
 //! Change feed: a sink that pushes values (the OPC UA mirror's subscriptions) calls
 //! [`State::enable_change_feed`], then waits on [`State::changed`] and drains
-//! [`State::take_changes`]. The feed is a set of tag indexes (one bit per catalogue tag, and the
-//! list of those set), plus two flags: every tag (the link went down or up, a new session:
-//! served qualities changed) and catalogue (a new catalogue replaced the indexes). A tag changed
-//! many times between two drains is listed once and the drain reads its latest value, so the
-//! feed holds at most one entry per tag whatever the sample rate, and costs a bit test per
-//! applied sample. Until a sink enables it, nothing is recorded.
+//! [`State::take_changes`]. The feed is a set of tag indexes (a [`ChangedTags`]), plus two
+//! flags: every tag (the link went down or up, a new session: served qualities changed) and
+//! catalogue (a new catalogue replaced the indexes). A tag changed many times between two
+//! drains is listed once and the drain reads its latest value, so the feed holds at most one
+//! entry per tag whatever the sample rate, and costs a bit test per applied sample. Until a
+//! sink enables it, nothing is recorded.
 //!
 //! Locking: one `RwLock`. Writers hold it for a batch of samples or to swap in a catalogue
 //! (the Modbus index for a new catalogue is built before the lock is taken); readers hold it
 //! for one request. Nothing awaits while holding it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use protocol::catalogue::Catalogue;
+use protocol::changed_tags::ChangedTags;
 use protocol::message::{CatalogueHash, Heartbeat, Stream};
-use protocol::model::{ModbusTable, Quality, Sample, TagIndex, UnixNanos, Value};
-use protocol::tag_ref::{SourceRef, TagRef};
+use protocol::model::{Quality, Sample, TagIndex, UnixNanos, Value};
+use protocol::tag_ref::TagRef;
+
+use crate::modbus_server::index::RegisterIndex;
 
 /// A transmitter session id, chosen at random when the transmitter starts.
 pub type SessionId = u64;
-
-/// Upper bound on (register → tag) entries in the Modbus index, whatever the catalogue says.
-pub const MAX_MODBUS_INDEX_ENTRIES: usize = 16 * 1024 * 1024;
-/// Overlapping tags (e.g. a 32-bit value and its low word as a second tag) are allowed; a
-/// register keeps at most this many of them, the lowest tag indexes first.
-pub const MAX_TAGS_PER_REGISTER: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -91,21 +87,6 @@ pub struct ServedValue<'a> {
     pub source_time: UnixNanos,
     pub received_at: UnixNanos,
     pub stream: Stream,
-}
-
-/// The Modbus key a tag is mirrored under: the source device and unit id, and the table.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModbusKey {
-    pub device: String,
-    pub unit_id: u8,
-    pub table: ModbusTable,
-}
-
-/// A tag covering a register: its catalogue index and the register's offset within the tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RegisterRef {
-    pub tag: TagIndex,
-    pub offset: u16,
 }
 
 /// What one call to [`State::apply_samples`] did, for the caller's logs.
@@ -171,62 +152,6 @@ struct Entry {
     epoch: u64,
 }
 
-/// (register address → tags covering it) for one [`ModbusKey`].
-type RegisterMap = HashMap<u16, Vec<RegisterRef>>;
-
-#[derive(Debug, Default)]
-struct ModbusIndex {
-    keys: HashMap<ModbusKey, RegisterMap>,
-    not_indexed: u64,
-}
-
-impl ModbusIndex {
-    fn build(catalogue: &Catalogue) -> ModbusIndex {
-        let mut index = ModbusIndex::default();
-        let mut entries = 0usize;
-        for (i, tag) in catalogue.iter().enumerate() {
-            let (Ok(tag_index), SourceRef::Modbus(addr)) = (TagIndex::try_from(i), tag.source)
-            else {
-                continue;
-            };
-            let span = protocol::registers::register_count(addr);
-            if entries.saturating_add(usize::from(span)) > MAX_MODBUS_INDEX_ENTRIES {
-                index.not_indexed += 1;
-                continue;
-            }
-            let map = index
-                .keys
-                .entry(ModbusKey {
-                    device: addr.device.to_owned(),
-                    unit_id: addr.unit_id,
-                    table: addr.table,
-                })
-                .or_default();
-            let mut crowded = false;
-            for offset in 0..span {
-                // A tag running past the end of the address space covers only what exists.
-                let Some(register) = addr.address.checked_add(offset) else {
-                    break;
-                };
-                let refs = map.entry(register).or_default();
-                if refs.len() >= MAX_TAGS_PER_REGISTER {
-                    crowded = true;
-                    continue;
-                }
-                refs.push(RegisterRef {
-                    tag: tag_index,
-                    offset,
-                });
-                entries += 1;
-            }
-            if crowded {
-                index.not_indexed += 1;
-            }
-        }
-        index
-    }
-}
-
 /// What changed since the change feed was last drained.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -242,26 +167,15 @@ pub struct Changes {
 #[derive(Debug, Default)]
 struct ChangeSet {
     enabled: bool,
-    /// One bit per catalogue index: set when the index is in `tags`.
-    marked: Vec<u64>,
-    tags: Vec<TagIndex>,
+    tags: ChangedTags,
     all: bool,
     catalogue: bool,
 }
 
 impl ChangeSet {
     fn mark(&mut self, tag: TagIndex) {
-        if !self.enabled {
-            return;
-        }
-        let Ok(i) = usize::try_from(tag) else { return };
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        if self.marked.len() <= word {
-            self.marked.resize(word + 1, 0);
-        }
-        if self.marked[word] & bit == 0 {
-            self.marked[word] |= bit;
-            self.tags.push(tag);
+        if self.enabled {
+            self.tags.insert(tag);
         }
     }
 
@@ -272,7 +186,6 @@ impl ChangeSet {
     }
 
     fn new_catalogue(&mut self) -> bool {
-        self.marked.clear();
         self.tags.clear();
         self.catalogue = true;
         self.all = true;
@@ -285,7 +198,8 @@ struct Inner {
     catalogue: Option<Arc<Catalogue>>,
     /// Indexed like the catalogue's tags.
     values: Vec<Option<Entry>>,
-    modbus: ModbusIndex,
+    /// The Modbus mirror's, for this catalogue.
+    modbus: RegisterIndex,
     link: LinkState,
     /// The last session seen, kept while the link is down so that a heartbeat of the same
     /// session is not mistaken for a restart.
@@ -372,25 +286,9 @@ impl StateView<'_> {
         })
     }
 
-    /// The tags covering a register, lowest tag index first.
-    pub fn modbus_tags_at(&self, key: &ModbusKey, address: u16) -> &[RegisterRef] {
-        self.inner
-            .modbus
-            .keys
-            .get(key)
-            .and_then(|m| m.get(&address))
-            .map_or(&[], Vec::as_slice)
-    }
-
-    /// Every (device, unit id, table) that has Modbus tags, sorted.
-    pub fn modbus_keys(&self) -> Vec<&ModbusKey> {
-        let mut keys: Vec<&ModbusKey> = self.inner.modbus.keys.keys().collect();
-        keys.sort();
-        keys
-    }
-
-    pub fn link(&self) -> LinkState {
-        self.inner.link
+    /// The Modbus mirror's register index of this view's catalogue.
+    pub fn modbus_index(&self) -> &RegisterIndex {
+        &self.inner.modbus
     }
 }
 
@@ -400,7 +298,7 @@ impl State {
             inner: RwLock::new(Inner {
                 catalogue: None,
                 values: Vec::new(),
-                modbus: ModbusIndex::default(),
+                modbus: RegisterIndex::default(),
                 link: LinkState::Down,
                 session: None,
                 epoch: 0,
@@ -437,15 +335,7 @@ impl State {
         buffer.clear();
         let mut inner = self.write();
         let c = &mut inner.changes;
-        std::mem::swap(&mut c.tags, &mut buffer);
-        for &tag in &buffer {
-            if let Some(word) = usize::try_from(tag / 64)
-                .ok()
-                .and_then(|w| c.marked.get_mut(w))
-            {
-                *word &= !(1u64 << (tag % 64));
-            }
-        }
+        buffer.extend(std::iter::from_fn(|| c.tags.pop()));
         Changes {
             catalogue: std::mem::take(&mut c.catalogue),
             all: std::mem::take(&mut c.all),
@@ -513,8 +403,8 @@ impl State {
         if self.catalogue_hash() == Some(catalogue.hash()) {
             return false;
         }
-        let modbus = ModbusIndex::build(&catalogue);
-        let not_indexed = modbus.not_indexed;
+        let modbus = RegisterIndex::build(&catalogue);
+        let not_indexed = modbus.not_indexed();
         let catalogue = Arc::new(catalogue);
         let mut values: Vec<Option<Entry>> = vec![None; catalogue.len()];
 
@@ -625,20 +515,6 @@ impl State {
         }
     }
 
-    /// Records a heartbeat of `session`. Brings the link up (as a new session if the session
-    /// differs from the last one seen).
-    pub fn apply_heartbeat_of(&self, session: SessionId, heartbeat: Heartbeat, now: UnixNanos) {
-        let mut inner = self.write();
-        let wake = inner.start_session(session, &self.counters);
-        inner.last_heartbeat = Some(heartbeat);
-        inner.last_heartbeat_at = Some(now);
-        drop(inner);
-        if wake {
-            self.changed.notify_one();
-        }
-        add(&self.counters.heartbeats, 1);
-    }
-
     /// Records a heartbeat of the session last announced by [`new_session`](Self::new_session)
     /// and brings the link up. Before any session is known the link stays down.
     pub fn apply_heartbeat(&self, heartbeat: Heartbeat, now: UnixNanos) {
@@ -678,30 +554,14 @@ impl State {
         }
         add(&self.counters.link_downs, 1);
     }
-
-    /// Marks the link down if the last heartbeat is older than `timeout` at `now`. Returns
-    /// true when this call took the link down.
-    pub fn check_heartbeat(&self, now: UnixNanos, timeout: std::time::Duration) -> bool {
-        let timeout_nanos = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
-        let expired = {
-            let inner = self.read();
-            matches!(inner.link, LinkState::Up { .. })
-                && inner
-                    .last_heartbeat_at
-                    .is_none_or(|t| now.saturating_sub(t) > timeout_nanos)
-        };
-        if expired {
-            self.mark_link_down(now);
-        }
-        expired
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use protocol::model::{
-        ByteOrder, ModbusAddress, ModbusType, SourceAddress, TagInfo, ValueType, WordOrder,
+        ByteOrder, ModbusAddress, ModbusTable, ModbusType, SourceAddress, TagInfo, ValueType,
+        WordOrder,
     };
 
     fn modbus(device: &str, table: ModbusTable, address: u16, kind: ModbusType) -> SourceAddress {
@@ -937,24 +797,37 @@ mod tests {
 
     #[test]
     fn heartbeats_drive_the_link() {
+        // The calls the link task makes: the decoder's new session, each heartbeat, and
+        // `mark_link_down` when none came for the heartbeat timeout.
         let state = State::new();
         assert!(state.link_is_down());
         state.apply_heartbeat(heartbeat(1), 10);
         assert!(state.link_is_down(), "no session known yet");
-        state.apply_heartbeat_of(5, heartbeat(1), 10);
+        state.new_session(5);
+        state.apply_heartbeat(heartbeat(1), 12);
         assert_eq!(state.link_state(), LinkState::Up { session: 5 });
         assert_eq!(
             state.last_heartbeat().map(|(t, h)| (t, h.catalogue)),
-            Some((10, 1))
+            Some((12, 1))
         );
-        let timeout = std::time::Duration::from_nanos(10);
-        assert!(!state.check_heartbeat(15, timeout));
-        assert!(state.check_heartbeat(21, timeout));
+        state.mark_link_down(21);
         assert!(state.link_is_down());
-        assert!(!state.check_heartbeat(100, timeout));
-        state.apply_heartbeat_of(6, heartbeat(1), 110);
+        state.mark_link_down(100);
+        assert_eq!(
+            state.link_down_since(),
+            Some(21),
+            "down once, since the first"
+        );
+        assert_eq!(state.counters().link_downs, 1);
+        // A heartbeat of the same session brings the link back, without a new session.
+        state.apply_heartbeat(heartbeat(1), 110);
+        assert_eq!(state.link_state(), LinkState::Up { session: 5 });
+        assert_eq!(state.link_down_since(), None);
+        state.new_session(6);
+        state.apply_heartbeat(heartbeat(1), 120);
         assert_eq!(state.link_state(), LinkState::Up { session: 6 });
-        assert_eq!(state.counters().heartbeats, 3);
+        assert_eq!(state.counters().heartbeats, 4);
+        assert_eq!(state.counters().sessions, 2);
     }
 
     #[test]
@@ -1084,77 +957,5 @@ mod tests {
             .expect("woken")
             .expect("task");
         assert_eq!(got.tags, vec![1]);
-    }
-
-    #[test]
-    fn modbus_index_maps_registers_to_tags() {
-        let (state, _) = up_state();
-        let view = state.view();
-        let key = ModbusKey {
-            device: "plc".into(),
-            unit_id: 1,
-            table: ModbusTable::HoldingRegister,
-        };
-        assert_eq!(view.modbus_tags_at(&key, 9), &[]);
-        assert_eq!(
-            view.modbus_tags_at(&key, 10),
-            &[RegisterRef { tag: 0, offset: 0 }]
-        );
-        assert_eq!(
-            view.modbus_tags_at(&key, 11),
-            &[RegisterRef { tag: 1, offset: 0 }]
-        );
-        // F32 spans two registers whatever `count` says.
-        assert_eq!(
-            view.modbus_tags_at(&key, 12),
-            &[RegisterRef { tag: 1, offset: 1 }]
-        );
-        assert_eq!(view.modbus_tags_at(&key, 13), &[]);
-        let other = ModbusKey {
-            table: ModbusTable::InputRegister,
-            ..key.clone()
-        };
-        assert_eq!(view.modbus_tags_at(&other, 10), &[]);
-        assert_eq!(view.modbus_keys(), vec![&key]);
-    }
-
-    #[test]
-    fn modbus_index_is_bounded_and_clamped() {
-        let mut tags: Vec<TagInfo> = (0..10)
-            .map(|i| {
-                tag(
-                    &format!("t{i}"),
-                    ValueType::UInt64,
-                    modbus("plc", ModbusTable::InputRegister, 100, ModbusType::U64),
-                )
-            })
-            .collect();
-        tags.push(tag(
-            "edge",
-            ValueType::UInt64,
-            modbus(
-                "plc",
-                ModbusTable::InputRegister,
-                u16::MAX - 1,
-                ModbusType::U64,
-            ),
-        ));
-        let state = State::new();
-        state.apply_catalogue(Catalogue::new(tags));
-        let key = ModbusKey {
-            device: "plc".into(),
-            unit_id: 1,
-            table: ModbusTable::InputRegister,
-        };
-        let view = state.view();
-        let refs = view.modbus_tags_at(&key, 101);
-        assert_eq!(refs.len(), MAX_TAGS_PER_REGISTER);
-        assert_eq!(refs[0], RegisterRef { tag: 0, offset: 1 });
-        assert_eq!(
-            view.modbus_tags_at(&key, u16::MAX),
-            &[RegisterRef { tag: 10, offset: 1 }]
-        );
-        drop(view);
-        assert_eq!(state.counters().modbus_tags_not_indexed, 6);
     }
 }

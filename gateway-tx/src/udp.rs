@@ -99,7 +99,8 @@ impl BatchSender {
     }
 
     /// Whether the kernel segments batches (GSO).
-    pub fn gso(&self) -> bool {
+    #[cfg(test)]
+    fn gso(&self) -> bool {
         self.max_segments() > 1
     }
 

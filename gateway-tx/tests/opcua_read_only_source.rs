@@ -1,4 +1,4 @@
-//! The OPC UA client code never calls a service that changes the server (DESIGN.md: read-only
+//! The OPC UA client code never calls a service that changes the server (read-only
 //! towards the plant). The simulator's counters prove it at run time for the paths the tests
 //! take; this checks every path in the source.
 

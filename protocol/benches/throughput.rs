@@ -1,5 +1,5 @@
 //! Throughput of the wire layer, and its ratio to a plain UDP blast over loopback measured in
-//! the same run (DESIGN.md: benchmarks report ratios against a plain UDP blast).
+//! the same run: benchmarks report ratios against a plain UDP blast, never absolute figures.
 //!
 //! `cargo bench -p protocol --bench throughput` runs the criterion groups (FEC encode and
 //! decode at the default shape; Encoder and Decoder with 1400-byte datagrams, with and without

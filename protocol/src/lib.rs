@@ -1,9 +1,11 @@
 //! The gateway's wire protocol, sans-IO: bytes in, messages out, and back. No sockets and no
 //! clock reads: time is passed in by the caller. See `WIRE.md` beside this crate for the layout
-//! of every byte.
+//! of every byte. Beside it, plain data the daemons keep about the tags it carries (the
+//! catalogue, [`changed_tags`]).
 
 pub mod auth;
 pub mod catalogue;
+pub mod changed_tags;
 pub mod codec;
 pub mod decoder;
 pub mod encoder;

@@ -1,5 +1,5 @@
 //! End-to-end benchmark of the gateway, reported as ratios against a plain UDP blast measured
-//! in the same run (DESIGN.md: benchmarks report ratios, not absolute figures checked by
+//! in the same run (benchmarks report ratios, not absolute figures checked by
 //! timed tests).
 //!
 //! `cargo bench -p tests --bench e2e` measures, in one run:
@@ -18,13 +18,13 @@
 //!    protocol (CRC, FEC 64+16 = 20 % of the datagrams repair, AES-GCM), `LinkSender` process
 //!    → `LinkReceiver` process over loopback with batched I/O: goodput, CPU per GiB on each
 //!    side, and the pacer at a configured rate. Then (5b) goodput and delivery at 0, 1, 5 and
-//!    10 % random loss with the repair the README recommends, the loss made by an nftables
+//!    10 % random loss with the repair docs/benchmarks.md recommends, the loss made by an nftables
 //!    rule on the receiver's loopback port (needs root and `nft`; skipped, and said, without).
 //!    And (5c) the history thread, which 5's stand-in source leaves out, fed by a bulk source
 //!    (see `e2e/history.rs`).
 //! 6. **Scale** (separate processes): receiver memory with 1,000,000 tags; Modbus polling of
 //!    100 simulated PLCs × 1,000 registers every 100 ms (the poller's CPU, not the simulators').
-//! 7. **Targets** of issue 7, each met or missed, with the figure.
+//! 7. **Targets**, each met or missed, with the figure.
 //!
 //! It prints a table and writes `target/bench/e2e.json` so runs can be compared. Set
 //! `E2E_QUICK=1` for a shorter run with shorter windows (for trying changes, not for figures),
@@ -187,7 +187,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let mut lossy = Vec::new();
-    // The four the targets are about, each with the repair the README recommends for it
+    // The four the targets are about, each with the repair docs/benchmarks.md recommends for it
     // (64+16 up to 5 %, 64+24 at 10 %), then one diagnostic: 5 % with a longer block timer, so
     // that FEC groups are cut short less often; and bursts of 64 datagrams on a busy link, with
     // the default shape and interleaving: first as separate events (each at least a block of
@@ -315,7 +315,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("e2e: bulk {} ({:.0} Mb/s) ...", case.label, case.rate_mbit);
         bulk.push(procs::run_bulk(&case).with_context(|| case.label)?);
     }
-    // Goodput under random loss, with the repair the README recommends for it, one datagram
+    // Goodput under random loss, with the repair docs/benchmarks.md recommends for it, one datagram
     // per send (a loss rule sees a GSO batch as one packet), at a rate both sides hold on 2
     // cores that way (at 1000 Mb/s the receiver's socket overflowed now and then, and that
     // loss, in bursts, is not what these rows measure).
@@ -1552,7 +1552,7 @@ fn catalogue_notes(out: &mut String, rs: &[E2eResult]) {
 fn print_loss(out: &mut String, rs: &[E2eResult]) {
     let _ = writeln!(
         out,
-        "\n== 4. Delivery under loss: through the impairment relay, random loss, FEC k+m as recommended (README), interleave {}, {} tags at 50k samples/s offered (bursts: as fast as the link takes), {:.0} s (counts for the whole session)",
+        "\n== 4. Delivery under loss: through the impairment relay, random loss, FEC k+m as recommended (docs/benchmarks.md), interleave {}, {} tags at 50k samples/s offered (bursts: as fast as the link takes), {:.0} s (counts for the whole session)",
         DEFAULT_INTERLEAVE,
         rs.first().map_or(0, |r| r.scenario.tags),
         rs.first().map_or(0.0, |r| r.window.as_secs_f64())
@@ -1718,7 +1718,7 @@ fn e2e_json(r: &E2eResult, blast_dps: f64, proto_sps: f64) -> Obj {
 // ------------------------------------------------------------------------------------------
 // FEC advice
 
-/// FEC shapes the README recommends, by random loss rate: the fewest repair shards per 64
+/// FEC shapes docs/benchmarks.md recommends, by random loss rate: the fewest repair shards per 64
 /// data shards that keep a full group's residual loss near [`protocol::fec::DESIGN_RESIDUAL`].
 fn recommended_fec(loss: f64) -> (u16, u16) {
     if loss <= 0.05 { (64, 16) } else { (64, 24) }
@@ -1749,7 +1749,7 @@ fn print_fec_advice(out: &mut String) {
     let (k, m) = recommended_fec(0.10);
     let _ = writeln!(
         out,
-        "  recommended: 64+16 (default) up to 5 % loss, {k}+{m} at 10 % (README, figures)"
+        "  recommended: 64+16 (default) up to 5 % loss, {k}+{m} at 10 % (docs/benchmarks.md)"
     );
 }
 
@@ -2258,7 +2258,7 @@ fn targets(
 }
 
 fn print_targets(out: &mut String, ts: &[Target]) {
-    let _ = writeln!(out, "\n== 7. Issue 7 targets");
+    let _ = writeln!(out, "\n== 7. Targets");
     for t in ts {
         let _ = writeln!(
             out,

@@ -1,5 +1,5 @@
 //! A plain UDP blast over loopback: the baseline that benchmarks report their figures against
-//! (DESIGN.md: ratios measured in the same run against a plain UDP blast on the same machine).
+//! (ratios measured in the same run against a plain UDP blast on the same machine).
 //!
 //! One sender thread does one `send` per datagram as fast as it can; one receiver thread does
 //! one `recv` per datagram. Nothing else: no framing, no checksums, no async runtime. What the

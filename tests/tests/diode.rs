@@ -1,4 +1,4 @@
-//! System test of the released binaries on a test bed shaped like a real diode (issue 5).
+//! System test of the released binaries on a test bed shaped like a real diode.
 //!
 //! `systest/netns.sh up` makes two network namespaces, the OT box `gw-ot` and the IT box
 //! `gw-it`, joined by a veth pair with the return direction dropped by the firewall rule sets

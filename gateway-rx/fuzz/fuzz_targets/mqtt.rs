@@ -68,8 +68,9 @@ fuzz_target!(|data: &[u8]| {
         let quality = input.quality();
         let source = input.u64() as i64;
         let received = input.u64() as i64;
+        let late = input.u64() & 1 == 1;
         check_topic(prefix, &name);
-        check_payload(&value, quality, source, received);
+        check_payload(&value, quality, source, received, late);
     }
 });
 
@@ -111,18 +112,27 @@ fn check_topic(prefix: &str, name: &str) {
     }
 }
 
-fn check_payload(value: &Value, quality: Quality, source: UnixNanos, received: UnixNanos) {
-    let bytes = payload(value, quality, source, received);
-    let json: J = serde_json::from_slice(&bytes).expect("the payload is JSON");
+fn check_payload(
+    value: &Value,
+    quality: Quality,
+    source: UnixNanos,
+    received: UnixNanos,
+    late: bool,
+) {
+    let text = payload(value, quality, source, received, late);
+    let json: J = serde_json::from_str(&text).expect("the payload is JSON");
     let J::Object(map) = &json else {
         panic!("not an object: {json}");
     };
     let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(
-        keys,
-        ["quality", "received_time", "source_time", "type", "value"]
-    );
+    let mut expected = vec!["quality", "received_time", "source_time", "type", "value"];
+    if late {
+        // Only a late sample carries the flag, and only as `true`.
+        expected.insert(0, "late");
+        assert_eq!(json["late"], J::Bool(true));
+    }
+    assert_eq!(keys, expected);
     assert_eq!(json["type"], type_name(value.value_type()));
     assert_eq!(json["quality"]["code"].as_u64(), Some(u64::from(quality.0)));
     assert_eq!(json["quality"]["name"], quality.name());

@@ -2,7 +2,7 @@
 //! the endpoint's tags by subscription (or polled Read) into the tag table, and at start reads
 //! the recent history of `historize` tags into the history stream. Only Browse, Read,
 //! HistoryRead and the session and subscription services are ever called: never Write, Call,
-//! node management or HistoryUpdate (read-only towards the plant).
+//! node management or HistoryUpdate (read-only towards the plant: see THREATS.md).
 
 #[cfg(feature = "opcua")]
 pub mod backfill;

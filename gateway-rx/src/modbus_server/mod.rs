@@ -9,6 +9,8 @@
 //! `unit_map` config serves every tag of a device under another unit id instead. Two devices
 //! served under the same unit id share one address space; where their registers overlap the
 //! device whose name sorts first wins, so give them distinct unit ids with `unit_map`.
+//! A read finds its tags through the register index ([`index`]), built with each catalogue and
+//! bounded; tags beyond its caps are not mirrored, and counted.
 //!
 //! # Answers
 //!
@@ -41,6 +43,8 @@
 //! the listener is served again after a short pause; the connections open at that moment are
 //! closed too, which clients see as a reconnect.
 
+pub mod index;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::{Future, Ready, ready};
@@ -65,7 +69,8 @@ use tokio_modbus::server::tcp::Server;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 use tracing::{debug, info, warn};
 
-use crate::state::{ModbusKey, State, StateView};
+use crate::state::{State, StateView};
+use index::ModbusKey;
 
 /// Clients served at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -379,9 +384,10 @@ impl Mirror {
         }
 
         let view = self.shared.state.view();
+        let index = view.modbus_index();
         let mut unit_known = false;
         let mut keys: Vec<&ModbusKey> = Vec::new();
-        for key in view.modbus_keys() {
+        for key in index.keys() {
             if self.served_unit(key) == unit {
                 unit_known = true;
                 if key.table == table {
@@ -401,7 +407,7 @@ impl Mirror {
         for address in (start..=u16::MAX).take(usize::from(quantity)) {
             let found = keys
                 .iter()
-                .find_map(|key| view.modbus_tags_at(key, address).first().copied());
+                .find_map(|key| index.tags_at(key, address).first().copied());
             match found {
                 Some(r) => covering.push(r),
                 None => return Err(ExceptionCode::IllegalDataAddress),
