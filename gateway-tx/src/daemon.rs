@@ -41,7 +41,7 @@ pub struct Transmitter {
     /// Tells the link sender to send what it holds and stop (see [`Transmitter::shutdown`]).
     stop_link: tokio::sync::watch::Sender<bool>,
     /// The status log, sampler and server (the sources' tasks are in [`Live`]).
-    pollers: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
     /// What a live reload replaces.
     live: Mutex<Live>,
     /// Live reloads applied and refused.
@@ -74,7 +74,7 @@ impl Transmitter {
             }
             None => None,
         };
-        let mut pollers = Vec::new();
+        let mut tasks = Vec::new();
         let history_hooks = history.as_ref().map(|h| h.hooks());
         let sources = Arc::new(sources);
         let running = sources.start(&table, history_hooks.as_ref());
@@ -110,7 +110,7 @@ impl Transmitter {
         if let Some(h) = &history {
             status.set_history_stream(h.stats());
         }
-        pollers.push(tokio::spawn(status_log(
+        tasks.push(tokio::spawn(status_log(
             sender.counters(),
             sender.encoder_stats(),
             table_rx,
@@ -126,8 +126,8 @@ impl Transmitter {
                 .await
                 .with_context(|| format!("binding the status HTTP server to {}", http.bind))?;
             http_addr = Some(listener.local_addr()?);
-            pollers.push(tokio::spawn(status.clone().run_sampler()));
-            pollers.push(tokio::spawn(observe::http::serve(
+            tasks.push(tokio::spawn(status.clone().run_sampler()));
+            tasks.push(tokio::spawn(observe::http::serve(
                 listener,
                 Arc::new(TxSite(status.clone())),
             )));
@@ -139,7 +139,7 @@ impl Transmitter {
             http_addr,
             link,
             stop_link,
-            pollers,
+            tasks,
             live: Mutex::new(Live {
                 config,
                 table,
@@ -276,7 +276,7 @@ impl Transmitter {
     /// A planned stop: the sources stop, and the link sender sends what it holds (the partial
     /// datagram, the open block and its repair) within `grace`, then everything is dropped.
     pub async fn shutdown(mut self, grace: Duration) {
-        for p in &self.pollers {
+        for p in &self.tasks {
             p.abort();
         }
         self.lock_live().running.stop();
@@ -306,7 +306,7 @@ impl Transmitter {
 impl Drop for Transmitter {
     fn drop(&mut self) {
         self.link.abort();
-        for p in &self.pollers {
+        for p in &self.tasks {
             p.abort();
         }
         self.lock_live().running.stop();

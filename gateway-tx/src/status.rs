@@ -78,11 +78,6 @@ impl TxStatus {
         self.sources.get()
     }
 
-    /// The health of the source named `name`.
-    pub fn source_health(&self, name: &str) -> Option<Arc<crate::source::Health>> {
-        self.sources().get(name).map(|p| p.health.clone())
-    }
-
     /// After a live reload: the new table and sources.
     pub fn replace(&self, table: Arc<TagTable>, sources: Arc<Sources>) {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use config::tx::TxConfig;
 use gateway_tx::Transmitter;
+use gateway_tx::source::Health;
 use gateway_tx::tags::TagTable;
 use opcua::crypto::SecurityPolicy;
 use opcua::types::MessageSecurityMode;
@@ -121,6 +122,12 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < CONVERGE, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The health of the transmitter's endpoint `sim`.
+fn sim_health(tx: &Transmitter) -> std::sync::Arc<Health> {
+    let sources = tx.status.sources();
+    sources.get("sim").expect("endpoint sim").health.clone()
 }
 
 fn current(table: &TagTable, name: &str) -> Option<Sample> {
@@ -233,7 +240,7 @@ async fn subscription_delivers_every_type_with_source_time_and_status() {
         }
     );
     every_type_round_trip(&sim, &table).await;
-    let ep = tx.status.source_health("sim").expect("endpoint sim");
+    let ep = sim_health(&tx);
     assert!(ep.connected());
     assert_eq!(
         sim.mutations().total(),
@@ -403,13 +410,7 @@ async fn poll_mode_delivers_every_type() {
     );
     let tx = Transmitter::start(config).await.expect("transmitter");
     every_type_round_trip(&sim, &tx.table()).await;
-    assert!(
-        tx.status
-            .source_health("sim")
-            .expect("endpoint sim")
-            .polls_ok()
-            > 0
-    );
+    assert!(sim_health(&tx).polls_ok() > 0);
     assert_eq!(
         sim.mutations().total(),
         0,
@@ -457,7 +458,7 @@ async fn restart_recovers(endpoint_extra: &str) {
         Some(Value::Double(1.0)),
         "the last value is kept while Bad"
     );
-    let health = tx.status.source_health("sim").expect("endpoint sim");
+    let health = sim_health(&tx);
     assert!(!health.connected());
     let reasons = tx.status.health().reasons;
     assert!(
@@ -533,7 +534,7 @@ async fn secured_endpoint_refuses_an_unknown_server_certificate_until_it_is_trus
         current(&table, "sim/speed").is_some_and(|s| s.quality == BAD_NOT_CONNECTED)
     })
     .await;
-    let health = tx.status.source_health("sim").expect("endpoint sim");
+    let health = sim_health(&tx);
     assert!(!health.connected());
     assert!(!health.last_error().is_empty());
     // The engineer trusts it by moving the file.
@@ -757,7 +758,7 @@ async fn user_name_identity_over_a_secured_endpoint() {
         current(&good, "sim/speed").is_some_and(|s| s.value == Value::Double(4.25))
     })
     .await;
-    let refused = txs[1].status.source_health("sim").expect("endpoint sim");
+    let refused = sim_health(&txs[1]);
     wait_for("the wrong password refused", || {
         !refused.last_error().is_empty()
     })
@@ -1223,7 +1224,7 @@ async fn aes128_sha256_rsaoaep_round_trip(mode_config: &str, mode: MessageSecuri
     let config = tx_config(&sim, &pki, &extra, &type_tags(&sim), "");
     let tx = Transmitter::start(config).await.expect("transmitter");
     every_type_round_trip(&sim, &tx.table()).await;
-    let health = tx.status.source_health("sim").expect("endpoint sim");
+    let health = sim_health(&tx);
     assert!(health.connected());
     assert_eq!(
         sim.readers(),
@@ -1349,14 +1350,9 @@ async fn x509_user_certificate_identity_is_accepted_only_for_the_trusted_certifi
             })
         })
         .await;
-        assert!(
-            tx.status
-                .source_health("sim")
-                .expect("endpoint sim")
-                .connected()
-        );
+        assert!(sim_health(&tx).connected());
     }
-    let refused = txs[2].status.source_health("sim").expect("endpoint sim");
+    let refused = sim_health(&txs[2]);
     wait_for("the unknown user certificate refused", || {
         !refused.last_error().is_empty()
     })

@@ -41,7 +41,8 @@ async fn run(tags: usize, seconds: u64) {
     let config = TxConfig::parse(&s, Path::new("load.toml")).expect("config");
     let tx = Transmitter::start(config).await.expect("transmitter");
     let table = tx.table();
-    let health = tx.status.source_health("load").expect("endpoint load");
+    let sources = tx.status.sources();
+    let health = &sources.get("load").expect("endpoint load").health;
     let names: Vec<String> = (0..tags).map(|i| format!("Load.{i}")).collect();
     let start = Instant::now();
     while table.quality_counts().good < tags as u64 {

@@ -146,10 +146,10 @@ impl History<'_> {
 
 /// A source placed on its range of the tag table, with its health.
 pub struct Placed {
-    pub kind: &'static Kind,
+    kind: &'static Kind,
     source: Box<dyn Source>,
     /// Its tags are `first..first + len` of the table.
-    pub first: TagIndex,
+    first: TagIndex,
     pub len: usize,
     pub health: Arc<Health>,
 }
@@ -169,7 +169,6 @@ impl Placed {
 }
 
 /// The configured sources, each placed on its range of the tag table.
-#[derive(Default)]
 pub struct Sources {
     placed: Vec<Placed>,
 }
@@ -193,9 +192,9 @@ impl Sources {
                     deadbands.push(tag.deadband);
                 }
                 let len = infos.len() - first;
-                // Every index of the range fits a TagIndex.
-                let first = TagIndex::try_from(first)?;
+                // The range's end fits a TagIndex, so every index in it does.
                 TagIndex::try_from(infos.len())?;
+                let first = TagIndex::try_from(first)?;
                 let health = previous
                     .and_then(|p| p.find(kind, source.name()))
                     .map(|p| p.health.clone())
@@ -271,7 +270,6 @@ impl Sources {
 }
 
 /// The tasks of started sources. Dropping it stops them too.
-#[derive(Default)]
 pub struct Running(Vec<JoinHandle<()>>);
 
 impl Running {
@@ -291,7 +289,7 @@ impl Drop for Running {
 
 /// The sources now running, as the heartbeat and the status read them; a live reload
 /// replaces them.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Current(Arc<RwLock<Arc<Sources>>>);
 
 impl Current {
