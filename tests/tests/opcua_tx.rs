@@ -1350,7 +1350,7 @@ async fn x509_user_certificate_identity_is_accepted_only_for_the_trusted_certifi
             })
         })
         .await;
-        assert!(sim_health(&tx).connected());
+        assert!(sim_health(tx).connected());
     }
     let refused = sim_health(&txs[2]);
     wait_for("the unknown user certificate refused", || {
