@@ -23,10 +23,11 @@
 //! # Adding a protocol
 //!
 //! A new kind of source touches: its config schema in the `config` crate (its tables parsed
-//! into a field of `TxConfig`); its module in gateway-tx (`src/<protocol>/`, with a [`Source`]
-//! implementation and its [`Kind`]), declared with one `pub mod` line in `lib.rs`; and one
-//! line in [`KINDS`]. Nothing in the daemon, the tag table or the status changes. Its tags go
-//! on the wire with `SourceAddress::Other` (text) unless `protocol` is taught its addresses.
+//! into a field of `TxConfig`, its source and tag names checked unique with the other kinds');
+//! its module in gateway-tx (`src/<protocol>/`, with a [`Source`] implementation and its
+//! [`Kind`]), declared with one `pub mod` line in `lib.rs`; and one line in [`KINDS`]. Nothing
+//! in the daemon, the tag table or the status changes. Its tags go on the wire with
+//! `SourceAddress::Other` (text) unless `protocol` is taught its addresses.
 
 pub mod health;
 
@@ -303,5 +304,50 @@ impl Current {
 
     pub fn set(&self, sources: Arc<Sources>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = sources;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Devices `(name, tags)` in this order, each tag a u16 holding register.
+    fn config(devices: &[(&str, usize)]) -> TxConfig {
+        let mut s = String::from("[link]\ninsecure_no_key = true\ndestination = \"127.0.0.1:9\"\n");
+        for (name, tags) in devices {
+            s.push_str(&format!(
+                "[[modbus]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\n"
+            ));
+            for i in 0..*tags {
+                s.push_str(&format!(
+                    "[[modbus.tag]]\nname = \"{name}/t{i}\"\ntable = \"holding\"\naddress = {i}\ntype = \"u16\"\n"
+                ));
+            }
+        }
+        TxConfig::parse(&s, Path::new("test.toml")).expect("test config")
+    }
+
+    #[test]
+    fn each_source_gets_its_range_in_catalogue_order_and_keeps_its_health_by_name() {
+        let (sources, table) = Sources::build(&config(&[("a", 2), ("b", 3)]), None).unwrap();
+        let ranges: Vec<(&str, TagIndex, usize)> =
+            sources.iter().map(|p| (p.name(), p.first, p.len)).collect();
+        assert_eq!(ranges, [("a", 0, 2), ("b", 2, 3)]);
+        let names: Vec<&str> = table.infos().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a/t0", "a/t1", "b/t0", "b/t1", "b/t2"]);
+
+        // A reload that drops `a` and adds `c`: `b` moves to the front with its health.
+        let (again, _) = Sources::build(&config(&[("b", 3), ("c", 1)]), Some(&sources)).unwrap();
+        let b = |s: &Sources| s.get("b").expect("b").health.clone();
+        assert!(Arc::ptr_eq(&b(&sources), &b(&again)));
+        assert_eq!(again.get("b").map(|p| p.first), Some(0));
+        let fresh = again.get("c").expect("c");
+        assert!(
+            !sources
+                .iter()
+                .any(|p| Arc::ptr_eq(&p.health, &fresh.health))
+        );
     }
 }
