@@ -246,7 +246,7 @@ impl Reader {
 
     /// The next valid record's body; `None` at the limit or at a bad tail (see the crate doc
     /// for what is skipped and reported on the way).
-    pub fn next(&mut self) -> Result<Option<&[u8]>, LogError> {
+    pub fn next_record(&mut self) -> Result<Option<&[u8]>, LogError> {
         loop {
             let remaining = self.limit.saturating_sub(self.offset);
             if remaining == 0 {
@@ -450,7 +450,7 @@ impl Log {
             let path = fmt.path(dir, last.id);
             let mut r = Reader::open(&path, fmt, fmt.header_len.min(last.bytes))?;
             let mut end = r.offset();
-            while r.next()?.is_some() {
+            while r.next_record()?.is_some() {
                 end = r.offset();
             }
             if r.damage.torn_tail {

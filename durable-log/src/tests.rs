@@ -49,7 +49,7 @@ fn reopen_and_read(dir: &Path, fmt: Format) -> (Vec<Vec<u8>>, Damage, Option<Rec
     let mut damage = Damage::default();
     for s in log.segments() {
         let mut r = Reader::open(&log.path(s.id), fmt, fmt.header_len.min(s.bytes)).unwrap();
-        while let Some(b) = r.next().unwrap() {
+        while let Some(b) = r.next_record().unwrap() {
             out.push(b.to_vec());
         }
         damage.bad_records += r.damage.bad_records;
