@@ -292,9 +292,9 @@ async fn metrics_health_and_status_pages_after_loss_a_cut_and_a_stop() {
         loss: 0.4,
         ..Impairments::default()
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    c.relay.set(Impairments::default());
-    c.plc.stop_process();
+    // The loss is random and how much goes out in a second depends on how busy the machine is
+    // (a fixed 2 s once saw 23 datagrams repaired and none lost): the loss stays on until a gap
+    // shows, then stops.
     let mut status = serde_json::Value::Null;
     eventually("a loss gap in /api/status", CONVERGE, async || {
         status = get(rx_http, "/api/status").await.json();
@@ -304,6 +304,8 @@ async fn metrics_health_and_status_pages_after_loss_a_cut_and_a_stop() {
         }
     })
     .await;
+    c.relay.set(Impairments::default());
+    c.plc.stop_process();
     let gap = &status["gaps"][0];
     let lost_in_gap = gap["data_datagrams_lost"].as_u64().unwrap_or(0)
         + Stream::ALL

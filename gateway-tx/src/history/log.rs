@@ -34,9 +34,7 @@ use protocol::message::CatalogueHash;
 use protocol::model::{Sample, UnixNanos};
 use tracing::{info, warn};
 
-use super::segment::{
-    self, HEADER_LEN, Header, ReadDamage, SegmentError, SegmentReader, SegmentWriter,
-};
+use super::segment::{self, FORMAT, HEADER_LEN, Header, ReadDamage, SegmentError, SegmentReader};
 
 /// A sparse index entry is kept every this many records of a segment.
 const INDEX_EVERY: u64 = 1024;
@@ -47,6 +45,8 @@ const CHECKPOINT_EVERY_NS: i64 = 100_000_000;
 pub enum LogError {
     #[error(transparent)]
     Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Log(#[from] durable_log::LogError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -116,7 +116,6 @@ struct Segment {
     /// The last sequence number in the segment, when known (the newest segment and every
     /// segment scanned); otherwise the next segment's first minus one bounds it.
     last_seq: Option<u64>,
-    bytes: u64,
     /// When the last record was appended (file modification time for old segments).
     last_append: UnixNanos,
     /// (sequence number, file offset) every [`INDEX_EVERY`] records, first record included.
@@ -140,8 +139,9 @@ pub struct Deleted {
 pub struct HistoryLog {
     cfg: LogConfig,
     log_id: u64,
+    /// The same segments as `log`'s, in the same order.
     segments: Vec<Segment>,
-    writer: Option<SegmentWriter>,
+    log: durable_log::Log,
     next_seq: u64,
     catalogue: CatalogueHash,
     names: HashMap<CatalogueHash, Arc<Vec<String>>>,
@@ -163,57 +163,74 @@ impl HistoryLog {
         std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let log_id = load_or_create_log_id(&cfg.dir)?;
         let mut stats = LogStats::default();
-        let mut segments = Vec::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&cfg.dir)
-            .map_err(io_err(&cfg.dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(path = %path.display(), error = %e, "history segment unreadable; skipped");
-                    stats.segments_unreadable += 1;
-                    continue;
+        let mut headers = HashMap::new();
+        let (dlog, opened) = durable_log::Log::open(&cfg.dir, FORMAT, 64 << 10, |id, head| {
+            let path = FORMAT.path(&cfg.dir, id);
+            let header = head.map(|h| Header::decode(h.try_into().expect("header length")));
+            match header {
+                Some(Ok(h)) if h.log == log_id && h.first_seq == id => {
+                    headers.insert(id, h);
+                    return true;
                 }
-            };
-            match Header::read(&path) {
-                Ok(h) if h.log == log_id => segments.push(Segment {
+                Some(Ok(h)) if h.log == log_id => warn!(
+                    path = %path.display(),
+                    first_seq = h.first_seq,
+                    "history segment named for another first sequence number; deleted"
+                ),
+                Some(Ok(h)) => warn!(
+                    path = %path.display(),
+                    segment_log = format_args!("{:016x}", h.log),
+                    log = format_args!("{log_id:016x}"),
+                    "history segment of another log; deleted"
+                ),
+                Some(Err(why)) => {
+                    warn!(path = %path.display(), why, "history segment header unreadable; deleted")
+                }
+                None => {
+                    warn!(path = %path.display(), "history segment shorter than its header; deleted")
+                }
+            }
+            false
+        })?;
+        stats.segments_unreadable += opened.refused.len() as u64;
+        for path in opened.strays {
+            warn!(path = %path.display(), "history segment name unreadable; deleted");
+            stats.segments_unreadable += 1;
+            let _ = std::fs::remove_file(&path);
+        }
+        if let Some(r) = opened.recovered
+            && r.damage.torn_tail
+        {
+            warn!(
+                segment = r.id,
+                cut_bytes = r.damage.tail_bytes,
+                "torn history record at the end cut off"
+            );
+            stats.torn_tails += 1;
+        }
+        let segments = dlog
+            .segments()
+            .iter()
+            .map(|s| {
+                let path = dlog.path(s.id);
+                let header = headers[&s.id];
+                let mtime = std::fs::metadata(&path).ok().and_then(|m| mtime(&m));
+                Segment {
                     path,
-                    header: h,
+                    header,
                     last_seq: None,
-                    bytes: meta.len(),
-                    last_append: mtime(&meta).unwrap_or(h.created_at),
+                    last_append: mtime.unwrap_or(header.created_at),
                     index: Vec::new(),
                     indexed: false,
                     since_index: 0,
-                }),
-                Ok(h) => {
-                    warn!(
-                        path = %path.display(),
-                        segment_log = format_args!("{:016x}", h.log),
-                        log = format_args!("{log_id:016x}"),
-                        "history segment of another log; deleted"
-                    );
-                    stats.segments_unreadable += 1;
-                    let _ = std::fs::remove_file(&path);
                 }
-                Err(e) => {
-                    warn!(error = %e, "history segment header unreadable; deleted");
-                    stats.segments_unreadable += 1;
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        // Segments sorted by name are sorted by first sequence number; make sure.
-        segments.sort_by_key(|s| s.header.first_seq);
+            })
+            .collect();
         let mut log = HistoryLog {
             cfg,
             log_id,
             segments,
-            writer: None,
+            log: dlog,
             next_seq: 0,
             catalogue,
             names: HashMap::new(),
@@ -273,7 +290,7 @@ impl HistoryLog {
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.bytes).sum()
+        self.log.total_bytes()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -319,12 +336,12 @@ impl HistoryLog {
             return Ok(());
         };
         self.roll_if_needed(first, now)?;
-        let Some(w) = self.writer.as_mut() else {
+        let Some(active) = self.log.active() else {
             return Ok(());
         };
-        let base = w.bytes;
-        w.write(&self.buf)?;
-        w.flush()?;
+        let base = active.bytes;
+        self.log.append(&self.buf)?;
+        self.log.flush()?;
         let Some(seg) = self.segments.last_mut() else {
             return Ok(());
         };
@@ -335,7 +352,6 @@ impl HistoryLog {
             seg.since_index = (seg.since_index + 1) % INDEX_EVERY;
         }
         seg.last_seq = last_written;
-        seg.bytes = w.bytes;
         seg.last_append = now;
         self.stats.records_appended += count;
         self.stats.bytes_appended += self.buf.len() as u64;
@@ -351,30 +367,26 @@ impl HistoryLog {
 
     /// Puts appended records on disk (fsync); called about once a second.
     pub fn sync(&mut self) -> Result<(), LogError> {
-        if let Some(w) = self.writer.as_mut() {
-            w.sync()?;
-        }
-        Ok(())
+        Ok(self.log.sync()?)
     }
 
     fn roll_if_needed(&mut self, first_seq: u64, now: UnixNanos) -> Result<(), LogError> {
         let span = i64::try_from(self.cfg.segment_span.as_nanos()).unwrap_or(i64::MAX);
-        let roll = match &self.writer {
-            None => true,
-            Some(w) => {
+        let roll = match (self.log.active(), self.segments.last()) {
+            (Some(w), Some(s)) => {
                 w.bytes >= self.cfg.segment_bytes
-                    || now.saturating_sub(w.header.created_at) >= span
-                    || w.header.catalogue != self.catalogue
+                    || now.saturating_sub(s.header.created_at) >= span
+                    || s.header.catalogue != self.catalogue
             }
+            _ => true,
         };
         if !roll {
             return Ok(());
         }
-        if let Some(mut w) = self.writer.take() {
-            w.sync()?;
-            if let Some(s) = self.segments.last_mut() {
-                s.indexed = true;
-            }
+        if self.log.active().is_some()
+            && let Some(s) = self.segments.last_mut()
+        {
+            s.indexed = true;
         }
         let header = Header {
             log: self.log_id,
@@ -382,26 +394,24 @@ impl HistoryLog {
             catalogue: self.catalogue,
             created_at: now,
         };
-        let path = self.cfg.dir.join(format!("{first_seq:020}.seg"));
+        let path = self.log.path(first_seq);
         // A segment of that name can only be a leftover that holds no record at or after
         // `first_seq` (every record below the head is older): an empty segment from a run
         // that appended nothing. Replace it.
         if let Some(pos) = self.segments.iter().position(|s| s.path == path) {
-            let old = self.segments.remove(pos);
-            let _ = std::fs::remove_file(&old.path);
+            self.segments.remove(pos);
+            self.log.remove(first_seq)?;
         }
-        let w = SegmentWriter::create(&path, header)?;
+        self.log.start_segment(first_seq, &header.encode())?;
         self.segments.push(Segment {
             path,
             header,
             last_seq: None,
-            bytes: HEADER_LEN as u64,
             last_append: now,
             index: Vec::new(),
             indexed: false,
             since_index: 0,
         });
-        self.writer = Some(w);
         Ok(())
     }
 
@@ -409,33 +419,37 @@ impl HistoryLog {
     /// written). Returns what went, oldest first.
     pub fn enforce_limits(&mut self, now: UnixNanos) -> Vec<Deleted> {
         let max_age = i64::try_from(self.cfg.max_age.as_nanos()).unwrap_or(i64::MAX);
+        let mut dropped: Vec<_> = (self.log.trim(self.cfg.max_bytes).into_iter())
+            .map(|d| (d, "size"))
+            .collect();
+        while self
+            .segments
+            .first()
+            .is_some_and(|s| now.saturating_sub(s.last_append) > max_age)
+            && let Some(d) = self.log.drop_oldest()
+        {
+            dropped.push((d, "age"));
+        }
         let mut out = Vec::new();
-        while self.segments.len() > usize::from(self.writer.is_some()) {
-            let total = self.total_bytes();
-            let oldest = &self.segments[0];
-            let reason = if total > self.cfg.max_bytes {
-                "size"
-            } else if now.saturating_sub(oldest.last_append) > max_age {
-                "age"
-            } else {
-                break;
+        for (d, reason) in dropped {
+            let Some(pos) = self
+                .segments
+                .iter()
+                .position(|s| s.header.first_seq == d.id)
+            else {
+                continue;
             };
-            let seg = self.segments.remove(0);
+            let seg = self.segments.remove(pos);
             let end_seq = self
                 .segments
-                .first()
+                .get(pos)
                 .map_or(self.next_seq, |s| s.header.first_seq);
-            if let Err(e) = std::fs::remove_file(&seg.path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                warn!(path = %seg.path.display(), error = %e, "cannot delete a history segment");
-            }
             self.stats.segments_deleted += 1;
             self.stats.records_deleted += end_seq.saturating_sub(seg.header.first_seq);
             out.push(Deleted {
                 first_seq: seg.header.first_seq,
                 end_seq,
-                bytes: seg.bytes,
+                bytes: d.bytes,
                 reason,
             });
         }
@@ -557,16 +571,17 @@ impl HistoryLog {
         let mut index = Vec::new();
         let mut n = 0u64;
         let mut last = None;
-        let mut at = r.offset;
+        let mut at = r.offset();
         while let Some((seq, _)) = r.next_record()? {
             if n.is_multiple_of(INDEX_EVERY) {
                 index.push((seq, at));
             }
             n += 1;
             last = Some(seq);
-            at = r.offset;
+            at = r.offset();
         }
-        self.note_damage(&path, r.damage);
+        let damage = r.take_damage();
+        self.note_damage(&path, damage);
         let s = &mut self.segments[i];
         s.index = index;
         s.indexed = true;
@@ -598,7 +613,7 @@ impl HistoryLog {
             .segments
             .partition_point(|s| s.header.first_seq <= seq)
             .saturating_sub(1);
-        let active = i + 1 == self.segments.len() && self.writer.is_some();
+        let active = i + 1 == self.segments.len() && self.log.active().is_some();
         if !self.segments[i].indexed && !active {
             self.index_segment(i)?;
         }
@@ -654,7 +669,8 @@ impl LogCursor {
                     Err(e) => {
                         // Deleted under us (by hand): forget it and go on with the rest.
                         warn!(error = %e, "history segment vanished while reading");
-                        log.segments.remove(i);
+                        let s = log.segments.remove(i);
+                        let _ = log.log.remove(s.header.first_seq);
                         self.next_seq = self.next_seq.max(log.oldest_seq());
                         continue;
                     }
@@ -691,7 +707,7 @@ impl LogCursor {
             if !at_end {
                 break;
             }
-            let damage = std::mem::take(&mut reader.damage);
+            let damage = reader.take_damage();
             let path = path.clone();
             log.note_damage(&path, damage);
             match next_first {
@@ -873,6 +889,38 @@ mod tests {
         assert_eq!(log.head(), 5000, "the sequence continues");
         append(&mut log, 5000..5100, T0 + SEC);
         assert_eq!(read_all(&mut log, 0), (0..5100).collect::<Vec<_>>());
+    }
+
+    /// A buffer as the writer before the shared log made it, byte for byte by hand, opens
+    /// and reads back whole, and the log appends after it.
+    #[test]
+    fn a_buffer_written_before_the_shared_log_opens_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("log.id"), "00000000000000ab\n").unwrap();
+        for (first, end) in [(0u64, 300u64), (300, 500)] {
+            let header = Header {
+                log: 0xab,
+                first_seq: first,
+                catalogue: 7,
+                created_at: T0,
+            };
+            let mut file = header.encode().to_vec();
+            for seq in first..end {
+                let mut encoded = Vec::new();
+                codec::encode_sample_into(&sample(seq), &mut encoded);
+                let mut body = Vec::new();
+                codec::encode_numbered_encoded(seq, &encoded, &mut body);
+                file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+                file.extend_from_slice(&body);
+            }
+            std::fs::write(dir.path().join(format!("{first:020}.seg")), &file).unwrap();
+        }
+        let mut log = HistoryLog::open(cfg(dir.path(), 1 << 30, 1 << 30), 7, names(), T0).unwrap();
+        assert_eq!((log.oldest_seq(), log.head()), (0, 500));
+        assert_eq!(log.stats().segments_unreadable + log.stats().torn_tails, 0);
+        append(&mut log, 500..510, T0);
+        assert_eq!(read_all(&mut log, 0), (0..510).collect::<Vec<_>>());
     }
 
     #[test]

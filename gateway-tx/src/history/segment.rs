@@ -7,18 +7,18 @@
 //! record  [body_len u32 LE][crc32 u32 LE of body][body: codec (postcard) of (seq u64, Sample)]
 //! ```
 //!
-//! Records are appended only. Every record carries its own sequence number, so a damaged
-//! record costs that record and nothing else: the reader skips it (counted) and, when its
-//! length field itself is damaged, searches forward for the next record whose length, CRC and
-//! body all check out and whose sequence number follows the last good one. A torn record at
-//! the end (a crash mid-write) reads as the end of the segment.
+//! Records, their recovery and the segments' retention are `durable_log`'s; this file holds
+//! what is the history buffer's own: the header, and the body. Every record carries its own
+//! sequence number, so a damaged record costs that record and nothing else: the log skips it
+//! and reads on, and a record that decodes to no sample numbered after the last good one is
+//! skipped here too (counted as corrupt).
 //!
 //! Tags are catalogue indexes; the header names the catalogue version, whose tag names the
 //! log keeps beside the segments, so a sample still resolves to its tag name after the
 //! transmitter restarts with another catalogue.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use protocol::codec;
@@ -29,7 +29,7 @@ pub const MAGIC: &[u8; 8] = b"GWHSEG01";
 pub const VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 64;
 /// Length and CRC before each record body.
-pub const RECORD_OVERHEAD: usize = 8;
+pub const RECORD_OVERHEAD: usize = durable_log::RECORD_HEADER;
 /// Largest record body accepted (a sample with a 1 MiB string is not history material).
 pub const MAX_RECORD: usize = 1 << 20;
 
@@ -125,100 +125,46 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+/// The history buffer's segments as the log lays them out: named by their first sequence
+/// number, behind the header above.
+pub const FORMAT: durable_log::Format = durable_log::Format {
+    ext: "seg",
+    digits: 20,
+    header_len: HEADER_LEN as u64,
+    max_record: MAX_RECORD as u32,
+};
+
 /// Appends the record of sample number `seq`, given the sample's encoding
 /// (`codec::encode_sample_into`).
-pub fn encode_record(seq: u64, sample: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; RECORD_OVERHEAD]);
-    codec::encode_numbered_encoded(seq, sample, out);
-    let len = out.len() - start - RECORD_OVERHEAD;
-    if len > MAX_RECORD {
-        out.truncate(start);
-        return Err(format!("record of {len} bytes exceeds {MAX_RECORD}"));
-    }
-    let crc = crc32fast::hash(&out[start + RECORD_OVERHEAD..]);
-    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
-}
-
-/// Decodes a record body that passed its CRC.
-fn decode_body(body: &[u8]) -> Option<(u64, Sample)> {
-    codec::decode_numbered_sample(body).ok()
-}
-
-/// Appends records to the newest segment.
-pub struct SegmentWriter {
-    path: PathBuf,
-    file: BufWriter<File>,
-    pub header: Header,
-    /// Bytes in the file, header included, as written so far.
-    pub bytes: u64,
-}
-
-impl SegmentWriter {
-    /// Creates a new segment; fails if the file exists.
-    pub fn create(path: &Path, header: Header) -> Result<SegmentWriter, SegmentError> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        let mut file = BufWriter::with_capacity(64 << 10, file);
-        file.write_all(&header.encode()).map_err(io_err(path))?;
-        Ok(SegmentWriter {
-            path: path.to_path_buf(),
-            file,
-            header,
-            bytes: HEADER_LEN as u64,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes already-encoded records.
-    pub fn write(&mut self, records: &[u8]) -> Result<(), SegmentError> {
-        self.file.write_all(records).map_err(io_err(&self.path))?;
-        self.bytes += records.len() as u64;
-        Ok(())
-    }
-
-    /// Hands buffered records to the kernel, so readers (the carousel) see them.
-    pub fn flush(&mut self) -> Result<(), SegmentError> {
-        self.file.flush().map_err(io_err(&self.path))
-    }
-
-    /// Flushes and asks the kernel to put the records on disk.
-    pub fn sync(&mut self) -> Result<(), SegmentError> {
-        self.flush()?;
-        self.file.get_ref().sync_data().map_err(io_err(&self.path))
-    }
+pub fn encode_record(
+    seq: u64,
+    sample: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), durable_log::LogError> {
+    durable_log::frame(out, FORMAT.max_record, |out| {
+        codec::encode_numbered_encoded(seq, sample, out)
+    })
+    .map(drop)
 }
 
 /// What a reader met besides good records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadDamage {
-    /// Records skipped because their CRC, length or body was bad.
+    /// Records skipped: bad in the log's sense, or whole but not a sample numbered after the
+    /// last good one.
     pub corrupt_records: u64,
     /// Bytes skipped while searching for the next good record.
     pub skipped_bytes: u64,
-    /// The segment ended inside a record (a crash mid-write).
+    /// The segment ended in something that is no record (a crash mid-write).
     pub torn_tail: bool,
 }
 
-/// Reads a segment's records in order, from the start or from a known record offset.
+/// Reads a segment's samples in order, from the start or from a known record offset.
 pub struct SegmentReader {
-    path: PathBuf,
-    file: BufReader<File>,
-    /// Offset of the next record.
-    pub offset: u64,
-    /// The sequence number of the last good record read, for resynchronising.
+    records: durable_log::Reader,
+    /// The sequence number of the last good record read: a record must come after it.
     last_seq: Option<u64>,
-    len: u64,
-    pub damage: ReadDamage,
-    body: Vec<u8>,
+    not_samples: u64,
 }
 
 impl SegmentReader {
@@ -228,172 +174,46 @@ impl SegmentReader {
         path: &Path,
         offset: u64,
         last_seq: Option<u64>,
-    ) -> Result<SegmentReader, SegmentError> {
-        let mut f = File::open(path).map_err(io_err(path))?;
-        let len = f.metadata().map_err(io_err(path))?.len();
-        f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+    ) -> Result<SegmentReader, durable_log::LogError> {
         Ok(SegmentReader {
-            path: path.to_path_buf(),
-            file: BufReader::with_capacity(64 << 10, f),
-            offset,
+            records: durable_log::Reader::open(path, FORMAT, offset)?,
             last_seq,
-            len,
-            damage: ReadDamage::default(),
-            body: Vec::new(),
+            not_samples: 0,
         })
     }
 
-    /// Re-reads the file length, to see records appended since opening (the active segment).
-    pub fn refresh_len(&mut self) -> Result<(), SegmentError> {
-        self.len = self
-            .file
-            .get_ref()
-            .metadata()
-            .map_err(io_err(&self.path))?
-            .len();
-        Ok(())
+    /// Offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.records.offset()
     }
 
-    /// The next good record and the offset of the record after it; `None` at the end.
-    pub fn next_record(&mut self) -> Result<Option<(u64, Sample)>, SegmentError> {
-        loop {
-            let remaining = self.len.saturating_sub(self.offset);
-            if remaining == 0 {
-                return Ok(None);
-            }
-            if remaining < RECORD_OVERHEAD as u64 {
-                self.damage.torn_tail = true;
-                return Ok(None);
-            }
-            let mut head = [0u8; RECORD_OVERHEAD];
-            self.read_exact_at_cursor(&mut head)?;
-            let len = u32_at(&head, 0) as usize;
-            let crc = u32_at(&head, 4);
-            if len == 0 || len > MAX_RECORD {
-                // The length itself is damaged: search for the next good record.
-                self.damage.corrupt_records += 1;
-                if !self.resync(self.offset + 1)? {
-                    return Ok(None);
-                }
-                continue;
-            }
-            if (remaining - RECORD_OVERHEAD as u64) < len as u64 {
-                // Either a torn last record or a damaged length pointing past the end.
-                if !self.resync(self.offset + 1)? {
-                    self.damage.torn_tail = true;
-                    return Ok(None);
-                }
-                self.damage.corrupt_records += 1;
-                continue;
-            }
-            self.body.resize(len, 0);
-            let mut body = std::mem::take(&mut self.body);
-            let read = self.read_exact_at_cursor(&mut body);
-            self.body = body;
-            read?;
-            let record_start = self.offset;
-            let next = record_start + (RECORD_OVERHEAD + len) as u64;
-            let good = if crc32fast::hash(&self.body) == crc {
-                decode_body(&self.body)
-                    .filter(|(seq, _)| self.last_seq.is_none_or(|last| *seq > last))
-            } else {
-                None
-            };
-            match good {
-                Some((seq, sample)) => {
-                    self.offset = next;
+    /// Re-reads the file length, to see records appended since opening (the active segment).
+    pub fn refresh_len(&mut self) -> Result<(), durable_log::LogError> {
+        self.records.refresh_len()
+    }
+
+    /// The next good record; `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<(u64, Sample)>, durable_log::LogError> {
+        while let Some(body) = self.records.next_record()? {
+            match codec::decode_numbered_sample(body) {
+                Ok((seq, sample)) if self.last_seq.is_none_or(|last| seq > last) => {
                     self.last_seq = Some(seq);
                     return Ok(Some((seq, sample)));
                 }
-                None => {
-                    // The length looked sane but the record is bad: most often a damaged body
-                    // with its length intact, so the next record starts right after it; if it
-                    // does not, search from here.
-                    self.damage.corrupt_records += 1;
-                    if self.record_at(next)?.is_some() || next >= self.len {
-                        self.seek_to(next)?;
-                    } else if !self.resync(record_start + 1)? {
-                        return Ok(None);
-                    }
-                }
+                _ => self.not_samples += 1,
             }
         }
+        Ok(None)
     }
 
-    fn read_exact_at_cursor(&mut self, buf: &mut [u8]) -> Result<(), SegmentError> {
-        // `offset` tracks the file position: every read here advances both.
-        self.file.read_exact(buf).map_err(io_err(&self.path))?;
-        Ok(())
-    }
-
-    fn seek_to(&mut self, offset: u64) -> Result<(), SegmentError> {
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .map_err(io_err(&self.path))?;
-        self.offset = offset;
-        Ok(())
-    }
-
-    /// Whether a good record (length, CRC, body, sequence after the last good one) starts at
-    /// `at`; returns its total length. Leaves the file position unspecified.
-    fn record_at(&mut self, at: u64) -> Result<Option<usize>, SegmentError> {
-        if at + RECORD_OVERHEAD as u64 > self.len {
-            return Ok(None);
+    /// The damage met since the last call.
+    pub fn take_damage(&mut self) -> ReadDamage {
+        let d = std::mem::take(&mut self.records.damage);
+        ReadDamage {
+            corrupt_records: d.bad_records + std::mem::take(&mut self.not_samples),
+            skipped_bytes: d.skipped_bytes,
+            torn_tail: d.torn_tail,
         }
-        self.file
-            .seek(SeekFrom::Start(at))
-            .map_err(io_err(&self.path))?;
-        let mut head = [0u8; RECORD_OVERHEAD];
-        self.file
-            .read_exact(&mut head)
-            .map_err(io_err(&self.path))?;
-        let len = u32_at(&head, 0) as usize;
-        if len == 0 || len > MAX_RECORD || at + (RECORD_OVERHEAD + len) as u64 > self.len {
-            return Ok(None);
-        }
-        let mut body = vec![0u8; len];
-        self.file
-            .read_exact(&mut body)
-            .map_err(io_err(&self.path))?;
-        if crc32fast::hash(&body) != u32_at(&head, 4) {
-            return Ok(None);
-        }
-        let ok =
-            decode_body(&body).is_some_and(|(seq, _)| self.last_seq.is_none_or(|last| seq > last));
-        Ok(ok.then_some(RECORD_OVERHEAD + len))
-    }
-
-    /// Positions the reader at the first good record at or after `from`; false if none.
-    fn resync(&mut self, from: u64) -> Result<bool, SegmentError> {
-        // Read the rest of the segment once and test every offset in memory.
-        self.file
-            .seek(SeekFrom::Start(from))
-            .map_err(io_err(&self.path))?;
-        let mut rest = Vec::new();
-        (&mut self.file)
-            .take(self.len.saturating_sub(from))
-            .read_to_end(&mut rest)
-            .map_err(io_err(&self.path))?;
-        let mut i = 0usize;
-        while i + RECORD_OVERHEAD <= rest.len() {
-            let len = u32_at(&rest, i) as usize;
-            let end = i + RECORD_OVERHEAD + len;
-            if len > 0
-                && len <= MAX_RECORD
-                && end <= rest.len()
-                && crc32fast::hash(&rest[i + RECORD_OVERHEAD..end]) == u32_at(&rest, i + 4)
-                && decode_body(&rest[i + RECORD_OVERHEAD..end])
-                    .is_some_and(|(seq, _)| self.last_seq.is_none_or(|last| seq > last))
-            {
-                self.damage.skipped_bytes += i as u64;
-                self.seek_to(from + i as u64)?;
-                return Ok(true);
-            }
-            i += 1;
-        }
-        self.damage.skipped_bytes += rest.len() as u64;
-        self.seek_to(self.len)?;
-        Ok(false)
     }
 }
 
@@ -419,20 +239,27 @@ mod tests {
             catalogue: 5,
             created_at: 1,
         };
-        let mut w = SegmentWriter::create(&path, header).unwrap();
-        let mut buf = Vec::new();
+        // The layout byte for byte as the writer before the shared log made it, by hand.
+        let mut file = header.encode().to_vec();
         let mut offsets = Vec::new();
-        let mut at = HEADER_LEN as u64;
         for i in 0..n {
-            offsets.push(at);
-            let before = buf.len();
+            offsets.push(file.len() as u64);
             let mut encoded = Vec::new();
             codec::encode_sample_into(&sample(i), &mut encoded);
-            encode_record(100 + i, &encoded, &mut buf).unwrap();
-            at += (buf.len() - before) as u64;
+            let mut body = Vec::new();
+            codec::encode_numbered_encoded(100 + i, &encoded, &mut body);
+            file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            file.extend_from_slice(&body);
+            let mut framed = Vec::new();
+            encode_record(100 + i, &encoded, &mut framed).unwrap();
+            assert_eq!(
+                framed,
+                file[offsets[i as usize] as usize..],
+                "the writer's layout"
+            );
         }
-        w.write(&buf).unwrap();
-        w.sync().unwrap();
+        std::fs::write(&path, &file).unwrap();
         assert_eq!(Header::read(&path).unwrap(), header);
         (path, offsets)
     }
@@ -444,7 +271,7 @@ mod tests {
             assert_eq!(s, sample(seq - 100));
             seqs.push(seq);
         }
-        (seqs, r.damage)
+        (seqs, r.take_damage())
     }
 
     #[test]
