@@ -161,7 +161,7 @@ impl TxStatus {
     }
 
     /// Bits per second on the wire (IP and UDP headers included, as the pacer counts them)
-    /// over the last [`RATE_WINDOW`] seconds of history; 0 before two samples.
+    /// over the last `RATE_WINDOW` (10) seconds of history; 0 before two samples.
     pub fn measured_rate_bps(&self) -> f64 {
         let h = self.history();
         match h.window(RATE_WINDOW) {
