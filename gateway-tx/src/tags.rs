@@ -6,9 +6,9 @@
 //! count; a value replaced before it was sent is counted as superseded, never silently lost
 //! (the snapshot and the next change carry the newer value).
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use protocol::changed_tags::ChangedTags;
 use protocol::model::{Quality, Sample, TagIndex, TagInfo, UnixNanos, Value, ValueType};
 use tokio::sync::Notify;
 
@@ -24,8 +24,8 @@ pub struct TagTable {
 struct Inner {
     current: Vec<Option<Sample>>,
     reported: Vec<Option<(Value, Quality)>>,
-    queued: Vec<bool>,
-    queue: VecDeque<TagIndex>,
+    /// The change feed to the link: the receiver's state keeps the same kind of set.
+    changes: ChangedTags,
     superseded: u64,
     /// Values refused for their size (each also seen as the tag's quality).
     refused_too_large: u64,
@@ -63,8 +63,7 @@ impl TagTable {
             inner: Mutex::new(Inner {
                 current: vec![None; n],
                 reported: vec![None; n],
-                queued: vec![false; n],
-                queue: VecDeque::new(),
+                changes: ChangedTags::new(),
                 superseded: 0,
                 refused_too_large: 0,
             }),
@@ -136,11 +135,8 @@ impl TagTable {
                 };
                 if report {
                     inner.reported[i] = Some((sample.value.clone(), sample.quality));
-                    if inner.queued[i] {
+                    if !inner.changes.insert(u.tag) {
                         inner.superseded += 1;
-                    } else {
-                        inner.queued[i] = true;
-                        inner.queue.push_back(u.tag);
                     }
                     any = true;
                     if history.is_some() {
@@ -165,13 +161,12 @@ impl TagTable {
     /// Takes up to `max` queued changes, each with its tag's latest value.
     pub fn take_changes(&self, max: usize) -> Vec<Sample> {
         let mut inner = self.lock();
-        let mut out = Vec::with_capacity(max.min(inner.queue.len()));
+        let mut out = Vec::with_capacity(max.min(inner.changes.len()));
         while out.len() < max {
-            let Some(tag) = inner.queue.pop_front() else {
+            let Some(tag) = inner.changes.pop() else {
                 break;
             };
             let i = tag as usize;
-            inner.queued[i] = false;
             if let Some(s) = &inner.current[i] {
                 // Send what was last reported, not a newer value still inside the deadband, so
                 // the receiver sees exactly the reported sequence.
@@ -187,7 +182,7 @@ impl TagTable {
     }
 
     pub fn pending_changes(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().changes.len()
     }
 
     /// Values refused because they were larger than `protocol::model::MAX_VALUE_BYTES`.

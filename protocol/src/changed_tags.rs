@@ -3,7 +3,8 @@
 //! changes many times between two takes is listed once: the set holds at most one entry per
 //! tag whatever the sample rate, and inserting costs a bit test.
 //!
-//! An owner keeps one beside its values and under the same lock, so that an index is never
+//! Both ends keep one: gateway-tx's tag table (changes waiting for the link) and gateway-rx's
+//! state (changes waiting for the mirrors and live sinks). An owner keeps one beside its values and under the same lock, so that an index is never
 //! listed without its value; waking the reader is the owner's too (a tokio `Notify`, after the
 //! lock is released), which keeps this plain data, free of any runtime.
 //!
