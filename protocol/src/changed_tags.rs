@@ -4,10 +4,10 @@
 //! tag whatever the sample rate, and inserting costs a bit test.
 //!
 //! Both ends keep one: gateway-tx's tag table (changes waiting for the link) and gateway-rx's
-//! state (changes waiting for the OPC UA mirror's subscriptions). An owner keeps it beside its values
-//! and under the same lock, so that an index is never listed without its value; waking the
-//! reader is the owner's too (a tokio `Notify`, after the lock is released), which keeps this
-//! plain data, free of any runtime.
+//! state (changes waiting for the OPC UA mirror's subscriptions). An owner keeps it beside its
+//! values and under the same lock, so that an index is never listed without its value; waking
+//! the reader is the owner's too (a tokio `Notify`, after the lock is released), which keeps
+//! this plain data, free of any runtime.
 //!
 //! Memory: one bit per index up to the highest inserted, and four bytes per waiting index.
 //! Insert only indexes of the owner's catalogue or table, which bounds both.
