@@ -419,44 +419,56 @@ impl HistoryLog {
     /// written). Returns what went, oldest first.
     pub fn enforce_limits(&mut self, now: UnixNanos) -> Vec<Deleted> {
         let max_age = i64::try_from(self.cfg.max_age.as_nanos()).unwrap_or(i64::MAX);
-        let mut dropped: Vec<_> = (self.log.trim(self.cfg.max_bytes).into_iter())
-            .map(|d| (d, "size"))
-            .collect();
-        while self
-            .segments
-            .first()
-            .is_some_and(|s| now.saturating_sub(s.last_append) > max_age)
-            && let Some(d) = self.log.drop_oldest()
-        {
-            dropped.push((d, "age"));
-        }
         let mut out = Vec::new();
-        for (d, reason) in dropped {
-            let Some(pos) = self
+        for d in self.log.trim(self.cfg.max_bytes) {
+            self.forget_segment(d, "size", &mut out);
+        }
+        // The age of the segment the log would drop next, looked up afresh on every pass: a
+        // dropped segment leaves `segments` at once, so one expired segment never takes the
+        // younger ones after it along.
+        while let Some(oldest) = self.log.segments().first().map(|s| s.id)
+            && self
                 .segments
                 .iter()
-                .position(|s| s.header.first_seq == d.id)
-            else {
-                continue;
-            };
-            let seg = self.segments.remove(pos);
-            let end_seq = self
-                .segments
-                .get(pos)
-                .map_or(self.next_seq, |s| s.header.first_seq);
-            self.stats.segments_deleted += 1;
-            self.stats.records_deleted += end_seq.saturating_sub(seg.header.first_seq);
-            out.push(Deleted {
-                first_seq: seg.header.first_seq,
-                end_seq,
-                bytes: d.bytes,
-                reason,
-            });
+                .find(|s| s.header.first_seq == oldest)
+                .is_some_and(|s| now.saturating_sub(s.last_append) > max_age)
+            && let Some(d) = self.log.drop_oldest()
+        {
+            self.forget_segment(d, "age", &mut out);
         }
         if !out.is_empty() {
             self.forget_unused_names();
         }
         out
+    }
+
+    /// Takes a segment the log dropped out of `segments`, counted, onto `out`.
+    fn forget_segment(
+        &mut self,
+        d: durable_log::Dropped,
+        reason: &'static str,
+        out: &mut Vec<Deleted>,
+    ) {
+        let Some(pos) = self
+            .segments
+            .iter()
+            .position(|s| s.header.first_seq == d.id)
+        else {
+            return;
+        };
+        let seg = self.segments.remove(pos);
+        let end_seq = self
+            .segments
+            .get(pos)
+            .map_or(self.next_seq, |s| s.header.first_seq);
+        self.stats.segments_deleted += 1;
+        self.stats.records_deleted += end_seq.saturating_sub(seg.header.first_seq);
+        out.push(Deleted {
+            first_seq: seg.header.first_seq,
+            end_seq,
+            bytes: d.bytes,
+            reason,
+        });
     }
 
     /// The first sequence number appended at or after `t`, from the append-time checkpoints
@@ -959,6 +971,38 @@ mod tests {
         assert_eq!(log.segment_count(), 1, "the active segment stays");
         append(&mut log, 1000..1010, T0 + 62 * SEC);
         assert_eq!(*read_all(&mut log, 0).last().unwrap(), 1009);
+    }
+
+    #[test]
+    fn age_limit_deletes_only_the_expired_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), 1 << 30, 4 << 10);
+        c.max_age = Duration::from_secs(60);
+        let mut log = HistoryLog::open(c, 7, names(), T0).unwrap();
+        append(&mut log, 0..1000, T0);
+        append(&mut log, 1000..2000, T0 + 50 * SEC);
+        let before = log.segment_count();
+        let deleted = log.enforce_limits(T0 + 61 * SEC);
+        assert!(
+            !deleted.is_empty(),
+            "the segments last written at T0 expired"
+        );
+        assert!(
+            deleted
+                .iter()
+                .all(|d| d.reason == "age" && d.end_seq <= 1000),
+            "only segments of records appended at T0 go: {deleted:?}"
+        );
+        assert!(
+            log.segment_count() > 1,
+            "of {before} segments only the active one is left"
+        );
+        let left = read_all(&mut log, 0);
+        assert!(
+            (1000..2000).all(|s| left.contains(&s)),
+            "records 11 s old were deleted: the oldest left is {:?}",
+            left.first()
+        );
     }
 
     #[test]
