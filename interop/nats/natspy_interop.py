@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import importlib.metadata
 import json
 import logging
 import os
@@ -108,8 +109,12 @@ async def run(bin_dir: Path, seconds: float, work: Path, fails: Failures) -> Non
     server_bin = Path(sys.executable).parent / "nats-server"
 
     plc = ModbusTcpServer(
-        SimDevice(id=UNIT, simdata=([], [], [SimData(0, values=[0] * len(TAGS),
-                                                       datatype=DataType.REGISTERS)], [])),
+        SimDevice(id=UNIT, simdata=(
+            [SimData(0, values=[False], datatype=DataType.BITS)],
+            [SimData(0, values=[False], datatype=DataType.BITS)],
+            [SimData(0, values=[0] * len(TAGS), datatype=DataType.REGISTERS)],
+            [SimData(0, values=[0], datatype=DataType.REGISTERS)],
+        )),
         address=("127.0.0.1", plc_port))
     await plc.serve_forever(background=True)
 
@@ -242,7 +247,7 @@ def main() -> int:
 
     fails = Failures()
     t0 = time.monotonic()
-    print(f"nats-py {nats.__version__} consumer, gateway-rx's [nats] sink")
+    print(f"nats-py {importlib.metadata.version('nats-py')} consumer, gateway-rx's [nats] sink")
     with tempfile.TemporaryDirectory(prefix="gateway-interop-nats-") as tmp:
         try:
             asyncio.run(run(args.bin_dir, args.seconds, Path(tmp), fails))
