@@ -493,3 +493,123 @@ async fn nats_exactly_once_through_a_cluster_outage() {
     assert_eq!(dups, 0, "every sample exactly once");
     delete_stream(&js, &stream).await;
 }
+
+/// Samples per second into a replicas-3 stream through the whole receiving path (the store's
+/// writer → the NATS spool → the sink → the cluster), as a ratio to the SQLite store's rate in
+/// the same run: the store takes the batches as fast as its writer goes (feeding the spool in
+/// each transaction), while the sink drains the spool. `GATEWAY_BENCH_NATS_SAMPLES` (default
+/// 100,000) over 1,000 tags; `GATEWAY_BENCH_NATS_IN_FLIGHT` sets `max_in_flight` (default 256).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_throughput() {
+    use gateway_rx::state::State;
+    use gateway_rx::store::HistoryStore;
+    use protocol::catalogue::Catalogue;
+    use protocol::message::HistoryBatch;
+    use protocol::model::{ModbusAddress, Sample, SourceAddress, TagInfo, ValueType};
+    let Some(servers) = service("GATEWAY_TEST_NATS") else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    init_tracing();
+    let n: u64 = std::env::var("GATEWAY_BENCH_NATS_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let in_flight: u32 = std::env::var("GATEWAY_BENCH_NATS_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    const TAGS: u32 = 1000;
+    const PER_BATCH: u64 = 75;
+    let (stream, prefix) = (unique("GWBENCH"), unique("gwbench"));
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let list: Vec<String> = servers.split(',').map(|s| format!("\"{s}\"")).collect();
+    let cfg = parse_rx(&format!(
+        "[link]\ninsecure_no_key = true\nbind = \"127.0.0.1:5600\"\n[store]\npath = {}\n\
+         [nats]\nservers = [{}]\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"\n\
+         replicas = 3\nmax_in_flight = {in_flight}\n",
+        toml_path(&tmp.path().join("history.sqlite")),
+        list.join(", ")
+    ));
+    let cat = Catalogue::new(
+        (0..TAGS)
+            .map(|i| TagInfo {
+                name: format!("site/area{}/dev{}/value", i / 100, i % 100),
+                value_type: ValueType::Double,
+                unit: String::new(),
+                description: String::new(),
+                source: SourceAddress::Modbus(ModbusAddress {
+                    device: "plc".into(),
+                    unit_id: 1,
+                    table: protocol::model::ModbusTable::HoldingRegister,
+                    address: 0,
+                    kind: protocol::model::ModbusType::F64,
+                    count: 4,
+                    byte_order: protocol::model::ByteOrder::Big,
+                    word_order: protocol::model::WordOrder::Big,
+                    scale: 1.0,
+                    offset: 0.0,
+                }),
+            })
+            .collect(),
+    );
+    let hash = cat.hash();
+    let state = Arc::new(State::new());
+    state.apply_catalogue(cat);
+    let (feed, sinks) = gateway_rx::sinks::start(&cfg, state.clone()).expect("sinks");
+    let store = HistoryStore::start_with_sinks(cfg.store.clone(), state, feed).expect("store");
+    let submit = store.sink().expect("the store's queue");
+    let t0 = 1_700_000_000_000_000_000i64;
+    let started = Instant::now();
+    let mut seq = 0u64;
+    while seq < n {
+        let k = PER_BATCH.min(n - seq);
+        // Within the store's queue (4,096 batches), so the run measures its writer, not drops.
+        while seq / PER_BATCH > store.stats().samples_inserted / PER_BATCH + 2000 {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        submit.submit(HistoryBatch {
+            catalogue: hash,
+            log: 1,
+            first_seq: seq,
+            head_seq: seq + k,
+            oldest_seq: 0,
+            samples: (seq..seq + k)
+                .map(|i| Sample {
+                    tag: (i % u64::from(TAGS)) as u32,
+                    value: Value::Double(i as f64 * 0.25),
+                    quality: Quality::GOOD,
+                    time: t0 + (i / u64::from(TAGS)) as i64 * 1_000_000_000,
+                })
+                .collect(),
+        });
+        seq += k;
+    }
+    while store.stats().samples_inserted < n {
+        assert!(started.elapsed() < Duration::from_secs(300), "the store");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let store_secs = started.elapsed().as_secs_f64();
+    let delivered = || sinks[0].stats().delivered;
+    while delivered() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{} of {n} in the stream",
+            delivered()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let nats_secs = started.elapsed().as_secs_f64();
+    let (store_rate, nats_rate) = (n as f64 / store_secs, n as f64 / nats_secs);
+    eprintln!(
+        "BENCH {n} samples over {TAGS} tags: SQLite store {store_rate:.0} samples/s; \
+         NATS stream (replicas 3, max_in_flight {}) {nats_rate:.0} samples/s = {:.2} of the \
+         store's rate",
+        cfg.nats.as_ref().map_or(0, |c| c.max_in_flight),
+        nats_rate / store_rate
+    );
+    let js = jetstream(&servers).await;
+    assert_eq!(stream_count(&js, &stream).await, n);
+    drop(sinks);
+    delete_stream(&js, &stream).await;
+}
