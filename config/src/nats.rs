@@ -278,13 +278,11 @@ fn auth(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<NatsAuth> {
             ctx.error(u.span.start, &u.key, "the user name is empty");
             return None;
         }
-        let Some(p) = t.string(
+        let p = t.string(
             ctx,
             "password_file",
             Req::Required("give the user's password in a file (mode 600), password_file = \"...\""),
-        ) else {
-            return None;
-        };
+        )?;
         let (file, password) = read_password_file(ctx, &p)?;
         return Some(NatsAuth::UserPassword {
             user: u.val,

@@ -79,10 +79,21 @@ impl Attempts {
 
     /// Connected (and ready): the backoff starts over.
     pub fn connected(&mut self) {
-        self.backoff.reset();
-        self.failed_in_a_row = 0;
+        self.up();
+        self.progressed();
+    }
+
+    /// Connected, the backoff kept until [`progressed`](Self::progressed): for a sink whose
+    /// connection may come up while its deliveries still fail.
+    pub fn up(&mut self) {
         self.stats.connected.store(true, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The destination took something: the backoff starts over.
+    pub fn progressed(&mut self) {
+        self.backoff.reset();
+        self.failed_in_a_row = 0;
     }
 
     /// A connection that was up ended (or a delivery failed on it).

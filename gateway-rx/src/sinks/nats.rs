@@ -108,43 +108,62 @@ pub fn message_id(tokens: &str, s: &SpoolSample) -> String {
     )
 }
 
-fn connect_options(cfg: &Nats) -> ConnectOptionsFuture<'_> {
-    Box::pin(async move {
-        let o = match &cfg.auth {
-            NatsAuth::None => async_nats::ConnectOptions::new(),
-            NatsAuth::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|e| format!("reading credentials file {}: {e}", path.display()))?,
-            NatsAuth::NKeySeed { seed, .. } => {
-                async_nats::ConnectOptions::with_nkey(seed.expose().to_owned())
-            }
-            NatsAuth::UserPassword { user, password, .. } => {
-                async_nats::ConnectOptions::with_user_and_password(
-                    user.clone(),
-                    password.expose().to_owned(),
-                )
-            }
-        };
-        let mut o = o
-            .name("gateway-rx")
-            .connection_timeout(CONNECT_TIMEOUT)
-            // The client reconnects by itself for good; the sink re-sends what was not
-            // acknowledged meanwhile.
-            .max_reconnects(None)
-            .reconnect_delay_callback(|n| {
-                Duration::from_millis(250 * (1u64 << n.min(5))).min(Duration::from_secs(5))
-            })
-            .require_tls(cfg.tls);
-        if let Some(ca) = &cfg.ca_file {
-            o = o.add_root_certificates(ca.clone());
+async fn connect_options(cfg: &Nats) -> Result<async_nats::ConnectOptions, NatsError> {
+    let o = match &cfg.auth {
+        NatsAuth::None => async_nats::ConnectOptions::new(),
+        NatsAuth::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|source| NatsError::Credentials {
+                path: path.display().to_string(),
+                source,
+            })?,
+        NatsAuth::NKeySeed { seed, .. } => {
+            async_nats::ConnectOptions::with_nkey(seed.expose().to_owned())
         }
-        Ok(o)
-    })
+        NatsAuth::UserPassword { user, password, .. } => {
+            async_nats::ConnectOptions::with_user_and_password(
+                user.clone(),
+                password.expose().to_owned(),
+            )
+        }
+    };
+    let mut o = o
+        .name("gateway-rx")
+        .connection_timeout(CONNECT_TIMEOUT)
+        // The client reconnects by itself for good; the sink re-sends what was not
+        // acknowledged meanwhile.
+        .max_reconnects(None)
+        .reconnect_delay_callback(|n| {
+            Duration::from_millis(250 * (1u64 << n.min(5))).min(Duration::from_secs(5))
+        })
+        .require_tls(cfg.tls);
+    if let Some(ca) = &cfg.ca_file {
+        o = o.add_root_certificates(ca.clone());
+    }
+    Ok(o)
 }
 
-type ConnectOptionsFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<async_nats::ConnectOptions, String>> + Send + 'a>,
->;
+/// Why the sink could not connect, or a batch was not stored whole.
+#[derive(Debug, thiserror::Error)]
+enum NatsError {
+    #[error("reading credentials file {path}: {source}")]
+    Credentials {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] async_nats::ConnectError),
+    #[error("publishing to {subject}: {source}")]
+    Publish {
+        subject: String,
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error("no acknowledgement for {subject}: {source}")]
+    Ack {
+        subject: String,
+        source: async_nats::jetstream::context::PublishError,
+    },
+}
 
 fn stream_config(cfg: &Nats) -> jetstream::stream::Config {
     jetstream::stream::Config {
@@ -226,7 +245,7 @@ impl Sink {
         &self,
         js: &jetstream::Context,
         batch: &[(Spooled, Out)],
-    ) -> Result<(), String> {
+    ) -> Result<(), NatsError> {
         let mut acks = Vec::with_capacity(batch.len());
         for (_, m) in batch {
             let ack = js
@@ -237,7 +256,10 @@ impl Sink {
                         .message_id(&m.id),
                 )
                 .await
-                .map_err(|e| format!("publishing to {}: {e}", m.subject))?;
+                .map_err(|source| NatsError::Publish {
+                    subject: m.subject.clone(),
+                    source,
+                })?;
             acks.push(ack);
         }
         let mut duplicates = 0u64;
@@ -248,9 +270,10 @@ impl Sink {
                 Ok(_) => {}
                 // The rest are still awaited: what the server stored is counted as such when
                 // the batch is published again.
-                Err(e) => {
-                    failed.get_or_insert_with(|| {
-                        format!("no acknowledgement for {}: {e}", m.subject)
+                Err(source) => {
+                    failed.get_or_insert(NatsError::Ack {
+                        subject: m.subject.clone(),
+                        source,
                     });
                 }
             }
@@ -264,10 +287,17 @@ impl Sink {
         }
     }
 
-    /// Delivers batches until one fails; returns why.
-    async fn session(&mut self, js: &jetstream::Context, reader: &mut SpoolReader) -> String {
+    /// Delivers batches until one fails; returns why. The backoff starts over once a batch
+    /// is stored: a batch the server keeps refusing is retried ever more slowly.
+    async fn session(
+        &mut self,
+        js: &jetstream::Context,
+        reader: &mut SpoolReader,
+        attempts: &mut Attempts,
+    ) -> NatsError {
         let mut ahead = Ahead::default();
         ahead.restart(reader);
+        let mut stored_one = false;
         loop {
             let batch = self.batch(&mut ahead, reader);
             let Some(end) = batch.last().map(|(s, _)| s.after) else {
@@ -278,6 +308,10 @@ impl Sink {
                 return why;
             }
             acknowledged(reader, &self.stats, end, batch.len() as u64);
+            if !stored_one {
+                stored_one = true;
+                attempts.progressed();
+            }
         }
     }
 }
@@ -292,19 +326,14 @@ pub async fn run(cfg: Nats, mut reader: SpoolReader, stats: Arc<SinkStats>) {
             Ok(o) => o
                 .connect(cfg.servers.as_slice())
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(NatsError::from),
             Err(e) => Err(e),
         };
         match connected {
             Ok(c) => break c,
             Err(e) => {
                 if let Some(n) = attempts.failed() {
-                    warn!(
-                        servers,
-                        error = e,
-                        attempts = n,
-                        "cannot connect to NATS; retrying"
-                    );
+                    warn!(servers, error = %e, attempts = n, "cannot connect to NATS; retrying");
                 }
                 attempts.pause().await;
             }
@@ -322,17 +351,17 @@ pub async fn run(cfg: Nats, mut reader: SpoolReader, stats: Arc<SinkStats>) {
     loop {
         match js.get_or_create_stream(stream_config(&sink.cfg)).await {
             Ok(_) => {
-                attempts.connected();
+                attempts.up();
                 info!(
                     servers,
                     stream = sink.cfg.stream,
                     "NATS sink connected; stream ready"
                 );
-                let why = sink.session(&js, &mut reader).await;
+                let why = sink.session(&js, &mut reader, &mut attempts).await;
                 attempts.lost();
                 warn!(
                     servers,
-                    error = why,
+                    error = %why,
                     "NATS sink: a batch was not acknowledged; it is published again (the server drops what it stored already)"
                 );
             }
