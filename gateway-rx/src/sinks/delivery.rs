@@ -117,4 +117,9 @@ impl Attempts {
     pub async fn pause(&mut self) {
         tokio::time::sleep(self.backoff.next_delay()).await;
     }
+
+    /// Waits before the next attempt, at most `max`.
+    pub async fn pause_at_most(&mut self, max: std::time::Duration) {
+        tokio::time::sleep(self.backoff.next_delay().min(max)).await;
+    }
 }

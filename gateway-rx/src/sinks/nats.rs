@@ -36,7 +36,10 @@
 //! again. The spool cursor moves only past a batch acknowledged whole. A publish refused or
 //! not acknowledged within `ack_timeout_s` (a node or the cluster down, a leader election)
 //! fails its batch (counted `failures`); after a backoff the batch is published again from
-//! the cursor, the part the server stored already being dropped as duplicates.
+//! the cursor, the part the server stored already being dropped as duplicates. The backoff
+//! (0.5 s doubling to 30 s) is cut short by the client: at most 2 s while it is connected to a
+//! server, and over as soon as it reconnects, so a cluster back from an outage is written to
+//! within seconds.
 //!
 //! The one way to a duplicate: a sample stored whose acknowledgement was lost, published again
 //! only after the duplicate window (a cluster down longer than it). Make the window longer
@@ -66,6 +69,8 @@ use super::spool::{SpoolReader, SpoolSample, Spooled};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// The longest wait between attempts while the client is connected to a server.
+const CONNECTED_RETRY: Duration = Duration::from_secs(2);
 /// Subjects cached per tag name, at most.
 const SUBJECT_CACHE: usize = 200_000;
 
@@ -339,6 +344,7 @@ pub async fn run(cfg: Nats, mut reader: SpoolReader, stats: Arc<SinkStats>) {
             }
         }
     };
+    let watch = client.clone();
     let js = jetstream::ContextBuilder::new()
         .timeout(cfg.ack_timeout)
         .max_ack_inflight(cfg.max_in_flight as usize)
@@ -371,7 +377,29 @@ pub async fn run(cfg: Nats, mut reader: SpoolReader, stats: Arc<SinkStats>) {
                 }
             }
         }
-        attempts.pause().await;
+        pause(&mut attempts, &watch).await;
+    }
+}
+
+/// The backoff between attempts, cut short by what the client knows: while it is
+/// disconnected, the next attempt is made as soon as it reconnects; while it is connected (a
+/// server is there, JetStream electing its leaders after a restart, say), the wait is at most
+/// [`CONNECTED_RETRY`]. A cluster back from an outage is thus written to within seconds, not
+/// after a backoff grown through the outage.
+async fn pause(attempts: &mut Attempts, client: &async_nats::Client) {
+    use async_nats::connection::State;
+    if client.connection_state() == State::Connected {
+        attempts.pause_at_most(CONNECTED_RETRY).await;
+        return;
+    }
+    let reconnected = async {
+        while client.connection_state() != State::Connected {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = attempts.pause() => {}
+        () = reconnected => {}
     }
 }
 
