@@ -7,7 +7,9 @@
 
 Runs the released daemons (target/release/gateway-tx, gateway-rx) as subprocesses with
 temporary configs and a nats-server of its own on a free loopback port, lets the PLC's values
-change for a few seconds, and then checks with an ordered consumer of nats-py that:
+change for a few seconds, kills gateway-rx with SIGKILL half-way and starts it again (its
+store, spool and cursor as the kill left them; the transmitter's carousel heals what the link
+lost meanwhile), and then checks with an ordered consumer of nats-py that:
   * the stream holds every sample the store holds (`gateway-rx query`), exactly once;
   * each on its tag's subject (`<prefix>.` + the tag's levels as tokens, a '.' in a level
     escaped as %2E), with the value, type and source time the store has;
@@ -155,24 +157,36 @@ async def run(bin_dir: Path, seconds: float, work: Path, fails: Failures) -> Non
                 preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads started yet
             )))
 
-        # The PLC's values change every 100 ms, each register its own sequence.
+        # The PLC's values change every 100 ms, each register its own sequence; half-way,
+        # gateway-rx is killed where it stands and started again.
         steps = int(seconds * 10)
         for step in range(1, steps + 1):
             await plc.async_setValues(UNIT, 3, 0, [(step * 7 + i * 1000) % 65536
                                                    for i in range(len(TAGS))])
             await asyncio.sleep(0.1)
+            if step == steps // 2:
+                i, (name, rx) = next((i, p) for i, p in enumerate(procs)
+                                     if p[0] == "gateway-rx")
+                rx.kill()
+                rx.wait()
+                procs[i] = (name, subprocess.Popen(
+                    rx.args, stdin=subprocess.DEVNULL, stdout=logs[name],
+                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent,  # noqa: PLW1509
+                ))
+                print(f"  gateway-rx killed (SIGKILL) at step {step} of {steps}, restarted")
 
-        # Settled: the store stops growing and the stream holds as many samples.
-        deadline = time.monotonic() + 60
+        # Settled: the store has not grown for 3 s (the carousel healed what the kill cost)
+        # and the stream holds as many samples.
+        deadline = time.monotonic() + 90
         rows: list[dict] = []
-        while time.monotonic() < deadline:
+        still = 0
+        while time.monotonic() < deadline and still < 3:
             await asyncio.sleep(1)
             got = store_rows(bin_dir / "gateway-rx", work / "rx" / "history.sqlite")
             if got is None:
                 continue
             count = await stream_count(url)
-            if got and len(got) == len(rows) and count == len(got):
-                break
+            still = still + 1 if got and len(got) == len(rows) and count == len(got) else 0
             rows = got
         fails.check(len(rows) >= steps, f"the store holds the run's samples ({len(rows)})",
                     f"{len(rows)} for {steps} steps of {len(TAGS)} tags")
