@@ -267,29 +267,29 @@ impl Sink {
                 })?;
             acks.push(ack);
         }
+        // Awaited in order, but acknowledged concurrently: each future's answer lands while
+        // earlier ones are awaited. The first failure ends the batch; the rest are not
+        // awaited, each of whose timeouts would otherwise run one after another (a cluster
+        // down would hold the sink `max_in_flight` times `ack_timeout_s`).
         let mut duplicates = 0u64;
-        let mut failed = None;
+        let mut outcome = Ok(());
         for (ack, (_, m)) in acks.into_iter().zip(batch) {
             match ack.await {
                 Ok(a) if a.duplicate => duplicates += 1,
                 Ok(_) => {}
-                // The rest are still awaited: what the server stored is counted as such when
-                // the batch is published again.
                 Err(source) => {
-                    failed.get_or_insert(NatsError::Ack {
+                    outcome = Err(NatsError::Ack {
                         subject: m.subject.clone(),
                         source,
                     });
+                    break;
                 }
             }
         }
         self.stats
             .server_duplicates
             .fetch_add(duplicates, Ordering::Relaxed);
-        match failed {
-            Some(why) => Err(why),
-            None => Ok(()),
-        }
+        outcome
     }
 
     /// Delivers batches until one fails; returns why. The backoff starts over once a batch
