@@ -13,6 +13,8 @@
 //! - the node leading the stream killed (SIGKILL) and restarted while samples flow;
 //! - the whole cluster stopped for 30 s while samples flow, then started.
 //!
+//! And a healed gap's late samples (older than what their tags had) are published too.
+//!
 //! The tests run one at a time: they stop and start the shared cluster.
 
 #[allow(dead_code)] // the shared helpers serve several test files
@@ -613,5 +615,59 @@ async fn nats_throughput() {
     let js = jetstream(&servers).await;
     assert_eq!(stream_count(&js, &stream).await, n);
     drop(sinks);
+    delete_stream(&js, &stream).await;
+}
+
+/// Samples a healed gap brings after newer ones (older than what their tags had) are
+/// published too, each once; the stream holds them after the newer ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_late_samples_are_published() {
+    let Some(servers) = service("GATEWAY_TEST_NATS") else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    init_tracing();
+    let (stream, prefix) = (unique("GWLATE"), unique("gwlate"));
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let spool = tmp.path().join("spool");
+    let mut sent = history(8, 20);
+    let late: Vec<SpoolSample> = sent
+        .iter()
+        .filter(|s| (s.time / 1_000_000) % 20 < 10)
+        .map(|s| SpoolSample {
+            time: s.time + 500_000,
+            value: match s.value {
+                Value::Double(v) => Value::Double(v + 0.5),
+                ref v => v.clone(),
+            },
+            ..s.clone()
+        })
+        .collect();
+    let n_late = late.len();
+    sent.extend(late);
+    let (mut w, shared) = SpoolWriter::open(&spool, 1 << 30, None).expect("spool");
+    assert_eq!(w.append(&sent).expect("append"), sent.len());
+    w.prepare().expect("prepare");
+    w.publish();
+    let run = SinkRun::start(
+        &nats_cfg(&servers, &stream, &prefix, tmp.path()),
+        SpoolReader::open(&spool, shared).expect("reader"),
+    );
+    let js = jetstream(&servers).await;
+    wait_for(&js, &stream, sent.len() as u64, Duration::from_secs(60)).await;
+    let stored = read_stream(&js, &stream).await;
+    let (dups, problems) = check(&stored, &sent, &prefix);
+    // Out of source-time order by design: the late samples follow the newer ones.
+    let disorder = problems.iter().filter(|p| p.contains(" after ")).count();
+    let other: Vec<&String> = problems.iter().filter(|p| !p.contains(" after ")).collect();
+    assert!(other.is_empty(), "{other:?}");
+    assert!(disorder > 0, "the late samples come after newer ones");
+    assert_eq!(dups, 0);
+    assert_eq!(stored.len(), sent.len());
+    eprintln!(
+        "{} samples, {n_late} of them late, all in the stream once",
+        sent.len()
+    );
+    run.kill().await;
     delete_stream(&js, &stream).await;
 }
