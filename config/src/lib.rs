@@ -12,6 +12,7 @@ mod http;
 pub mod keyfile;
 mod walk;
 
+pub mod nats;
 pub mod opcua;
 pub mod opcua_server;
 pub mod rx;

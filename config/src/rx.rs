@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::http::HttpServer;
+pub use crate::nats::{Nats, NatsAuth};
 pub use crate::sinks::{Mqtt, Postgres, Secret, Spool};
 
 /// Validated `gateway-rx` configuration.
@@ -21,6 +22,8 @@ pub struct RxConfig {
     pub mqtt: Option<Mqtt>,
     /// `[postgres]`: the PostgreSQL sink; `None`: off.
     pub postgres: Option<Postgres>,
+    /// `[nats]`: the NATS JetStream sink; `None`: off.
+    pub nats: Option<Nats>,
     /// `[opcua_server]`: the read-only OPC UA mirror; `None`: off.
     pub opcua_server: Option<crate::opcua_server::OpcUaServer>,
 }
@@ -160,6 +163,7 @@ impl RxConfig {
                     "store",
                     "mqtt",
                     "postgres",
+                    "nats",
                     "opcua_server",
                 ],
             );
@@ -197,6 +201,7 @@ impl RxConfig {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/gateway"));
             let mqtt = crate::sinks::parse_mqtt(&mut ctx, &root, &store_dir);
             let postgres = crate::sinks::parse_postgres(&mut ctx, &root, &store_dir);
+            let nats = crate::nats::parse_nats(&mut ctx, &root, &store_dir);
             let opcua_server = crate::opcua_server::parse_optional(
                 &mut ctx,
                 &root,
@@ -209,6 +214,7 @@ impl RxConfig {
                 let sinks: Vec<&str> = [
                     matches!(mqtt, Some(Some(_))).then_some("[mqtt]"),
                     matches!(postgres, Some(Some(_))).then_some("[postgres]"),
+                    matches!(nats, Some(Some(_))).then_some("[nats]"),
                 ]
                 .into_iter()
                 .flatten()
@@ -240,6 +246,7 @@ impl RxConfig {
                 store: store?,
                 mqtt: mqtt?,
                 postgres: postgres?,
+                nats: nats?,
                 opcua_server: opcua_server?,
             })
         });

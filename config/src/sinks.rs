@@ -158,7 +158,12 @@ const PG_KEYS: &[&str] = &[
     "spool_max_bytes",
 ];
 
-fn bool_or(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, key: &str, default: bool) -> Option<bool> {
+pub(crate) fn bool_or(
+    ctx: &mut Ctx<'_>,
+    t: &Tbl<'_, '_>,
+    key: &str,
+    default: bool,
+) -> Option<bool> {
     match t.boolean(ctx, key, Req::Optional) {
         Some(b) => Some(b.val),
         None if t.has(key) => None,
@@ -166,7 +171,11 @@ fn bool_or(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, key: &str, default: bool) -> Opti
     }
 }
 
-fn opt_string(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, key: &str) -> Option<Option<At<String>>> {
+pub(crate) fn opt_string(
+    ctx: &mut Ctx<'_>,
+    t: &Tbl<'_, '_>,
+    key: &str,
+) -> Option<Option<At<String>>> {
     match t.string(ctx, key, Req::Optional) {
         Some(s) => Some(Some(s)),
         None if t.has(key) => None,
@@ -174,7 +183,7 @@ fn opt_string(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, key: &str) -> Option<Option<At
     }
 }
 
-fn host(ctx: &mut Ctx<'_>, h: At<String>) -> Option<String> {
+pub(crate) fn host(ctx: &mut Ctx<'_>, h: At<String>) -> Option<String> {
     let v = h.val.trim();
     if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         ctx.error(
@@ -191,7 +200,12 @@ fn host(ctx: &mut Ctx<'_>, h: At<String>) -> Option<String> {
     Some(v.to_owned())
 }
 
-fn spool(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>, sink: &str, store_dir: &Path) -> Option<Spool> {
+pub(crate) fn spool(
+    ctx: &mut Ctx<'_>,
+    t: &Tbl<'_, '_>,
+    sink: &str,
+    store_dir: &Path,
+) -> Option<Spool> {
     let dir = match t.string(ctx, "spool_dir", Req::Optional) {
         None if t.has("spool_dir") => None,
         None => Some(store_dir.join(SPOOL_DIR_DEFAULT).join(sink)),

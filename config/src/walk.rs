@@ -460,6 +460,58 @@ impl<'a, 'i> Tbl<'a, 'i> {
         Some(out)
     }
 
+    /// An array of strings (a lone string reads as an array of one); each item keeps its own
+    /// span and key (`k[i]`), so a message can point at the one that is wrong.
+    pub fn strings(&self, ctx: &mut Ctx<'_>, k: &str, req: Req) -> Option<Vec<At<String>>> {
+        let (key, v) = self.value(ctx, k, req)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some(vec![At {
+                val: s.to_string(),
+                span: v.span(),
+                key,
+            }]),
+            DeValue::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    let ik = format!("{key}[{i}]");
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push(At {
+                            val: s.to_string(),
+                            span: item.span(),
+                            key: ik,
+                        }),
+                        other => {
+                            ok = false;
+                            ctx.error(
+                                item.span().start,
+                                ik,
+                                format!(
+                                    "found {} where a string is needed; write each item in \
+                                     double quotes, like [\"a\", \"b\"]",
+                                    describe(other)
+                                ),
+                            );
+                        }
+                    }
+                }
+                ok.then_some(out)
+            }
+            other => {
+                let found = describe(other);
+                ctx.error(
+                    v.span().start,
+                    key,
+                    format!(
+                        "found {found} where an array of strings is needed; write it like \
+                         [\"a\", \"b\"]"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     pub fn string(&self, ctx: &mut Ctx<'_>, k: &str, req: Req) -> Option<At<String>> {
         let (key, v) = self.value(ctx, k, req)?;
         match v.get_ref() {

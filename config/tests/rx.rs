@@ -66,6 +66,7 @@ fn minimal_config_gets_every_default() {
             },
             mqtt: None,
             postgres: None,
+            nats: None,
             opcua_server: None,
         }
     );

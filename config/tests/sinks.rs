@@ -384,7 +384,7 @@ fn example_sink_sections_are_valid_uncommented() {
     let mut inside = false;
     let mut uncommented = 0;
     for line in text.lines() {
-        if line == "# [mqtt]" || line == "# [postgres]" {
+        if line == "# [mqtt]" || line == "# [postgres]" || line == "# [nats]" {
             inside = true;
         } else if line.trim().is_empty() {
             inside = false;
@@ -394,7 +394,7 @@ fn example_sink_sections_are_valid_uncommented() {
             || body
                 .split_once(" = ")
                 .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-        let skip = ["url", "password_file", "ca_file", "tls"]
+        let skip = ["url", "password_file", "ca_file", "tls", "creds_file"]
             .iter()
             .any(|k| body.starts_with(&format!("{k} = ")));
         if inside && setting && !skip {
@@ -413,5 +413,10 @@ fn example_sink_sections_are_valid_uncommented() {
     assert_eq!(
         (p.host.as_str(), p.schema.as_str(), p.batch_samples),
         ("192.0.2.60", "gateway", 5000)
+    );
+    let n = c.nats.expect("[nats]");
+    assert_eq!(
+        (n.servers.len(), n.subject_prefix.as_str(), n.replicas),
+        (3, "plant1.gateway", 3)
     );
 }

@@ -81,7 +81,7 @@ pub struct RxStatus {
     pub started: Instant,
     pub started_unix_ms: i64,
     history: Mutex<History>,
-    /// The sinks fed by the store (`[mqtt]`, `[postgres]`).
+    /// The sinks fed by the store (`[mqtt]`, `[postgres]`, `[nats]`).
     sinks: Vec<crate::sinks::SinkMonitor>,
     /// The embedded historian store's counters, when it takes history.
     store: Option<crate::store::HistorySink>,

@@ -1,5 +1,8 @@
-//! The IT-side sinks beyond the embedded store: the MQTT publisher (`[mqtt]`) and the
-//! PostgreSQL sink (`[postgres]`), each fed through a durable spool of its own.
+//! The IT-side sinks beyond the embedded store: the MQTT publisher (`[mqtt]`), the
+//! PostgreSQL sink (`[postgres]`) and the NATS JetStream sink (`[nats]`), each fed through a
+//! durable spool of its own. What they share (reading the spool ahead, moving the cursor on
+//! the destination's acknowledgement, reconnecting with backoff, the counters) is
+//! `delivery.rs`; each sink's module is only its destination's part.
 //!
 //! # Where samples come from
 //!
@@ -33,9 +36,12 @@
 //! acknowledged (PostgreSQL: the transaction committed; MQTT: the broker acknowledged at the
 //! configured QoS), so a crash or a cut connection re-delivers the unacknowledged tail.
 //! PostgreSQL keeps each (tag, time) once; MQTT at QoS 2 sends that tail again as the same
-//! packets, which a broker that kept the session delivers once (`mqtt.rs`).
+//! packets, which a broker that kept the session delivers once (`mqtt.rs`); NATS sends it
+//! again with the same message ids, which the stream's duplicate window drops (`nats.rs`).
 
+pub mod delivery;
 pub mod mqtt;
+pub mod nats;
 pub mod postgres;
 pub mod spool;
 
@@ -82,7 +88,7 @@ observe::counters! {
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub struct SinkStatsSnapshot;
 
-    /// 1 while the sink is connected to its destination (MQTT broker, PostgreSQL).
+    /// 1 while the sink is connected to its destination (MQTT broker, PostgreSQL, NATS).
     connected: AtomicBool => gauge("gateway_rx_sink_connected");
     /// History samples appended to the sink's spool.
     appended => counter("gateway_rx_sink_spooled_samples_total");
@@ -106,6 +112,9 @@ observe::counters! {
     /// MQTT: packets of an unacknowledged window sent again after a lost connection or a
     /// restart (same packet ids).
     resent => counter("gateway_rx_sink_resent_total");
+    /// NATS: publishes the server acknowledged as duplicates (a message id it held already:
+    /// a batch published again after a failure or a restart), stored once.
+    server_duplicates => counter("gateway_rx_sink_server_duplicates_total");
     /// Spool writes or syncs that failed with an I/O error (a full disk): the store's
     /// transaction was rolled back with it, and the carousel re-sends its samples to both.
     spool_errors => counter("gateway_rx_sink_spool_errors_total");
@@ -495,6 +504,15 @@ pub fn start(
         let task = tokio::spawn(postgres::run(p.clone(), reader, stats.clone()));
         handles.push(SinkHandle {
             name: "postgres",
+            stats,
+            task,
+        });
+    }
+    if let Some(n) = &config.nats {
+        let (reader, stats) = open("nats", &n.spool)?;
+        let task = tokio::spawn(nats::run(n.clone(), reader, stats.clone()));
+        handles.push(SinkHandle {
+            name: "nats",
             stats,
             task,
         });

@@ -92,7 +92,7 @@
 pub mod flight;
 pub mod journal;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -105,8 +105,9 @@ use rumqttc::{Event, EventLoop, MqttOptions, Packet, PubAck, PubComp, PubRec, Pu
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::spool::{Pos, SpoolReader, SpoolSample, Spooled};
-use super::{Backoff, SinkStats};
+use super::SinkStats;
+use super::delivery::{Ahead, Attempts, acknowledged};
+use super::spool::{Pos, SpoolReader, SpoolSample};
 use crate::state::State;
 use flight::{Ack, Flight};
 use journal::{Journal, Message, Window};
@@ -571,17 +572,16 @@ impl Publisher {
     /// after the items it covers (also when all of them were published already).
     fn history_window(
         &mut self,
-        ahead: &mut VecDeque<Spooled>,
+        ahead: &mut Ahead,
         reader: &mut SpoolReader,
         marks: &HashMap<Arc<str>, UnixNanos>,
     ) -> (Option<Window>, Option<Pos>) {
         let mut b = Builder::new(marks, &self.cfg);
         let mut end = None;
         while b.messages.len() < WINDOW {
-            if ahead.is_empty() {
-                ahead.extend(reader.read(WINDOW * 4));
-            }
-            let Some(item) = ahead.pop_front() else { break };
+            let Some(item) = ahead.pop(reader, WINDOW * 4) else {
+                break;
+            };
             end = Some(item.after);
             let topic = self.topic(&item.sample.tag);
             b.push(&item.sample, topic);
@@ -656,8 +656,7 @@ impl Publisher {
         let n = w.messages.len() as u64;
         match w.end_pos() {
             Some(end) => {
-                reader.commit(end);
-                self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                acknowledged(reader, &self.stats, end, n);
                 self.stats
                     .late_published
                     .fetch_add(u64::from(w.late), Ordering::Relaxed);
@@ -715,8 +714,8 @@ impl Publisher {
             self.fly(&mut link, journal).await?;
             self.finish(journal, reader)?;
         }
-        reader.rewind();
-        let mut ahead: VecDeque<Spooled> = VecDeque::new();
+        let mut ahead = Ahead::default();
+        ahead.restart(reader);
         loop {
             let (window, end) = self.history_window(&mut ahead, reader, journal.marks());
             let window = match (window, end) {
@@ -794,8 +793,7 @@ pub async fn run(
         flight: None,
     };
     let mut journal: Option<Journal> = None;
-    let mut backoff = Backoff::new();
-    let mut failures_logged = 0u64;
+    let mut attempts = Attempts::new(p.stats.clone());
     loop {
         if journal.is_none() {
             match Journal::open(reader.dir()) {
@@ -806,12 +804,10 @@ pub async fn run(
                     journal = Some(j);
                 }
                 Err(e) => {
-                    p.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    failures_logged += 1;
-                    if failures_logged.is_power_of_two() {
-                        tracing::error!(dir = %reader.dir().display(), error = %e, attempts = failures_logged, "cannot open the MQTT journal; not publishing (history waits in its spool)");
+                    if let Some(n) = attempts.failed() {
+                        tracing::error!(dir = %reader.dir().display(), error = %e, attempts = n, "cannot open the MQTT journal; not publishing (history waits in its spool)");
                     }
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    attempts.pause().await;
                     continue;
                 }
             }
@@ -821,16 +817,12 @@ pub async fn run(
         let broker = format!("{}:{}", p.cfg.host, p.cfg.port);
         match connect(&mut eventloop).await {
             Ok(session_present) => {
-                backoff.reset();
-                failures_logged = 0;
-                p.stats.connected.store(true, Ordering::Relaxed);
-                p.stats.connects.fetch_add(1, Ordering::Relaxed);
+                attempts.connected();
                 info!(broker, session_present, "MQTT publisher connected");
                 let failure = p
                     .session(&mut eventloop, session_present, &mut reader, j)
                     .await;
-                p.stats.connected.store(false, Ordering::Relaxed);
-                p.stats.failures.fetch_add(1, Ordering::Relaxed);
+                attempts.lost();
                 match failure {
                     Failure::Connection(why) => warn!(
                         broker,
@@ -846,20 +838,18 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                p.stats.failures.fetch_add(1, Ordering::Relaxed);
-                failures_logged += 1;
-                if failures_logged.is_power_of_two() {
+                if let Some(n) = attempts.failed() {
                     warn!(
                         broker,
                         error = e,
-                        attempts = failures_logged,
+                        attempts = n,
                         "cannot connect to the MQTT broker; retrying"
                     );
                 }
             }
         }
         drop(eventloop);
-        tokio::time::sleep(backoff.next_delay()).await;
+        attempts.pause().await;
     }
 }
 

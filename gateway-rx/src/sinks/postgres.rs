@@ -40,7 +40,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use config::rx::Postgres;
@@ -51,8 +50,9 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
+use super::SinkStats;
+use super::delivery::{Ahead, Attempts, acknowledged};
 use super::spool::{SpoolReader, Spooled};
-use super::{Backoff, SinkStats};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A batch (COPY and move) not done within this is taken as a lost connection.
@@ -354,14 +354,10 @@ impl Sink {
     /// One connection's life: write batches until the spool is empty, wait, go on. Returns
     /// why the connection ended.
     async fn session(&mut self, client: &mut Client, reader: &mut SpoolReader) -> String {
-        reader.rewind();
-        let mut ahead: std::collections::VecDeque<Spooled> = std::collections::VecDeque::new();
+        let mut ahead = Ahead::default();
+        ahead.restart(reader);
         loop {
-            if ahead.len() < self.cfg.batch_samples {
-                ahead.extend(reader.read(self.cfg.batch_samples - ahead.len()));
-            }
-            let n = ahead.len().min(self.cfg.batch_samples);
-            let batch: Vec<Spooled> = ahead.drain(..n).collect();
+            let batch = ahead.take(reader, self.cfg.batch_samples);
             let Some(last) = batch.last().map(|s| s.after) else {
                 if client.is_closed() {
                     return "the server closed the connection".into();
@@ -370,12 +366,7 @@ impl Sink {
                 continue;
             };
             match tokio::time::timeout(BATCH_TIMEOUT, self.write(client, &batch)).await {
-                Ok(Ok(_new)) => {
-                    reader.commit(last);
-                    self.stats
-                        .delivered
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
+                Ok(Ok(_new)) => acknowledged(reader, &self.stats, last, batch.len() as u64),
                 // The batch is read again (from the committed position) after reconnecting.
                 Ok(Err(e)) => return format!("{e}"),
                 Err(_) => return "a batch did not complete in time".into(),
@@ -397,14 +388,13 @@ pub async fn run(cfg: Postgres, mut reader: SpoolReader, stats: Arc<SinkStats>) 
         Some(_) => "postgres.url".to_owned(),
         None => format!("{}:{}/{}", cfg.host, cfg.port, cfg.dbname),
     };
+    let mut attempts = Attempts::new(stats.clone());
     let mut sink = Sink {
         cfg,
         stats,
         tags: HashMap::new(),
         tag_cache: TAG_CACHE,
     };
-    let mut backoff = Backoff::new();
-    let mut failures = 0u64;
     loop {
         match pg.connect(NoTls).await {
             Ok((mut client, connection)) => {
@@ -415,18 +405,14 @@ pub async fn run(cfg: Postgres, mut reader: SpoolReader, stats: Arc<SinkStats>) 
                 });
                 match sink.prepare(&client).await {
                     Ok(()) => {
-                        backoff.reset();
-                        failures = 0;
-                        sink.stats.connected.store(true, Ordering::Relaxed);
-                        sink.stats.connects.fetch_add(1, Ordering::Relaxed);
+                        attempts.connected();
                         info!(
                             server,
                             schema = sink.cfg.schema,
                             "PostgreSQL sink connected"
                         );
                         let why = sink.session(&mut client, &mut reader).await;
-                        sink.stats.connected.store(false, Ordering::Relaxed);
-                        sink.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        attempts.lost();
                         warn!(
                             server,
                             error = why,
@@ -434,7 +420,7 @@ pub async fn run(cfg: Postgres, mut reader: SpoolReader, stats: Arc<SinkStats>) 
                         );
                     }
                     Err(e) => {
-                        sink.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        attempts.failed();
                         warn!(server, error = %e, "PostgreSQL sink cannot prepare its schema; retrying");
                     }
                 }
@@ -444,14 +430,12 @@ pub async fn run(cfg: Postgres, mut reader: SpoolReader, stats: Arc<SinkStats>) 
                 conn.abort();
             }
             Err(e) => {
-                sink.stats.failures.fetch_add(1, Ordering::Relaxed);
-                failures += 1;
-                if failures.is_power_of_two() {
-                    warn!(server, error = %e, attempts = failures, "cannot connect to PostgreSQL; retrying");
+                if let Some(n) = attempts.failed() {
+                    warn!(server, error = %e, attempts = n, "cannot connect to PostgreSQL; retrying");
                 }
             }
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        attempts.pause().await;
     }
 }
 
@@ -460,6 +444,7 @@ mod tests {
     use super::*;
     use crate::sinks::spool::{SpoolSample, SpoolWriter};
     use protocol::model::Quality;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn times_split_to_micros_and_nanos() {

@@ -17,7 +17,8 @@
 //! has not finished with and how many of its samples it has delivered. It is written (replace by
 //! rename) each time the sink moves on, not synced: after a crash the sink re-delivers from an
 //! older cursor, and every sink copes with that (PostgreSQL keeps (tag, time) once; the MQTT
-//! publisher goes on from the position its own journal holds, synced, see `mqtt.rs`).
+//! publisher goes on from the position its own journal holds, synced, see `mqtt.rs`; NATS
+//! drops a message id it holds within its duplicate window, see `nats.rs`).
 //!
 //! # Durability: the store's transaction is the one commit point
 //!
