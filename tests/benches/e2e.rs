@@ -4,8 +4,9 @@
 //!
 //! `cargo bench -p tests --bench e2e` measures, in one run:
 //!
-//! 1. **Baseline**: a plain UDP blast over 127.0.0.1, one `send` and one `recv` per 1400-byte
-//!    datagram, one thread each.
+//! 1. **Baselines**: plain UDP blasts over 127.0.0.1 of 1400-byte datagrams, one thread each
+//!    way: (a) one `send` and one `recv` per datagram, (b) GSO runs read with `recvmmsg` and
+//!    GRO, the system calls the gateway makes.
 //! 2. **Protocol only**: `Encoder` → `Decoder` in memory (no sockets) at the default FEC shape,
 //!    datagrams full of live sample batches, with and without a key, without and with 5 % loss.
 //! 3. **End to end**: a synthetic tag table driven by a thread, the real `LinkSender` over
@@ -17,7 +18,8 @@
 //! 5. **Bulk** (separate processes, see `e2e/procs.rs`): history batches through the full
 //!    protocol (CRC, FEC 64+16 = 20 % of the datagrams repair, AES-GCM), `LinkSender` process
 //!    → `LinkReceiver` process over loopback with batched I/O: goodput, CPU per GiB on each
-//!    side, and the pacer at a configured rate. Then (5b) goodput and delivery at 0, 1, 5 and
+//!    side, and the pacer at a configured rate. Then (5a) the highest pacer rate at which
+//!    nothing is lost, by bisection, as ratios to both baselines. Then (5b) goodput and delivery at 0, 1, 5 and
 //!    10 % random loss with the repair docs/benchmarks.md recommends, the loss made by an nftables
 //!    rule on the receiver's loopback port (needs root and `nft`; skipped, and said, without).
 //!    And (5c) the history thread, which 5's stand-in source leaves out, fed by a bulk source
@@ -30,7 +32,6 @@
 //! `E2E_QUICK=1` for a shorter run with shorter windows (for trying changes, not for figures),
 //! and `E2E_ONLY=text` to run only the scenarios (end to end, loss, bulk, scale) whose label
 //! contains `text`.
-
 //!
 //! This file runs the sections in order; each lives in `e2e/` in a file named for what it
 //! measures (`baseline.rs`, `protocol_only.rs`, `end_to_end.rs`, `loss.rs`, `bulk.rs`,
@@ -83,6 +84,9 @@ struct Timing {
     loss_window: Duration,
     /// How long the bulk source pushes.
     bulk: Duration,
+    /// How long each step of the bulk rate sweep sends, and how many steps it takes.
+    sweep_step: Duration,
+    sweep_steps: u32,
     /// Tags in the receiver-memory run.
     scale_tags: usize,
 }
@@ -97,6 +101,8 @@ impl Timing {
                 window: Duration::from_millis(800),
                 loss_window: Duration::from_secs(1),
                 bulk: Duration::from_secs(1),
+                sweep_step: Duration::from_secs(1),
+                sweep_steps: 3,
                 scale_tags: 200_000,
             }
         } else {
@@ -107,6 +113,8 @@ impl Timing {
                 window: Duration::from_secs(3),
                 loss_window: Duration::from_secs(5),
                 bulk: Duration::from_secs(3),
+                sweep_step: Duration::from_secs(2),
+                sweep_steps: 6,
                 scale_tags: 1_000_000,
             }
         }
@@ -124,13 +132,14 @@ fn main() -> anyhow::Result<()> {
     let mut out = String::new();
     let mut json = Obj::default();
 
-    let b = baseline::run(&timing, &mut out, &mut json)?;
+    let base = baseline::run(&timing, &mut out, &mut json)?;
+    let b = base.plain;
     let blast_dps = b.datagrams_per_sec();
     let blast_gbps = b.gbit_per_sec();
     let proto_samples_per_s = protocol_only::run(&timing, &mut out, &mut json, blast_gbps);
     let e2e = end_to_end::run(&timing, &mut out, &mut json, blast_dps, proto_samples_per_s)?;
     let lossy = loss::run(&timing, &mut out, &mut json, blast_dps, proto_samples_per_s)?;
-    let bulk = bulk::run(&timing, &mut out, &mut json, blast_gbps)?;
+    let bulk = bulk::run(&timing, &mut out, &mut json, &base)?;
     let (rss, modbus) = scale::run(&timing, &mut out, &mut json, &b)?;
     targets::run(
         &mut out,
@@ -141,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             lossy: &lossy,
             rss: rss.as_ref(),
             modbus: modbus.as_ref(),
+            gso_gbps: base.gso.gbit_per_sec(),
         },
         blast_gbps,
     );

@@ -5,17 +5,20 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 
+use crate::baseline::Baselines;
 use crate::baseline::{blast_cpu_per_gib_rx, blast_cpu_per_gib_tx};
+use crate::end_to_end::udp_errors;
 use crate::json::Obj;
-use crate::targets::{PACED_TO_BLAST_90K, PACED_TO_BLAST_DGRAM, is_unpaced};
+use crate::targets::{SWEPT_90K, SWEPT_DGRAM, is_unpaced};
 use crate::{Timing, history, only, procs};
 
 pub(crate) fn run(
     timing: &Timing,
     out: &mut String,
     json: &mut Obj,
-    blast_gbps: f64,
+    base: &Baselines,
 ) -> anyhow::Result<Vec<procs::BulkResult>> {
+    let blast_gbps = base.plain.gbit_per_sec();
     let bulk_cases = [
         procs::BulkCase {
             label: "90 kB batches, GSO, unpaced",
@@ -65,11 +68,11 @@ pub(crate) fn run(
     }
     // A sender that is not paced outruns its receiver on two shared cores, and on a diode the
     // excess is simply lost: what a user gets is the rate the receiver keeps up with, set with
-    // `rate_mbit`. So goodput is also measured paced at the wire rate that carries the blast's
-    // payload rate (with the overhead the unpaced run measured), 3 % above it.
-    // Both batch shapes: datagram-sized batches are what the history thread sends (live
+    // `rate_mbit`. So the pacer rate is swept for the highest at which nothing is lost, in
+    // both batch shapes: datagram-sized batches are what the history thread sends (live
     // history, carousel, backfill), 90 kB ones the densest the protocol can carry.
-    for (label, samples) in [(PACED_TO_BLAST_DGRAM, 0), (PACED_TO_BLAST_90K, 4096)] {
+    let mut sweeps = Vec::new();
+    for (label, samples) in [(SWEPT_DGRAM, 0), (SWEPT_90K, 4096)] {
         let flat = bulk
             .iter()
             .find(|b| b.case.max_batch > 1 && b.case.samples == samples && is_unpaced(b))
@@ -77,18 +80,11 @@ pub(crate) fn run(
         let Some(flat) = flat.filter(|_| only(label)) else {
             continue;
         };
-        let wire_per_body = (flat.tx_bytes + 28.0 * flat.tx_datagrams)
-            / (flat.tx_messages * flat.body_bytes).max(1.0);
-        let case = procs::BulkCase {
-            label,
-            rate_mbit: blast_gbps * 1000.0 * wire_per_body * 1.03,
-            samples,
-            max_batch: 64,
-            seconds: timing.bulk.as_secs_f64(),
-            ..Default::default()
-        };
-        eprintln!("e2e: bulk {} ({:.0} Mb/s) ...", case.label, case.rate_mbit);
-        bulk.push(procs::run_bulk(&case).with_context(|| case.label)?);
+        let sweep = sweep(label, samples, flat.steady_wire_mbit, timing)?;
+        if let Some(best) = sweep.best() {
+            bulk.push(best.result.clone());
+        }
+        sweeps.push(sweep);
     }
     // Goodput under random loss, with the repair docs/benchmarks.md recommends for it, one datagram
     // per send (a loss rule sees a GSO batch as one packet), at a rate both sides hold on 2
@@ -126,6 +122,7 @@ pub(crate) fn run(
             Some(history::run_history(timing.bulk.as_secs_f64()).context("history thread")?);
     }
     print_bulk(out, &bulk, blast_gbps);
+    print_sweeps(out, &sweeps, base);
     print_bulk_loss(out, &bulk_lossy, blast_gbps);
     if let Some(h) = &history_thread {
         print_history_thread(out, h, &bulk);
@@ -142,7 +139,210 @@ pub(crate) fn run(
         "bulk",
         bulk.iter().map(|b| bulk_json(b, blast_gbps)).collect(),
     );
+    json.arr(
+        "bulk_rate_sweep",
+        sweeps.iter().map(|s| sweep_json(s, base)).collect(),
+    );
     Ok(bulk)
+}
+
+/// One step of a rate sweep: a bulk run at one pacer rate.
+#[derive(Clone)]
+pub(crate) struct SweepStep {
+    pub(crate) result: procs::BulkResult,
+    /// The kernel's UDP receive-buffer drops during the step (`/proc/net/snmp`, the whole
+    /// network namespace: another program's drops would count too, and only make the rate lower).
+    pub(crate) rcvbuf_errors: u64,
+}
+
+impl SweepStep {
+    /// Every datagram sent was read, every message delivered, and the kernel dropped nothing:
+    /// FEC repairing a loss would hide it from the message count, so datagrams are compared too.
+    pub(crate) fn nothing_lost(&self) -> bool {
+        let b = &self.result;
+        b.tx_messages > 0.0
+            && b.rx_datagrams == b.tx_datagrams
+            && b.rx_delivered == b.tx_messages
+            && b.rx_lost == 0.0
+            && b.rx_data_lost == 0.0
+            && self.rcvbuf_errors == 0
+    }
+}
+
+pub(crate) struct Sweep {
+    pub(crate) label: &'static str,
+    pub(crate) steps: Vec<SweepStep>,
+}
+
+impl Sweep {
+    /// The step at the highest rate with nothing lost.
+    pub(crate) fn best(&self) -> Option<&SweepStep> {
+        self.steps
+            .iter()
+            .filter(|s| s.nothing_lost())
+            .max_by(|a, b| a.result.case.rate_mbit.total_cmp(&b.result.case.rate_mbit))
+    }
+}
+
+/// Bisection on the pacer rate between 0 and `ceiling_mbit` (what the unpaced sender reached
+/// on the wire): the ceiling first, then the middle of what is left, up if nothing was lost
+/// and down otherwise. Each step is a fresh pair of processes sending for a fixed time, so a
+/// step's backlog does not spill into the next.
+fn sweep(
+    label: &'static str,
+    samples: usize,
+    ceiling_mbit: f64,
+    timing: &Timing,
+) -> anyhow::Result<Sweep> {
+    let (mut lo, mut hi) = (0.0, ceiling_mbit);
+    let mut steps = Vec::new();
+    for i in 0..timing.sweep_steps {
+        let rate_mbit = if i == 0 { hi } else { (lo + hi) / 2.0 };
+        let case = procs::BulkCase {
+            label,
+            rate_mbit,
+            samples,
+            max_batch: 64,
+            seconds: timing.sweep_step.as_secs_f64(),
+            ..Default::default()
+        };
+        eprintln!(
+            "e2e: bulk {label}: step {} at {rate_mbit:.0} Mb/s ...",
+            i + 1
+        );
+        let before = udp_errors().0;
+        let result = procs::run_bulk(&case).with_context(|| label)?;
+        let step = SweepStep {
+            result,
+            rcvbuf_errors: udp_errors().0.saturating_sub(before),
+        };
+        let ok = step.nothing_lost();
+        steps.push(step);
+        if ok {
+            lo = rate_mbit;
+            if i == 0 {
+                break;
+            }
+        } else {
+            hi = rate_mbit;
+        }
+    }
+    Ok(Sweep { label, steps })
+}
+
+pub(crate) fn print_sweeps(out: &mut String, sweeps: &[Sweep], base: &Baselines) {
+    if sweeps.is_empty() {
+        return;
+    }
+    let (a, b) = (&base.plain, &base.gso);
+    let _ = writeln!(
+        out,
+        "\n== 5a. Highest pacer rate with nothing lost (bisection, {:.0} s a step): goodput as ratios to (a) {:.3} Gb/s and (b) {:.3} Gb/s",
+        sweeps[0]
+            .steps
+            .first()
+            .map_or(0.0, |s| s.result.case.seconds),
+        a.gbit_per_sec(),
+        b.gbit_per_sec()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<52} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>5}",
+        "case / step", "pacer", "wire", "dgrams TX", "dgrams RX", "deliv %", "rcvbuf", "clean"
+    );
+    for s in sweeps {
+        for (i, st) in s.steps.iter().enumerate() {
+            let r = &st.result;
+            let _ = writeln!(
+                out,
+                "  {:<52} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {:>8.3} {:>8} {:>5}",
+                format!("{} #{}", s.label, i + 1),
+                r.case.rate_mbit,
+                r.steady_wire_mbit,
+                r.tx_datagrams,
+                r.rx_datagrams,
+                r.delivered_percent(),
+                st.rcvbuf_errors,
+                if st.nothing_lost() { "yes" } else { "no" }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  {:<52} {:>9} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
+        "highest rate with nothing lost",
+        "goodput",
+        "x (a)",
+        "x (b)",
+        "TX s/GiB",
+        "link",
+        "RX s/GiB",
+        "link"
+    );
+    for s in sweeps {
+        match s.best() {
+            Some(st) => {
+                let r = &st.result;
+                let _ = writeln!(
+                    out,
+                    "  {:<52} {:>9.3} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                    format!("{} ({:.0} Mb/s)", s.label, r.case.rate_mbit),
+                    r.goodput_gbps(),
+                    r.goodput_gbps() / a.gbit_per_sec(),
+                    r.goodput_gbps() / b.gbit_per_sec(),
+                    r.tx_cpu_per_gib(),
+                    r.tx_link_cpu_per_gib(),
+                    r.rx_cpu_per_gib(),
+                    r.rx_link_cpu / r.rx_gib().max(1e-12),
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {:<52} no step lost nothing", s.label);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  blasts' CPU-s/GiB, send / recv: (a) {:.2} / {:.2}, (b) {:.2} / {:.2}",
+        a.send_cpu_per_gib(),
+        a.recv_cpu_per_gib(),
+        b.send_cpu_per_gib(),
+        b.recv_cpu_per_gib()
+    );
+    let _ = writeln!(
+        out,
+        "  clean: every datagram sent was read, every message delivered, nothing repaired away, no kernel RcvbufErrors;\n  pacer: configured wire Mb/s, wire: achieved in the steady part; goodput: history bytes delivered per second (Gb/s);\n  TX/RX s/GiB: CPU seconds of each process (user + system) per GiB of history, link: its link thread alone"
+    );
+}
+
+pub(crate) fn sweep_json(s: &Sweep, base: &Baselines) -> Obj {
+    let mut o = Obj::default();
+    o.str("case", s.label);
+    o.arr(
+        "steps",
+        s.steps
+            .iter()
+            .map(|st| {
+                let mut j = bulk_json(&st.result, base.plain.gbit_per_sec());
+                j.int("rcvbuf_errors", st.rcvbuf_errors);
+                j.bool("nothing_lost", st.nothing_lost());
+                j
+            })
+            .collect(),
+    );
+    match s.best() {
+        Some(st) => {
+            let g = st.result.goodput_gbps();
+            o.num("best_rate_mbit", st.result.case.rate_mbit);
+            o.num("best_goodput_gbit_per_s", g);
+            o.num("ratio_to_blast", g / base.plain.gbit_per_sec());
+            o.num("ratio_to_blast_gso", g / base.gso.gbit_per_sec());
+            o.num("tx_cpu_s_per_gib", st.result.tx_cpu_per_gib());
+            o.num("rx_cpu_s_per_gib", st.result.rx_cpu_per_gib());
+        }
+        None => o.raw("best_rate_mbit", "null".into()),
+    }
+    o
 }
 pub(crate) fn print_bulk(out: &mut String, bs: &[procs::BulkResult], blast_gbps: f64) {
     if bs.is_empty() {
@@ -273,7 +473,7 @@ pub(crate) fn print_history_thread(
     );
     let _ = writeln!(
         out,
-        "  s/GiB: CPU seconds of the history thread per GiB of batch bodies it made (taking from the tap, encoding,\n  the buffer's records and writes, batching); the last column adds 5's link thread (unpaced / paced to blast, datagram-sized)"
+        "  s/GiB: CPU seconds of the history thread per GiB of batch bodies it made (taking from the tap, encoding,\n  the buffer's records and writes, batching); the last column adds 5's link thread (unpaced / highest rate with nothing lost, datagram-sized)"
     );
 }
 
