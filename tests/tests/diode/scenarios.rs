@@ -339,6 +339,8 @@ pub(super) fn uses_relay(kind: Kind) -> bool {
     )
 }
 
+/// Plays one scenario: starts its processes, impairs for its duration, then measures and
+/// checks (`check.rs`).
 pub(super) fn scenario(run: &mut Run, sc: &Scenario, row: &mut Row) -> anyhow::Result<()> {
     let relay = uses_relay(sc.kind);
     run.bed.set_impairment(None)?;
