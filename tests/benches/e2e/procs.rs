@@ -402,6 +402,12 @@ fn bulk_rx() -> anyhow::Result<()> {
     let mut config =
         RxConfig::parse(&toml, Path::new("bench/gateway-rx.toml")).map_err(|e| anyhow!("{e}"))?;
     config.link.key = Some(KEY);
+    // With a key the receiver resumes from its state file and refuses sessions no newer than
+    // the one it holds. The default file is the machine's (/var/lib/gateway), where an earlier
+    // run, or another program's receiver, left a session that this run's sender (a random
+    // epoch) was as likely as not to be older than: every datagram was then a stale session.
+    let state_dir = tempfile::tempdir()?;
+    config.link.state_file = state_dir.path().join("rx-link.state");
     let rt = runtime("rx-rt")?;
     let stats = Arc::new(Mutex::new(DecoderStats::default()));
     let receiver = rt.block_on(LinkReceiver::bind(
