@@ -197,7 +197,13 @@ async fn status_log(state: Arc<State>, stats: SharedStats, every: std::time::Dur
     loop {
         tick.tick().await;
         let s = stats.lock().map(|s| s.clone()).unwrap_or_default();
-        let [control_lost, live_lost, snapshot_lost, history_lost] = s.messages_lost;
+        let [
+            control_lost,
+            live_lost,
+            snapshot_lost,
+            history_lost,
+            syslog_lost,
+        ] = s.messages_lost;
         info!(
             link = if state.link_is_down() { "down" } else { "up" },
             tags = state.tag_count(),
@@ -225,6 +231,7 @@ async fn status_log(state: Arc<State>, stats: SharedStats, every: std::time::Dur
             live_lost,
             snapshot_lost,
             history_lost,
+            syslog_lost,
             "status"
         );
     }

@@ -246,6 +246,8 @@ impl LinkReceiver {
                     h.submit(batch);
                 }
             }
+            // Taken up by the syslog forwarder once one is configured.
+            Message::Syslog(_) => {}
         }
     }
 

@@ -52,7 +52,7 @@ pub struct Gap {
     pub end_ms: i64,
     pub data_datagrams_lost: u64,
     /// Per stream, indexed like [`Stream::ALL`].
-    pub messages_lost: [u64; 4],
+    pub messages_lost: [u64; Stream::COUNT],
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +202,7 @@ impl RxStatus {
         if let Some(prev) = h.samples.last() {
             let (a, b) = (&prev.stats, &sample.stats);
             let data = trend::delta(a.data_datagrams_lost, b.data_datagrams_lost);
-            let mut messages = [0u64; 4];
+            let mut messages = [0u64; Stream::COUNT];
             for (i, m) in messages.iter_mut().enumerate() {
                 *m = trend::delta(a.messages_lost[i], b.messages_lost[i]);
             }
