@@ -63,7 +63,7 @@ mod tests {
     fn record(i: u32, len: usize) -> SyslogRecord {
         SyslogRecord {
             received_at: 1_700_000_000_000_000_000 + i64::from(i),
-            peer: if i % 2 == 0 {
+            peer: if i.is_multiple_of(2) {
                 "192.0.2.7:514".parse().unwrap()
             } else {
                 "[2001:db8::1]:40000".parse().unwrap()

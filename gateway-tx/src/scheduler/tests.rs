@@ -176,7 +176,7 @@ fn reload_sends_the_new_catalogue_at_once_and_restarts_its_schedule() {
             }
             Message::Snapshot(b) | Message::Live(b) => assert_eq!(b.catalogue, new),
             Message::Catalogue(c) => assert_eq!((c.hash, c.total_tags), (new, 4)),
-            Message::History(_) => unreachable!(),
+            Message::History(_) | Message::Syslog(_) => unreachable!(),
         }
     }
     // The snapshot starts over from the new table's first tag.
