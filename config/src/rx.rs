@@ -23,6 +23,8 @@ pub struct RxConfig {
     pub postgres: Option<Postgres>,
     /// `[opcua_server]`: the read-only OPC UA mirror; `None`: off.
     pub opcua_server: Option<crate::opcua_server::OpcUaServer>,
+    /// `[syslog]`: the syslog spool and its outputs; `None`: off.
+    pub syslog: Option<crate::syslog_rx::SyslogRx>,
 }
 
 /// The embedded historian store: every history sample received, kept once per (tag, source
@@ -161,6 +163,7 @@ impl RxConfig {
                     "mqtt",
                     "postgres",
                     "opcua_server",
+                    "syslog",
                 ],
             );
             let link = root
@@ -203,6 +206,7 @@ impl RxConfig {
                 link.as_ref().map(|l| l.bind.ip()),
                 &store_dir,
             );
+            let syslog = crate::syslog_rx::parse_optional(&mut ctx, &root, &store_dir);
             if let Some(s) = &store
                 && !s.enabled
             {
@@ -241,6 +245,7 @@ impl RxConfig {
                 mqtt: mqtt?,
                 postgres: postgres?,
                 opcua_server: opcua_server?,
+                syslog: syslog?,
             })
         });
         ctx.finish(config)

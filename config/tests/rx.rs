@@ -67,6 +67,7 @@ fn minimal_config_gets_every_default() {
             mqtt: None,
             postgres: None,
             opcua_server: None,
+            syslog: None,
         }
     );
 }
