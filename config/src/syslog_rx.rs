@@ -173,7 +173,13 @@ fn parse_forward(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<Forward> {
                     return None;
                 }
             };
-            (format!("{scheme}-{}", addr.to_string().replace([':', '[', ']'], "_")), target)
+            (
+                format!(
+                    "{scheme}-{}",
+                    addr.to_string().replace([':', '[', ']'], "_")
+                ),
+                target,
+            )
         }
         (None, Some(f)) => {
             let path = common::dir_path(ctx, &f, "the syslog output file")?;
@@ -249,12 +255,23 @@ mod tests {
             Target::Tcp("127.0.0.1:6514".parse().unwrap())
         );
         assert_eq!(s.forward[2].name, "archive");
-        assert!(matches!(&s.forward[3].target, Target::Tls { server_name: Some(n), .. } if n == "logs"));
+        assert!(
+            matches!(&s.forward[3].target, Target::Tls { server_name: Some(n), .. } if n == "logs")
+        );
         for (text, want) in [
             ("[syslog]\n", "forwards nowhere"),
-            ("[syslog]\n[[syslog.forward]]\nto = \"ftp://1.2.3.4:1\"\n", "unknown protocol"),
-            ("[syslog]\n[[syslog.forward]]\nto = \"127.0.0.1:1\"\n", "names no protocol"),
-            ("[syslog]\n[[syslog.forward]]\nto = \"tcp://host:1\"\n", "not an IP address"),
+            (
+                "[syslog]\n[[syslog.forward]]\nto = \"ftp://1.2.3.4:1\"\n",
+                "unknown protocol",
+            ),
+            (
+                "[syslog]\n[[syslog.forward]]\nto = \"127.0.0.1:1\"\n",
+                "names no protocol",
+            ),
+            (
+                "[syslog]\n[[syslog.forward]]\nto = \"tcp://host:1\"\n",
+                "not an IP address",
+            ),
             ("[syslog]\n[[syslog.forward]]\nname = \"a\"\n", "needs to ="),
             (
                 "[syslog]\n[[syslog.forward]]\nname = \"a\"\nfile = \"/x\"\n[[syslog.forward]]\nname = \"a\"\nfile = \"/y\"\n",

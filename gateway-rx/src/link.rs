@@ -40,6 +40,10 @@ pub struct LinkReceiver {
     logged_rejects: u64,
     /// Where history batches go (the embedded store); `None` drops them.
     history: Option<crate::store::HistorySink>,
+    /// Where syslog batches go (the syslog spool); `None` drops them.
+    syslog: Option<crate::syslog::SyslogIn>,
+    /// The transmitter session being decoded (syslog records are numbered per session).
+    session: u64,
     /// Where the session and how far it got are published for the link state file.
     resume: tokio::sync::watch::Sender<Option<protocol::decoder::ResumePoint>>,
     /// "New transmitter session" lines logged, for their rate limit.
@@ -83,6 +87,8 @@ impl LinkReceiver {
             last_reject_log: None,
             logged_rejects: 0,
             history: None,
+            syslog: None,
+            session: 0,
             resume,
             last_session_log: None,
             sessions_unlogged: 0,
@@ -92,6 +98,12 @@ impl LinkReceiver {
     /// Hands history batches to `sink` (the embedded store).
     pub fn with_history(mut self, sink: Option<crate::store::HistorySink>) -> Self {
         self.history = sink;
+        self
+    }
+
+    /// Hands syslog batches to `input` (the syslog spool).
+    pub fn with_syslog(mut self, input: Option<crate::syslog::SyslogIn>) -> Self {
+        self.syslog = input;
         self
     }
 
@@ -182,6 +194,7 @@ impl LinkReceiver {
                     self.sessions_unlogged += 1;
                 }
                 self.assembler.reset();
+                self.session = session;
                 self.state.new_session(session);
             }
             Event::UnknownVersion { version } => {
@@ -246,8 +259,13 @@ impl LinkReceiver {
                     h.submit(batch);
                 }
             }
-            // Taken up by the syslog forwarder once one is configured.
-            Message::Syslog(_) => {}
+            // Appended to the spool (buffered, no sync) in the link task: the outputs deliver
+            // from there, and a full spool is counted, never waited for.
+            Message::Syslog(batch) => {
+                if let Some(s) = &mut self.syslog {
+                    s.submit(self.session, batch);
+                }
+            }
         }
     }
 
