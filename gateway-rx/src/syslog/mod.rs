@@ -154,22 +154,26 @@ async fn keep(shared: Arc<Shared>) {
 }
 
 impl SyslogIn {
-    /// The transmitter started session `session` (`restarted`: after another one this
-    /// receiver saw, in this run or an earlier one).
-    fn expected(&self, session: u64, first_seq: u64) -> (u64, u64) {
+    /// The record number and transmitter drop count a batch of `session` should follow.
+    fn expected(&self, session: u64, from_start: bool, first_seq: u64) -> (u64, u64) {
         match self.at {
             Some(at) if at.session == session => (at.next_seq, at.dropped),
             // A new session: its records count from 0, and its drops too.
             Some(_) => (0, 0),
-            // Never saw this transmitter: nothing before this batch is known.
+            // The first session this receiver sees, followed from its start.
+            None if from_start => (0, 0),
+            // Joined under way: nothing before this batch is known.
             None => (first_seq, 0),
         }
     }
 
     /// Spools a batch of session `session`, with a marker first where messages went missing.
-    pub fn submit(&mut self, session: u64, batch: SyslogBatch) {
+    /// `from_start`: this is the first syslog message of the session delivered, and the
+    /// decoder followed the stream from its start (so records before it were lost, not sent
+    /// before this receiver listened).
+    pub fn submit(&mut self, session: u64, from_start: bool, batch: SyslogBatch) {
         let stats = &self.shared.stats;
-        let (expected, dropped_seen) = self.expected(session, batch.first_seq);
+        let (expected, dropped_seen) = self.expected(session, from_start, batch.first_seq);
         let lost = batch.first_seq.saturating_sub(expected);
         let new_tx = batch.dropped.saturating_sub(dropped_seen);
         stats.lost_link.fetch_add(lost, Ordering::Relaxed);

@@ -43,9 +43,9 @@ fn input(dir: &std::path::Path) -> Syslog {
 async fn a_gap_becomes_a_marker_at_the_point_of_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = input(dir.path());
-    s.input.submit(9, batch(0, 3, 0));
+    s.input.submit(9, false, batch(0, 3, 0));
     // Records 3..8 lost on the link, and the transmitter dropped 2 meanwhile.
-    s.input.submit(9, batch(8, 2, 2));
+    s.input.submit(9, false, batch(8, 2, 2));
     let got = spooled(dir.path());
     assert_eq!(got.len(), 6);
     assert_eq!(got[2], b"<13>1 - h app - - - m2");
@@ -71,20 +71,20 @@ async fn a_restart_resumes_the_count_and_skips_what_it_has() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut s = input(dir.path());
-        s.input.submit(9, batch(0, 4, 0));
+        s.input.submit(9, false, batch(0, 4, 0));
     }
     let mut s = input(dir.path());
     // The same session goes on: 4..6 replayed (skipped), then 6..8 new.
-    s.input.submit(9, batch(4, 0, 0));
-    s.input.submit(9, batch(2, 6, 0));
+    s.input.submit(9, false, batch(4, 0, 0));
+    s.input.submit(9, false, batch(2, 6, 0));
     assert_eq!(spooled(dir.path()).len(), 8);
     assert_eq!(s.stats.snapshot().duplicates, 2);
     // Missed while down: a marker.
-    s.input.submit(9, batch(10, 1, 0));
+    s.input.submit(9, false, batch(10, 1, 0));
     let got = spooled(dir.path());
     assert_eq!(marker::parse_marker(&got[8]).unwrap().link, 2);
     // A transmitter restart: its records count from 0 again, its drops too.
-    s.input.submit(10, batch(1, 1, 1));
+    s.input.submit(10, false, batch(1, 1, 1));
     let got = spooled(dir.path());
     assert_eq!(
         marker::parse_marker(&got[10]).unwrap(),
@@ -100,7 +100,7 @@ async fn a_restart_resumes_the_count_and_skips_what_it_has() {
 async fn a_new_receiver_counts_from_the_first_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = input(dir.path());
-    s.input.submit(9, batch(1000, 2, 5));
+    s.input.submit(9, false, batch(1000, 2, 5));
     let got = spooled(dir.path());
     // The transmitter's drops are news; what it sent before this receiver existed is not loss.
     assert_eq!(
@@ -112,4 +112,10 @@ async fn a_new_receiver_counts_from_the_first_batch() {
         }
     );
     assert_eq!(got.len(), 3);
+    // Followed from the session's start: the records before the first batch were lost.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = input(dir.path());
+    s.input.submit(9, true, batch(3, 1, 0));
+    let got = spooled(dir.path());
+    assert_eq!(marker::parse_marker(&got[0]).unwrap().link, 3);
 }
