@@ -405,6 +405,16 @@ async fn syslog_10k_per_second_at_1_percent_loss() {
     assert_eq!(loss.link, 0, "1 % loss is repaired");
 }
 
+/// The measured run without loss, for the baseline (`docs/benchmarks.md`, "Syslog").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a minute of load; run for the figures"]
+async fn syslog_10k_per_second_without_loss() {
+    let secs = rate_secs();
+    let (sent, loss, took) = rate_run(0.0, secs).await;
+    println!("rate run 0 %: {sent} messages in {took:?}, lost {loss:?}");
+    assert_eq!(loss.link, 0);
+}
+
 /// The 60 s version of the measured run at 20 % (`docs/benchmarks.md`, "Syslog"):
 /// `SYSLOG_RATE_SECS=60 cargo test -p tests --test syslog syslog_10k -- --include-ignored --nocapture --test-threads 1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
