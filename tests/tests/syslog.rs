@@ -155,7 +155,7 @@ async fn send_tcp(to: SocketAddr, msgs: &[Vec<u8>], per_tick: usize) {
     for (c, chunk) in msgs.chunks(per_tick).enumerate() {
         let mut buf = Vec::new();
         for (j, m) in chunk.iter().enumerate() {
-            if (c * per_tick + j) % 2 == 0 {
+            if (c * per_tick + j).is_multiple_of(2) {
                 buf.extend_from_slice(format!("{} ", m.len()).as_bytes());
                 buf.extend_from_slice(m);
             } else {
