@@ -21,25 +21,42 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// A syslog collector speaking RFC 6587 octet counting, as gateway-rx's tcp:// output does.
+/// Stopped (listener and every connection closed) when dropped.
 struct Collector {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Vec<u8>>>>,
-    _task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
 }
 
 impl Collector {
     async fn start() -> Collector {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Collector::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn start_on(addr: SocketAddr) -> Collector {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = got.clone();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = listener.accept().await else {
                     return;
                 };
                 let sink = sink.clone();
-                tokio::spawn(async move {
+                let handle = tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = vec![0u8; 64 << 10];
                     loop {
@@ -64,12 +81,14 @@ impl Collector {
                         buf.drain(..at);
                     }
                 });
+                conns.lock().unwrap().push(handle);
             }
         });
         Collector {
             addr,
             got,
-            _task: task,
+            task,
+            connections,
         }
     }
 
@@ -81,7 +100,8 @@ impl Collector {
 struct SyslogChain {
     // Dropped first: nothing is sent into a half-dismantled chain.
     tx: Transmitter,
-    rx: Receiver,
+    rx: Option<Receiver>,
+    rx_toml: String,
     relay: Relay,
     _plc: PlcSim,
     udp: SocketAddr,
@@ -90,6 +110,28 @@ struct SyslogChain {
 }
 
 impl SyslogChain {
+    fn rx(&self) -> &Receiver {
+        self.rx.as_ref().expect("the receiver runs")
+    }
+
+    /// Stops the receiver and starts it again on the same port, spool and config.
+    async fn restart_rx(&mut self) {
+        self.rx = None;
+        let config = parse_rx(&self.rx_toml);
+        let started = Instant::now();
+        loop {
+            // The old link socket closes a moment after its task is aborted.
+            match Receiver::start(config.clone()).await {
+                Ok(rx) => break self.rx = Some(rx),
+                Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                    tracing::debug!(error = format!("{e:#}"), "RX port not released yet");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("restarting gateway-rx: {e:#}"),
+            }
+        }
+    }
+
     /// Both daemons through the relay at `loss`; gateway-rx forwards to `forward` (TOML lines
     /// of one `[[syslog.forward]]`).
     async fn start(loss: f64, seed: u64, forward: &str) -> SyslogChain {
@@ -120,7 +162,8 @@ impl SyslogChain {
         let (udp, tcp) = tx.syslog_addrs;
         SyslogChain {
             tx,
-            rx,
+            rx: Some(rx),
+            rx_toml,
             relay,
             _plc: plc,
             udp: udp.unwrap(),
@@ -263,7 +306,7 @@ async fn all_arrive(loss: f64, seed: u64) {
     let tx = chain.tx.status.syslog().unwrap();
     assert_eq!((tx.received_tcp, tx.received_udp), (3000, 2000));
     assert_eq!(tx.queue_full + tx.oversized + tx.malformed, 0);
-    let rx = chain.rx.status.syslog().unwrap();
+    let rx = chain.rx().status.syslog().unwrap();
     assert_eq!((rx.spooled, rx.markers, rx.lost_link), (5000, 0, 0));
     if loss > 0.0 {
         assert!(
@@ -281,6 +324,44 @@ async fn syslog_udp_and_tcp_arrive_byte_identical_and_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syslog_at_1_percent_loss_all_arrive() {
     all_arrive(0.01, 2).await;
+}
+
+/// While the collector is down messages wait in the spool; a restarted receiver then neither
+/// re-sends what the collector took nor skips what it did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_waits_for_the_collector_and_resumes_after_a_receiver_restart() {
+    let collector = Collector::start().await;
+    let at = collector.addr;
+    let mut chain = SyslogChain::start(0.0, 5, &format!("to = \"tcp://{at}\"")).await;
+    let sent: Vec<_> = (0..1500).map(tcp_message).collect();
+    send_tcp(chain.tcp, &sent[..500], 20).await;
+    wait_for("the first 500", Duration::from_secs(30), || {
+        collector.got().len() >= 500
+    })
+    .await;
+    assert_eq!(collector.got(), sent[..500]);
+    drop(collector);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The collector is down: the next 500 wait in the spool.
+    send_tcp(chain.tcp, &sent[500..1000], 20).await;
+    wait_for("1000 spooled", Duration::from_secs(30), || {
+        chain.rx().status.syslog().unwrap().spooled >= 1000
+    })
+    .await;
+    chain.restart_rx().await;
+    let collector = Collector::start_on(at).await;
+    wait_for("the 500 that waited", Duration::from_secs(30), || {
+        collector.got().len() >= 500
+    })
+    .await;
+    send_tcp(chain.tcp, &sent[1000..], 20).await;
+    wait_for("the last 500", Duration::from_secs(30), || {
+        collector.got().len() >= 1000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Exactly what the first collector did not take, in order: nothing again, nothing skipped.
+    assert_eq!(collector.got(), sent[500..]);
 }
 
 /// Sends numbered TCP messages until the collector has one at or past `n - 1`; then the loss
@@ -362,7 +443,7 @@ async fn syslog_at_20_percent_loss_markers_count_exactly_what_is_missing() {
     let chain = SyslogChain::start(0.20, 3, &format!("to = \"tcp://{}\"", collector.addr)).await;
     let (sent, loss) = loss_equals_markers(&chain, &collector, 4000, 20).await;
     assert!(loss.link > 0, "20 % loss lost nothing of {sent}");
-    let rx = chain.rx.status.syslog().unwrap();
+    let rx = chain.rx().status.syslog().unwrap();
     assert_eq!(rx.lost_link, loss.link, "metrics agree with the markers");
     println!("20 % loss: {} of {sent} lost, all reported", loss.link);
 }
@@ -377,7 +458,7 @@ async fn rate_run(loss: f64, secs: u64) -> (usize, Loss, Duration) {
     let (sent, l) = loss_equals_markers(&chain, &collector, n, 10).await;
     let took = start.elapsed();
     let tx = chain.tx.status.syslog().unwrap();
-    let rx = chain.rx.status.syslog().unwrap();
+    let rx = chain.rx().status.syslog().unwrap();
     println!(
         "loss {loss}: sent {sent} in {took:?} ({:.0}/s); tx received {} dropped {}; rx spooled {} markers {} lost {}",
         sent as f64 / took.as_secs_f64(),

@@ -8,6 +8,8 @@
 //!   kernel took may still be lost if the collector dies before reading it, and a connection
 //!   that fails part-way is retried from the cursor, so the collector may see the messages of
 //!   that batch twice. What TCP does guarantee: in order, no gaps while the connection holds.
+//!   A tcp:// output checks, before each batch, that the collector has not closed the
+//!   connection meanwhile, so a collector stopped between batches loses nothing.
 //! - `file`: appended one message per line (the message's bytes as received, then LF; a
 //!   message that itself holds an LF spans lines) and fsync'd before the cursor moves.
 //!
@@ -64,6 +66,7 @@ type Stream = Box<dyn AsyncWrite + Send + Unpin>;
 
 enum Conn {
     Udp(tokio::net::UdpSocket),
+    Tcp(tokio::net::TcpStream),
     Stream(Stream),
     File(std::fs::File),
 }
@@ -250,7 +253,7 @@ impl Output {
                     .await
                     .map_err(|_| anyhow::anyhow!("connecting to {addr} timed out"))??;
                 let _ = s.set_nodelay(true);
-                Conn::Stream(Box::new(s))
+                Conn::Tcp(s)
             }
             Target::Tls {
                 addr, server_name, ..
@@ -305,14 +308,25 @@ impl Output {
                     *done += 1;
                 }
             }
-            Conn::Stream(s) => {
-                let mut buf = Vec::with_capacity(batch.iter().map(|m| m.len() + 8).sum());
-                for m in batch {
-                    buf.extend_from_slice(m.len().to_string().as_bytes());
-                    buf.push(b' ');
-                    buf.extend_from_slice(m);
+            Conn::Tcp(s) => {
+                // A collector that closed the connection (stopped, restarted) is seen before
+                // the batch is written, not after: writes into a closed connection succeed
+                // until the peer's reset comes back, and what they carried would be lost with
+                // the cursor moved past it (rsyslog's omfwd checks the same way). A close
+                // during the write itself is what plain TCP syslog cannot catch.
+                let mut probe = [0u8; 1];
+                match s.try_read(&mut probe) {
+                    Ok(0) => anyhow::bail!("the collector closed the connection"),
+                    // Collectors send nothing; whatever one does send is ignored.
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
                 }
-                s.write_all(&buf).await?;
+                s.write_all(&octet_counted(batch)).await?;
+                s.flush().await?;
+            }
+            Conn::Stream(s) => {
+                s.write_all(&octet_counted(batch)).await?;
                 s.flush().await?;
             }
             Conn::File(f) => {
@@ -329,6 +343,17 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// RFC 6587 octet counting: `LEN SP MSG` for each message.
+fn octet_counted(batch: &[Vec<u8>]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(batch.iter().map(|m| m.len() + 8).sum());
+    for m in batch {
+        buf.extend_from_slice(m.len().to_string().as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(m);
+    }
+    buf
 }
 
 fn open_append(path: &PathBuf) -> std::io::Result<std::fs::File> {
