@@ -640,3 +640,124 @@ async fn rsyslog_sender_and_collector_through_the_gateway() {
     let tx = chain.tx.status.syslog().unwrap();
     assert_eq!(tx.malformed + tx.oversized + tx.queue_full, 0);
 }
+
+/// A tls:// output to `openssl s_server` (a throwaway CA made by the openssl command line, as
+/// `.ci/services` does for Mosquitto): the messages arrive octet-counted inside TLS, verified
+/// against `ca_file`. Without openssl the test says why and passes, except under `CI=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tls_output_to_openssl_s_server() {
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "openssl is missing under CI=true"
+        );
+        eprintln!("skipping: no openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "server.pem",
+    ]);
+    let port = tests::free_tcp_port().unwrap();
+    let out = std::fs::File::create(d.join("received")).unwrap();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "server.pem",
+            "-key",
+            "server.key",
+        ])
+        .current_dir(d)
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let chain = SyslogChain::start(
+        0.0,
+        13,
+        &format!(
+            "to = \"tls://127.0.0.1:{port}\"\nca_file = {}",
+            toml_string(&d.join("ca.pem"))
+        ),
+    )
+    .await;
+    let sent: Vec<_> = (0..300).map(tcp_message).collect();
+    send_tcp(chain.tcp, &sent, 20).await;
+    let mut expected = Vec::new();
+    for m in &sent {
+        expected.extend_from_slice(format!("{} ", m.len()).as_bytes());
+        expected.extend_from_slice(m);
+    }
+    let received = || std::fs::read(d.join("received")).unwrap_or_default();
+    let done = Instant::now();
+    while received().len() < expected.len() && done.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&received()),
+        String::from_utf8_lossy(&expected),
+        "octet-counted, in order, byte for byte"
+    );
+}
