@@ -761,3 +761,23 @@ async fn syslog_tls_output_to_openssl_s_server() {
         "octet-counted, in order, byte for byte"
     );
 }
+
+/// A file output: one message per line, in order, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_file_output_one_message_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ot.log");
+    let chain = SyslogChain::start(0.0, 17, &format!("file = {}", toml_string(&file))).await;
+    let sent: Vec<_> = (0..500).map(udp_message).collect();
+    send_udp(chain.udp, &sent, 10).await;
+    let mut expected = Vec::new();
+    for m in &sent {
+        expected.extend_from_slice(m);
+        expected.push(b'\n');
+    }
+    wait_for("every line", Duration::from_secs(30), || {
+        std::fs::read(&file).unwrap_or_default().len() >= expected.len()
+    })
+    .await;
+    assert_eq!(std::fs::read(&file).unwrap(), expected);
+}
