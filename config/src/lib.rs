@@ -17,6 +17,7 @@ pub mod opcua;
 pub mod opcua_server;
 pub mod rx;
 pub mod sinks;
+pub mod syslog_rx;
 pub mod timefmt;
 pub mod tx;
 

@@ -26,6 +26,8 @@ pub struct RxConfig {
     pub nats: Option<Nats>,
     /// `[opcua_server]`: the read-only OPC UA mirror; `None`: off.
     pub opcua_server: Option<crate::opcua_server::OpcUaServer>,
+    /// `[syslog]`: the syslog spool and its outputs; `None`: off.
+    pub syslog: Option<crate::syslog_rx::SyslogRx>,
 }
 
 /// The embedded historian store: every history sample received, kept once per (tag, source
@@ -165,6 +167,7 @@ impl RxConfig {
                     "postgres",
                     "nats",
                     "opcua_server",
+                    "syslog",
                 ],
             );
             let link = root
@@ -208,6 +211,7 @@ impl RxConfig {
                 link.as_ref().map(|l| l.bind.ip()),
                 &store_dir,
             );
+            let syslog = crate::syslog_rx::parse_optional(&mut ctx, &root, &store_dir);
             if let Some(s) = &store
                 && !s.enabled
             {
@@ -248,6 +252,7 @@ impl RxConfig {
                 postgres: postgres?,
                 nats: nats?,
                 opcua_server: opcua_server?,
+                syslog: syslog?,
             })
         });
         ctx.finish(config)

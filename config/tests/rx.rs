@@ -68,6 +68,7 @@ fn minimal_config_gets_every_default() {
             postgres: None,
             nats: None,
             opcua_server: None,
+            syslog: None,
         }
     );
 }

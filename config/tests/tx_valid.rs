@@ -44,6 +44,7 @@ fn minimal_config_gets_every_default() {
             opcua: vec![],
             http: None,
             history: None,
+            syslog: None,
             // The first 8 bytes of `sha256sum` of the same text.
             config_hash: 0x65fd_1120_6eba_1bae,
         }

@@ -57,11 +57,20 @@ impl Receiver {
             state.clone(),
             feed,
         )?;
+        let syslog = match &config.syslog {
+            Some(s) => Some(crate::syslog::start(s)?),
+            None => None,
+        };
+        let (syslog_input, syslog_monitor, syslog_tasks) = match syslog {
+            Some(s) => (Some(s.input), Some((s.stats, s.outputs)), s.tasks),
+            None => (None, None, Vec::new()),
+        };
         let receiver = LinkReceiver::bind(config.link.clone(), state.clone(), stats.clone())
             .await?
-            .with_history(store.sink());
+            .with_history(store.sink())
+            .with_syslog(syslog_input);
         let link_addr = receiver.local_addr()?;
-        let mut others = Vec::new();
+        let mut others = syslog_tasks;
         let mut modbus_addr = None;
         let mut modbus_counters = None;
         if let Some(server) = config.modbus_server.clone() {
@@ -110,7 +119,8 @@ impl Receiver {
             )
             .with_sinks(monitors)
             .with_store(store.sink())
-            .with_opcua(opcua.as_ref().map(|m| m.monitor.clone())),
+            .with_opcua(opcua.as_ref().map(|m| m.monitor.clone()))
+            .with_syslog(syslog_monitor),
         );
         let mut http_addr = None;
         if let Some(http) = &config.http {
@@ -197,7 +207,13 @@ async fn status_log(state: Arc<State>, stats: SharedStats, every: std::time::Dur
     loop {
         tick.tick().await;
         let s = stats.lock().map(|s| s.clone()).unwrap_or_default();
-        let [control_lost, live_lost, snapshot_lost, history_lost] = s.messages_lost;
+        let [
+            control_lost,
+            live_lost,
+            snapshot_lost,
+            history_lost,
+            syslog_lost,
+        ] = s.messages_lost;
         info!(
             link = if state.link_is_down() { "down" } else { "up" },
             tags = state.tag_count(),
@@ -225,6 +241,7 @@ async fn status_log(state: Arc<State>, stats: SharedStats, every: std::time::Dur
             live_lost,
             snapshot_lost,
             history_lost,
+            syslog_lost,
             "status"
         );
     }

@@ -10,6 +10,7 @@ pub mod sinks;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod syslog;
 pub mod udp;
 
 pub use daemon::Receiver;

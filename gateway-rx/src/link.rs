@@ -40,6 +40,15 @@ pub struct LinkReceiver {
     logged_rejects: u64,
     /// Where history batches go (the embedded store); `None` drops them.
     history: Option<crate::store::HistorySink>,
+    /// Where syslog batches go (the syslog spool); `None` drops them.
+    syslog: Option<crate::syslog::SyslogIn>,
+    /// The transmitter session being decoded (syslog records are numbered per session).
+    session: u64,
+    /// The decoder counted syslog messages lost before the first one it delivered in this
+    /// session: it has followed the stream from its start (see `SyslogIn::submit`).
+    syslog_lost_early: bool,
+    /// A syslog message of this session was delivered.
+    syslog_seen: bool,
     /// Where the session and how far it got are published for the link state file.
     resume: tokio::sync::watch::Sender<Option<protocol::decoder::ResumePoint>>,
     /// "New transmitter session" lines logged, for their rate limit.
@@ -83,6 +92,10 @@ impl LinkReceiver {
             last_reject_log: None,
             logged_rejects: 0,
             history: None,
+            syslog: None,
+            session: 0,
+            syslog_lost_early: false,
+            syslog_seen: false,
             resume,
             last_session_log: None,
             sessions_unlogged: 0,
@@ -92,6 +105,12 @@ impl LinkReceiver {
     /// Hands history batches to `sink` (the embedded store).
     pub fn with_history(mut self, sink: Option<crate::store::HistorySink>) -> Self {
         self.history = sink;
+        self
+    }
+
+    /// Hands syslog batches to `input` (the syslog spool).
+    pub fn with_syslog(mut self, input: Option<crate::syslog::SyslogIn>) -> Self {
+        self.syslog = input;
         self
     }
 
@@ -161,6 +180,17 @@ impl LinkReceiver {
 
     fn handle(&mut self, event: Event, now: Instant) {
         match event {
+            Event::Message {
+                message: Message::Syslog(batch),
+                seq,
+                ..
+            } => {
+                if let Some(s) = &mut self.syslog {
+                    let from_start = !self.syslog_seen && (seq == 0 || self.syslog_lost_early);
+                    s.submit(self.session, from_start, batch);
+                }
+                self.syslog_seen = true;
+            }
             Event::Message { message, .. } => self.handle_message(message, now),
             Event::NewSession { previous, session } => {
                 // Rate-limited like rejections: whatever makes sessions change must not be
@@ -182,6 +212,9 @@ impl LinkReceiver {
                     self.sessions_unlogged += 1;
                 }
                 self.assembler.reset();
+                self.session = session;
+                self.syslog_lost_early = false;
+                self.syslog_seen = false;
                 self.state.new_session(session);
             }
             Event::UnknownVersion { version } => {
@@ -190,6 +223,9 @@ impl LinkReceiver {
                 }
             }
             Event::MessagesLost { stream, count } => {
+                if stream == protocol::message::Stream::Syslog && !self.syslog_seen {
+                    self.syslog_lost_early = true;
+                }
                 // Includes, for a receiver started within the first reorder window of a session,
                 // what the session sent before this receiver listened: not received all the same.
                 warn!(
@@ -246,6 +282,8 @@ impl LinkReceiver {
                     h.submit(batch);
                 }
             }
+            // Taken in `handle`, which knows its place in the stream.
+            Message::Syslog(_) => {}
         }
     }
 

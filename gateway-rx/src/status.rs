@@ -52,7 +52,7 @@ pub struct Gap {
     pub end_ms: i64,
     pub data_datagrams_lost: u64,
     /// Per stream, indexed like [`Stream::ALL`].
-    pub messages_lost: [u64; 4],
+    pub messages_lost: [u64; Stream::COUNT],
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +83,11 @@ pub struct RxStatus {
     history: Mutex<History>,
     /// The sinks fed by the store (`[mqtt]`, `[postgres]`, `[nats]`).
     sinks: Vec<crate::sinks::SinkMonitor>,
+    /// The syslog spool's counters and its outputs', with `[syslog]`.
+    syslog: Option<(
+        Arc<crate::syslog::SyslogRxStats>,
+        Vec<crate::syslog::forward::OutputMonitor>,
+    )>,
     /// The embedded historian store's counters, when it takes history.
     store: Option<crate::store::HistorySink>,
     /// The OPC UA mirror, when `[opcua_server]` is configured.
@@ -111,6 +116,7 @@ impl RxStatus {
                 gaps_total: 0,
             }),
             sinks: Vec::new(),
+            syslog: None,
             store: None,
             opcua: None,
         }
@@ -127,6 +133,32 @@ impl RxStatus {
     pub fn with_store(mut self, store: Option<crate::store::HistorySink>) -> RxStatus {
         self.store = store;
         self
+    }
+
+    /// Adds the syslog forwarder's counters.
+    pub fn with_syslog(
+        mut self,
+        syslog: Option<(
+            Arc<crate::syslog::SyslogRxStats>,
+            Vec<crate::syslog::forward::OutputMonitor>,
+        )>,
+    ) -> RxStatus {
+        self.syslog = syslog;
+        self
+    }
+
+    /// The syslog spool's counters, with `[syslog]`.
+    pub fn syslog(&self) -> Option<crate::syslog::SyslogRxStatsSnapshot> {
+        self.syslog.as_ref().map(|(s, _)| s.snapshot())
+    }
+
+    /// Each syslog output's name and counters.
+    pub fn syslog_outputs(&self) -> Vec<(String, crate::syslog::forward::OutputStatsSnapshot)> {
+        self.syslog.as_ref().map_or_else(Vec::new, |(_, o)| {
+            o.iter()
+                .map(|m| (m.name.clone(), m.stats.snapshot()))
+                .collect()
+        })
     }
 
     pub fn with_sinks(mut self, sinks: Vec<crate::sinks::SinkMonitor>) -> RxStatus {
@@ -202,7 +234,7 @@ impl RxStatus {
         if let Some(prev) = h.samples.last() {
             let (a, b) = (&prev.stats, &sample.stats);
             let data = trend::delta(a.data_datagrams_lost, b.data_datagrams_lost);
-            let mut messages = [0u64; 4];
+            let mut messages = [0u64; Stream::COUNT];
             for (i, m) in messages.iter_mut().enumerate() {
                 *m = trend::delta(a.messages_lost[i], b.messages_lost[i]);
             }
@@ -416,6 +448,18 @@ impl RxStatus {
             store.stats().metrics(e);
         }
         self.sink_metrics(e);
+        if let Some(s) = self.syslog() {
+            s.metrics(e);
+        }
+        let outputs = self.syslog_outputs();
+        let each: Vec<(&str, crate::syslog::forward::OutputStatsSnapshot)> =
+            outputs.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        observe::metrics::metrics_by(
+            e,
+            crate::syslog::forward::OutputStatsSnapshot::COUNTERS,
+            "output",
+            &each,
+        );
     }
 
     fn sink_metrics(&self, e: &mut Exposition) {
@@ -521,6 +565,28 @@ impl RxStatus {
                                 "rows": m.snapshot().rows() }),
             );
         }
+        if let Some(sl) = self.syslog() {
+            let mut rows = sl.rows();
+            for (name, o) in self.syslog_outputs() {
+                rows.push(json!([
+                    format!("output {name}"),
+                    format!(
+                        "{} delivered, {} failures, {}",
+                        o.delivered,
+                        o.failures,
+                        if o.connected > 0 {
+                            "connected"
+                        } else {
+                            "not connected"
+                        }
+                    )
+                ]));
+            }
+            tables.push(
+                json!({ "title": "Syslog (spool, outputs)", "columns": ["counter", "value"],
+                                "rows": rows }),
+            );
+        }
         let store = self.store.as_ref().map(|st| st.stats());
         if let Some(st) = &store {
             tables.push(
@@ -565,6 +631,7 @@ impl RxStatus {
             },
             "counters": counters,
             "store": store.map(|st| st.json()),
+            "syslog": self.syslog().map(|sl| sl.json()),
             "gaps": gaps_json,
             "gaps_total": gaps_total,
             "tag_quality": { "good": q.good, "uncertain": q.uncertain, "bad": q.bad, "no_value": q.no_value },

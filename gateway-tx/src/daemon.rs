@@ -37,6 +37,9 @@ pub struct Transmitter {
     pub status: Arc<TxStatus>,
     /// Where the status HTTP server listens, when `[http]` is configured.
     pub http_addr: Option<SocketAddr>,
+    /// Where the syslog listeners listen (UDP, TCP), with `[syslog]`: the bound addresses, so
+    /// port 0 in the config is usable.
+    pub syslog_addrs: (Option<SocketAddr>, Option<SocketAddr>),
     link: JoinHandle<anyhow::Result<()>>,
     /// Tells the link sender to send what it holds and stop (see [`Transmitter::shutdown`]).
     stop_link: tokio::sync::watch::Sender<bool>,
@@ -75,6 +78,7 @@ impl Transmitter {
             None => None,
         };
         let mut tasks = Vec::new();
+        let mut syslog_stats = None;
         let history_hooks = history.as_ref().map(|h| h.hooks());
         let sources = Arc::new(sources);
         let running = sources.start(&table, history_hooks.as_ref());
@@ -94,6 +98,22 @@ impl Transmitter {
         .await?
         .with_history(history.as_ref().map(|h| h.outlet()))
         .with_reload(table_rx.clone());
+        // Bound before the link starts, so a port in use stops the start with its reason.
+        let syslog = match &config.syslog {
+            Some(s) => Some((crate::syslog::start(s).await?, s.messages_per_pass)),
+            None => None,
+        };
+        let mut syslog_addrs = (None, None);
+        let sender = match syslog {
+            Some((listeners, per_pass)) => {
+                syslog_addrs = (listeners.udp, listeners.tcp);
+                tasks.extend(listeners.tasks);
+                let queue = listeners.queue;
+                syslog_stats = Some(queue.stats().clone());
+                sender.with_syslog(queue, per_pass)
+            }
+            None => sender,
+        };
         let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
         let sender = sender.with_stop(stop_rx);
         let link_alive = Arc::new(AtomicBool::new(true));
@@ -109,6 +129,9 @@ impl Transmitter {
         ));
         if let Some(h) = &history {
             status.set_history_stream(h.stats());
+        }
+        if let Some(s) = &syslog_stats {
+            status.set_syslog(s.clone());
         }
         tasks.push(tokio::spawn(status_log(
             sender.counters(),
@@ -137,6 +160,7 @@ impl Transmitter {
             session,
             status,
             http_addr,
+            syslog_addrs,
             link,
             stop_link,
             tasks,
@@ -221,6 +245,9 @@ impl Transmitter {
         }
         if old.history != new.history {
             fixed.push("history");
+        }
+        if old.syslog != new.syslog {
+            fixed.push("syslog");
         }
         // Built before anything stops: a config the sources refuse keeps the running one.
         let (sources, table) =

@@ -12,6 +12,7 @@ pub mod pacer;
 pub mod scheduler;
 pub mod source;
 pub mod status;
+pub mod syslog;
 pub mod tags;
 pub mod udp;
 

@@ -77,6 +77,8 @@ pub struct LinkSender {
     link_counters: Arc<LinkCounters>,
     /// The history outlet the scheduler's history feed takes from, waited on for new messages.
     history: Option<Arc<crate::history::HistoryOutlet>>,
+    /// The syslog queue the scheduler's syslog feed takes from, waited on for new messages.
+    syslog: Option<Arc<crate::syslog::SyslogQueue>>,
     /// New tables after live reloads, when the daemon supports them.
     reload: Option<TableUpdates>,
     /// Set when the daemon stops: the sender sends what it holds and returns.
@@ -113,6 +115,7 @@ impl LinkSender {
             send_errors: 0,
             shared_stats: SharedEncoderStats::default(),
             history: None,
+            syslog: None,
             reload: None,
             stop: None,
         })
@@ -145,6 +148,17 @@ impl LinkSender {
             self.scheduler.add(Box::new(HistoryFeed::new(o.clone())));
         }
         self.history = outlet;
+        self
+    }
+
+    /// Sends the syslog stream's messages from `queue`, up to `per_pass` each pass (see
+    /// `crate::syslog`).
+    pub fn with_syslog(mut self, queue: Arc<crate::syslog::SyslogQueue>, per_pass: usize) -> Self {
+        self.scheduler.add(Box::new(crate::syslog::SyslogFeed::new(
+            queue.clone(),
+            per_pass,
+        )));
+        self.syslog = Some(queue);
         self
     }
 
@@ -203,6 +217,7 @@ impl LinkSender {
             tokio::select! {
                 () = self.scheduler.table().changed() => {}
                 () = history_ready(&self.history) => {}
+                () = syslog_ready(&self.syslog) => {}
                 () = reloaded(&self.reload) => {}
                 () = stopped(&self.stop) => {}
                 () = sleep_until(wake) => {}
@@ -331,6 +346,15 @@ async fn history_ready(outlet: &Option<Arc<crate::history::HistoryOutlet>>) {
     match outlet {
         Some(o) if !o.is_empty() => {}
         Some(o) => o.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when syslog messages may wait in the queue; never without one.
+async fn syslog_ready(queue: &Option<Arc<crate::syslog::SyslogQueue>>) {
+    match queue {
+        Some(q) if !q.is_empty() => {}
+        Some(q) => q.ready().await,
         None => std::future::pending().await,
     }
 }

@@ -51,6 +51,8 @@ pub struct TxStatus {
     history: Mutex<Ring<Sample>>,
     /// The history stream's counters, with `[history]`.
     history_stream: std::sync::OnceLock<Arc<crate::history::HistoryStats>>,
+    /// The syslog listeners' counters, with `[syslog]`.
+    syslog: std::sync::OnceLock<Arc<crate::syslog::SyslogStats>>,
 }
 
 /// One second of history.
@@ -109,12 +111,23 @@ impl TxStatus {
             started_unix_ms: observe::unix_ms(),
             history: Mutex::new(Ring::new(trend::CAPACITY)),
             history_stream: std::sync::OnceLock::new(),
+            syslog: std::sync::OnceLock::new(),
         }
     }
 
     /// Shows the history stream's counters (`[history]` configured).
     pub fn set_history_stream(&self, stats: Arc<crate::history::HistoryStats>) {
         let _ = self.history_stream.set(stats);
+    }
+
+    /// Shows the syslog listeners' counters (`[syslog]` configured).
+    pub fn set_syslog(&self, stats: Arc<crate::syslog::SyslogStats>) {
+        let _ = self.syslog.set(stats);
+    }
+
+    /// The syslog listeners' counters, with `[syslog]`.
+    pub fn syslog(&self) -> Option<crate::syslog::SyslogStatsSnapshot> {
+        self.syslog.get().map(|s| s.snapshot())
     }
 
     fn history_stream(&self) -> Option<crate::history::HistoryStatsSnapshot> {
@@ -225,6 +238,9 @@ impl TxStatus {
         observe::metrics::metrics(e, ENCODER, &enc);
         if let Some(h) = self.history_stream() {
             h.metrics(e);
+        }
+        if let Some(s) = self.syslog() {
+            s.metrics(e);
         }
         e.gauge(
             "gateway_tx_link_rate_limit_bits_per_second",
@@ -364,6 +380,7 @@ impl TxStatus {
                              "no_value": q.no_value },
             "history": self.history_json(),
             "history_stream": history_stream.as_ref().map(|h| h.json()),
+            "syslog": self.syslog().map(|s| s.json()),
             "tags": tags,
             "view": {
                 "title": "gateway-tx",
@@ -402,6 +419,11 @@ impl TxStatus {
                                 "columns": ["counter", "value"],
                                 "rows": h.rows() }),
             );
+        }
+        if let (Some(s), Some(tables)) = (self.syslog(), page["view"]["tables"].as_array_mut()) {
+            tables.push(json!({ "title": "Syslog (listeners, queue)",
+                                "columns": ["counter", "value"],
+                                "rows": s.rows() }));
         }
         page
     }

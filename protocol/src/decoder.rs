@@ -511,7 +511,7 @@ mod tests {
         ));
         assert_eq!(message_seqs(&ev), (100..300).collect::<Vec<u64>>());
         let s = dec.stats();
-        assert_eq!(s.messages_lost, [0; 4]);
+        assert_eq!(s.messages_lost, [0; Stream::COUNT]);
         assert_eq!(s.data_datagrams_lost, 0);
         assert_eq!(s.datagrams_missing, 0);
     }

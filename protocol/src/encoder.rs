@@ -213,7 +213,7 @@ pub struct Encoder {
     next_seq: u64,
     next_data_seq: u64,
     next_group: u64,
-    msg_seq: [u64; 4],
+    msg_seq: [u64; Stream::COUNT],
     /// The data datagram being filled: header space, shard prefix, then frames.
     payload: Vec<u8>,
     /// When the oldest frame of the open payload was pushed.
@@ -265,7 +265,7 @@ impl Encoder {
             next_seq: 0,
             next_data_seq: 0,
             next_group: 0,
-            msg_seq: [0; 4],
+            msg_seq: [0; Stream::COUNT],
             payload: Vec::new(),
             payload_anchor: None,
             block_anchor: None,

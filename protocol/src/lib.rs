@@ -18,6 +18,7 @@ pub mod model;
 pub mod registers;
 mod session;
 pub mod stats;
+pub mod syslog;
 pub mod tag_ref;
 pub mod window;
 pub mod wire;

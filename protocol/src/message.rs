@@ -1,5 +1,7 @@
 //! The messages carried inside datagrams, and the stream each one belongs to.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Sample, TagInfo, UnixNanos};
@@ -21,21 +23,27 @@ pub enum Stream {
     Snapshot = 2,
     /// Time-ordered samples meant to be complete.
     History = 3,
+    /// Syslog messages forwarded byte for byte (see [`SyslogBatch`]).
+    Syslog = 4,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 4] = [
+    /// How many streams there are: the length of every per-stream array.
+    pub const COUNT: usize = 5;
+    pub const ALL: [Stream; Stream::COUNT] = [
         Stream::Control,
         Stream::Live,
         Stream::Snapshot,
         Stream::History,
+        Stream::Syslog,
     ];
     /// Their names, in the same order (labels of per-stream counters).
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; Stream::COUNT] = [
         Stream::Control.name(),
         Stream::Live.name(),
         Stream::Snapshot.name(),
         Stream::History.name(),
+        Stream::Syslog.name(),
     ];
 
     pub fn from_u8(v: u8) -> Option<Stream> {
@@ -48,6 +56,7 @@ impl Stream {
             Stream::Live => "live",
             Stream::Snapshot => "snapshot",
             Stream::History => "history",
+            Stream::Syslog => "syslog",
         }
     }
 }
@@ -129,6 +138,41 @@ pub struct Heartbeat {
     pub sources: Vec<SourceHealth>,
 }
 
+/// The largest syslog message carried, in bytes: the most a TCP octet count or a UDP datagram
+/// of syslog can sensibly hold (a UDP payload is at most 65,507 bytes).
+pub const MAX_SYSLOG_MESSAGE: usize = 65_535;
+
+/// One syslog message as gateway-tx received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyslogRecord {
+    /// Transmitter wall clock when the message was received.
+    pub received_at: UnixNanos,
+    /// The peer that sent it: the only trace of its origin for messages without a host field.
+    pub peer: SocketAddr,
+    /// The message exactly as received: without its TCP framing (octet count or trailing LF),
+    /// nothing else removed or rewritten. At most [`MAX_SYSLOG_MESSAGE`] bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A batch of syslog messages. Records are numbered per transmitter session so that the
+/// receiver knows exactly how many records (not only how many link messages) it missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyslogBatch {
+    /// Number of `records[0]` in the session: records carry consecutive numbers from 0.
+    pub first_seq: u64,
+    /// Syslog messages the transmitter dropped itself since it started (queue full, oversized,
+    /// malformed framing): cumulative, so a lost batch loses no count.
+    pub dropped: u64,
+    pub records: Vec<SyslogRecord>,
+}
+
+impl SyslogBatch {
+    /// The number after the last record: `first_seq` of the batch that follows.
+    pub fn next_seq(&self) -> u64 {
+        self.first_seq.saturating_add(self.records.len() as u64)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     Catalogue(CatalogueChunk),
@@ -136,6 +180,7 @@ pub enum Message {
     Snapshot(SampleBatch),
     Heartbeat(Heartbeat),
     History(HistoryBatch),
+    Syslog(SyslogBatch),
 }
 
 impl Message {
@@ -145,6 +190,7 @@ impl Message {
             Message::Live(_) => Stream::Live,
             Message::Snapshot(_) => Stream::Snapshot,
             Message::History(_) => Stream::History,
+            Message::Syslog(_) => Stream::Syslog,
         }
     }
 }

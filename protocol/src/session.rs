@@ -181,7 +181,7 @@ pub(crate) struct Session {
     /// Data datagrams received ahead of `next_data`, by `data_seq`.
     reorder: BTreeMap<u64, Held>,
     next_data: Option<u64>,
-    expected: [Option<u64>; 4],
+    expected: [Option<u64>; Stream::COUNT],
     partial: Option<Partial>,
     /// A message whose remaining fragments are skipped because it is already counted lost.
     discarding: Option<(Stream, u64)>,
@@ -219,7 +219,7 @@ impl Session {
             done: SlidingBits::new(w),
             reorder: BTreeMap::new(),
             next_data: None,
-            expected: [None; 4],
+            expected: [None; Stream::COUNT],
             partial: None,
             discarding: None,
             buffered: 0,
@@ -594,7 +594,7 @@ impl Session {
                     data_seq
                 };
                 if start == 0 {
-                    self.expected = [Some(0); 4];
+                    self.expected = [Some(0); Stream::COUNT];
                 }
                 self.next_data = Some(start);
                 start

@@ -68,9 +68,9 @@ stats! {
         /// Bytes of all datagrams produced.
         pub bytes: u64,
         /// Messages accepted by `push`, per stream.
-        pub messages: [u64; 4],
+        pub messages: [u64; Stream::COUNT],
         /// Encoded body bytes of those messages, per stream.
-        pub message_bytes: [u64; 4],
+        pub message_bytes: [u64; Stream::COUNT],
         /// Messages that needed more than one datagram.
         pub fragmented_messages: u64,
         /// FEC groups closed.
@@ -161,10 +161,10 @@ stats! {
         /// Message bodies that failed to decode (also counted as lost).
         pub decode_errors: u64,
         /// Messages delivered, per stream.
-        pub messages_delivered: [u64; 4],
+        pub messages_delivered: [u64; Stream::COUNT],
         /// Messages known lost from gaps in the per-stream sequence, fragmented messages
         /// dropped part-way, and bodies that failed to decode.
-        pub messages_lost: [u64; 4],
+        pub messages_lost: [u64; Stream::COUNT],
         /// Switches from one transmitter session to another (transmitter restarts).
         ///
         /// The first session seen is not counted.

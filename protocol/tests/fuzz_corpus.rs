@@ -29,7 +29,7 @@ fn write_fuzz_seed_corpus() {
     std::fs::create_dir_all(&dir).unwrap();
     let now = Instant::now();
     let small: Vec<_> = (0..6)
-        .map(|i| message_of_size(Stream::ALL[i % 4], 40, i as u32))
+        .map(|i| message_of_size(Stream::ALL[i % Stream::COUNT], 40, i as u32))
         .collect();
     let big = vec![message_of_size(Stream::History, 3_000, 9)];
     for (name, key, shape, msgs) in [

@@ -408,7 +408,7 @@ proptest! {
         events.extend(finish(&mut dec, now));
         assert_same(&messages(&events), &with_seqs(&msgs));
         let s = dec.stats();
-        prop_assert_eq!(s.messages_lost, [0; 4]);
+        prop_assert_eq!(s.messages_lost, [0; Stream::COUNT]);
         prop_assert_eq!(s.data_datagrams_lost, 0);
         prop_assert_eq!(s.frame_errors + s.decode_errors + s.fec_failures, 0, "{:#?}", s);
         let losses = events
@@ -649,7 +649,7 @@ proptest! {
         events.extend(finish(&mut dec, end));
         assert_same(&messages(&events), &with_seqs(&msgs));
         let s = dec.stats();
-        prop_assert_eq!(s.messages_lost, [0; 4]);
+        prop_assert_eq!(s.messages_lost, [0; Stream::COUNT]);
         prop_assert_eq!(s.data_datagrams_lost, 0);
         prop_assert_eq!(s.frame_errors + s.decode_errors + s.fec_failures, 0, "{:#?}", s);
         assert_accounting(&dec);
@@ -736,7 +736,7 @@ proptest! {
         let msgs: Vec<(Instant, Message)> = (0..6 * 256u32)
             .map(|i| {
                 let t = t0 + Duration::from_micros(step_us * u64::from(i));
-                (t, message_of_size(Stream::ALL[i as usize % 4], body, i))
+                (t, message_of_size(Stream::ALL[i as usize % Stream::COUNT], body, i))
             })
             .collect();
         let sent = encode_timed(&mut enc, &msgs);
@@ -787,7 +787,7 @@ fn five_percent_loss_at_low_rates_delivers_everything() {
     while enc.stats().datagrams < DATAGRAMS {
         let phase = intervals_us[(i / 250) as usize % intervals_us.len()];
         t += Duration::from_micros(phase / 2 + rng.below(phase));
-        let m = message_of_size(Stream::ALL[i as usize % 4], body, i);
+        let m = message_of_size(Stream::ALL[i as usize % Stream::COUNT], body, i);
         msgs.push((t, m));
         sent.extend(encode_timed_step(&mut enc, msgs.last().expect("pushed")));
         i += 1;
@@ -825,7 +825,7 @@ fn five_percent_loss_at_low_rates_delivers_everything() {
         st.timer_flushes,
         s.datagrams_repaired
     );
-    assert_eq!(s.messages_lost, [0; 4]);
+    assert_eq!(s.messages_lost, [0; Stream::COUNT]);
     assert_eq!((s.data_datagrams_lost, s.groups_lost, s.late), (0, 0, 0));
     assert!(
         s.datagrams_repaired > 0 && dropped > DATAGRAMS * 4 / 100,

@@ -12,7 +12,7 @@ use protocol::{Decoder, DecoderConfig, Encoder, EncoderConfig, Event, Reject};
 fn mixed(n: usize) -> Vec<Message> {
     (0..n)
         .map(|i| {
-            let stream = Stream::ALL[i % 4];
+            let stream = Stream::ALL[i % Stream::COUNT];
             // Mostly small, some spanning several datagrams.
             let size = match i % 11 {
                 0 => 5_000,
@@ -55,7 +55,7 @@ fn lossless_round_trip_with_and_without_key() {
         assert_same(&messages(&events), &expected(&msgs));
         let st = dec.stats();
         assert_eq!(st.datagrams_accepted, dgrams.len() as u64);
-        assert_eq!(st.messages_lost, [0; 4]);
+        assert_eq!(st.messages_lost, [0; Stream::COUNT]);
         assert_eq!(st.data_datagrams_lost, 0);
         assert_eq!(st.datagrams_repaired, 0);
         assert_eq!(st.messages_delivered.iter().sum::<u64>(), msgs.len() as u64);
@@ -120,7 +120,7 @@ fn burst_of_interleave_times_m_is_repaired() {
 fn unrepairable_loss_is_counted_exactly() {
     let now = Instant::now();
     let msgs: Vec<Message> = (0..600)
-        .map(|i| message_of_size(Stream::ALL[i as usize % 4], 300, i))
+        .map(|i| message_of_size(Stream::ALL[i as usize % Stream::COUNT], 300, i))
         .collect();
     let cfg = EncoderConfig {
         repair_shards: 0,

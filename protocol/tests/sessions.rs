@@ -63,7 +63,7 @@ fn without_a_key_an_unseen_session_never_displaces_a_live_one() {
     let st = dec.stats();
     assert_eq!(st.session_changes, 0);
     assert_eq!(st.stale_session_dropped, forged_rejected);
-    assert_eq!(st.messages_lost, [0; 4]);
+    assert_eq!(st.messages_lost, [0; Stream::COUNT]);
 
     // A transmitter that restarted is followed once its old session has been silent.
     let end = t0 + Duration::from_millis(50 * real.len() as u64);
@@ -121,7 +121,7 @@ fn with_a_key_a_replayed_session_is_refused_across_a_receiver_restart() {
     assert_eq!(live_delivered(&events), data_after);
     assert_eq!(
         dec.stats().messages_lost,
-        [0; 4],
+        [0; Stream::COUNT],
         "nothing before is counted"
     );
     // Replays that arrive once the session is current again are refused too, not delivered

@@ -401,7 +401,7 @@ async fn receiver_restart_late_in_a_session_counts_no_loss() {
     let s = c.rx().stats();
     assert_eq!(
         (s.data_datagrams_lost, s.messages_lost),
-        (0, [0; 4]),
+        (0, [0; protocol::message::Stream::COUNT]),
         "loss counted for what was sent before the receiver started: {s:?}"
     );
     assert_eq!(s.session_changes, 0);

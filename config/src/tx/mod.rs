@@ -7,6 +7,7 @@ mod history;
 pub mod limits;
 mod link;
 mod modbus;
+mod syslog;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +16,7 @@ pub use crate::http::HttpServer;
 pub use history::History;
 pub use link::{FecShape, TxLink};
 pub use modbus::{ModbusDevice, ModbusTag};
+pub use syslog::Syslog;
 
 use crate::common;
 use crate::error::ConfigError;
@@ -33,6 +35,8 @@ pub struct TxConfig {
     /// `[history]`: the history stream and its on-disk buffer; `None` when the table is absent
     /// (the transmitter then sends live values only).
     pub history: Option<History>,
+    /// `[syslog]`: syslog listeners whose messages go across the diode; `None`: off.
+    pub syslog: Option<Syslog>,
     /// SHA-256 (first 8 bytes, big-endian) of the file's bytes; sent in heartbeats.
     pub config_hash: u64,
 }
@@ -50,7 +54,10 @@ impl TxConfig {
         let mut ctx = Ctx::new(text, path);
         let config = ctx.parse_document(text).and_then(|doc| {
             let root = Tbl::root(&doc);
-            root.check_keys(&mut ctx, &["link", "modbus", "opcua", "http", "history"]);
+            root.check_keys(
+                &mut ctx,
+                &["link", "modbus", "opcua", "http", "history", "syslog"],
+            );
             let link = root
                 .table(
                     &mut ctx,
@@ -76,12 +83,18 @@ impl TxConfig {
                 None if root.has("history") => None,
                 None => Some(None),
             };
+            let syslog = match root.table(&mut ctx, "syslog", Req::Optional) {
+                Some(t) => syslog::parse_syslog(&mut ctx, &t).map(Some),
+                None if root.has("syslog") => None,
+                None => Some(None),
+            };
             Some(TxConfig {
                 link: link?,
                 devices: devices?,
                 opcua: opcua?,
                 http: http?,
                 history: history?,
+                syslog: syslog?,
                 config_hash: common::config_hash(text),
             })
         });

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use config::tx::{TxConfig, TxLink};
 use protocol::decoder::{Decoder, DecoderConfig, Event};
-use protocol::message::{HistoryBatch, Message, SampleBatch};
+use protocol::message::{HistoryBatch, Message, SampleBatch, SyslogBatch};
 use protocol::model::{Quality, Sample, SourceAddress, TagInfo, Value, ValueType};
 
 use super::feeds::{CATALOGUE_CHUNKS_PER_PASS, HISTORY_PER_PASS};
@@ -176,7 +176,7 @@ fn reload_sends_the_new_catalogue_at_once_and_restarts_its_schedule() {
             }
             Message::Snapshot(b) | Message::Live(b) => assert_eq!(b.catalogue, new),
             Message::Catalogue(c) => assert_eq!((c.hash, c.total_tags), (new, 4)),
-            Message::History(_) => unreachable!(),
+            Message::History(_) | Message::Syslog(_) => unreachable!(),
         }
     }
     // The snapshot starts over from the new table's first tag.
@@ -565,5 +565,72 @@ fn batches_fit_the_budget_when_encoded() {
         out.concat(),
         samples,
         "nothing lost or reordered by batching"
+    );
+}
+
+/// The syslog feed: a bounded share per pass (the rest next pass, the feed backlogged), batches
+/// numbered per record, and the transmitter's drops carried even with no message to send.
+#[test]
+fn syslog_feed_shares_passes_numbers_records_and_carries_drops() {
+    use crate::syslog::{SyslogFeed, SyslogQueue, SyslogStats};
+    use protocol::message::SyslogRecord;
+    let link = link(
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    );
+    let mut bed = Bed::new(&link, table("t", 1));
+    let stats = Arc::new(SyslogStats::default());
+    // Room for 150 records of 100 bytes (each costs its bytes + 64).
+    let queue = Arc::new(SyslogQueue::new(150 * 164, stats.clone()));
+    bed.scheduler
+        .add(Box::new(SyslogFeed::new(queue.clone(), 100)));
+    let record = |i: usize| SyslogRecord {
+        received_at: 0,
+        peer: "192.0.2.1:514".parse().unwrap(),
+        bytes: format!("<13>{i:096}").into_bytes(),
+    };
+    for i in 0..200 {
+        let kept = queue.push(record(i));
+        assert_eq!(kept, i < 150, "record {i}: the newest is dropped when full");
+    }
+    assert_eq!(stats.dropped(), 50);
+    bed.poll(Duration::ZERO);
+    assert!(bed.scheduler.backlogged(), "100 of 150 per pass");
+    bed.poll(Duration::from_millis(1));
+    assert!(!bed.scheduler.backlogged());
+    bed.scheduler.stop(bed.t0 + Duration::from_millis(2));
+    bed.deliver(Duration::from_millis(2), |_| true);
+    let batches: Vec<SyslogBatch> = bed
+        .take()
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Message::Syslog(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let records: Vec<SyslogRecord> = batches.iter().flat_map(|b| b.records.clone()).collect();
+    assert_eq!(records, (0..150).map(record).collect::<Vec<_>>());
+    let mut next = 0;
+    for b in &batches {
+        assert_eq!(b.first_seq, next);
+        assert_eq!(b.dropped, 50);
+        next = b.next_seq();
+    }
+    // A drop with nothing queued still reaches the receiver.
+    stats
+        .malformed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    bed.poll(Duration::from_millis(10));
+    bed.scheduler.stop(bed.t0 + Duration::from_millis(11));
+    bed.deliver(Duration::from_millis(11), |_| true);
+    let last = bed.take().into_iter().find_map(|(_, m)| match m {
+        Message::Syslog(b) => Some(b),
+        _ => None,
+    });
+    let last = last.expect("an empty batch with the new count");
+    assert_eq!(
+        (last.first_seq, last.dropped, last.records.len()),
+        (150, 51, 0)
     );
 }

@@ -35,7 +35,7 @@ pub(super) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> bool {
     let samples = match msg {
         Message::Live(b) | Message::Snapshot(b) => b.samples.len(),
         Message::History(h) => h.samples.len(),
-        Message::Catalogue(_) | Message::Heartbeat(_) => return false,
+        Message::Catalogue(_) | Message::Heartbeat(_) | Message::Syslog(_) => return false,
     };
     // A guess at the size (most samples take 12 to 24 bytes) saves regrowing from empty.
     out.reserve(HEAD_MAX + samples * 24);
@@ -43,7 +43,7 @@ pub(super) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> bool {
         Message::Live(b) => w.batch(LIVE, b),
         Message::Snapshot(b) => w.batch(SNAPSHOT, b),
         Message::History(h) => w.history(&HistoryHead::of(h), h.samples.iter()),
-        Message::Catalogue(_) | Message::Heartbeat(_) => {}
+        Message::Catalogue(_) | Message::Heartbeat(_) | Message::Syslog(_) => {}
     });
     true
 }
@@ -104,7 +104,7 @@ pub(super) fn message_len(msg: &Message) -> Option<usize> {
             &[h.catalogue, h.log, h.first_seq, h.head_seq, h.oldest_seq],
             &h.samples,
         ),
-        Message::Catalogue(_) | Message::Heartbeat(_) => return None,
+        Message::Catalogue(_) | Message::Heartbeat(_) | Message::Syslog(_) => return None,
     };
     let head: usize = head.iter().map(|&v| varint_len(v)).sum();
     let body: usize = samples.iter().map(sample_len).sum();

@@ -35,6 +35,15 @@ pub fn message_of_size(stream: Stream, size: usize, tag: u32) -> Message {
             oldest_seq: 0,
             samples,
         }),
+        Stream::Syslog => Message::Syslog(protocol::message::SyslogBatch {
+            first_seq: u64::from(tag),
+            dropped: 0,
+            records: vec![protocol::message::SyslogRecord {
+                received_at: i64::from(tag),
+                peer: "127.0.0.1:514".parse().expect("address"),
+                bytes: vec![b'x'; size],
+            }],
+        }),
         Stream::Control => Message::Heartbeat(protocol::message::Heartbeat {
             sent_at: i64::from(tag),
             uptime_ms: u64::from(tag),
