@@ -26,6 +26,10 @@
 //!   there and report it ([`Damage::torn_tail`]), and [`Log::open`] cuts the newest segment's
 //!   tail off, so appends never follow garbage. Only the newest segment can be torn by a crash:
 //!   each open starts a new one.
+//! - A caller that records its own commit point (the spools: the store's transaction says
+//!   where each spool ends) opens with [`Log::open_at`] instead: what lies beyond that point is
+//!   cut off, and nothing below it is, whatever its state: a bad record there is committed
+//!   data damaged, for the readers to skip and report, not a tail a crash tore.
 //! - A bad record in the *middle* (one followed by a valid record) is skipped, never returned:
 //!   when its length field is intact the next record starts right after it; otherwise the
 //!   reader searches forward, byte by byte, for the next valid record. What it cost is reported
@@ -383,8 +387,11 @@ pub struct Opened {
     pub refused: Vec<Dropped>,
     /// Files with the extension whose name is no id, left in place for the caller.
     pub strays: Vec<PathBuf>,
-    /// The newest segment's recovery (`None` when there is no segment).
+    /// The newest segment's recovery (`None` when there is no segment, or when opened at a
+    /// committed head: [`Log::open_at`]).
     pub recovered: Option<Recovered>,
+    /// What lay beyond the committed head and was cut off ([`Log::open_at`] only).
+    pub cut: Vec<Dropped>,
 }
 
 /// The writing side of a log: the only one that appends, cuts and drops.
@@ -404,6 +411,58 @@ impl Log {
     /// before [`Log::start_segment`]: appending goes to a segment this process created.
     /// `buffer` is the write buffer's size.
     pub fn open(
+        dir: &Path,
+        fmt: Format,
+        buffer: usize,
+        accept: impl FnMut(u64, Option<&[u8]>) -> bool,
+    ) -> Result<(Log, Opened), LogError> {
+        let (mut log, mut opened) = Log::open_segments(dir, fmt, buffer, accept)?;
+        if let Some(last) = log.segments.last().copied() {
+            let path = fmt.path(dir, last.id);
+            let mut r = Reader::open(&path, fmt, fmt.header_len.min(last.bytes))?;
+            let mut end = r.offset();
+            while r.next_record()?.is_some() {
+                end = r.offset();
+            }
+            if r.damage.torn_tail {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(end).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+                if let Some(s) = log.segments.last_mut() {
+                    s.bytes = end;
+                }
+            }
+            opened.recovered = Some(Recovered {
+                id: last.id,
+                damage: r.damage,
+                len: end,
+            });
+        }
+        Ok((log, opened))
+    }
+
+    /// Opens the log of a caller that knows where its last commit ended: `committed`, a
+    /// (segment, length) its own store recorded. Everything beyond it is cut off
+    /// ([`Log::cut_back`], returned in [`Opened::cut`]); nothing below it is, damaged or not:
+    /// a bad record there is corruption of committed records, which the caller's readers
+    /// meet, skip and report ([`Damage`]), never a torn tail ([`Opened::recovered`] stays
+    /// `None`). Otherwise as [`Log::open`].
+    pub fn open_at(
+        dir: &Path,
+        fmt: Format,
+        buffer: usize,
+        committed: (u64, u64),
+        accept: impl FnMut(u64, Option<&[u8]>) -> bool,
+    ) -> Result<(Log, Opened), LogError> {
+        let (mut log, mut opened) = Log::open_segments(dir, fmt, buffer, accept)?;
+        opened.cut = log.cut_back(committed.0, committed.1)?;
+        Ok((log, opened))
+    }
+
+    fn open_segments(
         dir: &Path,
         fmt: Format,
         buffer: usize,
@@ -439,37 +498,13 @@ impl Log {
                 opened.refused.push(Dropped { id, bytes });
             }
         }
-        let mut log = Log {
+        let log = Log {
             dir: dir.to_path_buf(),
             fmt,
             segments,
             active: None,
             buffer,
         };
-        if let Some(last) = log.segments.last().copied() {
-            let path = fmt.path(dir, last.id);
-            let mut r = Reader::open(&path, fmt, fmt.header_len.min(last.bytes))?;
-            let mut end = r.offset();
-            while r.next_record()?.is_some() {
-                end = r.offset();
-            }
-            if r.damage.torn_tail {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                f.set_len(end).map_err(io_err(&path))?;
-                f.sync_all().map_err(io_err(&path))?;
-                if let Some(s) = log.segments.last_mut() {
-                    s.bytes = end;
-                }
-            }
-            opened.recovered = Some(Recovered {
-                id: last.id,
-                damage: r.damage,
-                len: end,
-            });
-        }
         Ok((log, opened))
     }
 

@@ -268,6 +268,36 @@ fn cut_back_and_rollback() {
     assert_eq!(got, [b"a".to_vec()]);
 }
 
+/// Opened at a committed head, the log cuts what lies beyond it and nothing below it, not
+/// even a damaged last record: that is committed data, for the readers to report.
+#[test]
+fn open_at_cuts_beyond_the_commit_and_keeps_damage_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
+    write_log(dir.path(), SPOOL, 1, &bodies);
+    write_log(dir.path(), SPOOL, 2, &bodies[..1]);
+    let path = SPOOL.path(dir.path(), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The third record's length, then the fourth's body (the last before the head).
+    bytes[2 * 18] ^= 1;
+    bytes[3 * 18 + 9] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let (log, opened) = Log::open_at(dir.path(), SPOOL, 4096, (1, 72), |_, _| true).unwrap();
+    assert_eq!(opened.cut, [Dropped { id: 2, bytes: 18 }]);
+    assert_eq!(opened.recovered, None);
+    assert_eq!(log.segments(), [Segment { id: 1, bytes: 72 }]);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let mut r = Reader::open(&path, SPOOL, 0).unwrap();
+    assert_eq!(r.next_record().unwrap(), Some(&bodies[0][..]));
+    assert_eq!(r.next_record().unwrap(), Some(&bodies[1][..]));
+    assert_eq!(r.next_record().unwrap(), None);
+    assert!(!r.damage.is_clean());
+    // Beyond the head, within the segment: cut.
+    let (log, opened) = Log::open_at(dir.path(), SPOOL, 4096, (1, 36), |_, _| true).unwrap();
+    assert_eq!(opened.cut, [Dropped { id: 1, bytes: 36 }]);
+    assert_eq!(log.segments(), [Segment { id: 1, bytes: 36 }]);
+}
+
 #[test]
 fn refused_headers_and_strays() {
     let dir = tempfile::tempdir().unwrap();
