@@ -275,9 +275,10 @@ impl Reader {
                 }
             }
             // A bad record: a damaged body with its length intact (the next record follows
-            // it), or else search forward; nothing valid after it makes it the tail.
+            // it), or else search forward; nothing valid after it makes it the tail, even one
+            // that ends exactly at the limit (its length reached the disk, its body did not).
             let next = match bad_len {
-                Some(end) if end == self.limit || self.valid_at(end)? => Some(end),
+                Some(end) if self.valid_at(end)? => Some(end),
                 _ => self.search(start + 1)?,
             };
             match next {

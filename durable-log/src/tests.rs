@@ -111,6 +111,39 @@ proptest! {
         }
     }
 
+    /// A power loss can keep a file's length but not its last writes: zero-filled from any
+    /// byte of its last records, the log reopens to exactly the whole records before the
+    /// zeros, cuts the rest off as a torn tail, and a second open finds nothing to do.
+    #[test]
+    fn zero_filled_tails_keep_every_whole_record(bodies in bodies(), history in any::<bool>()) {
+        let fmt = if history { HISTORY } else { SPOOL };
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), fmt, 1, &bodies);
+        let path = fmt.path(dir.path(), 1);
+        let full = std::fs::read(&path).unwrap();
+        let mut ends = vec![fmt.header_len];
+        for b in &bodies {
+            ends.push(ends.last().unwrap() + (RECORD_HEADER + b.len()) as u64);
+        }
+        let from = ends[ends.len().saturating_sub(4)];
+        for zero in from..full.len() as u64 {
+            let mut bytes = full.clone();
+            bytes[zero as usize..].fill(0);
+            std::fs::write(&path, &bytes).unwrap();
+            let whole = ends.iter().filter(|e| **e <= zero).count() - 1;
+            let (got, damage, rec) = reopen_and_read(dir.path(), fmt);
+            prop_assert_eq!(&got[..], &bodies[..whole], "zeros from {}", zero);
+            prop_assert_eq!(damage, Damage::default(), "zeros from {}: cut on open", zero);
+            let rec = rec.unwrap();
+            prop_assert!(rec.damage.torn_tail, "zeros from {}", zero);
+            prop_assert_eq!(rec.damage.bad_records, 0, "zeros from {}", zero);
+            prop_assert_eq!(rec.len, ends[whole], "zeros from {}", zero);
+            prop_assert_eq!(std::fs::metadata(&path).unwrap().len(), ends[whole]);
+            let (_, _, rec) = reopen_and_read(dir.path(), fmt);
+            prop_assert!(rec.unwrap().damage.is_clean());
+        }
+    }
+
     /// Every single bit flipped in a small log: never a panic, never a record that was not
     /// written, never out of order, and nothing lost without a report.
     #[test]
@@ -296,6 +329,28 @@ fn open_at_cuts_beyond_the_commit_and_keeps_damage_below_it() {
     let (log, opened) = Log::open_at(dir.path(), SPOOL, 4096, (1, 36), |_, _| true).unwrap();
     assert_eq!(opened.cut, [Dropped { id: 1, bytes: 36 }]);
     assert_eq!(log.segments(), [Segment { id: 1, bytes: 36 }]);
+}
+
+/// The last record at full length, its body zeros (the length made it to disk, the body did
+/// not): a torn tail, cut, not a bad record in the middle counted on every read.
+#[test]
+fn a_zero_filled_last_body_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; 100]).collect();
+    write_log(dir.path(), HISTORY, 1, &bodies);
+    let path = HISTORY.path(dir.path(), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len();
+    bytes[len - 100..].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let (got, damage, rec) = reopen_and_read(dir.path(), HISTORY);
+    assert_eq!(got, bodies[..4]);
+    assert!(damage.is_clean());
+    let rec = rec.unwrap();
+    assert!(rec.damage.torn_tail);
+    assert_eq!(rec.damage.bad_records, 0);
+    assert_eq!(rec.len, 64 + 4 * 108);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 + 4 * 108);
 }
 
 #[test]
