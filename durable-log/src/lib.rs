@@ -403,6 +403,8 @@ pub struct Log {
     /// Appending to the last of `segments`.
     active: Option<BufWriter<File>>,
     buffer: usize,
+    /// The length a failed [`Log::truncate_active`] still has to cut the active segment to.
+    cut_owed: Option<u64>,
 }
 
 impl Log {
@@ -505,6 +507,7 @@ impl Log {
             segments,
             active: None,
             buffer,
+            cut_owed: None,
         };
         Ok((log, opened))
     }
@@ -566,6 +569,7 @@ impl Log {
 
     /// Appends framed records ([`frame`]) to the active segment (buffered).
     pub fn append(&mut self, records: &[u8]) -> Result<(), LogError> {
+        self.make_owed_cut()?;
         let (Some(w), Some(s)) = (self.active.as_mut(), self.segments.last_mut()) else {
             return Err(LogError::Io {
                 path: self.dir.clone(),
@@ -580,6 +584,7 @@ impl Log {
 
     /// Hands buffered records to the kernel, so readers see them.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.make_owed_cut()?;
         if let (Some(w), Some(s)) = (self.active.as_mut(), self.segments.last()) {
             w.flush().map_err(io_err(&self.fmt.path(&self.dir, s.id)))?;
         }
@@ -598,21 +603,33 @@ impl Log {
     }
 
     /// Cuts the active segment back to `len` bytes, buffered bytes included (a transaction
-    /// the caller rolled back). On an error the segment stays as it was, beyond `len` maybe
-    /// torn, and is no longer appended to: the caller starts a new one.
+    /// the caller rolled back). On an error the segment keeps its records beyond `len`, which
+    /// may be synced and valid: were it given up for a new one, readers would read it to its
+    /// end and return them. So it stays the active segment and the cut is owed: every later
+    /// write to the log ([`Log::append`], [`Log::flush`], [`Log::sync`],
+    /// [`Log::start_segment`]) makes it first and fails while it cannot.
     pub fn truncate_active(&mut self, len: u64) -> Result<(), LogError> {
         let Some(s) = self.segments.last_mut() else {
             return Ok(());
         };
-        let path = self.fmt.path(&self.dir, s.id);
-        let file = match self.active.take() {
-            // Whatever the buffer still holds is not to be written.
-            Some(w) => w.into_parts().0,
-            None => return Ok(()),
+        let Some(w) = self.active.take() else {
+            return Ok(());
         };
-        file.set_len(len).map_err(io_err(&path))?;
-        s.bytes = len;
+        // Whatever the buffer still holds is not to be written.
+        let file = w.into_parts().0;
         self.active = Some(BufWriter::with_capacity(self.buffer, file));
+        s.bytes = len;
+        self.cut_owed = Some(len);
+        self.make_owed_cut()
+    }
+
+    fn make_owed_cut(&mut self) -> Result<(), LogError> {
+        if let (Some(len), Some(w), Some(s)) =
+            (self.cut_owed, self.active.as_ref(), self.segments.last())
+        {
+            set_len(w.get_ref(), len).map_err(io_err(&self.fmt.path(&self.dir, s.id)))?;
+            self.cut_owed = None;
+        }
         Ok(())
     }
 
@@ -683,10 +700,27 @@ impl Log {
     pub fn remove(&mut self, id: u64) -> Result<(), LogError> {
         if self.active().is_some_and(|a| a.id == id) {
             self.active = None;
+            self.cut_owed = None;
         }
         self.segments.retain(|s| s.id != id);
         remove_file(&self.fmt.path(&self.dir, id))
     }
+}
+
+/// `File::set_len`, which a test can make fail: a cut that fails is what leaves records a
+/// caller rolled back on disk, and no file system makes that happen on demand.
+fn set_len(file: &File, len: u64) -> io::Result<()> {
+    #[cfg(test)]
+    if FAIL_SET_LEN.with(|n| n.replace(n.get().saturating_sub(1))) > 0 {
+        return Err(io::Error::other("injected set_len failure"));
+    }
+    file.set_len(len)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many of this thread's next `set_len` calls fail.
+    static FAIL_SET_LEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 fn remove_file(path: &Path) -> Result<(), LogError> {

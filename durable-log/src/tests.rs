@@ -353,6 +353,31 @@ fn a_zero_filled_last_body_is_a_torn_tail() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 + 4 * 108);
 }
 
+/// A rollback whose cut fails leaves prepared, synced records the caller rolled back in the
+/// segment: they are never read, whatever the caller appends next.
+#[test]
+fn a_failed_rollback_cut_never_lets_rolled_back_records_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), SPOOL, 4096, |_, _| true).unwrap();
+    log.start_segment(1, &[]).unwrap();
+    log.append(&framed(&[b"a".to_vec()], 99)).unwrap();
+    log.sync().unwrap();
+    log.append(&framed(&[b"rolled back".to_vec()], 99)).unwrap();
+    log.sync().unwrap();
+    FAIL_SET_LEN.with(|n| n.set(1));
+    assert!(log.truncate_active(9).is_err());
+    // The caller goes on as a spool does: in a new segment if this one is given up.
+    if log.active().is_none() {
+        log.start_segment(2, &[]).unwrap();
+    }
+    log.append(&framed(&[b"c".to_vec()], 99)).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (got, damage, _) = reopen_and_read(dir.path(), SPOOL);
+    assert_eq!(got, [b"a".to_vec(), b"c".to_vec()]);
+    assert!(damage.is_clean());
+}
+
 #[test]
 fn refused_headers_and_strays() {
     let dir = tempfile::tempdir().unwrap();

@@ -251,9 +251,15 @@ impl SpoolWriter {
     }
 
     fn create_segment(&mut self) -> std::io::Result<()> {
-        self.log
-            .start_segment(self.segment, &[])
-            .map_err(durable_log::LogError::into_io)?;
+        if let Err(e) = self.log.start_segment(self.segment, &[]) {
+            // The old segment could not be ended (not synced, or a rollback's cut still owed):
+            // it is still the one written, so heads must name it, or a reader would take it
+            // for a finished segment and read it to its end.
+            if let Some(a) = self.log.active() {
+                self.segment = a.id;
+            }
+            return Err(e.into_io());
+        }
         self.len = 0;
         self.published = 0;
         self.names.clear();
@@ -397,9 +403,11 @@ impl SpoolWriter {
     pub fn rollback(&mut self) {
         let unpublished = self.len - self.published;
         if let Err(e) = self.log.truncate_active(self.published) {
-            // Past the published end the segment may hold a torn record: the next append
-            // starts a new one, and the reader finds the torn tail as corruption (counted,
-            // recorded as a gap).
+            // Past the published end the segment still holds the rolled-back records, maybe
+            // whole and synced. It stays the head segment, so the reader stops at the
+            // published end, and the log makes the cut before anything else is written: until
+            // it can, appends fail and are rolled back (a restart cuts back to the store's head
+            // anyway).
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot cut unpublished records off the spool");
         }
         self.shared
