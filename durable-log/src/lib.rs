@@ -32,7 +32,8 @@
 //!   data damaged, for the readers to skip and report, not a tail a crash tore.
 //! - A bad record in the *middle* (one followed by a valid record) is skipped, never returned:
 //!   when its length field is intact the next record starts right after it; otherwise the
-//!   reader searches forward, byte by byte, for the next valid record. What it cost is reported
+//!   reader searches forward, byte by byte, for the next valid record that is followed by the
+//!   end, a plausible length or zeros (a cheap test first, so garbage costs linear time). What it cost is reported
 //!   ([`Damage::bad_records`], [`Damage::skipped_bytes`]), never silent. A caller whose records
 //!   depend on earlier ones (the spools intern tag names per segment) may drop the rest of the
 //!   segment on such a report; one whose records stand alone (the history buffer) reads on.
@@ -341,12 +342,25 @@ impl Reader {
             .take(self.limit.saturating_sub(from))
             .read_to_end(&mut rest)
             .map_err(io_err(&self.path))?;
+        // In garbage about one offset in 2^32 / (bytes left) has a length that fits, and a
+        // CRC over it costs that length: quadratic, minutes for a long stretch. What follows
+        // a real record is the end, another record's length or a zero-filled tail, so a
+        // candidate is only hashed when what follows it looks like one of these: that leaves
+        // one in a few hundred (a real record followed by damage is lost to it, and reported
+        // with the bytes skipped).
+        let plausible_after = |end: usize| {
+            end + 4 > rest.len() || {
+                let next = u32_at(&rest, end);
+                next == 0 || self.fmt.valid_len(next)
+            }
+        };
         let mut i = 0usize;
         while i + RECORD_HEADER <= rest.len() {
             let len = u32_at(&rest, i);
             let end = i + RECORD_HEADER + len as usize;
             if self.fmt.valid_len(len)
                 && end <= rest.len()
+                && plausible_after(end)
                 && crc32fast::hash(&rest[i + RECORD_HEADER..end]) == u32_at(&rest, i + 4)
             {
                 return Ok(Some(from + i as u64));
