@@ -1,5 +1,3 @@
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use proptest::prelude::*;
 
 use super::*;
@@ -17,9 +15,6 @@ const HISTORY: Format = Format {
     header_len: 64,
     max_record: 1 << 20,
 };
-
-/// Reopenings the property tests made, printed with `--nocapture`.
-static REOPENS: AtomicU64 = AtomicU64::new(0);
 
 fn header(fmt: Format) -> Vec<u8> {
     vec![0xA5; fmt.header_len as usize]
@@ -43,7 +38,6 @@ fn write_log(dir: &Path, fmt: Format, id: u64, bodies: &[Vec<u8>]) {
 
 /// Opens the log (recovering it) and reads every segment: the bodies, and the damage seen.
 fn reopen_and_read(dir: &Path, fmt: Format) -> (Vec<Vec<u8>>, Damage, Option<Recovered>) {
-    REOPENS.fetch_add(1, Ordering::Relaxed);
     let (log, opened) = Log::open(dir, fmt, 4096, |_, _| true).unwrap();
     let mut out = Vec::new();
     let mut damage = Damage::default();
@@ -196,16 +190,6 @@ proptest! {
             prop_assert!(damage.is_clean() && !rec.unwrap().damage.torn_tail);
         }
     }
-}
-
-/// The property tests' count of reopenings: run last with
-/// `cargo test -p durable-log -- --test-threads=1 --nocapture`.
-#[test]
-fn zz_report_reopens() {
-    eprintln!(
-        "durable-log property tests reopened a log {} times so far in this process",
-        REOPENS.load(Ordering::Relaxed)
-    );
 }
 
 /// The layout byte for byte as the history buffer and the spools wrote it before this
