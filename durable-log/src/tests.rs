@@ -385,7 +385,9 @@ fn a_segment_of_garbage_opens_at_once() {
     let took = t.elapsed();
     assert_eq!(got, [b"kept".to_vec()]);
     assert!(rec.unwrap().damage.torn_tail);
-    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    // Under a second alone in debug; the bound leaves room for a loaded machine, and the
+    // quadratic search took over five seconds alone.
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
 }
 
 #[test]
