@@ -26,9 +26,14 @@
 //!   there and report it ([`Damage::torn_tail`]), and [`Log::open`] cuts the newest segment's
 //!   tail off, so appends never follow garbage. Only the newest segment can be torn by a crash:
 //!   each open starts a new one.
+//! - A caller that records its own commit point (the spools: the store's transaction says
+//!   where each spool ends) opens with [`Log::open_at`] instead: what lies beyond that point is
+//!   cut off, and nothing below it is, whatever its state: a bad record there is committed
+//!   data damaged, for the readers to skip and report, not a tail a crash tore.
 //! - A bad record in the *middle* (one followed by a valid record) is skipped, never returned:
 //!   when its length field is intact the next record starts right after it; otherwise the
-//!   reader searches forward, byte by byte, for the next valid record. What it cost is reported
+//!   reader searches forward, byte by byte, for the next valid record that is followed by the
+//!   end, a plausible length or zeros (a cheap test first, so garbage costs linear time). What it cost is reported
 //!   ([`Damage::bad_records`], [`Damage::skipped_bytes`]), never silent. A caller whose records
 //!   depend on earlier ones (the spools intern tag names per segment) may drop the rest of the
 //!   segment on such a report; one whose records stand alone (the history buffer) reads on.
@@ -271,9 +276,10 @@ impl Reader {
                 }
             }
             // A bad record: a damaged body with its length intact (the next record follows
-            // it), or else search forward; nothing valid after it makes it the tail.
+            // it), or else search forward; nothing valid after it makes it the tail, even one
+            // that ends exactly at the limit (its length reached the disk, its body did not).
             let next = match bad_len {
-                Some(end) if end == self.limit || self.valid_at(end)? => Some(end),
+                Some(end) if self.valid_at(end)? => Some(end),
                 _ => self.search(start + 1)?,
             };
             match next {
@@ -336,12 +342,25 @@ impl Reader {
             .take(self.limit.saturating_sub(from))
             .read_to_end(&mut rest)
             .map_err(io_err(&self.path))?;
+        // In garbage about one offset in 2^32 / (bytes left) has a length that fits, and a
+        // CRC over it costs that length: quadratic, minutes for a long stretch. What follows
+        // a real record is the end, another record's length or a zero-filled tail, so a
+        // candidate is only hashed when what follows it looks like one of these: that leaves
+        // one in a few hundred (a real record followed by damage is lost to it, and reported
+        // with the bytes skipped).
+        let plausible_after = |end: usize| {
+            end + 4 > rest.len() || {
+                let next = u32_at(&rest, end);
+                next == 0 || self.fmt.valid_len(next)
+            }
+        };
         let mut i = 0usize;
         while i + RECORD_HEADER <= rest.len() {
             let len = u32_at(&rest, i);
             let end = i + RECORD_HEADER + len as usize;
             if self.fmt.valid_len(len)
                 && end <= rest.len()
+                && plausible_after(end)
                 && crc32fast::hash(&rest[i + RECORD_HEADER..end]) == u32_at(&rest, i + 4)
             {
                 return Ok(Some(from + i as u64));
@@ -383,8 +402,11 @@ pub struct Opened {
     pub refused: Vec<Dropped>,
     /// Files with the extension whose name is no id, left in place for the caller.
     pub strays: Vec<PathBuf>,
-    /// The newest segment's recovery (`None` when there is no segment).
+    /// The newest segment's recovery (`None` when there is no segment, or when opened at a
+    /// committed head: [`Log::open_at`]).
     pub recovered: Option<Recovered>,
+    /// What lay beyond the committed head and was cut off ([`Log::open_at`] only).
+    pub cut: Vec<Dropped>,
 }
 
 /// The writing side of a log: the only one that appends, cuts and drops.
@@ -395,6 +417,8 @@ pub struct Log {
     /// Appending to the last of `segments`.
     active: Option<BufWriter<File>>,
     buffer: usize,
+    /// The length a failed [`Log::truncate_active`] still has to cut the active segment to.
+    cut_owed: Option<u64>,
 }
 
 impl Log {
@@ -404,6 +428,58 @@ impl Log {
     /// before [`Log::start_segment`]: appending goes to a segment this process created.
     /// `buffer` is the write buffer's size.
     pub fn open(
+        dir: &Path,
+        fmt: Format,
+        buffer: usize,
+        accept: impl FnMut(u64, Option<&[u8]>) -> bool,
+    ) -> Result<(Log, Opened), LogError> {
+        let (mut log, mut opened) = Log::open_segments(dir, fmt, buffer, accept)?;
+        if let Some(last) = log.segments.last().copied() {
+            let path = fmt.path(dir, last.id);
+            let mut r = Reader::open(&path, fmt, fmt.header_len.min(last.bytes))?;
+            let mut end = r.offset();
+            while r.next_record()?.is_some() {
+                end = r.offset();
+            }
+            if r.damage.torn_tail {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(end).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+                if let Some(s) = log.segments.last_mut() {
+                    s.bytes = end;
+                }
+            }
+            opened.recovered = Some(Recovered {
+                id: last.id,
+                damage: r.damage,
+                len: end,
+            });
+        }
+        Ok((log, opened))
+    }
+
+    /// Opens the log of a caller that knows where its last commit ended: `committed`, a
+    /// (segment, length) its own store recorded. Everything beyond it is cut off
+    /// ([`Log::cut_back`], returned in [`Opened::cut`]); nothing below it is, damaged or not:
+    /// a bad record there is corruption of committed records, which the caller's readers
+    /// meet, skip and report ([`Damage`]), never a torn tail ([`Opened::recovered`] stays
+    /// `None`). Otherwise as [`Log::open`].
+    pub fn open_at(
+        dir: &Path,
+        fmt: Format,
+        buffer: usize,
+        committed: (u64, u64),
+        accept: impl FnMut(u64, Option<&[u8]>) -> bool,
+    ) -> Result<(Log, Opened), LogError> {
+        let (mut log, mut opened) = Log::open_segments(dir, fmt, buffer, accept)?;
+        opened.cut = log.cut_back(committed.0, committed.1)?;
+        Ok((log, opened))
+    }
+
+    fn open_segments(
         dir: &Path,
         fmt: Format,
         buffer: usize,
@@ -439,37 +515,17 @@ impl Log {
                 opened.refused.push(Dropped { id, bytes });
             }
         }
-        let mut log = Log {
+        if !opened.refused.is_empty() {
+            sync_dir(dir);
+        }
+        let log = Log {
             dir: dir.to_path_buf(),
             fmt,
             segments,
             active: None,
             buffer,
+            cut_owed: None,
         };
-        if let Some(last) = log.segments.last().copied() {
-            let path = fmt.path(dir, last.id);
-            let mut r = Reader::open(&path, fmt, fmt.header_len.min(last.bytes))?;
-            let mut end = r.offset();
-            while r.next_record()?.is_some() {
-                end = r.offset();
-            }
-            if r.damage.torn_tail {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                f.set_len(end).map_err(io_err(&path))?;
-                f.sync_all().map_err(io_err(&path))?;
-                if let Some(s) = log.segments.last_mut() {
-                    s.bytes = end;
-                }
-            }
-            opened.recovered = Some(Recovered {
-                id: last.id,
-                damage: r.damage,
-                len: end,
-            });
-        }
         Ok((log, opened))
     }
 
@@ -515,9 +571,7 @@ impl Log {
             .open(&path)
             .map_err(io_err(&path))?;
         // The new file's directory entry must survive a power loss too.
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
+        sync_dir(&self.dir);
         let mut w = BufWriter::with_capacity(self.buffer, f);
         w.write_all(header).map_err(io_err(&path))?;
         self.segments.push(Segment {
@@ -530,6 +584,7 @@ impl Log {
 
     /// Appends framed records ([`frame`]) to the active segment (buffered).
     pub fn append(&mut self, records: &[u8]) -> Result<(), LogError> {
+        self.make_owed_cut()?;
         let (Some(w), Some(s)) = (self.active.as_mut(), self.segments.last_mut()) else {
             return Err(LogError::Io {
                 path: self.dir.clone(),
@@ -544,6 +599,7 @@ impl Log {
 
     /// Hands buffered records to the kernel, so readers see them.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.make_owed_cut()?;
         if let (Some(w), Some(s)) = (self.active.as_mut(), self.segments.last()) {
             w.flush().map_err(io_err(&self.fmt.path(&self.dir, s.id)))?;
         }
@@ -562,21 +618,33 @@ impl Log {
     }
 
     /// Cuts the active segment back to `len` bytes, buffered bytes included (a transaction
-    /// the caller rolled back). On an error the segment stays as it was, beyond `len` maybe
-    /// torn, and is no longer appended to: the caller starts a new one.
+    /// the caller rolled back). On an error the segment keeps its records beyond `len`, which
+    /// may be synced and valid: were it given up for a new one, readers would read it to its
+    /// end and return them. So it stays the active segment and the cut is owed: every later
+    /// write to the log ([`Log::append`], [`Log::flush`], [`Log::sync`],
+    /// [`Log::start_segment`]) makes it first and fails while it cannot.
     pub fn truncate_active(&mut self, len: u64) -> Result<(), LogError> {
         let Some(s) = self.segments.last_mut() else {
             return Ok(());
         };
-        let path = self.fmt.path(&self.dir, s.id);
-        let file = match self.active.take() {
-            // Whatever the buffer still holds is not to be written.
-            Some(w) => w.into_parts().0,
-            None => return Ok(()),
+        let Some(w) = self.active.take() else {
+            return Ok(());
         };
-        file.set_len(len).map_err(io_err(&path))?;
-        s.bytes = len;
+        // Whatever the buffer still holds is not to be written.
+        let file = w.into_parts().0;
         self.active = Some(BufWriter::with_capacity(self.buffer, file));
+        s.bytes = len;
+        self.cut_owed = Some(len);
+        self.make_owed_cut()
+    }
+
+    fn make_owed_cut(&mut self) -> Result<(), LogError> {
+        if let (Some(len), Some(w), Some(s)) =
+            (self.cut_owed, self.active.as_ref(), self.segments.last())
+        {
+            set_len(w.get_ref(), len).map_err(io_err(&self.fmt.path(&self.dir, s.id)))?;
+            self.cut_owed = None;
+        }
         Ok(())
     }
 
@@ -611,6 +679,9 @@ impl Log {
             });
             s.bytes = len;
         }
+        if !out.is_empty() {
+            sync_dir(&self.dir);
+        }
         Ok(out)
     }
 
@@ -637,6 +708,7 @@ impl Log {
         // Whether or not the file could be removed, the log no longer holds it: a caller
         // that cannot delete keeps its bound by what it reads, not by what is on disk.
         let _ = remove_file(&self.fmt.path(&self.dir, s.id));
+        sync_dir(&self.dir);
         Some(Dropped {
             id: s.id,
             bytes: s.bytes,
@@ -647,9 +719,37 @@ impl Log {
     pub fn remove(&mut self, id: u64) -> Result<(), LogError> {
         if self.active().is_some_and(|a| a.id == id) {
             self.active = None;
+            self.cut_owed = None;
         }
         self.segments.retain(|s| s.id != id);
-        remove_file(&self.fmt.path(&self.dir, id))
+        remove_file(&self.fmt.path(&self.dir, id))?;
+        sync_dir(&self.dir);
+        Ok(())
+    }
+}
+
+/// `File::set_len`, which a test can make fail: a cut that fails is what leaves records a
+/// caller rolled back on disk, and no file system makes that happen on demand.
+fn set_len(file: &File, len: u64) -> io::Result<()> {
+    #[cfg(test)]
+    if FAIL_SET_LEN.with(|n| n.replace(n.get().saturating_sub(1))) > 0 {
+        return Err(io::Error::other("injected set_len failure"));
+    }
+    file.set_len(len)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many of this thread's next `set_len` calls fail.
+    static FAIL_SET_LEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the directory's entries (files created, removed) durable. A failure loses no record
+/// now; after a power loss a removed segment may come back (read again) or a new one be
+/// missing its entry: worth an operator's notice, not worth failing the caller.
+fn sync_dir(dir: &Path) {
+    if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), %error, "durable-log: cannot sync the directory");
     }
 }
 

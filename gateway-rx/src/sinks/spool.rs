@@ -35,7 +35,9 @@
 //! never twice (an MQTT sink would publish it twice).
 //!
 //! Segments, records and their recovery are `durable_log`'s (this layout is its `.spool`
-//! format): a record torn by a crash is cut off when the spool is next opened; every open
+//! format): what a crash left beyond the store's last commit is cut off when the spool is next
+//! opened (without a head recorded by the store, a torn last record is); a bad record below
+//! that head is corruption of committed records (see Bounds), never cut silently; every open
 //! starts a new segment, so records are only ever appended to a segment this process created.
 //! A segment ends only between transactions, so a rollback only ever cuts the current one.
 //!
@@ -199,28 +201,30 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     /// Opens (creating) the spool in `dir`: cuts it back to `committed` (where the store's last
-    /// commit says its records end: what a crash left after that was never the store's), cuts a
-    /// torn last record off, and starts a new segment. The reader for the same directory takes
+    /// commit says its records end: what a crash left after that was never the store's; a bad
+    /// record below it is corruption, left for the reader to count), or without it cuts a torn
+    /// last record off, and starts a new segment. The reader for the same directory takes
     /// the returned [`SpoolShared`].
     pub fn open(
         dir: &Path,
         max_bytes: u64,
         committed: Option<(u64, u64)>,
     ) -> std::io::Result<(SpoolWriter, Arc<SpoolShared>)> {
-        let (mut log, opened) = durable_log::Log::open(dir, FORMAT, 256 << 10, |_, _| true)
-            .map_err(durable_log::LogError::into_io)?;
+        // With the store's head known, only what lies beyond it may go: damage below it is
+        // committed records lost, which the reader counts and reports for a gap, whereas a
+        // torn-tail cut there would lose them silently.
+        let (log, opened) = match committed {
+            Some(head) => durable_log::Log::open_at(dir, FORMAT, 256 << 10, head, |_, _| true),
+            None => durable_log::Log::open(dir, FORMAT, 256 << 10, |_, _| true),
+        }
+        .map_err(durable_log::LogError::into_io)?;
         if let Some(r) = opened.recovered
             && r.damage.torn_tail
         {
             tracing::warn!(dir = %dir.display(), segment = r.id, valid = r.len, "spool: torn record at the end cut off");
         }
-        if let Some((segment, len)) = committed {
-            let cut = log
-                .cut_back(segment, len)
-                .map_err(durable_log::LogError::into_io)?;
-            for d in cut {
-                tracing::warn!(dir = %dir.display(), segment = d.id, bytes = d.bytes, "spool: records the store never committed cut off");
-            }
+        for d in opened.cut {
+            tracing::warn!(dir = %dir.display(), segment = d.id, bytes = d.bytes, "spool: records the store never committed cut off");
         }
         let bytes = log.total_bytes();
         let last = log.segments().last().map(|s| s.id);
@@ -247,9 +251,15 @@ impl SpoolWriter {
     }
 
     fn create_segment(&mut self) -> std::io::Result<()> {
-        self.log
-            .start_segment(self.segment, &[])
-            .map_err(durable_log::LogError::into_io)?;
+        if let Err(e) = self.log.start_segment(self.segment, &[]) {
+            // The old segment could not be ended (not synced, or a rollback's cut still owed):
+            // it is still the one written, so heads must name it, or a reader would take it
+            // for a finished segment and read it to its end.
+            if let Some(a) = self.log.active() {
+                self.segment = a.id;
+            }
+            return Err(e.into_io());
+        }
         self.len = 0;
         self.published = 0;
         self.names.clear();
@@ -393,9 +403,11 @@ impl SpoolWriter {
     pub fn rollback(&mut self) {
         let unpublished = self.len - self.published;
         if let Err(e) = self.log.truncate_active(self.published) {
-            // Past the published end the segment may hold a torn record: the next append
-            // starts a new one, and the reader finds the torn tail as corruption (counted,
-            // recorded as a gap).
+            // Past the published end the segment still holds the rolled-back records, maybe
+            // whole and synced. It stays the head segment, so the reader stops at the
+            // published end, and the log makes the cut before anything else is written: until
+            // it can, appends fail and are rolled back (a restart cuts back to the store's head
+            // anyway).
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot cut unpublished records off the spool");
         }
         self.shared
@@ -754,6 +766,10 @@ impl SpoolReader {
 mod tests {
     use super::*;
 
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
     fn sample(tag: &str, t: i64) -> SpoolSample {
         SpoolSample {
             tag: Arc::from(tag),
@@ -948,6 +964,42 @@ mod tests {
         assert!(drain(&mut r).is_empty());
         assert_eq!(shared.stats.corrupt_records.load(Ordering::Relaxed), 1);
         assert_eq!(shared.corrupt.lock().unwrap().len(), 1, "a gap to record");
+    }
+
+    /// A damaged length field below the store's committed head is corruption, not a torn
+    /// tail: the samples it cost are counted and reported for a gap, and nothing the store
+    /// committed is cut off when the spool opens.
+    #[test]
+    fn a_damaged_length_below_the_committed_head_is_corruption_not_a_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let want: Vec<SpoolSample> = (0..3000).map(|i| sample("t", i)).collect();
+        let committed = {
+            let (mut w, _) = SpoolWriter::open(dir.path(), 64 << 20, None).unwrap();
+            w.append(&want).unwrap();
+            w.prepare().unwrap();
+            w.publish();
+            w.pending_head()
+        };
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        assert_eq!(committed, (1, bytes.len() as u64));
+        let second = RECORD_HEADER as usize + u32_at(&bytes, 0) as usize;
+        bytes[second + 2] ^= 0x10;
+        std::fs::write(&seg, &bytes).unwrap();
+        let (_w, shared) = SpoolWriter::open(dir.path(), 64 << 20, Some(committed)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            committed.1,
+            "committed records are never cut"
+        );
+        let mut r = SpoolReader::open(dir.path(), shared.clone()).unwrap();
+        assert_eq!(drain(&mut r), want[..SAMPLES_PER_RECORD]);
+        assert_eq!(shared.stats.corrupt_records.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            *shared.corrupt.lock().unwrap(),
+            [committed.1 - second as u64],
+            "a gap to record"
+        );
     }
 
     /// What a transaction the store rolled back appended is never read, and the names it
