@@ -9,6 +9,7 @@
 //! `Node Control/Rebirth` brings NBIRTH (same bdSeq, seq 0) and DBIRTH again; the receiver
 //! going away leaves its will, the NDEATH with the NBIRTH's bdSeq.
 
+#[allow(dead_code)] // the shared helpers serve several test files
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

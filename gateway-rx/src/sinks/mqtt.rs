@@ -604,10 +604,7 @@ impl Publisher {
         match &self.node {
             Some(n) => {
                 let now = observe::lifecycle::unix_now();
-                b.push_with(s, |late| {
-                    n.birth
-                        .data(&n.ids, &s.tag, &s.value, s.quality, s.time, now, late)
-                });
+                b.push_with(s, |late| n.birth.data(&n.ids, s, now, late));
             }
             None => {
                 let topic = self.topic(&s.tag);
@@ -626,7 +623,7 @@ impl Publisher {
             Some(n) => {
                 let mut w = w.clone();
                 for m in &mut w.messages {
-                    sparkplug::stamp(&mut m.payload, n.seq.next());
+                    sparkplug::stamp(&mut m.payload, n.seq.advance());
                 }
                 Flight::new(&w, released, limit, resumed)
             }
@@ -648,7 +645,7 @@ impl Publisher {
         n.seq.reset();
         for d in devices {
             let topic = n.ids.device_topic(sparkplug::Kind::DBirth, &d.device);
-            out.push(announce(topic, d.encode(n.seq.next(), now)));
+            out.push(announce(topic, d.encode(n.seq.advance(), now)));
         }
         info!(
             bd_seq = n.bd_seq,
@@ -687,7 +684,7 @@ impl Publisher {
                 );
                 out.push(announce(
                     n.ids.device_topic(sparkplug::Kind::DDeath, id),
-                    sparkplug::ddeath(n.seq.next(), now),
+                    sparkplug::ddeath(n.seq.advance(), now),
                 ));
                 n.dead.insert(id.clone());
             } else if h.connected && dead {
@@ -703,7 +700,7 @@ impl Publisher {
                 );
                 n.dead.remove(&d.device);
                 let topic = n.ids.device_topic(sparkplug::Kind::DBirth, &d.device);
-                out.push(announce(topic, d.encode(n.seq.next(), now)));
+                out.push(announce(topic, d.encode(n.seq.advance(), now)));
             }
         }
         link.send(out).await

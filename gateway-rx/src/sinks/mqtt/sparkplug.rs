@@ -48,6 +48,7 @@ use protocol::catalogue::Catalogue;
 use protocol::model::{Quality, UnixNanos, Value, ValueType};
 use protocol::tag_ref::{SourceRef, TagRef};
 
+use crate::sinks::spool::SpoolSample;
 use crate::state::StateView;
 
 /// The messages' protobuf types, by hand from `sparkplug/sparkplug_b.proto` (the
@@ -338,7 +339,7 @@ pub struct Seq(u8);
 
 impl Seq {
     /// The number for the next message.
-    pub fn next(&mut self) -> u64 {
+    pub fn advance(&mut self) -> u64 {
         let n = self.0;
         self.0 = self.0.wrapping_add(1);
         u64::from(n)
@@ -499,10 +500,8 @@ impl Birth {
                     .is_some_and(|a| seen.get(&a).copied().unwrap_or(0) > 1)
                 {
                     m.alias = None;
-                    if let Some(n) = &m.name {
-                        if let Some(t) = birth.tags.get_mut(n.as_str()) {
-                            t.1 = None;
-                        }
+                    if let Some(t) = m.name.as_deref().and_then(|n| birth.tags.get_mut(n)) {
+                        t.1 = None;
                     }
                 }
             }
@@ -520,13 +519,11 @@ impl Birth {
     pub fn data(
         &self,
         ids: &Ids,
-        tag: &str,
-        value: &Value,
-        q: Quality,
-        time: UnixNanos,
+        s: &SpoolSample,
         now: UnixNanos,
         historical: bool,
     ) -> (String, Vec<u8>) {
+        let (tag, value, q, time) = (&*s.tag, &s.value, s.quality, s.time);
         let mut m = pb::Metric {
             timestamp: Some(millis(time)),
             datatype: Some(datatype(value.value_type())),
@@ -576,6 +573,16 @@ pub fn next_bd_seq(dir: &Path) -> u8 {
 mod tests {
     use super::*;
 
+    fn sample(tag: &str, value: Value, quality: Quality, time: UnixNanos) -> SpoolSample {
+        SpoolSample {
+            tag: tag.into(),
+            value,
+            quality,
+            time,
+            received: time,
+        }
+    }
+
     fn decode(b: &[u8]) -> pb::Payload {
         pb::Payload::decode(b).expect("decodes")
     }
@@ -583,11 +590,11 @@ mod tests {
     #[test]
     fn seq_wraps_after_255() {
         let mut s = Seq::default();
-        let got: Vec<u64> = (0..258).map(|_| s.next()).collect();
+        let got: Vec<u64> = (0..258).map(|_| s.advance()).collect();
         assert_eq!(got[..3], [0, 1, 2]);
         assert_eq!(got[255..], [255, 0, 1]);
         s.reset();
-        assert_eq!(s.next(), 1, "NBIRTH is 0, what follows 1");
+        assert_eq!(s.advance(), 1, "NBIRTH is 0, what follows 1");
     }
 
     #[test]
@@ -597,15 +604,8 @@ mod tests {
             node: "n".into(),
         };
         let b = Birth::default();
-        let (topic, mut p) = b.data(
-            &ids,
-            "x/y",
-            &Value::Int32(-5),
-            Quality::GOOD,
-            1_500_000_000,
-            2_000_000_000,
-            false,
-        );
+        let s = sample("x/y", Value::Int32(-5), Quality::GOOD, 1_500_000_000);
+        let (topic, mut p) = b.data(&ids, &s, 2_000_000_000, false);
         assert_eq!(topic, "spBv1.0/g/NDATA/n");
         assert_eq!(decode(&p).seq, None);
         stamp(&mut p, 200);
@@ -710,7 +710,8 @@ mod tests {
             node: "n".into(),
         };
         for (v, dt, want) in cases {
-            let (_, p) = Birth::default().data(&ids, "t", &v, Quality(0x8005_0000), 0, 0, true);
+            let s = sample("t", v.clone(), Quality(0x8005_0000), 0);
+            let (_, p) = Birth::default().data(&ids, &s, 0, true);
             let m = &decode(&p).metrics[0];
             assert_eq!(
                 (m.datatype, m.value.as_ref()),
