@@ -1,5 +1,9 @@
 //! The MQTT publisher (`[mqtt]`, rumqttc): a topic per tag under a prefix, a JSON payload per
 //! value, retained by default so that a new subscriber gets each tag's last value at once.
+//! With `format = "sparkplug_b"` the same windows, journal and flows carry Sparkplug B
+//! messages instead (`mqtt/sparkplug.rs`): births at each connection and on request, data by
+//! alias, each message's `seq` appended when its flight is built, so that a window sent again
+//! after a reconnect is numbered after that connection's NBIRTH.
 //!
 //! # Topics and payloads
 //!
