@@ -286,8 +286,8 @@ def check(fails: Failures, dec: list[Decoded], notes: list[str]) -> None:
     # seq: NBIRTH 0, then one more per message of the node (NDEATH has none).
     gaps, last = [], None
     for i, d in enumerate(dec):
-        if d.kind == "NDEATH":
-            continue
+        if d.kind in ("NDEATH", "NCMD", "DCMD", "STATE"):
+            continue  # no seq, or the host's own
         from pysparkplug._protobuf import Payload
 
         s = Payload.FromString(d.raw).seq if d.kind != "NDEATH" else None
