@@ -101,9 +101,9 @@ for (const m of msgs.filter((x) => x.kind === "DDATA" && x.p)) {
     } else if (!sameValue(t, x.value)) {
       // sparkplug-payload 1.0.3 reads UInt32 from long_value (and writes it there); the
       // specification has UInt32 in uint32, int_value, which is where the sink puts it.
-      if (t.type === "u32" && text(x.value) === "0") {
+      if (t.type === "u32" && (x.value === null || text(x.value) === "0")) {
         notes.add("sparkplug-payload reads UInt32 from long_value, not the specification's " +
-          "int_value: every UInt32 decodes as 0");
+          "int_value: every UInt32 decodes as null (or 0)");
       } else {
         wrong.push(`${name}: ${text(x.value)} not among ${t.values}`);
       }
