@@ -6,7 +6,7 @@ use std::time::Duration;
 
 pub use crate::http::HttpServer;
 pub use crate::nats::{Nats, NatsAuth};
-pub use crate::sinks::{Mqtt, Postgres, Secret, Spool};
+pub use crate::sinks::{Mqtt, MqttFormat, Postgres, Secret, Spool};
 
 /// Validated `gateway-rx` configuration.
 #[derive(Debug, Clone, PartialEq)]

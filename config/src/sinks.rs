@@ -104,7 +104,22 @@ pub struct Mqtt {
     /// QoS 2 messages awaiting the broker's acknowledgement at once: at most the broker's
     /// limit for a client's incoming QoS 2 messages, so that it never has to queue one.
     pub qos2_max_inflight: u16,
+    /// What the messages are: a JSON document per value, or Sparkplug B.
+    pub format: MqttFormat,
     pub spool: Spool,
+}
+
+/// `[mqtt] format`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MqttFormat {
+    /// A topic per tag under `topic_prefix`, a JSON document per value.
+    #[default]
+    Json,
+    /// gateway-rx is a Sparkplug B edge node: `spBv1.0/<group_id>/<type>/<edge_node_id>[/<device>]`.
+    SparkplugB {
+        group_id: String,
+        edge_node_id: String,
+    },
 }
 
 /// `[postgres]`: the PostgreSQL (or TimescaleDB) sink.
@@ -140,6 +155,9 @@ const MQTT_KEYS: &[&str] = &[
     "ca_file",
     "keep_alive_s",
     "qos2_max_inflight",
+    "format",
+    "group_id",
+    "edge_node_id",
     "spool_dir",
     "spool_max_bytes",
 ];
@@ -458,6 +476,35 @@ pub(crate) fn parse_mqtt(
         "",
         i64::from(MQTT_QOS2_MAX_INFLIGHT_DEFAULT),
     );
+    let format = mqtt_format(ctx, &t);
+    if let Some(MqttFormat::SparkplugB { .. }) = &format {
+        // Sparkplug fixes the topics and forbids retained data messages: a key saying
+        // otherwise would be silently ignored, so it is refused.
+        for key in ["topic_prefix", "retain"] {
+            if t.has(key) {
+                ctx.error(
+                    t.offset_of(key),
+                    t.key(key),
+                    format!(
+                        "{key} is not used with format = \"sparkplug_b\" (Sparkplug fixes the \
+                         topics and never retains data); remove it"
+                    ),
+                );
+            }
+        }
+    } else {
+        for key in ["group_id", "edge_node_id"] {
+            if t.has(key) {
+                ctx.error(
+                    t.offset_of(key),
+                    t.key(key),
+                    format!(
+                        "{key} is only used with format = \"sparkplug_b\"; remove it or add that"
+                    ),
+                );
+            }
+        }
+    }
     let spool = spool(ctx, &t, "mqtt", store_dir);
     let (password_file, password) = match password? {
         Some((p, s)) => (Some(p), Some(s)),
@@ -478,8 +525,60 @@ pub(crate) fn parse_mqtt(
         ca_file: ca_file?,
         keep_alive: keep_alive?,
         qos2_max_inflight: qos2_max_inflight? as u16,
+        format: format?,
         spool: spool?,
     }))
+}
+
+/// `format`, and with Sparkplug its `group_id` and `edge_node_id` (required).
+fn mqtt_format(ctx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<MqttFormat> {
+    let f = match t.string(ctx, "format", Req::Optional) {
+        None if t.has("format") => return None,
+        None => return Some(MqttFormat::Json),
+        Some(f) => f,
+    };
+    match f.val.as_str() {
+        "json" => return Some(MqttFormat::Json),
+        "sparkplug_b" => {}
+        other => {
+            ctx.error(
+                f.span.start,
+                &f.key,
+                format!("format \"{other}\" is not known; give \"json\" or \"sparkplug_b\""),
+            );
+            return None;
+        }
+    }
+    let mut id = |key: &str, example: &str| -> Option<String> {
+        let v = t.string(
+            ctx,
+            key,
+            Req::Required("Sparkplug B needs its group id and edge node id, like group_id = \"plant1\" and edge_node_id = \"gateway-rx\""),
+        )?;
+        // Sparkplug ids are topic levels: no separator, no wildcard.
+        let bad = v.val.is_empty()
+            || v.val.len() > 256
+            || v.val.chars().any(|c| c == '/' || topic_refuses(c));
+        if bad {
+            ctx.error(
+                v.span.start,
+                &v.key,
+                format!(
+                    "{key} \"{}\" is not a Sparkplug id; give 1 to 256 characters without '/', \
+                     '+', '#' or control characters, like \"{example}\"",
+                    v.val
+                ),
+            );
+            return None;
+        }
+        Some(v.val)
+    };
+    let group_id = id("group_id", "plant1");
+    let edge_node_id = id("edge_node_id", "gateway-rx");
+    Some(MqttFormat::SparkplugB {
+        group_id: group_id?,
+        edge_node_id: edge_node_id?,
+    })
 }
 
 /// The optional `[postgres]` table: `Some(None)` when absent, `None` when invalid (reported).

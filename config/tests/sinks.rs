@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::Diagnostic;
-use config::rx::{Mqtt, Postgres, RxConfig, Secret, Spool};
+use config::rx::{Mqtt, MqttFormat, Postgres, RxConfig, Secret, Spool};
 
 const RX: &str = "[link]\ninsecure_no_key = true\nbind = \"0.0.0.0:5600\"\n";
 
@@ -75,6 +75,7 @@ fn mqtt_defaults() {
             ca_file: None,
             keep_alive: Duration::from_secs(30),
             qos2_max_inflight: 20,
+            format: MqttFormat::Json,
             spool: Spool {
                 dir: "/var/lib/gateway/spool/mqtt".into(),
                 max_bytes: 1 << 30,
@@ -419,4 +420,49 @@ fn example_sink_sections_are_valid_uncommented() {
         (n.servers.len(), n.subject_prefix.as_str(), n.replicas),
         (3, "plant1.gateway", 3)
     );
+}
+
+#[test]
+fn mqtt_sparkplug_b() {
+    let c = rx(&format!(
+        "{RX}[mqtt]\nhost = \"127.0.0.1\"\nformat = \"sparkplug_b\"\ngroup_id = \"plant1\"\n\
+         edge_node_id = \"gw-rx\"\n"
+    ));
+    assert_eq!(
+        c.mqtt.unwrap().format,
+        MqttFormat::SparkplugB {
+            group_id: "plant1".into(),
+            edge_node_id: "gw-rx".into()
+        }
+    );
+    let c = rx(&format!("{RX}[mqtt]\nhost = \"h\"\nformat = \"json\"\n"));
+    assert_eq!(c.mqtt.unwrap().format, MqttFormat::Json);
+    for (body, says) in [
+        ("format = \"xml\"", "is not known"),
+        ("format = \"sparkplug_b\"\ngroup_id = \"a\"", "edge_node_id"),
+        (
+            "format = \"sparkplug_b\"\ngroup_id = \"a/b\"\nedge_node_id = \"n\"",
+            "is not a Sparkplug id",
+        ),
+        (
+            "format = \"sparkplug_b\"\ngroup_id = \"a\"\nedge_node_id = \"n+\"",
+            "is not a Sparkplug id",
+        ),
+        (
+            "format = \"sparkplug_b\"\ngroup_id = \"a\"\nedge_node_id = \"n\"\nretain = true",
+            "retain is not used",
+        ),
+        (
+            "format = \"sparkplug_b\"\ngroup_id = \"a\"\nedge_node_id = \"n\"\ntopic_prefix = \"x\"",
+            "topic_prefix is not used",
+        ),
+        ("group_id = \"a\"", "only used with format"),
+    ] {
+        let d = diags_at(
+            &format!("{RX}[mqtt]\nhost = \"h\"\n{body}\n"),
+            Path::new("/etc/gw/rx.toml"),
+        );
+        let text = format!("{d:?}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
 }

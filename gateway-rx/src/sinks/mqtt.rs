@@ -1,5 +1,9 @@
 //! The MQTT publisher (`[mqtt]`, rumqttc): a topic per tag under a prefix, a JSON payload per
 //! value, retained by default so that a new subscriber gets each tag's last value at once.
+//! With `format = "sparkplug_b"` the same windows, journal and flows carry Sparkplug B
+//! messages instead (`mqtt/sparkplug.rs`): births at each connection and on request, data by
+//! alias, each message's `seq` appended when its flight is built, so that a window sent again
+//! after a reconnect is numbered after that connection's NBIRTH.
 //!
 //! # Topics and payloads
 //!
@@ -91,17 +95,21 @@
 
 pub mod flight;
 pub mod journal;
+pub mod sparkplug;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use config::rx::Mqtt;
+use config::rx::{Mqtt, MqttFormat};
 use config::sinks::topic_refuses;
 use config::timefmt::format_rfc3339;
 use protocol::model::{Quality, UnixNanos, Value};
-use rumqttc::{Event, EventLoop, MqttOptions, Packet, PubAck, PubComp, PubRec, PubRel, QoS};
+use rumqttc::{
+    Event, EventLoop, LastWill, MqttOptions, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS,
+    Subscribe, SubscribeFilter,
+};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -221,13 +229,27 @@ fn tls_config(cfg: &Mqtt) -> anyhow::Result<rumqttc::TlsConfiguration> {
     Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-fn options(cfg: &Mqtt, tls: Option<&rumqttc::TlsConfiguration>) -> MqttOptions {
+fn options(
+    cfg: &Mqtt,
+    tls: Option<&rumqttc::TlsConfiguration>,
+    node: Option<&Node>,
+) -> MqttOptions {
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(cfg.keep_alive);
     // The broker keeps the session between connections: what makes a re-sent packet
     // identifier mean "the same message" to it (see the module doc).
     o.set_clean_session(false);
     o.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(n) = node {
+        // A DBIRTH holds every metric of a device: up to Mosquitto's default message limit.
+        o.set_max_packet_size(1 << 20, 256 << 20);
+        o.set_last_will(LastWill::new(
+            n.ids.node_topic(sparkplug::Kind::NDeath),
+            sparkplug::ndeath(n.bd_seq, observe::lifecycle::unix_now()),
+            QoS::AtLeastOnce,
+            false,
+        ));
+    }
     if let Some(user) = &cfg.username {
         o.set_credentials(
             user.clone(),
@@ -279,7 +301,8 @@ impl<'a> Builder<'a> {
             marks,
             moved: HashMap::new(),
             qos: cfg.qos,
-            retain: cfg.retain,
+            // Sparkplug data is never retained (a host learns state from births).
+            retain: cfg.retain && cfg.format == MqttFormat::Json,
             messages: Vec::new(),
             late: 0,
             published: 0,
@@ -290,23 +313,38 @@ impl<'a> Builder<'a> {
         self.moved.get(tag).or_else(|| self.marks.get(tag)).copied()
     }
 
+    #[cfg(test)]
     fn push(&mut self, s: &SpoolSample, topic: String) -> Order {
+        self.push_with(s, |late| {
+            let p = payload(&s.value, s.quality, s.time, s.received, late);
+            (topic, p.into_bytes())
+        })
+    }
+
+    /// Adds `s` as the message `make(late)` gives (topic and payload), if it is to be sent.
+    fn push_with(
+        &mut self,
+        s: &SpoolSample,
+        make: impl FnOnce(bool) -> (String, Vec<u8>),
+    ) -> Order {
         let o = order(self.mark(&s.tag), s.time);
         match o {
             Order::Published => self.published += 1,
             Order::Late => {
                 self.late += 1;
+                let (topic, payload) = make(true);
                 self.messages.push(Message {
                     topic,
-                    payload: payload(&s.value, s.quality, s.time, s.received, true),
+                    payload,
                     retain: false,
                 });
             }
             Order::InOrder => {
                 self.moved.insert(s.tag.clone(), s.time);
+                let (topic, payload) = make(false);
                 self.messages.push(Message {
                     topic,
-                    payload: payload(&s.value, s.quality, s.time, s.received, false),
+                    payload,
                     retain: self.retain,
                 });
             }
@@ -352,16 +390,21 @@ struct Link<'a> {
     last_sent: Instant,
     ping_sent: Option<Instant>,
     foreign_logged: bool,
+    /// Sparkplug: the node's NCMD topic, and whether a rebirth was asked on it.
+    ncmd: Option<String>,
+    rebirth: bool,
 }
 
 impl<'a> Link<'a> {
-    fn new(ev: &'a mut EventLoop, keep_alive: Duration) -> Link<'a> {
+    fn new(ev: &'a mut EventLoop, keep_alive: Duration, ncmd: Option<String>) -> Link<'a> {
         Link {
             ev,
             keep_alive,
             last_sent: Instant::now(),
             ping_sent: None,
             foreign_logged: false,
+            ncmd,
+            rebirth: false,
         }
     }
 
@@ -434,6 +477,18 @@ impl<'a> Link<'a> {
                 self.ping_sent = None;
                 return Ok(None);
             }
+            Packet::Publish(p) if self.ncmd.as_deref() == Some(p.topic.as_str()) => {
+                // On the IT side only: a host asks this node to announce itself again.
+                if sparkplug::is_rebirth(&p.payload) {
+                    info!(topic = p.topic, "Sparkplug rebirth requested");
+                    self.rebirth = true;
+                }
+                match p.qos {
+                    QoS::AtMostOnce => return Ok(None),
+                    QoS::AtLeastOnce => Packet::PubAck(PubAck::new(p.pkid)),
+                    QoS::ExactlyOnce => Packet::PubRec(PubRec::new(p.pkid)),
+                }
+            }
             Packet::Publish(p) => {
                 if !self.foreign_logged {
                     self.foreign_logged = true;
@@ -505,9 +560,169 @@ struct Publisher {
     topics: HashMap<Arc<str>, String>,
     /// The journal's open window's flows, kept across reconnects (it knows what was acked).
     flight: Option<Flight>,
+    /// With `format = "sparkplug_b"`: the edge node.
+    node: Option<Node>,
+}
+
+/// The Sparkplug edge node's state (`mqtt/sparkplug.rs`).
+struct Node {
+    ids: sparkplug::Ids,
+    /// This connection's (in its will and its NBIRTH).
+    bd_seq: u8,
+    seq: sparkplug::Seq,
+    birth: sparkplug::Birth,
+    /// Devices announced dead (their source Bad on the plant side), by id.
+    dead: HashSet<String>,
+}
+
+impl Node {
+    fn new(cfg: &Mqtt) -> Option<Node> {
+        match &cfg.format {
+            MqttFormat::Json => None,
+            MqttFormat::SparkplugB {
+                group_id,
+                edge_node_id,
+            } => Some(Node {
+                ids: sparkplug::Ids {
+                    group: group_id.clone(),
+                    node: edge_node_id.clone(),
+                },
+                bd_seq: 0,
+                seq: sparkplug::Seq::default(),
+                birth: sparkplug::Birth::default(),
+                dead: HashSet::new(),
+            }),
+        }
+    }
+}
+
+/// A Sparkplug birth or death: QoS 0 and never retained, as the specification has them; they
+/// are state announced again on every connection, not samples, so they are not journaled.
+fn announce(topic: String, payload: Vec<u8>) -> Packet {
+    Packet::Publish(Publish::new(topic, QoS::AtMostOnce, payload))
 }
 
 impl Publisher {
+    /// Adds a sample to a window in the configured format.
+    fn push(&mut self, b: &mut Builder<'_>, s: &SpoolSample) {
+        match &self.node {
+            Some(n) => {
+                let now = observe::lifecycle::unix_now();
+                b.push_with(s, |late| n.birth.data(&n.ids, s, now, late));
+            }
+            None => {
+                let topic = self.topic(&s.tag);
+                b.push_with(s, |late| {
+                    let p = payload(&s.value, s.quality, s.time, s.received, late);
+                    (topic, p.into_bytes())
+                });
+            }
+        }
+    }
+
+    /// The flows of `w`; with Sparkplug, each message numbered (`seq`) in the order it is sent.
+    fn flight_for(&mut self, w: &Window, released: &BTreeSet<u16>, resumed: bool) -> Flight {
+        let limit = self.limit(w.qos);
+        match self.node.as_mut() {
+            Some(n) => {
+                let mut w = w.clone();
+                for m in &mut w.messages {
+                    sparkplug::stamp(&mut m.payload, n.seq.advance());
+                }
+                Flight::new(&w, released, limit, resumed)
+            }
+            None => Flight::new(w, released, limit, resumed),
+        }
+    }
+
+    /// NBIRTH, then a DBIRTH per device (and a DDEATH for each whose source is Bad).
+    async fn births(&mut self, link: &mut Link<'_>) -> Result<(), Failure> {
+        let Some(n) = self.node.as_mut() else {
+            return Ok(());
+        };
+        let now = observe::lifecycle::unix_now();
+        let (birth, devices) = sparkplug::Birth::new(&self.state.view(), now);
+        let mut out = vec![announce(
+            n.ids.node_topic(sparkplug::Kind::NBirth),
+            sparkplug::nbirth(n.bd_seq, now),
+        )];
+        n.seq.reset();
+        for d in devices {
+            let topic = n.ids.device_topic(sparkplug::Kind::DBirth, &d.device);
+            out.push(announce(topic, d.encode(n.seq.advance(), now)));
+        }
+        info!(
+            bd_seq = n.bd_seq,
+            devices = birth.devices.len(),
+            catalogue = ?birth.catalogue,
+            "Sparkplug births sent"
+        );
+        n.birth = birth;
+        n.dead.clear();
+        link.send(out).await?;
+        self.health(link).await
+    }
+
+    /// DDEATH for a device whose source the last heartbeat says is Bad, DBIRTH when it is back.
+    async fn health(&mut self, link: &mut Link<'_>) -> Result<(), Failure> {
+        let Some(n) = self.node.as_mut() else {
+            return Ok(());
+        };
+        let Some((_, hb)) = self.state.last_heartbeat() else {
+            return Ok(());
+        };
+        let now = observe::lifecycle::unix_now();
+        let mut out = Vec::new();
+        let mut back = Vec::new();
+        for (id, source) in &n.birth.devices {
+            let Some(h) = hb.sources.iter().find(|h| &h.name == source) else {
+                continue;
+            };
+            let dead = n.dead.contains(id);
+            if !h.connected && !dead {
+                warn!(
+                    device = id,
+                    source,
+                    error = h.last_error,
+                    "source Bad on the plant side: Sparkplug DDEATH"
+                );
+                out.push(announce(
+                    n.ids.device_topic(sparkplug::Kind::DDeath, id),
+                    sparkplug::ddeath(n.seq.advance(), now),
+                ));
+                n.dead.insert(id.clone());
+            } else if h.connected && dead {
+                back.push(id.clone());
+            }
+        }
+        if !back.is_empty() {
+            let (_, devices) = sparkplug::Birth::new(&self.state.view(), now);
+            for d in devices.into_iter().filter(|d| back.contains(&d.device)) {
+                info!(
+                    device = d.device,
+                    "source back on the plant side: Sparkplug DBIRTH"
+                );
+                n.dead.remove(&d.device);
+                let topic = n.ids.device_topic(sparkplug::Kind::DBirth, &d.device);
+                out.push(announce(topic, d.encode(n.seq.advance(), now)));
+            }
+        }
+        link.send(out).await
+    }
+
+    /// Between windows: a rebirth when asked (NCMD) or when the catalogue changed; deaths and
+    /// births of devices as their sources' health changes.
+    async fn upkeep(&mut self, link: &mut Link<'_>) -> Result<(), Failure> {
+        let Some(n) = self.node.as_ref() else {
+            return Ok(());
+        };
+        if link.rebirth || !n.birth.is_for(self.state.catalogue().as_deref()) {
+            link.rebirth = false;
+            return self.births(link).await;
+        }
+        self.health(link).await
+    }
+
     fn topic(&mut self, tag: &Arc<str>) -> String {
         if let Some(t) = self.topics.get(tag) {
             return t.clone();
@@ -560,10 +775,10 @@ impl Publisher {
                 }
             }
         }
-        let mut b = Builder::new(marks, &self.cfg);
+        let cfg = self.cfg.clone();
+        let mut b = Builder::new(marks, &cfg);
         for s in &picked {
-            let topic = self.topic(&s.tag);
-            b.push(s, topic);
+            self.push(&mut b, s);
         }
         b.finish(None)
     }
@@ -576,15 +791,15 @@ impl Publisher {
         reader: &mut SpoolReader,
         marks: &HashMap<Arc<str>, UnixNanos>,
     ) -> (Option<Window>, Option<Pos>) {
-        let mut b = Builder::new(marks, &self.cfg);
+        let cfg = self.cfg.clone();
+        let mut b = Builder::new(marks, &cfg);
         let mut end = None;
         while b.messages.len() < WINDOW {
             let Some(item) = ahead.pop(reader, WINDOW * 4) else {
                 break;
             };
             end = Some(item.after);
-            let topic = self.topic(&item.sample.tag);
-            b.push(&item.sample, topic);
+            self.push(&mut b, &item.sample);
         }
         self.stats
             .skipped_duplicate
@@ -690,17 +905,25 @@ impl Publisher {
         reader: &mut SpoolReader,
         journal: &mut Journal,
     ) -> Result<std::convert::Infallible, Failure> {
-        let mut link = Link::new(ev, self.cfg.keep_alive);
+        let ncmd = (self.node.as_ref()).map(|n| n.ids.node_topic(sparkplug::Kind::NCmd));
+        let mut link = Link::new(ev, self.cfg.keep_alive, ncmd.clone());
         let shared = reader.shared().clone();
+        if let Some(topic) = ncmd {
+            let mut sub = Subscribe::new_many([SubscribeFilter::new(topic, QoS::AtMostOnce)]);
+            // Windows use 1 to WINDOW.
+            sub.pkid = u16::MAX;
+            link.send(vec![Packet::Subscribe(sub)]).await?;
+            self.births(&mut link).await?;
+        }
         if let Some(open) = journal.open_window() {
             let mut flight = match self.flight.take() {
-                Some(f) => f,
-                None => Flight::new(
-                    &open.window,
-                    &open.released,
-                    self.limit(open.window.qos),
-                    true,
-                ),
+                // The same packets as on the last connection; with Sparkplug they are
+                // numbered again after this connection's NBIRTH.
+                Some(f) if self.node.is_none() => f,
+                _ => {
+                    let (window, released) = (open.window.clone(), open.released.clone());
+                    self.flight_for(&window, &released, true)
+                }
             };
             if !session_present && flight.any_released() {
                 warn!(
@@ -717,6 +940,7 @@ impl Publisher {
         let mut ahead = Ahead::default();
         ahead.restart(reader);
         loop {
+            self.upkeep(&mut link).await?;
             let (window, end) = self.history_window(&mut ahead, reader, journal.marks());
             let window = match (window, end) {
                 (Some(w), _) => Some(w),
@@ -729,7 +953,7 @@ impl Publisher {
                 (None, None) => None,
             };
             if let Some(w) = window {
-                self.flight = Some(Flight::new(&w, &BTreeSet::new(), self.limit(w.qos), false));
+                self.flight = Some(self.flight_for(&w, &BTreeSet::new(), false));
                 if let Err(e) = journal.begin(w) {
                     self.flight = None;
                     return Err(Failure::Journal(e));
@@ -791,7 +1015,9 @@ pub async fn run(
         started: Instant::now(),
         topics: HashMap::new(),
         flight: None,
+        node: None,
     };
+    p.node = Node::new(&p.cfg);
     let mut journal: Option<Journal> = None;
     let mut attempts = Attempts::new(p.stats.clone());
     loop {
@@ -813,7 +1039,11 @@ pub async fn run(
             }
         }
         let Some(j) = journal.as_mut() else { continue };
-        let mut eventloop = EventLoop::new(options(&p.cfg, tls.as_ref()), 1);
+        if let Some(n) = p.node.as_mut() {
+            // Each connection is a new Sparkplug session: its will and NBIRTH share a bdSeq.
+            n.bd_seq = sparkplug::next_bd_seq(reader.dir());
+        }
+        let mut eventloop = EventLoop::new(options(&p.cfg, tls.as_ref(), p.node.as_ref()), 1);
         let broker = format!("{}:{}", p.cfg.host, p.cfg.port);
         match connect(&mut eventloop).await {
             Ok(session_present) => {
@@ -980,7 +1210,7 @@ mod tests {
             .messages
             .iter()
             .map(|m| {
-                let j: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+                let j: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
                 (
                     m.topic.as_str(),
                     j["value"].as_i64().unwrap(),

@@ -267,7 +267,7 @@ mod tests {
             messages: (0..n)
                 .map(|i| Message {
                     topic: format!("gw/t{i}"),
-                    payload: i.to_string(),
+                    payload: i.to_string().into_bytes(),
                     retain: i == 0,
                 })
                 .collect(),

@@ -56,8 +56,9 @@ pub const COMPACT_BYTES: u64 = 8 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub topic: String,
-    /// JSON text (a string, so that it is stored as one run of bytes).
-    pub payload: String,
+    /// JSON text or a Sparkplug B protobuf. A byte vector encodes as a string did (a length,
+    /// then the bytes), so journals written when this was JSON text read back unchanged.
+    pub payload: Vec<u8>,
     pub retain: bool,
 }
 
@@ -401,6 +402,26 @@ impl Journal {
 mod tests {
     use super::*;
 
+    /// Journals written while payloads were JSON strings read back as bytes.
+    #[test]
+    fn a_text_payload_reads_back_as_bytes() {
+        #[derive(Serialize)]
+        struct Before {
+            topic: String,
+            payload: String,
+            retain: bool,
+        }
+        let old = protocol::codec::encode(&Before {
+            topic: "gw/a".into(),
+            payload: "{\"v\":1}".into(),
+            retain: true,
+        })
+        .unwrap();
+        let m: Message = protocol::codec::decode(&old).unwrap();
+        assert_eq!(m.payload, b"{\"v\":1}");
+        assert_eq!(protocol::codec::encode(&m).unwrap(), old);
+    }
+
     fn window(n: usize, end: u64, marks: &[(&str, i64)]) -> Window {
         Window {
             qos: 2,
@@ -410,7 +431,7 @@ mod tests {
             messages: (0..n)
                 .map(|i| Message {
                     topic: format!("gw/t{i}"),
-                    payload: format!("{{\"v\":{i}}}"),
+                    payload: format!("{{\"v\":{i}}}").into_bytes(),
                     retain: i % 2 == 0,
                 })
                 .collect(),
@@ -499,7 +520,7 @@ mod tests {
             let before = j.len();
             let mut w = window(500, round, &[("a", round as i64), (&big[..10], 7)]);
             for m in &mut w.messages {
-                m.payload = big.clone();
+                m.payload = big.clone().into_bytes();
             }
             j.begin(w).unwrap();
             j.released(&[1, 2, 3]).unwrap();
