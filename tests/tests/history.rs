@@ -9,9 +9,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::toml_path;
 use common::{PROCESS_PERIOD, init_tracing, parse_rx, parse_tx, rx_toml_with, tx_toml_with};
 use gateway_rx::Receiver;
 use gateway_rx::store::db;
@@ -30,12 +31,6 @@ struct Hist {
     dir: tempfile::TempDir,
     tx_toml: String,
     rx_toml: String,
-}
-
-fn toml_path(p: &Path) -> String {
-    let s = p.to_str().expect("UTF-8 temporary path");
-    assert!(!s.contains(['"', '\\']));
-    format!("\"{s}\"")
 }
 
 impl Hist {

@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::peers::{service, source_time, unique};
+use common::toml_path;
 use common::{init_tracing, parse_rx};
 use futures_util::StreamExt;
 use gateway_rx::sinks::SinkStats;
@@ -35,12 +36,6 @@ use gateway_rx::sinks::spool::{SpoolReader, SpoolSample, SpoolWriter};
 use protocol::model::{Quality, Value};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn toml_path(p: &Path) -> String {
-    let s = p.to_str().expect("UTF-8 temporary path");
-    assert!(!s.contains(['"', '\\']));
-    format!("\"{s}\"")
-}
 
 /// The `[nats]` config of a sink writing to a stream of its own, three replicas.
 fn nats_cfg(servers: &str, stream: &str, prefix: &str, dir: &Path) -> config::rx::Nats {

@@ -21,22 +21,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::peers::embedded_broker;
 use common::peers::{
     PersistentMosquitto, Rows, Seen, SessionSubscriber, json_value, pg_addr, pg_client, pg_rows,
     pg_table, same_value, service, source_time, unique,
 };
+use common::toml_path;
 use common::{PROCESS_PERIOD, init_tracing, parse_rx, parse_tx, rx_toml_with, tx_toml_with};
 use gateway_rx::Receiver;
 use gateway_tx::Transmitter;
 use protocol::model::Value;
 use tests::plc_sim::PlcSim;
 use tokio::net::{TcpListener, TcpStream};
-
-fn toml_path(p: &Path) -> String {
-    let s = p.to_str().expect("UTF-8 temporary path");
-    assert!(!s.contains(['"', '\\']));
-    format!("\"{s}\"")
-}
 
 // --- A TCP proxy that can cut its connections, standing for a broker or database outage ---------
 
@@ -199,40 +195,6 @@ impl Chain {
 }
 
 // --- MQTT ---------------------------------------------------------------------------------------
-
-/// An embedded broker (rumqttd) on a free loopback port, in its own thread for the process's
-/// life.
-fn embedded_broker() -> SocketAddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
-        .port();
-    let text = format!(
-        "id = 0\n\
-         [router]\nid = 0\nmax_connections = 100\nmax_outgoing_packet_count = 200\n\
-         max_segment_size = 104857600\nmax_segment_count = 10\n\
-         [v4.1]\nname = \"v4-1\"\nlisten = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 1\n\
-         [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 20480\n\
-         max_inflight_count = 500\ndynamic_filters = true\n"
-    );
-    let config: rumqttd::Config = toml::from_str(&text).expect("rumqttd config");
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        if let Err(e) = broker.start() {
-            eprintln!("embedded broker stopped: {e}");
-        }
-    });
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the embedded broker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    addr
-}
 
 /// A subscriber to `<prefix>/#` collecting everything it receives, in order.
 struct Subscriber {
@@ -447,13 +409,13 @@ async fn every_value_in_order_with(broker: &str, table: &str, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_embedded_every_value_in_order_and_retained() {
-    let broker = embedded_broker();
+    let broker = embedded_broker(20 * 1024);
     every_value_in_order(&broker.to_string()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_embedded_broker_outage_spools_then_drains_in_order() {
-    let broker = embedded_broker();
+    let broker = embedded_broker(20 * 1024);
     let proxy = Proxy::start(broker).await;
     let prefix = unique("gwtest");
     // The subscriber talks to the broker itself; only the publisher's path is cut.
@@ -492,7 +454,7 @@ async fn mqtt_embedded_broker_outage_spools_then_drains_in_order() {
 /// live value, in source-time order per tag, retained.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_embedded_live_values_without_history() {
-    let broker = embedded_broker().to_string();
+    let broker = embedded_broker(20 * 1024).to_string();
     let prefix = unique("gwtest");
     let sub = Subscriber::start(&broker, &prefix, &unique("sub")).await;
     let mut chain = Chain::start_with(&mqtt_table(&broker, &prefix), false).await;
@@ -844,7 +806,7 @@ async fn late_samples_are_published(broker: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_embedded_late_samples_are_published_flagged_and_not_retained() {
-    late_samples_are_published(&embedded_broker().to_string()).await;
+    late_samples_are_published(&embedded_broker(20 * 1024).to_string()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1152,7 +1114,7 @@ async fn mqtt_throughput() {
     let broker = std::env::var("GATEWAY_BENCH_MQTT_BROKER")
         .ok()
         .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| embedded_broker().to_string());
+        .unwrap_or_else(|| embedded_broker(20 * 1024).to_string());
     let prefix = unique("gwbench");
     let sub = Subscriber::start(&broker, &prefix, &unique("sub")).await;
     let tmp = tempfile::tempdir().expect("temporary directory");

@@ -14,50 +14,18 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::peers::embedded_broker;
 use common::peers::unique;
+use common::toml_path;
 use common::{PROCESS_PERIOD, init_tracing, parse_rx, parse_tx, rx_toml_with, tx_toml_with};
 use gateway_rx::Receiver;
 use gateway_rx::sinks::mqtt::sparkplug::{REBIRTH, pb};
 use gateway_tx::Transmitter;
 use prost::Message as _;
 use tests::plc_sim::PlcSim;
-
-fn toml_path(p: &Path) -> String {
-    toml::Value::String(p.display().to_string()).to_string()
-}
-
-fn embedded_broker() -> SocketAddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
-        .port();
-    let text = format!(
-        "id = 0\n\
-         [router]\nid = 0\nmax_connections = 100\nmax_outgoing_packet_count = 200\n\
-         max_segment_size = 104857600\nmax_segment_count = 10\n\
-         [v4.1]\nname = \"v4-1\"\nlisten = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 1\n\
-         [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 1048576\n\
-         max_inflight_count = 500\ndynamic_filters = true\n"
-    );
-    let config: rumqttd::Config = toml::from_str(&text).expect("rumqttd config");
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        if let Err(e) = broker.start() {
-            eprintln!("embedded broker stopped: {e}");
-        }
-    });
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "broker");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    addr
-}
 
 type Seen = Arc<Mutex<Vec<(String, pb::Payload)>>>;
 
@@ -127,7 +95,7 @@ fn number(v: &protocol::model::Value) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparkplug_births_data_by_alias_seq_rebirth_and_death() {
     init_tracing();
-    let broker = embedded_broker();
+    let broker = embedded_broker(1 << 20);
     let group = unique("plant");
     let (seen, host) = subscribe(broker, &group).await;
 

@@ -642,3 +642,9 @@ impl XorShift {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
+
+/// `p` as a TOML string (quoted and escaped), for configs written as text.
+#[allow(dead_code)] // not every test file writes paths into its configs
+pub fn toml_path(p: &Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}

@@ -398,3 +398,37 @@ pub async fn pg_rows(client: &tokio_postgres::Client, schema: &str) -> Rows {
     }
     out
 }
+
+/// An embedded MQTT broker (rumqttd) on a free loopback port, in its own thread for the
+/// process's life, taking publishes of up to `max_payload` bytes.
+pub fn embedded_broker(max_payload: usize) -> SocketAddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port")
+        .port();
+    let text = format!(
+        "id = 0\n\
+         [router]\nid = 0\nmax_connections = 100\nmax_outgoing_packet_count = 200\n\
+         max_segment_size = 104857600\nmax_segment_count = 10\n\
+         [v4.1]\nname = \"v4-1\"\nlisten = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 1\n\
+         [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = {max_payload}\n\
+         max_inflight_count = 500\ndynamic_filters = true\n"
+    );
+    let config: rumqttd::Config = toml::from_str(&text).expect("rumqttd config");
+    std::thread::spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(e) = broker.start() {
+            eprintln!("embedded broker stopped: {e}");
+        }
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the embedded broker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    addr
+}
