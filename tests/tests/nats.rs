@@ -395,6 +395,72 @@ async fn nats_exactly_once_through_sink_kills() {
     delete_stream(&js, &stream).await;
 }
 
+/// A sink draining a spool that is fed over `feed_for`, with a fifth of it delivered: the
+/// moment the cluster-side fault tests strike.
+struct Flowing {
+    stream: String,
+    prefix: String,
+    sent: Vec<SpoolSample>,
+    run: SinkRun,
+    feeder: tokio::task::JoinHandle<SpoolWriter>,
+    started: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Flowing {
+    async fn start(servers: &str, name: &str, per_tag: i64, feed_for: Duration) -> Flowing {
+        let (stream, prefix) = (unique(&name.to_uppercase()), unique(name));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let spool = dir.path().join("spool");
+        let sent = history(40, per_tag);
+        let (writer, shared) = SpoolWriter::open(&spool, 1 << 30, None).expect("spool");
+        let run = SinkRun::start(
+            &nats_cfg(servers, &stream, &prefix, dir.path()),
+            SpoolReader::open(&spool, shared).expect("reader"),
+        );
+        let feeder = feed(writer, sent.clone(), feed_for);
+        let started = Instant::now();
+        let total = sent.len() as u64;
+        while run.delivered() < total / 5 && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Flowing {
+            stream,
+            prefix,
+            sent,
+            run,
+            feeder,
+            started,
+            _dir: dir,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.sent.len() as u64
+    }
+
+    /// Waits for the whole feed to be in the stream, then stops the sink and deletes the
+    /// stream; reports and asserts every sample exactly once. `fault` names what was done.
+    async fn finish(self, js: &async_nats::jetstream::Context, within: Duration, fault: &str) {
+        let total = self.total();
+        let _writer = self.feeder.await.expect("feeder");
+        wait_for(js, &self.stream, total, within).await;
+        let stored = read_stream(js, &self.stream).await;
+        let (dups, problems) = check(&stored, &self.sent, &self.prefix);
+        let failures = self.run.stats.failures.load(Ordering::Relaxed);
+        let (_, deduped) = self.run.kill().await;
+        eprintln!(
+            "FAULT {fault} | sent {total} | in the stream {} | duplicates {dups} (failed batches \
+             {failures}, dropped by id {deduped}; {:.0?} in all)",
+            stored.len(),
+            self.started.elapsed()
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(dups, 0, "every sample exactly once");
+        delete_stream(js, &self.stream).await;
+    }
+}
+
 /// Samples flowing while the node leading the stream is killed (SIGKILL) and restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_exactly_once_through_a_node_kill() {
@@ -403,43 +469,17 @@ async fn nats_exactly_once_through_a_node_kill() {
     };
     let _serial = SERIAL.lock().await;
     init_tracing();
-    let (stream, prefix) = (unique("GWNODE"), unique("gwnode"));
-    let tmp = tempfile::tempdir().expect("temporary directory");
-    let spool = tmp.path().join("spool");
-    let sent = history(40, 200);
-    let total = sent.len() as u64;
-    let (writer, shared) = SpoolWriter::open(&spool, 1 << 30, None).expect("spool");
-    let run = SinkRun::start(
-        &nats_cfg(&servers, &stream, &prefix, tmp.path()),
-        SpoolReader::open(&spool, shared).expect("reader"),
-    );
-    let feeder = feed(writer, sent.clone(), Duration::from_secs(10));
     let js = jetstream(&servers).await;
-    let started = Instant::now();
-    while run.delivered() < total / 5 && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let node = leader(&js, &stream).await.unwrap_or_else(|| "1".into());
-    let at = run.delivered();
+    let flow = Flowing::start(&servers, "gwnode", 200, Duration::from_secs(10)).await;
+    let node = leader(&js, &flow.stream)
+        .await
+        .unwrap_or_else(|| "1".into());
+    let at = flow.run.delivered();
     ctl("kill", &node);
     tokio::time::sleep(Duration::from_secs(3)).await;
     ctl("start", &node);
-    let _writer = feeder.await.expect("feeder");
-    wait_for(&js, &stream, total, Duration::from_secs(90)).await;
-    let stored = read_stream(&js, &stream).await;
-    let (dups, problems) = check(&stored, &sent, &prefix);
-    let failures = run.stats.failures.load(Ordering::Relaxed);
-    let (_, deduped) = run.kill().await;
-    eprintln!(
-        "FAULT node n{node} (the stream's leader) killed for 3 s at {at} delivered | sent {total} \
-         | in the stream {} | duplicates {dups} (failed batches {failures}, dropped by id \
-         {deduped}; {:.0?} in all)",
-        stored.len(),
-        started.elapsed()
-    );
-    assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(dups, 0, "every sample exactly once");
-    delete_stream(&js, &stream).await;
+    let fault = format!("node n{node} (the stream's leader) killed for 3 s at {at} delivered");
+    flow.finish(&js, Duration::from_secs(90), &fault).await;
 }
 
 /// Samples flowing while the whole cluster is stopped for 30 s and started again.
@@ -450,47 +490,21 @@ async fn nats_exactly_once_through_a_cluster_outage() {
     };
     let _serial = SERIAL.lock().await;
     init_tracing();
-    let (stream, prefix) = (unique("GWDOWN"), unique("gwdown"));
-    let tmp = tempfile::tempdir().expect("temporary directory");
-    let spool = tmp.path().join("spool");
-    let sent = history(40, 150);
-    let total = sent.len() as u64;
-    let (writer, shared) = SpoolWriter::open(&spool, 1 << 30, None).expect("spool");
-    let run = SinkRun::start(
-        &nats_cfg(&servers, &stream, &prefix, tmp.path()),
-        SpoolReader::open(&spool, shared).expect("reader"),
-    );
-    let feeder = feed(writer, sent.clone(), Duration::from_secs(8));
-    let started = Instant::now();
-    while run.delivered() < total / 5 && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let flow = Flowing::start(&servers, "gwdown", 150, Duration::from_secs(8)).await;
     ctl("stop", "all");
     // An acknowledgement that left a server just before it stopped is counted by now.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let at = run.delivered();
+    let at = flow.run.delivered();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let during = run.delivered();
+    let during = flow.run.delivered();
     ctl("start", "all");
-    let _writer = feeder.await.expect("feeder");
-    let js = jetstream(&servers).await;
-    wait_for(&js, &stream, total, Duration::from_secs(120)).await;
-    let stored = read_stream(&js, &stream).await;
-    let (dups, problems) = check(&stored, &sent, &prefix);
-    let (_, deduped) = run.kill().await;
-    eprintln!(
-        "FAULT whole cluster stopped 30 s at {at} delivered | sent {total} | in the stream {} \
-         | duplicates {dups} (dropped by id {deduped}; {:.0?} in all)",
-        stored.len(),
-        started.elapsed()
-    );
     assert_eq!(
         during, at,
         "nothing is acknowledged while the cluster is down"
     );
-    assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(dups, 0, "every sample exactly once");
-    delete_stream(&js, &stream).await;
+    let js = jetstream(&servers).await;
+    let fault = format!("whole cluster stopped 30 s at {at} delivered");
+    flow.finish(&js, Duration::from_secs(120), &fault).await;
 }
 
 /// Samples per second into a replicas-3 stream through the whole receiving path (the store's
